@@ -1,0 +1,419 @@
+"""Reports: findings, per-module and per-task records, and their rendering.
+
+The JSON form is the design's schema ``klpinspect/1``: addresses are
+lower-case ``"0x…"`` strings and fields that do not apply are omitted or
+``null``.  The table form uses tabulate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tabulate import tabulate
+
+__all__ = (
+    "CODES",
+    "EXIT_ERROR_FINDING",
+    "EXIT_OK",
+    "EXIT_UNUSABLE",
+    "Finding",
+    "FrameRecord",
+    "ModuleRecord",
+    "Report",
+    "Severity",
+    "StubRecord",
+    "TaskRecord",
+    "hexaddr",
+    "render",
+    "render_json",
+    "render_table",
+)
+
+EXIT_OK = 0
+EXIT_ERROR_FINDING = 1
+EXIT_UNUSABLE = 2
+
+SCHEMA = "klpinspect/1"
+
+
+class Severity(str, Enum):
+    """How bad a finding is; ``error`` findings make the exit status 1."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+# Stable finding codes (design.md): add new ones, never rename.
+CODES: dict[str, Severity] = {
+    "TRAMP_NOT_FTRACE_STUB": Severity.ERROR,
+    "TRAMP_TARGET_MISMATCH": Severity.ERROR,
+    "STUB_TOC_MISMATCH": Severity.ERROR,
+    "STUB_UNKNOWN": Severity.WARNING,
+    "STUB_BAD_MAGIC": Severity.WARNING,
+    "STUB_TARGET_DANGLING": Severity.ERROR,
+    "CALLSITE_NO_TOC_RESTORE": Severity.ERROR,
+    "LPSTACK_BAD_MAGIC": Severity.ERROR,
+    "LPSTACK_OUT_OF_BOUNDS": Severity.ERROR,
+    "LPSTACK_R2_UNKNOWN": Severity.WARNING,
+    "CALLSITE_SIBLING_VIA_STUB": Severity.ERROR,
+    "KO_CALL_NEEDS_NOP": Severity.ERROR,
+    "KO_LOCAL_CALL_BECOMES_GLOBAL": Severity.WARNING,
+    "KO_SIBLING_CALL": Severity.ERROR,
+    # Added by klpinspect beyond the design's first list.
+    "MEMORY_UNREADABLE": Severity.WARNING,
+    "LIVEPATCH_UNSUPPORTED": Severity.INFO,
+    "KO_UNREADABLE": Severity.WARNING,
+}
+
+
+def hexaddr(value: int | None) -> str | None:
+    """``0x…`` lower-case, or ``None``."""
+    return None if value is None else f"{value:#x}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found.  ``severity`` defaults to the code's registered one."""
+
+    code: str
+    message: str
+    severity: Severity | None = None
+    module: str | None = None
+    pid: int | None = None
+    address: int | None = None
+    section: str | None = None
+    symbol: str | None = None
+    file: str | None = None
+    context: tuple[str, ...] = ()
+
+    @property
+    def level(self) -> Severity:
+        return self.severity if self.severity is not None else CODES[self.code]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "severity": self.level.value,
+            "code": self.code,
+            "module": self.module,
+            "pid": self.pid,
+            "address": hexaddr(self.address),
+            "message": self.message,
+        }
+        for key in ("section", "symbol", "file"):
+            val = getattr(self, key)
+            if val is not None:
+                out[key] = val
+        if self.context:
+            out["context"] = list(self.context)
+        return out
+
+
+@dataclass(frozen=True)
+class StubRecord:
+    """A decoded stub slot with its target resolved (``index`` is ``None`` for tramps)."""
+
+    address: int
+    kind: str
+    index: int | None = None
+    target: int | None = None
+    target_symbol: str | None = None
+    target_owner: str | None = None
+    implied_toc: int | None = None
+    magic_ok: bool | None = None
+    words: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.index is not None:
+            out["index"] = self.index
+        out.update(
+            address=hexaddr(self.address),
+            kind=self.kind,
+            target=hexaddr(self.target),
+            target_symbol=self.target_symbol,
+            target_owner=self.target_owner,
+        )
+        if self.implied_toc is not None:
+            out["implied_toc"] = hexaddr(self.implied_toc)
+        out["magic_ok"] = self.magic_ok
+        out["words"] = [f"{w:08x}" for w in self.words]
+        return out
+
+
+@dataclass
+class ModuleRecord:
+    name: str
+    toc: int | None = None
+    toc_source: str = "none"
+    stubs_section: int | None = None
+    stubs: list[StubRecord] = field(default_factory=list)
+    tramp: StubRecord | None = None
+    tramp_regs: StubRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "toc": hexaddr(self.toc),
+            "toc_source": self.toc_source,
+            "stubs_section": hexaddr(self.stubs_section),
+            "stubs": [s.to_json() for s in self.stubs],
+            "tramp": None if self.tramp is None else self.tramp.to_json(),
+            "tramp_regs": None if self.tramp_regs is None else self.tramp_regs.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One livepatch stack frame."""
+
+    address: int
+    r2: int
+    lr: int
+    magic_ok: bool
+    r2_owner: str | None = None
+    lr_symbol: str | None = None
+    kind: str = "livepatch"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "address": hexaddr(self.address),
+            "r2": hexaddr(self.r2),
+            "r2_owner": self.r2_owner,
+            "lr": hexaddr(self.lr),
+            "lr_symbol": self.lr_symbol,
+            "magic_ok": self.magic_ok,
+        }
+        if self.kind != "livepatch":
+            out["kind"] = self.kind
+        return out
+
+
+@dataclass
+class TaskRecord:
+    pid: int
+    comm: str
+    livepatch_sp: int | None = None
+    frames: list[FrameRecord] = field(default_factory=list)
+    backtrace: list[dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "pid": self.pid,
+            "comm": self.comm,
+            "livepatch_sp": hexaddr(self.livepatch_sp),
+            "frames": [f.to_json() for f in self.frames],
+        }
+        if self.backtrace is not None:
+            out["backtrace"] = self.backtrace
+        return out
+
+
+@dataclass
+class Report:
+    """Everything one command found.  ``sections`` says what the table shows."""
+
+    target: dict[str, Any] = field(default_factory=dict)
+    kernel: dict[str, Any] = field(default_factory=dict)
+    modules: list[ModuleRecord] = field(default_factory=list)
+    tasks: list[TaskRecord] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sections: tuple[str, ...] = ("modules", "findings")
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def extend(self, findings: Iterable[Finding]) -> None:
+        self.findings.extend(findings)
+
+    @property
+    def exit_status(self) -> int:
+        """0 without error findings, 1 with at least one."""
+        if any(f.level is Severity.ERROR for f in self.findings):
+            return EXIT_ERROR_FINDING
+        return EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": SCHEMA,
+            "target": self.target,
+            "kernel": self.kernel,
+            "modules": [m.to_json() for m in self.modules],
+        }
+        if self.tasks is not None:
+            out["tasks"] = [t.to_json() for t in self.tasks]
+        out["findings"] = [f.to_json() for f in self.findings]
+        return out
+
+
+def render_json(report: Report) -> str:
+    """The report as ``klpinspect/1`` JSON text."""
+    return json.dumps(report.to_json(), indent=2)
+
+
+def _sym(name: str | None, owner: str | None) -> str:
+    if not name:
+        return "-"
+    return name if owner in (None, "vmlinux") else f"{name} [{owner}]"
+
+
+def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = []
+    specials = {}
+    if mod.tramp is not None:
+        specials[mod.tramp.address] = "tramp"
+    if mod.tramp_regs is not None:
+        specials[mod.tramp_regs.address] = "tramp_regs"
+    for s in mod.stubs:
+        rows.append(
+            (
+                mod.name,
+                s.index,
+                hexaddr(s.address),
+                s.kind,
+                hexaddr(s.target) or "-",
+                _sym(s.target_symbol, s.target_owner),
+                hexaddr(s.implied_toc) or "-",
+                {True: "ok", False: "BAD", None: "-"}[s.magic_ok],
+                specials.get(s.address, ""),
+            )
+        )
+    for label, s in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
+        if s is not None and not any(x.address == s.address for x in mod.stubs):
+            rows.append(
+                (
+                    mod.name,
+                    "-",
+                    hexaddr(s.address),
+                    s.kind,
+                    hexaddr(s.target) or "-",
+                    _sym(s.target_symbol, s.target_owner),
+                    hexaddr(s.implied_toc) or "-",
+                    {True: "ok", False: "BAD", None: "-"}[s.magic_ok],
+                    label,
+                )
+            )
+    return rows
+
+
+def _render_modules(report: Report, detail: bool) -> str:
+    if detail:
+        rows: list[Sequence[Any]] = []
+        for mod in report.modules:
+            rows.extend(_stub_rows(mod))
+        return tabulate(
+            rows,
+            headers=("module", "#", "stub", "kind", "target", "symbol", "implied TOC", "magic", ""),
+        )
+    rows = []
+    for mod in report.modules:
+        kinds: dict[str, int] = {}
+        for s in mod.stubs:
+            kinds[s.kind] = kinds.get(s.kind, 0) + 1
+        rows.append(
+            (
+                mod.name,
+                hexaddr(mod.toc) or "-",
+                mod.toc_source,
+                hexaddr(mod.stubs_section) or "-",
+                len(mod.stubs),
+                " ".join(f"{k}={v}" for k, v in sorted(kinds.items())) or "-",
+                _sym(mod.tramp.target_symbol, None) if mod.tramp else "-",
+                _sym(mod.tramp_regs.target_symbol, None) if mod.tramp_regs else "-",
+            )
+        )
+    return tabulate(
+        rows,
+        headers=("module", "TOC", "from", ".stubs", "slots", "kinds", "tramp ->", "tramp_regs ->"),
+    )
+
+
+def _render_tasks(report: Report) -> str:
+    rows: list[Sequence[Any]] = []
+    for t in report.tasks or []:
+        if not t.frames:
+            continue
+        for i, f in enumerate(t.frames):
+            rows.append(
+                (
+                    t.pid if i == 0 else "",
+                    t.comm if i == 0 else "",
+                    hexaddr(t.livepatch_sp) if i == 0 else "",
+                    i,
+                    hexaddr(f.address),
+                    hexaddr(f.r2),
+                    f.r2_owner or "?",
+                    f.lr_symbol or hexaddr(f.lr),
+                    "ok" if f.magic_ok else "BAD",
+                )
+            )
+    if not rows:
+        return "no task has livepatch stack frames"
+    return tabulate(
+        rows,
+        headers=("pid", "comm", "livepatch_sp", "#", "frame", "saved r2", "r2 owner", "saved LR", "magic"),
+    )
+
+
+def _render_findings(report: Report) -> str:
+    if not report.findings:
+        return "no findings"
+    rows = [
+        (
+            f.level.value,
+            f.code,
+            f.module or (f.file or ("-" if f.pid is None else f"pid {f.pid}")),
+            hexaddr(f.address) or "-",
+            f.message,
+        )
+        for f in report.findings
+    ]
+    text = tabulate(rows, headers=("severity", "code", "where", "address", "message"))
+    ctx = [f for f in report.findings if f.context]
+    for f in ctx:
+        text += f"\n\n{f.code} at {hexaddr(f.address)}:\n" + "\n".join(
+            "    " + line for line in f.context
+        )
+    return text
+
+
+def render_table(report: Report) -> str:
+    """The report as text tables, the parts named in ``report.sections``."""
+    parts: list[str] = []
+    if report.target or report.kernel:
+        head = []
+        if report.target:
+            head.append(
+                "target: "
+                + " ".join(f"{k}={v}" for k, v in report.target.items() if v is not None)
+            )
+        if report.kernel:
+            head.append(
+                "kernel: "
+                + " ".join(f"{k}={v}" for k, v in report.kernel.items() if v is not None)
+            )
+        parts.append("\n".join(head))
+    for note in report.notes:
+        parts.append(f"note: {note}")
+    for section in report.sections:
+        if section == "modules":
+            parts.append(_render_modules(report, detail=False))
+        elif section == "stubs":
+            parts.append(_render_modules(report, detail=True))
+        elif section == "tasks":
+            parts.append(_render_tasks(report))
+        elif section == "findings":
+            parts.append(_render_findings(report))
+    return "\n\n".join(parts) + "\n"
+
+
+def render(report: Report, fmt: str) -> str:
+    """Render in ``fmt`` (``"table"`` or ``"json"``)."""
+    if fmt == "json":
+        return render_json(report) + "\n"
+    return render_table(report)
