@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from tabulate import tabulate
@@ -40,7 +40,7 @@ EXIT_UNUSABLE = 2
 SCHEMA = "klpinspect/1"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """How bad a finding is; ``error`` findings make the exit status 1."""
 
     ERROR = "error"
@@ -283,8 +283,9 @@ def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
                 specials.get(s.address, ""),
             )
         )
-    for label, s in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
-        if s is not None and not any(x.address == s.address for x in mod.stubs):
+    for label, tramp in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
+        if tramp is not None and not any(x.address == tramp.address for x in mod.stubs):
+            s = tramp
             rows.append(
                 (
                     mod.name,
@@ -356,7 +357,9 @@ def _render_tasks(report: Report) -> str:
         return "no task has livepatch stack frames"
     return tabulate(
         rows,
-        headers=("pid", "comm", "livepatch_sp", "#", "frame", "saved r2", "r2 owner", "saved LR", "magic"),
+        headers=(
+            "pid", "comm", "livepatch_sp", "#", "frame", "saved r2", "r2 owner", "saved LR", "magic"
+        ),
     )
 
 

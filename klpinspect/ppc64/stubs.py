@@ -1,0 +1,564 @@
+"""Decode ppc64 module call stubs (``struct ppc64_stub_entry``) and OOL ftrace stubs.
+
+A module's ``.stubs`` section is an array of ``struct ppc64_stub_entry``
+(``arch/powerpc/kernel/module_64.c``)::
+
+    struct ppc64_stub_entry {
+            u32 jump[7];        /* ELFv2 uses 6, ELFv1 7 */
+            u32 magic;          /* STUB_MAGIC since v4.6 (f17c4e01e906); "unused" before */
+            func_desc_t funcdata;
+    };
+
+40 bytes on ELFv2; 48 (<= 5.x) or 56 (6.1+) on ELFv1.  Classification is
+pure integer matching on the words; capstone is only used for display
+(:mod:`klpinspect.ppc64.disasm`).  Nothing here raises on bad bytes: a short,
+zero or garbage slot decodes as ``empty`` or ``unknown`` with its words kept.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .insn import (
+    BCTR,
+    MFLR_R0,
+    MTCTR_R12,
+    MTLR_R0,
+    NOP,
+    STD_R2_24_R1,
+    STD_R2_40_R1,
+    STUB_MAGIC,
+    branch_target,
+    is_b,
+    is_bl,
+    sext,
+)
+
+__all__ = (
+    "OOL_STUB_SIZE",
+    "Stub",
+    "StubKind",
+    "decode_ool_stub",
+    "decode_stub",
+    "for_each_ool_stub",
+    "for_each_stub",
+    "ool_reserved_slots",
+    "stub_size",
+)
+
+
+class StubKind(StrEnum):
+    """Stub kinds, exactly the values of the JSON ``kind`` field (design.md)."""
+
+    NORMAL = "normal"  # ELFv2 r2-relative call stub
+    NORMAL_ELFV1 = "normal-elfv1"  # ELFv1: also loads the callee's TOC from the descriptor
+    FTRACE = "ftrace"  # kernel TOC from the paca: ld r12,PACATOC(r13)
+    PCREL = "pcrel"  # pld r12,32 (pc-relative), CONFIG_PPC_KERNEL_PCREL
+    PCREL_FTRACE = "pcrel-ftrace"  # ld r12,kernelbase(r13); paddi
+    OOL_FTRACE = "ool-ftrace"  # struct ftrace_ool_stub (6.13+)
+    # 4.6 .. ~5.7 -mprofile-kernel: the _mcount stub is a normal stub whose
+    # std r2 was replaced by a nop (squash_toc_save_inst()); N2020 removed it.
+    LEGACY_MCOUNT = "legacy-mcount"
+    # ELFv1 stub of old trees whose word 4 is 0xe84b0026 (lwa r2,36(r11)), torvalds@008d7a914efe.
+    LEGACY_ELFV1_LWA = "legacy-elfv1-lwa"
+    # pre-3.16 ELFv1 stub with r12/r11 swapped (addis r12,r2; ld r11,32(r12); ld r2,40(r12)).
+    LEGACY_R12 = "legacy-r12"
+    # The 2016 ppc64le-livepatch seed patch: the TOC save comes first.
+    LEGACY_2016_NORMAL = "legacy-2016-normal"
+    # The 2016 seed patch's profiling stub: ld r12,PACATOC(r13); addis r11,r12; addi r11,r11;
+    # addi r12,r11,0; mtctr r12; bctr.
+    LEGACY_2016_PROFILING = "legacy-2016-profiling"
+    EMPTY = "empty"
+    UNKNOWN = "unknown"
+
+    @property
+    def r2_relative(self) -> bool:
+        """The stub computes its own address from r2, so it implies the module TOC."""
+        return self in _R2_RELATIVE
+
+    @property
+    def uses_kernel_toc(self) -> bool:
+        """The stub takes the kernel TOC (or kernelbase) from the paca: safe with any r2."""
+        return self in _PACA_KINDS
+
+
+_R2_RELATIVE = frozenset(
+    {
+        StubKind.NORMAL,
+        StubKind.NORMAL_ELFV1,
+        StubKind.LEGACY_MCOUNT,
+        StubKind.LEGACY_ELFV1_LWA,
+        StubKind.LEGACY_R12,
+        StubKind.LEGACY_2016_NORMAL,
+    }
+)
+_PACA_KINDS = frozenset(
+    {StubKind.FTRACE, StubKind.PCREL_FTRACE, StubKind.LEGACY_2016_PROFILING}
+)
+
+_LD_R2_40_R11 = 0xE84B0028  # ELFv1 stub: the callee's TOC from funcdata
+_LWA_R2_36_R11 = 0xE84B0026  # the same, mis-encoded in old trees (facts TV10)
+
+_K_NORMAL = StubKind.NORMAL  # enum attribute look-ups are slow on the hot path
+_K_FTRACE = StubKind.FTRACE
+
+OOL_STUB_SIZE = 24  # struct ftrace_ool_stub: ftrace_op + u32 insn[4]
+
+
+@dataclass(frozen=True)
+class Stub:
+    """One decoded stub slot.
+
+    :param address: address of the slot (``struct ppc64_stub_entry *``)
+    :param kind: the layout recognised
+    :param words: the instruction words ``jump[]`` + ``magic`` as read (as many as present)
+    :param reladdr: the signed offset the stub adds (r2-relative stubs: ``stub - r2``;
+        ftrace stubs: ``target - kernel_toc``; PCREL: the pc-relative displacement)
+    :param target: where the stub branches, when the slot alone (``funcdata``) or the
+        slot plus ``kernel_toc``/``kernelbase`` determines it
+    :param implied_toc: r2-relative stubs: ``address - reladdr``, the module TOC the
+        stub assumes (``my_r2()`` at load time)
+    :param paca_offset: paca stubs: the DS field of ``ld r12,X(r13)``
+        (``offsetof(struct paca_struct, kernel_toc)`` or ``kernelbase``)
+    :param funcdata: ``funcdata.addr``, the first doubleword after ``magic``
+    :param funcdata_toc: ELFv1 only: the descriptor's TOC
+    :param magic_ok: ``magic == STUB_MAGIC``; ``None`` if the slot was too short to tell
+    :param site: OOL stubs: the patched call site (``b`` target minus 4)
+    """
+
+    address: int
+    kind: StubKind
+    words: tuple[int, ...]
+    reladdr: int | None = None
+    target: int | None = None
+    implied_toc: int | None = None
+    paca_offset: int | None = None
+    funcdata: int | None = None
+    funcdata_toc: int | None = None
+    magic_ok: bool | None = None
+    site: int | None = None
+
+
+_new = object.__new__
+_DEFAULTS = {
+    "reladdr": None,
+    "target": None,
+    "implied_toc": None,
+    "paca_offset": None,
+    "funcdata": None,
+    "funcdata_toc": None,
+    "magic_ok": None,
+    "site": None,
+}
+
+
+def _make(
+    address: int, kind: StubKind, words: tuple[int, ...], **fields: int | bool | None
+) -> Stub:
+    # Frozen dataclass __init__ costs one object.__setattr__ per field (~2 us a
+    # stub); filling __dict__ directly keeps decode_stub above 1M slots/s.
+    stub: Stub = _new(Stub)
+    d = stub.__dict__
+    d.update(_DEFAULTS)
+    d["address"] = address
+    d["kind"] = kind
+    d["words"] = words
+    d.update(fields)
+    return stub
+
+
+def stub_size(abi: int = 2, func_desc_size: int | None = None) -> int:
+    """``sizeof(struct ppc64_stub_entry)``: 40 on ELFv2; 32 + descriptor on ELFv1.
+
+    :param func_desc_size: ``sizeof(func_desc_t)``; ELFv1 default 24 (6.1+), 16 on <= 5.x
+    """
+    if func_desc_size is None:
+        func_desc_size = 8 if abi == 2 else 24
+    return 32 + func_desc_size
+
+
+_W8 = {"little": struct.Struct("<8I"), "big": struct.Struct(">8I")}
+_W8Q = {"little": struct.Struct("<8IQ"), "big": struct.Struct(">8IQ")}
+_U64 = {"little": struct.Struct("<Q"), "big": struct.Struct(">Q")}
+_U32 = {"little": struct.Struct("<I"), "big": struct.Struct(">I")}
+
+
+def _slot_words(data: bytes, byteorder: str) -> tuple[int, ...]:
+    if len(data) >= 32:
+        return _W8[byteorder].unpack_from(data)
+    n = len(data) // 4
+    return struct.unpack_from(("<" if byteorder == "little" else ">") + "I" * n, data)
+
+
+def _u64(data: bytes, offset: int, byteorder: str) -> int | None:
+    if len(data) < offset + 8:
+        return None
+    value: int = _U64[byteorder].unpack_from(data, offset)[0]
+    return value
+
+
+def _ha_lo(w_hi: int, w_lo: int) -> int:
+    return (sext(w_hi & 0xFFFF, 16) << 16) + sext(w_lo & 0xFFFF, 16)
+
+
+def _sext34(hi18: int, lo16: int) -> int:
+    return sext(((hi18 & 0x3FFFF) << 16) | (lo16 & 0xFFFF), 34)
+
+
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def decode_stub(
+    data: bytes,
+    address: int,
+    *,
+    kernel_toc: int | None = None,
+    byteorder: str = "little",
+    abi: int = 2,
+    kernelbase: int | None = None,
+) -> Stub:
+    """Decode one stub slot.
+
+    :param data: the slot's bytes (``sizeof(struct ppc64_stub_entry)``; shorter input
+        is decoded as far as it goes)
+    :param address: address of the slot
+    :param kernel_toc: ``paca->kernel_toc``, to resolve ftrace stubs' targets
+    :param byteorder: ``"little"`` (ppc64le) or ``"big"``
+    :param abi: 2 (ELFv2) or 1 (ELFv1): which normal stub layout to expect
+    :param kernelbase: ``paca->kernelbase``, to resolve PCREL ftrace stubs
+    """
+    if byteorder not in _W8:
+        byteorder = "little"
+    if len(data) >= 40:
+        # Fast path for the two kinds every module has (ELFv2 normal, paca ftrace):
+        # one unpack, one dict; this is what keeps decode_stub above 1M slots/s.
+        t = _W8Q[byteorder].unpack_from(data)
+        w = t[:8]
+        w0, w1, w2, w3 = t[0], t[1], t[2], t[3]
+        if w2 == STD_R2_24_R1 and w3 == 0xE98B0020:
+            if (
+                w0 & 0xFFFF0000 == 0x3D620000
+                and w1 & 0xFFFF0000 == 0x396B0000
+                and t[4] == MTCTR_R12
+                and t[5] == BCTR
+            ):
+                rel = ((((w0 & 0xFFFF) ^ 0x8000) - 0x8000) << 16) + (
+                    ((w1 & 0xFFFF) ^ 0x8000) - 0x8000
+                )
+                stub: Stub = _new(Stub)
+                stub.__dict__.update({
+                    "address": address,
+                    "kind": _K_NORMAL,
+                    "words": w,
+                    "reladdr": rel,
+                    "target": t[8],
+                    "implied_toc": (address - rel) & _MASK64,
+                    "paca_offset": None,
+                    "funcdata": t[8],
+                    "funcdata_toc": None,
+                    "magic_ok": t[7] == STUB_MAGIC,
+                    "site": None,
+                })
+                return stub
+        elif (
+            w3 == MTCTR_R12
+            and w0 & 0xFFFF0003 == 0xE98D0000
+            and w1 & 0xFFFF0000 == 0x3D8C0000
+            and w2 & 0xFFFF0000 == 0x398C0000
+            and t[4] == BCTR
+        ):
+            rel = ((((w1 & 0xFFFF) ^ 0x8000) - 0x8000) << 16) + (((w2 & 0xFFFF) ^ 0x8000) - 0x8000)
+            stub = _new(Stub)
+            stub.__dict__.update({
+                "address": address,
+                "kind": _K_FTRACE,
+                "words": w,
+                "reladdr": rel,
+                "target": None if kernel_toc is None else (kernel_toc + rel) & _MASK64,
+                "implied_toc": None,
+                "paca_offset": w0 & 0xFFFC,
+                "funcdata": t[8],
+                "funcdata_toc": None,
+                "magic_ok": t[7] == STUB_MAGIC,
+                "site": None,
+            })
+            return stub
+    w = _slot_words(data, byteorder)
+    n = len(w)
+    magic_ok = (w[7] == STUB_MAGIC) if n >= 8 else None
+    funcdata = _u64(data, 32, byteorder)
+    if n < 6:
+        kind = StubKind.EMPTY if not any(data) else StubKind.UNKNOWN
+        return _make(address, kind, w, magic_ok=magic_ok, funcdata=funcdata)
+    w0, w1, w2, w3, w4, w5 = w[0], w[1], w[2], w[3], w[4], w[5]
+    hi0 = w0 & 0xFFFF0000
+
+    # Normal r2-relative stubs: addis r11,r2,HA; addi r11,r11,LO; ...
+    if hi0 == 0x3D620000 and w1 & 0xFFFF0000 == 0x396B0000 and w3 == 0xE98B0020:
+        nkind: StubKind | None = None
+        if w4 == MTCTR_R12 and w5 == BCTR:
+            if w2 == STD_R2_24_R1:
+                nkind = StubKind.NORMAL
+            elif w2 == NOP:
+                nkind = StubKind.LEGACY_MCOUNT
+        elif w2 == STD_R2_40_R1 and n >= 7 and w5 == MTCTR_R12 and w[6] == BCTR:
+            if w4 == _LD_R2_40_R11:
+                nkind = StubKind.NORMAL_ELFV1
+            elif w4 == _LWA_R2_36_R11:
+                nkind = StubKind.LEGACY_ELFV1_LWA
+        if nkind is not None:
+            rel = _ha_lo(w0, w1)
+            toc = None
+            if nkind in (StubKind.NORMAL_ELFV1, StubKind.LEGACY_ELFV1_LWA):
+                toc = _u64(data, 40, byteorder)
+            return _make(
+                address,
+                nkind,
+                w,
+                reladdr=rel,
+                target=funcdata,
+                implied_toc=(address - rel) & _MASK64,
+                funcdata=funcdata,
+                funcdata_toc=toc,
+                magic_ok=magic_ok,
+            )
+
+    # paca stubs: ld r12,X(r13)
+    if w0 & 0xFFFF0003 == 0xE98D0000:
+        off = w0 & 0xFFFC
+        if (
+            w1 & 0xFFFF0000 == 0x3D8C0000
+            and w2 & 0xFFFF0000 == 0x398C0000
+            and w3 == MTCTR_R12
+            and w4 == BCTR
+        ):
+            rel = _ha_lo(w1, w2)
+            tgt = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
+            return _make(
+                address,
+                StubKind.FTRACE,
+                w,
+                reladdr=rel,
+                target=tgt,
+                paca_offset=off,
+                funcdata=funcdata,
+                magic_ok=magic_ok,
+            )
+        if (
+            w1 == NOP
+            and w2 & 0xFFFC0000 == 0x06000000
+            and w3 & 0xFFFF0000 == 0x398C0000
+            and w4 == MTCTR_R12
+            and w5 == BCTR
+        ):
+            rel = _sext34(w2, w3)
+            tgt = None if kernelbase is None else (kernelbase + rel) & _MASK64
+            return _make(
+                address,
+                StubKind.PCREL_FTRACE,
+                w,
+                reladdr=rel,
+                target=tgt,
+                paca_offset=off,
+                funcdata=funcdata,
+                magic_ok=magic_ok,
+            )
+        # 2016 seed patch: ld r12,PACATOC(r13); addis r11,r12,HI; addi r11,r11,LO;
+        # addi r12,r11,0; mtctr r12; bctr
+        if (
+            w1 & 0xFFFF0000 == 0x3D6C0000
+            and w2 & 0xFFFF0000 == 0x396B0000
+            and w3 == 0x398B0000
+            and w4 == MTCTR_R12
+            and w5 == BCTR
+        ):
+            rel = _ha_lo(w1, w2)
+            tgt = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
+            return _make(
+                address,
+                StubKind.LEGACY_2016_PROFILING,
+                w,
+                reladdr=rel,
+                target=tgt,
+                paca_offset=off,
+                funcdata=funcdata,
+                magic_ok=magic_ok,
+            )
+
+    # PCREL normal stub: pld r12,D(0),1 (prefix 0x0410xxxx, suffix 0xe580xxxx)
+    if w0 & 0xFFFC0000 == 0x04100000 and w1 & 0xFFFF0000 == 0xE5800000:
+        if w2 == MTCTR_R12 and w3 == BCTR:
+            rel = _sext34(w0, w1)
+            tgt = funcdata if rel == 32 else None
+            if tgt is None and 0 <= rel and rel + 8 <= len(data):
+                tgt = _u64(data, rel, byteorder)
+            return _make(
+                address,
+                StubKind.PCREL,
+                w,
+                reladdr=rel,
+                target=tgt,
+                funcdata=funcdata,
+                magic_ok=magic_ok,
+            )
+
+    # 2016 seed patch normal stub: std r2,24(r1) first, then addis/addi/ld/mtctr/bctr.
+    if (
+        w0 == STD_R2_24_R1
+        and w1 & 0xFFFF0000 == 0x3D620000
+        and w2 & 0xFFFF0000 == 0x396B0000
+        and w3 == 0xE98B0020
+        and w4 == MTCTR_R12
+        and w5 == BCTR
+    ):
+        rel = _ha_lo(w1, w2)
+        return _make(
+            address,
+            StubKind.LEGACY_2016_NORMAL,
+            w,
+            reladdr=rel,
+            target=funcdata,
+            implied_toc=(address - rel) & _MASK64,
+            funcdata=funcdata,
+            magic_ok=magic_ok,
+        )
+
+    # pre-3.16 (ELFv1) r12/r11 stub: addis r12,r2; addi r12,r12; std r2,40(r1);
+    # ld r11,32(r12); ld r2,40(r12); mtctr r11; bctr
+    if (
+        hi0 == 0x3D820000
+        and w1 & 0xFFFF0000 == 0x398C0000
+        and w2 == STD_R2_40_R1
+        and w3 == 0xE96C0020
+        and w4 == 0xE84C0028
+        and w5 == 0x7D6903A6
+        and n >= 7
+        and w[6] == BCTR
+    ):
+        rel = _ha_lo(w0, w1)
+        return _make(
+            address,
+            StubKind.LEGACY_R12,
+            w,
+            reladdr=rel,
+            target=funcdata,
+            implied_toc=(address - rel) & _MASK64,
+            funcdata=funcdata,
+            funcdata_toc=_u64(data, 40, byteorder),
+            magic_ok=magic_ok,
+        )
+
+    kind = StubKind.EMPTY if not any(data) else StubKind.UNKNOWN
+    return _make(address, kind, w, funcdata=funcdata, magic_ok=magic_ok)
+
+
+def ool_reserved_slots(ool_stub_count: int, slot_size: int = 40) -> int:
+    """Slots ``get_stubs_size()`` reserves for ``ool_stub_count`` OOL stubs (6.13+)."""
+    total = ool_stub_count * OOL_STUB_SIZE
+    return (total + slot_size - 1) // slot_size
+
+
+def for_each_stub(
+    section: bytes,
+    address: int,
+    *,
+    count: int | None = None,
+    ool: tuple[int, int] | None = None,
+    kernel_toc: int | None = None,
+    kernelbase: int | None = None,
+    byteorder: str = "little",
+    abi: int = 2,
+    func_desc_size: int | None = None,
+) -> Iterator[Stub]:
+    """Walk the used slots of a ``.stubs`` section the way ``stub_for_addr()`` fills them.
+
+    Up to 7.1 the kernel walks slots while ``funcdata`` is non-zero and fills the
+    first zero one, so the used slots end at the first zero ``funcdata``.  7.2+
+    (JL2025, "replace stub allocation sentinel with an explicit counter") keeps
+    ``mod->arch.stub_count`` instead: pass it as ``count`` to walk exactly that many.
+
+    :param section: the bytes of ``.stubs`` (read in one go)
+    :param address: address of ``.stubs``
+    :param count: ``mod->arch.stub_count`` when the kernel has it
+    :param ool: ``(mod->arch.ool_stubs, mod->arch.ool_stub_count)``: the out-of-line
+        ftrace area (6.13+), whose slots are skipped here (see :func:`for_each_ool_stub`)
+    """
+    size = stub_size(abi, func_desc_size)
+    nslots = len(section) // size
+    if count is not None:
+        nslots = min(nslots, max(count, 0))
+    skip_lo = skip_hi = -1
+    if ool is not None and ool[0] and ool[1] > 0:
+        first = (ool[0] - address) // size
+        skip_lo, skip_hi = first, first + ool_reserved_slots(ool[1], size)
+    fd_off = 32
+    u64 = _U64.get(byteorder, _U64["little"])
+    for i in range(nslots):
+        if skip_lo <= i < skip_hi:
+            continue
+        off = i * size
+        if count is None and u64.unpack_from(section, off + fd_off)[0] == 0:
+            break
+        yield decode_stub(
+            section[off : off + size],
+            address + off,
+            kernel_toc=kernel_toc,
+            byteorder=byteorder,
+            abi=abi,
+            kernelbase=kernelbase,
+        )
+
+
+def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> Stub:
+    """Decode a ``struct ftrace_ool_stub`` (6.13+, ``CONFIG_PPC_FTRACE_OUT_OF_LINE``).
+
+    ``{ftrace_op; mflr r0; bl tramp; mtlr r0; b ip+4}``.  ``address`` is the start of
+    the struct (``ftrace_op``); ``target`` is the ``bl`` target (``ftrace_caller`` or
+    the module's ``arch.tramp``) and ``site`` the traced call site (``b`` target - 4).
+    """
+    if byteorder not in _W8:
+        byteorder = "little"
+    op = _u64(data, 0, byteorder)
+    w = _slot_words(data[8:24], byteorder)
+    if (
+        len(w) == 4
+        and w[0] == MFLR_R0
+        and is_bl(w[1])
+        and w[2] == MTLR_R0
+        and is_b(w[3])
+    ):
+        return _make(
+            address,
+            StubKind.OOL_FTRACE,
+            w,
+            target=branch_target(w[1], address + 12),
+            funcdata=op,
+            site=(branch_target(w[3], address + 20) - 4) & _MASK64,
+        )
+    kind = StubKind.EMPTY if not any(data[:24]) else StubKind.UNKNOWN
+    return _make(address, kind, w, funcdata=op)
+
+
+def for_each_ool_stub(
+    section: bytes,
+    address: int,
+    ool_stubs: int,
+    ool_stub_count: int,
+    *,
+    byteorder: str = "little",
+) -> Iterator[Stub]:
+    """The ``ool_stub_count`` OOL stubs at ``ool_stubs`` inside ``.stubs``.
+
+    :param ool_stubs: ``mod->arch.ool_stubs`` (``struct ftrace_ool_stub *``)
+    """
+    start = ool_stubs - address
+    for i in range(max(ool_stub_count, 0)):
+        off = start + i * OOL_STUB_SIZE
+        if off < 0 or off + OOL_STUB_SIZE > len(section):
+            break
+        yield decode_ool_stub(
+            section[off : off + OOL_STUB_SIZE], address + off, byteorder=byteorder
+        )
