@@ -1,0 +1,227 @@
+"""Debug info files as users have them: build IDs and compressed ``.ko`` files.
+
+drgn 0.3.0 (its bundled elfutils) rejects relocatable ELF files whose debug
+sections are ``SHF_COMPRESSED`` -- what ``CONFIG_DEBUG_INFO_COMPRESSED`` makes
+of every ``.ko`` -- with "libelf error: section does not contain compressed
+data".  :func:`decompressed_debug_file` writes a copy of such a file with the
+sections decompressed (what ``objcopy --decompress-debug-sections`` does) into
+a cache directory and returns its path; the user's file is never touched.
+Executables (``vmlinux``, ``vmlinux.debug``) with compressed sections load fine
+and are passed through.
+
+Everything here is pure Python (pyelftools, zlib; ``zstandard`` only for
+``ELFCOMPRESS_ZSTD`` sections in relocatable files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection
+
+from klpinspect.errors import TargetError
+
+__all__ = (
+    "debug_cache_dir",
+    "decompressed_debug_file",
+    "expand_debug_paths",
+    "has_compressed_sections",
+    "prepare_debug_files",
+    "read_build_id",
+)
+
+SHT_NULL = 0
+SHT_NOBITS = 8
+SHF_COMPRESSED = 0x800
+ELFCOMPRESS_ZLIB = 1
+ELFCOMPRESS_ZSTD = 2
+NT_GNU_BUILD_ID = 3
+
+
+def debug_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/klpinspect`` (default ``~/.cache/klpinspect``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "klpinspect"
+
+
+def _open_elf(path: Path) -> tuple[bytes, ELFFile]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TargetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TargetError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise TargetError(f"{path}: {e.strerror}") from None
+    if data[:4] != b"\x7fELF":
+        raise TargetError(f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)")
+    try:
+        return data, ELFFile(io.BytesIO(data))
+    except ELFError as e:
+        raise TargetError(f"{path}: malformed ELF file: {e}") from None
+
+
+def has_compressed_sections(path: str | os.PathLike[str]) -> bool:
+    """Whether the ELF file has any ``SHF_COMPRESSED`` section."""
+    _, elf = _open_elf(Path(path))
+    return any(s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections())
+
+
+def read_build_id(path: str | os.PathLike[str]) -> str | None:
+    """The GNU build ID (``NT_GNU_BUILD_ID`` note) of an ELF file as lower-case hex."""
+    return _build_id(_open_elf(Path(path))[1])
+
+
+def _build_id(elf: ELFFile) -> str | None:
+    for sec in elf.iter_sections():
+        if not isinstance(sec, NoteSection):
+            continue
+        for note in sec.iter_notes():
+            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                return str(note["n_desc"]).lower()
+    return None
+
+
+def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
+    if ch_type == ELFCOMPRESS_ZLIB:
+        return zlib.decompress(raw)
+    if ch_type == ELFCOMPRESS_ZSTD:
+        try:
+            import zstandard  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise TargetError(
+                f"{path}: section {name} is zstd-compressed; install the 'zstandard' "
+                "Python package to read it"
+            ) from None
+        out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        return out
+    raise TargetError(f"{path}: section {name} has unknown compression type {ch_type}")
+
+
+def _write_decompressed(path: Path, data: bytes, elf: ELFFile, out: Path) -> None:
+    """Write ``data`` (the ELF ``path``) to ``out`` with every section decompressed.
+
+    Section indices, names, links and order stay the same; only contents,
+    ``sh_flags``, ``sh_size``, ``sh_addralign`` and file offsets change.
+    """
+    end = "<" if elf.little_endian else ">"
+    is64 = elf.elfclass == 64
+    shdr_fmt = struct.Struct(end + ("IIQQQQIIQQ" if is64 else "IIIIIIIIII"))
+    chdr_fmt = struct.Struct(end + ("IIQQ" if is64 else "III"))
+    raw_shdrs = []
+    shoff, shentsize = elf["e_shoff"], elf["e_shentsize"]
+    for i in range(elf.num_sections()):
+        raw_shdrs.append(list(shdr_fmt.unpack_from(data, shoff + i * shentsize)))
+    names = [s.name for s in elf.iter_sections()]
+
+    contents: list[bytes] = []
+    for hdr, name in zip(raw_shdrs, names, strict=True):
+        sh_type, sh_flags, sh_offset, sh_size = hdr[1], hdr[2], hdr[4], hdr[5]
+        if sh_type in (SHT_NULL, SHT_NOBITS):
+            contents.append(b"")
+            continue
+        body = data[sh_offset : sh_offset + sh_size]
+        if sh_flags & SHF_COMPRESSED:
+            if is64:
+                ch_type, _, ch_size, ch_align = chdr_fmt.unpack_from(body)
+            else:
+                ch_type, ch_size, ch_align = chdr_fmt.unpack_from(body)
+            try:
+                body = _decompress(path, name, body[chdr_fmt.size :], ch_type)
+            except zlib.error as e:
+                raise TargetError(f"{path}: cannot decompress section {name}: {e}") from None
+            if len(body) != ch_size:
+                raise TargetError(f"{path}: section {name}: decompressed size mismatch")
+            hdr[2] = sh_flags & ~SHF_COMPRESSED
+            hdr[8] = ch_align
+        contents.append(body)
+
+    ehsize = elf["e_ehsize"]
+    buf = bytearray(data[:ehsize])
+    # Lay the sections out in their original file order.
+    order = sorted(range(len(raw_shdrs)), key=lambda i: raw_shdrs[i][4])
+    for i in order:
+        hdr = raw_shdrs[i]
+        if hdr[1] == SHT_NULL:
+            continue
+        align = max(hdr[8], 1)
+        off = (len(buf) + align - 1) // align * align
+        buf += bytes(off - len(buf))
+        hdr[4] = off
+        if hdr[1] != SHT_NOBITS:
+            hdr[5] = len(contents[i])
+            buf += contents[i]
+    new_shoff = (len(buf) + 7) // 8 * 8
+    buf += bytes(new_shoff - len(buf))
+    for hdr in raw_shdrs:
+        buf += shdr_fmt.pack(*hdr)
+    struct.pack_into(end + ("Q" if is64 else "I"), buf, 0x28 if is64 else 0x20, new_shoff)
+    struct.pack_into(end + "H", buf, 0x3A if is64 else 0x2E, shdr_fmt.size)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(bytes(buf))
+    tmp.replace(out)
+
+
+def decompressed_debug_file(
+    path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """A path drgn 0.3.0 can load for the debug info file ``path``.
+
+    A relocatable ELF file (``.ko``) with ``SHF_COMPRESSED`` sections is
+    decompressed once into ``cache_dir`` (default :func:`debug_cache_dir`),
+    keyed by the SHA-256 of its contents; any other file is returned as is.
+
+    :raises TargetError: if the file is missing or not ELF
+    """
+    src = Path(path)
+    data, elf = _open_elf(src)
+    if elf["e_type"] != "ET_REL" or not any(
+        s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections()
+    ):
+        return src
+    digest = hashlib.sha256(data).hexdigest()[:24]
+    out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
+    out = out / f"{digest}-{src.name}"
+    if not out.exists():
+        try:
+            _write_decompressed(src, data, elf, out)
+        except OSError as e:
+            raise TargetError(f"{out}: cannot write decompressed copy of {src}: {e}") from None
+    return out
+
+
+def expand_debug_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Each path, with a directory replaced by the ``*.ko`` files below it."""
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            yield from sorted(path.rglob("*.ko"))
+        else:
+            yield path
+
+
+def prepare_debug_files(
+    paths: Iterable[str | os.PathLike[str]], cache_dir: str | os.PathLike[str] | None = None
+) -> list[tuple[Path, Path, str | None, bool]]:
+    """Check and prepare ``-s`` files for drgn.
+
+    :returns: per file ``(original, path to load, build ID, is_relocatable)``
+    :raises TargetError: for a missing or non-ELF file
+    """
+    out = []
+    for path in expand_debug_paths(paths):
+        _, elf = _open_elf(path)
+        rel = elf["e_type"] == "ET_REL"
+        build_id = None if rel else _build_id(elf)
+        out.append((path, decompressed_debug_file(path, cache_dir), build_id, rel))
+    return out

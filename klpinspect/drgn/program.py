@@ -1,0 +1,512 @@
+"""Open a ppc64 kernel as a ``drgn.Program``: vmcores, QEMU dumps, /proc/kcore, QMP.
+
+drgn 0.3.0 opens ELF vmcores and the running kernel by itself.  Two kinds of
+dump need help, and get a *custom* Linux kernel program
+(``Program.set_linux_kernel_custom``) whose physical memory is read by us and
+whose virtual addresses drgn translates with its own ppc64 radix page-table
+walker, plus a virtual segment for the linear map at ``PAGE_OFFSET``:
+
+* kdump-compressed dumps (makedumpfile ``-c``): drgn leaves address
+  translation to libkdumpfile, which cannot translate ppc64 vmalloc/module
+  addresses ("No way to translate: 0xc008...").  Physical reads through
+  libkdumpfile work, so a second program reads physical memory through the
+  first.
+* QEMU ``dump-guest-memory`` files of pseries guests: big-endian ELF headers
+  for a little-endian guest, ``p_vaddr`` 0 and no VMCOREINFO note.  We read
+  the program headers ourselves, map the file, and take VMCOREINFO from
+  ``--vmcoreinfo FILE`` or find the kernel's own VMCOREINFO ELF note in guest
+  memory.  The user's file is only read.
+
+Debug info: ``-s`` files (vmlinux, ``vmlinux.debug``, ``.ko`` files or
+directories of them) are checked against the kernel's build ID and
+compressed ``.ko`` files are decompressed into a cache first
+(:mod:`klpinspect.drgn.debuginfo`).  Without ``-s``, drgn's default search
+is used.  Kernel debug info is required; module debug info is not.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import platform as _platform
+import re
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import drgn
+
+from klpinspect.drgn.debuginfo import prepare_debug_files
+from klpinspect.errors import TargetError
+
+__all__ = (
+    "find_vmcoreinfo_note",
+    "load_kernel_debug_info",
+    "open_core",
+    "open_program",
+    "read_vmcoreinfo_file",
+    "vmcoreinfo_build_id",
+)
+
+# The ppc64 linear map: physical address p is at PAGE_OFFSET + p.
+PAGE_OFFSET = 0xC000000000000000
+
+EM_PPC64 = 21
+ET_CORE = 4
+PT_LOAD = 1
+PT_NOTE = 4
+NT_PRSTATUS = 1
+MSR_LE = 1
+# offsetof(struct elf_prstatus, pr_reg) + 33 * 8 (gpr[32], nip, msr) on ppc64
+_PRSTATUS_MSR = 112 + 33 * 8
+
+_MACHINES = {
+    2: "SPARC",
+    3: "i386",
+    8: "MIPS",
+    20: "ppc (32-bit)",
+    22: "s390",
+    40: "ARM",
+    43: "SPARC64",
+    62: "x86_64",
+    183: "aarch64",
+    243: "RISC-V",
+    258: "LoongArch",
+}
+
+
+def _machine_name(e_machine: int) -> str:
+    return _MACHINES.get(e_machine, f"e_machine {e_machine}")
+
+
+# --- VMCOREINFO ------------------------------------------------------------
+
+
+def read_vmcoreinfo_file(path: str | os.PathLike[str]) -> bytes:
+    """The VMCOREINFO text of a ``--vmcoreinfo`` file.
+
+    The file holds the text of the kernel's VMCOREINFO note (``OSRELEASE=...``
+    lines), as in the note's descriptor.
+
+    :raises TargetError: if the file is missing or holds something else
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TargetError(f"{path}: no such file") from None
+    except OSError as e:
+        raise TargetError(f"{path}: {e.strerror}") from None
+    data = data.rstrip(b"\0")
+    if b"OSRELEASE=" not in data:
+        if re.fullmatch(rb"\s*[0-9a-fA-F]+\s+[0-9a-fA-F]+\s*", data):
+            raise TargetError(
+                f"{path}: this is /sys/kernel/vmcoreinfo (address and size of the note); "
+                "give the note's text instead"
+            )
+        raise TargetError(f"{path}: not VMCOREINFO text (no OSRELEASE= line)")
+    return data
+
+
+def vmcoreinfo_build_id(vmcoreinfo: bytes | str) -> str | None:
+    """``BUILD-ID=`` of a VMCOREINFO text, lower-case hex."""
+    text = vmcoreinfo.decode("ascii", "replace") if isinstance(vmcoreinfo, bytes) else vmcoreinfo
+    m = re.search(r"^BUILD-ID=([0-9A-Fa-f]+)\s*$", text, re.M)
+    return m.group(1).lower() if m else None
+
+
+_NOTE_NEEDLE = b"VMCOREINFO\0\0OSRELEASE="
+
+
+def find_vmcoreinfo_note(memory: bytes | mmap.mmap, start: int = 0) -> tuple[bytes, str] | None:
+    """Find the kernel's VMCOREINFO ELF note in raw memory.
+
+    The kernel keeps it (``vmcoreinfo_note``, exported to kdump through
+    ``/sys/kernel/vmcoreinfo``) as an ELF note: ``namesz`` 11, ``descsz``,
+    type 0, ``"VMCOREINFO\\0"`` padded to 12, then ``OSRELEASE=...``.  The note
+    header's byte order is the guest's.
+
+    :returns: ``(descriptor text, "little" or "big")`` or ``None``
+    """
+    pos = start
+    while True:
+        i = memory.find(_NOTE_NEEDLE, pos)
+        if i < 0:
+            return None
+        pos = i + 1
+        if i < 12:
+            continue
+        hdr = bytes(memory[i - 12 : i])
+        for order, fmt in (("little", "<III"), ("big", ">III")):
+            namesz, descsz, ntype = struct.unpack(fmt, hdr)
+            if namesz == 11 and ntype == 0 and 0 < descsz <= 1 << 20:
+                desc = bytes(memory[i + 12 : i + 12 + descsz]).split(b"\0", 1)[0]
+                if b"\nPAGESIZE=" in desc or b"\nSYMBOL(" in desc:
+                    return desc, order
+    return None
+
+
+# --- ELF cores ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Load:
+    offset: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True)
+class _ElfCore:
+    byteorder: str
+    loads: tuple[_Load, ...]
+    vmcoreinfo: bytes | None
+    all_vaddr_zero: bool
+    msr: int | None
+
+
+def _parse_notes(data: bytes, end: str) -> tuple[bytes | None, int | None]:
+    vmcoreinfo, msr = None, None
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from(end + "III", data, pos)
+        name = data[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
+        desc_off = pos + 12 + ((namesz + 3) & ~3)
+        desc = data[desc_off : desc_off + descsz]
+        if name == b"VMCOREINFO" and vmcoreinfo is None:
+            vmcoreinfo = desc.rstrip(b"\0")
+        elif name == b"CORE" and ntype == NT_PRSTATUS and msr is None:
+            if len(desc) >= _PRSTATUS_MSR + 8:
+                (msr,) = struct.unpack_from(end + "Q", desc, _PRSTATUS_MSR)
+        nxt = desc_off + ((descsz + 3) & ~3)
+        if nxt <= pos:
+            break
+        pos = nxt
+    return vmcoreinfo, msr
+
+
+def _read_elf_core(path: Path, f: BinaryIO, head: bytes) -> _ElfCore:
+    """Parse an ELF core's header, program headers and notes (never sections)."""
+    if head[4] != 2:
+        raise TargetError(f"{path}: 32-bit ELF file; klpinspect reads ppc64 kernel dumps")
+    end = "<" if head[5] == 1 else ">"
+    (e_type, e_machine) = struct.unpack_from(end + "HH", head, 16)
+    if e_type != ET_CORE:
+        raise TargetError(f"{path}: ELF file but not a core dump (e_type {e_type})")
+    if e_machine != EM_PPC64:
+        raise TargetError(
+            f"{path}: {_machine_name(e_machine)} core dump, not ppc64; "
+            "klpinspect reads ppc64 kernels only"
+        )
+    (e_phoff,) = struct.unpack_from(end + "Q", head, 32)
+    e_phentsize, e_phnum = struct.unpack_from(end + "HH", head, 54)
+    f.seek(e_phoff)
+    phdrs = f.read(e_phentsize * e_phnum)
+    if e_phnum == 0 or len(phdrs) < e_phentsize * e_phnum or e_phentsize < 56:
+        raise TargetError(f"{path}: truncated or malformed ELF core (program headers)")
+    loads = []
+    vmcoreinfo, msr = None, None
+    all_vaddr_zero = True
+    for i in range(e_phnum):
+        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz = struct.unpack_from(
+            end + "IIQQQQQ", phdrs, i * e_phentsize
+        )
+        if p_type == PT_LOAD:
+            loads.append(_Load(p_offset, p_paddr, p_filesz, p_memsz))
+            all_vaddr_zero &= p_vaddr == 0
+        elif p_type == PT_NOTE and p_filesz < 1 << 24:
+            f.seek(p_offset)
+            v, m = _parse_notes(f.read(p_filesz), end)
+            vmcoreinfo = vmcoreinfo or v
+            msr = m if msr is None else msr
+    if not loads:
+        raise TargetError(f"{path}: ELF core without memory (no PT_LOAD)")
+    return _ElfCore(
+        "little" if end == "<" else "big", tuple(loads), vmcoreinfo, all_vaddr_zero, msr
+    )
+
+
+def _ppc64_platform(byteorder: str) -> drgn.Platform:
+    flags = drgn.PlatformFlags.IS_64_BIT
+    if byteorder == "little":
+        flags |= drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    return drgn.Platform(drgn.Architecture.PPC64, flags)
+
+
+def _custom_kernel_program(
+    platform: drgn.Platform,
+    vmcoreinfo: bytes,
+    ranges: Sequence[tuple[int, int, Callable[[int, int, int, bool], bytes]]],
+) -> drgn.Program:
+    """A custom Linux kernel program over physical memory ``ranges``.
+
+    Each range ``(paddr, size, read_fn)`` becomes a physical segment and a
+    virtual one in the linear map (``PAGE_OFFSET + paddr``), so kernel data
+    and the page tables read directly, and everything else (vmalloc, module
+    memory) is translated by drgn's own page-table walker.
+    """
+    prog = drgn.Program(platform)
+    # VMCOREINFO must come before any memory segment.
+    prog.set_linux_kernel_custom(vmcoreinfo, False)
+    for paddr, size, read_fn in ranges:
+        prog.add_memory_segment(paddr, size, read_fn, True)
+        prog.add_memory_segment(PAGE_OFFSET + paddr, size, read_fn, False)
+    return prog
+
+
+def _open_elf_custom(path: Path, core: _ElfCore, vmcoreinfo: bytes | None) -> drgn.Program:
+    """An ELF core drgn cannot take as a kernel core: QEMU's ppc64 dumps."""
+    byteorder = core.byteorder
+    if core.msr is not None:
+        # QEMU writes big-endian headers for a little-endian pseries guest;
+        # the guest's MSR[LE] says what the memory really is.
+        byteorder = "little" if core.msr & MSR_LE else "big"
+    with open(path, "rb") as f:
+        try:
+            mem = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError) as e:
+            raise TargetError(f"{path}: cannot map the file: {e}") from None
+    size = len(mem)
+    if vmcoreinfo is None:
+        vmcoreinfo = core.vmcoreinfo
+    if vmcoreinfo is None:
+        # The note is in the kernel's memory: scan the PT_LOAD data (C speed).
+        found = find_vmcoreinfo_note(mem, min(ld.offset for ld in core.loads))
+        if found is not None:
+            vmcoreinfo, byteorder = found
+    if vmcoreinfo is None:
+        raise TargetError(
+            f"{path}: no VMCOREINFO in this ppc64 QEMU dump and none given; "
+            "pass --vmcoreinfo FILE"
+        )
+
+    def reader(load: _Load) -> Callable[[int, int, int, bool], bytes]:
+        def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+            start = load.offset + offset
+            data = mem[start : min(start + count, load.offset + load.filesz, size)]
+            return data + bytes(count - len(data)) if len(data) < count else data
+
+        return read
+
+    ranges = [(ld.paddr, ld.memsz, reader(ld)) for ld in core.loads if ld.memsz]
+    return _custom_kernel_program(_ppc64_platform(byteorder), vmcoreinfo, ranges)
+
+
+def _kdump_ram_size(path: Path, head: bytes) -> int | None:
+    """``max_mapnr * block_size`` from a diskdump header (makedumpfile -c)."""
+    for end in ("<", ">"):
+        (version,) = struct.unpack_from(end + "i", head, 8)
+        if 0 < version < 100:
+            break
+    else:
+        return None
+    block_size, _sub_hdr_size, _bitmap_blocks, max_mapnr = struct.unpack_from(
+        end + "iiII", head, 428
+    )
+    if block_size <= 0 or block_size & (block_size - 1):
+        return None
+    if version >= 6:
+        # kdump_sub_header.max_mapnr_64, in the block after the header
+        with open(path, "rb") as f:
+            f.seek(block_size + 96)
+            raw = f.read(8)
+        if len(raw) == 8:
+            (max_mapnr_64,) = struct.unpack(end + "Q", raw)
+            if max_mapnr_64:
+                max_mapnr = max_mapnr_64
+    return int(max_mapnr) * int(block_size)
+
+
+def _open_kdump(path: Path, head: bytes, vmcoreinfo: bytes | None) -> drgn.Program:
+    """A kdump-compressed dump: physical reads through drgn/libkdumpfile,
+    virtual translation by drgn's page-table walker."""
+    first = drgn.Program()
+    try:
+        first.set_core_dump(str(path))
+    except (drgn.FaultError, OSError, ValueError) as e:
+        raise TargetError(f"{path}: cannot open kdump file: {e}") from None
+    if first.platform is None or first.platform.arch != drgn.Architecture.PPC64:
+        arch = first.platform.arch.name if first.platform else "unknown"
+        raise TargetError(
+            f"{path}: {arch} kdump file, not ppc64; klpinspect reads ppc64 kernels only"
+        )
+    if vmcoreinfo is None:
+        try:
+            vmcoreinfo = first["VMCOREINFO"].to_bytes_().rstrip(b"\0")
+        except (LookupError, drgn.FaultError):
+            raise TargetError(
+                f"{path}: no VMCOREINFO in this kdump file; pass --vmcoreinfo FILE"
+            ) from None
+    ram = _kdump_ram_size(path, head)
+    if not ram:
+        m = re.search(rb"^NUMBER\(MAX_PHYSMEM_BITS\)=(\d+)$", vmcoreinfo, re.M)
+        ram = 1 << int(m.group(1)) if m else 1 << 46
+
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        # Excluded pages (makedumpfile -d) raise drgn.FaultError, as they should.
+        data: bytes = first.read(offset, count, True)
+        return data
+
+    prog = _custom_kernel_program(first.platform, vmcoreinfo, [(0, ram, read)])
+    # Keep the first program (and its file) alive as long as this one.
+    prog.cache["klpinspect_kdump_program"] = first
+    return prog
+
+
+def open_core(path: str | os.PathLike[str], vmcoreinfo: bytes | None = None) -> drgn.Program:
+    """Open a ppc64 kernel dump: ELF vmcore, kdump-compressed, or QEMU ELF dump.
+
+    :param vmcoreinfo: VMCOREINFO text overriding or supplying the dump's own
+    :raises TargetError: for a missing file, a file that is not a core, or a
+        core of another architecture
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+            if head[:4] == b"\x7fELF" and len(head) >= 64:
+                core = _read_elf_core(p, f, head)
+            elif head[:8] in (b"KDUMP   ", b"DISKDUMP"):
+                return _open_kdump(p, head, vmcoreinfo)
+            else:
+                raise TargetError(f"{p}: not a vmcore (neither an ELF core nor a kdump file)")
+    except FileNotFoundError:
+        raise TargetError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise TargetError(f"{p}: is a directory, not a vmcore") from None
+    except PermissionError:
+        raise TargetError(f"{p}: permission denied") from None
+    guest_order = core.byteorder
+    if core.msr is not None:
+        guest_order = "little" if core.msr & MSR_LE else "big"
+    if core.vmcoreinfo is not None and guest_order == core.byteorder and not core.all_vaddr_zero:
+        # A kernel-made (or fixed-up) ELF vmcore: drgn reads it as it is.
+        prog = drgn.Program(vmcoreinfo=vmcoreinfo) if vmcoreinfo else drgn.Program()
+        try:
+            prog.set_core_dump(str(p))
+        except (OSError, ValueError, drgn.FaultError) as e:
+            raise TargetError(f"{p}: cannot open core: {e}") from None
+        return prog
+    return _open_elf_custom(p, core, vmcoreinfo)
+
+
+# --- the running kernel ---------------------------------------------------
+
+
+def _open_live() -> drgn.Program:
+    machine = _platform.machine()
+    if not machine.startswith("ppc64"):
+        raise TargetError(
+            f"--live: this machine is {machine}, not ppc64; klpinspect reads ppc64 kernels only"
+        )
+    if os.geteuid() != 0:
+        raise TargetError("--live needs root (it reads /proc/kcore)")
+    prog = drgn.Program()
+    try:
+        prog.set_kernel()
+    except (OSError, ValueError) as e:
+        raise TargetError(f"--live: cannot open /proc/kcore: {e}") from None
+    return prog
+
+
+# --- debug info -------------------------------------------------------------
+
+
+def _kernel_vmcoreinfo(prog: drgn.Program) -> bytes | None:
+    try:
+        data: bytes = prog["VMCOREINFO"].to_bytes_()
+    except (LookupError, drgn.FaultError):
+        return None
+    return data.rstrip(b"\0")
+
+
+def _kernel_debug_status(prog: drgn.Program) -> bool:
+    try:
+        main = prog.main_module()
+    except LookupError:
+        return False
+    return bool(main.debug_file_status == drgn.ModuleFileStatus.HAVE)
+
+
+def load_kernel_debug_info(
+    prog: drgn.Program,
+    symbols: Sequence[str | os.PathLike[str]] = (),
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Load debug info for the kernel and whichever modules ``symbols`` cover.
+
+    :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` files or directories
+        of ``.ko`` files; empty: drgn's default search
+    :raises TargetError: for a missing or non-ELF file, a vmlinux of another
+        build, or when no kernel debug info is found
+    """
+    vmcoreinfo = _kernel_vmcoreinfo(prog)
+    kernel_id = vmcoreinfo_build_id(vmcoreinfo) if vmcoreinfo else None
+    release = "?"
+    if vmcoreinfo:
+        m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
+        release = m.group(1).decode("ascii", "replace") if m else "?"
+    files = prepare_debug_files(symbols, cache_dir)
+    for orig, _, build_id, rel in files:
+        if not rel and kernel_id and build_id and build_id != kernel_id:
+            raise TargetError(
+                f"{orig}: debug info for another kernel build (build ID {build_id}, "
+                f"the kernel's is {kernel_id})"
+            )
+    try:
+        if files:
+            prog.load_debug_info([str(load) for _, load, _, _ in files], main=True)
+        else:
+            prog.load_default_debug_info()
+    except drgn.MissingDebugInfoError:
+        pass  # modules without debug info are fine; the kernel is checked below
+    except (OSError, ValueError) as e:
+        raise TargetError(f"cannot load debug info: {e}") from None
+    if not _kernel_debug_status(prog):
+        given = "the -s files given" if files else "drgn's default search paths"
+        raise TargetError(
+            f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}) "
+            f"in {given}; pass -s VMLINUX (or its .debug file)"
+        )
+
+
+def open_program(
+    *,
+    core: str | None = None,
+    symbols: Sequence[str] = (),
+    vmcoreinfo: str | None = None,
+    live: bool = False,
+    qemu: str | None = None,
+    cache_dir: str | None = None,
+) -> tuple[drgn.Program, str]:
+    """Open the target the command line names, with its debug info.
+
+    :param core: a vmcore (ELF, kdump-compressed, or QEMU ``dump-guest-memory``)
+    :param symbols: ``-s`` files: vmlinux, ``vmlinux.debug``, ``.ko`` files
+    :param vmcoreinfo: a file with the kernel's VMCOREINFO text
+    :param live: the running kernel (/proc/kcore)
+    :param qemu: QMP socket of a live QEMU guest
+    :returns: ``(program, kind)`` with kind ``"vmcore"``, ``"live"`` or ``"qemu"``
+    :raises TargetError: when the target cannot be used (one-line message)
+    """
+    given = [name for name, on in (("-c", core), ("--live", live), ("--qemu", qemu)) if on]
+    if len(given) != 1:
+        raise TargetError(
+            "give exactly one target: -c VMCORE, --live or --qemu QMP_SOCKET"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    kind: str
+    if core:
+        info = read_vmcoreinfo_file(vmcoreinfo) if vmcoreinfo else None
+        prog, kind = open_core(core, info), "vmcore"
+    elif live:
+        prog, kind = _open_live(), "live"
+    else:
+        from klpinspect.drgn.qmp import open_qmp
+
+        assert qemu is not None
+        prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"
+    load_kernel_debug_info(prog, symbols, cache_dir)
+    return prog, kind
