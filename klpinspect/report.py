@@ -363,6 +363,28 @@ def _render_tasks(report: Report) -> str:
     )
 
 
+def _render_backtrace(report: Report) -> str:
+    """Backtraces in the style of drgn's ``str(prog.stack_trace(pid))``."""
+    parts: list[str] = []
+    for t in report.tasks or []:
+        if t.backtrace is None:
+            continue
+        lines = [
+            f"pid {t.pid} ({t.comm})  livepatch_sp={hexaddr(t.livepatch_sp) or '-'}  "
+            f"livepatch frames: {len(t.frames)}"
+        ]
+        for e in t.backtrace:
+            line = f"#{e['index']:<2} {e.get('symbol') or e['pc']} ({e['pc']})"
+            if e.get("corrected"):
+                was = e.get("original_symbol") or e.get("original_pc")
+                line += f"  <- livepatch frame {e.get('frame_index', '?')} (was {was})"
+            elif e.get("note"):
+                line += f"  ({e['note']})"
+            lines.append(line)
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) if parts else "no backtrace"
+
+
 def _render_findings(report: Report) -> str:
     if not report.findings:
         return "no findings"
@@ -410,6 +432,8 @@ def render_table(report: Report) -> str:
             parts.append(_render_modules(report, detail=True))
         elif section == "tasks":
             parts.append(_render_tasks(report))
+        elif section == "backtrace":
+            parts.append(_render_backtrace(report))
         elif section == "findings":
             parts.append(_render_findings(report))
     return "\n\n".join(parts) + "\n"

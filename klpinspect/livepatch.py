@@ -1,0 +1,340 @@
+"""Livepatch stacks of tasks and backtraces corrected through ``livepatch_handler``.
+
+Glue between a :class:`~klpinspect.target.Target` and the pure decoders of
+:mod:`klpinspect.ppc64.lpstack`: reads each task's livepatch stack (one read
+per task), attributes saved r2 values to the kernel or a module TOC,
+symbolizes saved return addresses, turns damage into findings, and builds the
+``klp-bt`` report.  Core code: imports neither drgn nor gdb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from klpinspect.errors import KlpError, MemoryReadError
+from klpinspect.ppc64 import insn
+from klpinspect.ppc64.lpstack import (
+    LPSTACK_MISALIGNED,
+    LPSTACK_OUT_OF_BOUNDS,
+    CorrectedFrame,
+    LivepatchStack,
+    correct_backtrace,
+    livepatch_stack_start,
+    walk_livepatch_stack,
+)
+from klpinspect.report import Finding, FrameRecord, Report, TaskRecord, hexaddr
+from klpinspect.target import KernelInfo, SymbolInfo, Target, TaskInfo
+
+__all__ = (
+    "UNSUPPORTED_MESSAGE",
+    "audit_livepatch_stacks",
+    "check_livepatch_stack",
+    "klp_backtrace",
+    "read_task_livepatch_stack",
+    "toc_owners",
+)
+
+UNSUPPORTED_MESSAGE = "kernel has no thread_info.livepatch_sp: not built with CONFIG_LIVEPATCH"
+
+
+def _unsupported() -> Finding:
+    return Finding("LIVEPATCH_UNSUPPORTED", UNSUPPORTED_MESSAGE)
+
+
+def toc_owners(kernel: KernelInfo, module_tocs: Mapping[int, str]) -> dict[int, str]:
+    """TOC value -> owner: the modules' TOCs plus the kernel TOC as ``"vmlinux"``."""
+    owners = dict(module_tocs)
+    if kernel.toc is not None:
+        owners[kernel.toc] = "vmlinux"
+    return owners
+
+
+def read_task_livepatch_stack(
+    target: Target, task: TaskInfo, byteorder: str = "little"
+) -> LivepatchStack | None:
+    """Read and parse one task's livepatch stack in a single ``target.read``.
+
+    Reads ``[task->stack, livepatch_sp)`` (the ``STACK_END_MAGIC`` word and,
+    on old kernels, ``struct thread_info`` included); when ``livepatch_sp``
+    is out of bounds only up to the first frame slot.
+
+    :param task: the ``struct task_struct`` as plain data
+    :returns: ``None`` when the task has no ``livepatch_sp`` or no stack (exited)
+    :raises MemoryReadError: if the stack cannot be read
+    """
+    sp = task.livepatch_sp
+    if sp is None or not task.stack:
+        return None
+    start = livepatch_stack_start(
+        task.stack,
+        thread_info_in_task=task.thread_info_in_task,
+        thread_info_size=task.thread_info_size,
+    )
+    in_bounds = start <= sp <= task.stack + task.stack_size
+    # Performance: one read per task, whatever the depth.
+    data = target.read(task.stack, (sp if in_bounds else start) - task.stack)
+    return walk_livepatch_stack(
+        data,
+        task.stack,
+        sp,
+        thread_info_in_task=task.thread_info_in_task,
+        thread_info_size=task.thread_info_size,
+        stack_size=task.stack_size,
+        byteorder=byteorder,
+    )
+
+
+def check_livepatch_stack(
+    task: TaskInfo, stack: LivepatchStack, owners: Mapping[int, str]
+) -> list[Finding]:
+    """Findings for one parsed livepatch stack.
+
+    :param owners: TOC value -> owner name (:func:`toc_owners`)
+    """
+    pid = task.pid
+    where = f"pid {pid} ({task.comm})"
+    out: list[Finding] = []
+    if stack.status == LPSTACK_OUT_OF_BOUNDS:
+        out.append(
+            Finding(
+                "LPSTACK_OUT_OF_BOUNDS",
+                f"{where}: livepatch_sp {stack.livepatch_sp:#x} is outside "
+                f"[{stack.start:#x}, {stack.limit:#x}] (first frame slot .. end of stack)",
+                pid=pid,
+                address=stack.livepatch_sp,
+            )
+        )
+    elif stack.status == LPSTACK_MISALIGNED:
+        out.append(
+            Finding(
+                "LPSTACK_OUT_OF_BOUNDS",
+                f"{where}: livepatch_sp {stack.livepatch_sp:#x} is not on a 24-byte frame "
+                f"boundary above {stack.start:#x}; {stack.depth} whole frame(s) read",
+                pid=pid,
+                address=stack.livepatch_sp,
+            )
+        )
+    if stack.start_marker_ok is False:
+        out.append(
+            Finding(
+                "LPSTACK_BAD_MAGIC",
+                f"{where}: end_of_stack word at {stack.start - 8:#x} is "
+                f"{stack.start_marker:#x}, not STACK_END_MAGIC: stack overrun or corruption",
+                pid=pid,
+                address=stack.start - 8,
+            )
+        )
+    for f in stack.frames:
+        if not f.magic_ok:
+            out.append(
+                Finding(
+                    "LPSTACK_BAD_MAGIC",
+                    f"{where}: livepatch frame {f.index} at {f.address:#x}: end marker "
+                    f"{f.magic:#x} is not STACK_END_MAGIC {insn.STACK_END_MAGIC:#x}",
+                    pid=pid,
+                    address=f.address,
+                )
+            )
+        if f.r2 not in owners:
+            out.append(
+                Finding(
+                    "LPSTACK_R2_UNKNOWN",
+                    f"{where}: livepatch frame {f.index} at {f.address:#x}: saved r2 "
+                    f"{f.r2:#x} is neither the kernel TOC nor a module TOC",
+                    pid=pid,
+                    address=f.address,
+                )
+            )
+    return out
+
+
+class _Symbolizer:
+    """``target.symbolize`` with a cache: tasks share return addresses."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._cache: dict[int, SymbolInfo | None] = {}
+
+    def info(self, address: int) -> SymbolInfo | None:
+        try:
+            return self._cache[address]
+        except KeyError:
+            sym = self._cache[address] = self._target.symbolize(address)
+            return sym
+
+    def text(self, address: int) -> str | None:
+        sym = self.info(address)
+        return None if sym is None else sym.format(address)
+
+
+def _frame_records(
+    stack: LivepatchStack, owners: Mapping[int, str], symbols: _Symbolizer
+) -> list[FrameRecord]:
+    return [
+        FrameRecord(
+            address=f.address,
+            r2=f.r2,
+            lr=f.lr,
+            magic_ok=f.magic_ok,
+            r2_owner=owners.get(f.r2),
+            lr_symbol=symbols.text(f.lr),
+        )
+        for f in stack.frames
+    ]
+
+
+def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
+    return Finding(
+        "MEMORY_UNREADABLE",
+        f"pid {task.pid} ({task.comm}): livepatch stack: {err}",
+        pid=task.pid,
+        address=err.address,
+    )
+
+
+def audit_livepatch_stacks(
+    target: Target, module_tocs: Mapping[int, str], *, pids: Sequence[int] | None = None
+) -> tuple[list[TaskRecord], list[Finding]]:
+    """Every task's livepatch stack (``klp-lpstack``), with findings.
+
+    Tasks with an empty, healthy livepatch stack are left out unless their pid
+    is in ``pids``.  Frames are in push order (frame 0 first pushed).  A kernel
+    without ``thread_info.livepatch_sp`` gives one ``LIVEPATCH_UNSUPPORTED``
+    info finding.
+
+    :param module_tocs: module TOC (r2) value -> module name
+    :param pids: only these tasks
+    :raises KlpError: if a pid in ``pids`` names no task
+    """
+    kernel = target.kernel()
+    if not kernel.has_livepatch_sp:
+        return [], [_unsupported()]
+    owners = toc_owners(kernel, module_tocs)
+    symbols = _Symbolizer(target)
+    wanted = None if pids is None else set(pids)
+    records: list[TaskRecord] = []
+    findings: list[Finding] = []
+    seen: set[int] = set()
+    unsupported = False
+    for task in target.tasks():
+        if wanted is not None:
+            if task.pid not in wanted:
+                continue
+            seen.add(task.pid)
+        try:
+            stack = read_task_livepatch_stack(target, task, kernel.byteorder)
+        except MemoryReadError as err:
+            findings.append(_unreadable(task, err))
+            continue
+        if stack is None:
+            unsupported |= task.livepatch_sp is None
+            if wanted is not None:
+                records.append(TaskRecord(task.pid, task.comm, task.livepatch_sp))
+            continue
+        problems = check_livepatch_stack(task, stack, owners)
+        findings.extend(problems)
+        if stack.frames or problems or wanted is not None:
+            frames = _frame_records(stack, owners, symbols)
+            records.append(TaskRecord(task.pid, task.comm, stack.livepatch_sp, frames))
+    if wanted is not None and wanted - seen:
+        missing = ", ".join(str(p) for p in sorted(wanted - seen))
+        raise KlpError(f"no task with pid {missing}")
+    if unsupported:
+        findings.append(_unsupported())
+    return records, findings
+
+
+def _find_task(tasks: Iterable[TaskInfo], pid: int) -> TaskInfo:
+    for task in tasks:
+        if task.pid == pid:
+            return task
+    raise KlpError(f"no task with pid {pid}")
+
+
+def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
+    if kernel.livepatch_handler is None:
+        return None
+    sym = symbols.info(kernel.livepatch_handler)
+    if sym is None or sym.address != kernel.livepatch_handler or sym.size <= 0:
+        return None
+    return sym.size
+
+
+def _backtrace_entry(c: CorrectedFrame, symbols: _Symbolizer) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "index": c.index,
+        "pc": hexaddr(c.pc),
+        "symbol": symbols.text(c.pc),
+        "corrected": c.corrected,
+        "from_frame": None if c.from_frame is None else hexaddr(c.from_frame.address),
+    }
+    if c.from_frame is not None:
+        entry["frame_index"] = c.from_frame.index
+    if c.corrected:
+        entry["original_pc"] = hexaddr(c.original_pc)
+        entry["original_symbol"] = symbols.text(c.original_pc)
+    if c.note:
+        entry["note"] = c.note
+    return entry
+
+
+def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> Report:
+    """``klp-bt PID``: the back end's unwind with ``livepatch_handler`` returns replaced.
+
+    Each return into ``livepatch_handler`` (``+0x30``; ``+0x38`` on 4.6 ..
+    ~4.12) becomes the saved return address of the matching livepatch frame,
+    innermost handler return <-> top frame.
+
+    :param pid: the task (``struct task_struct.pid``)
+    :param module_tocs: module TOC (r2) value -> module name
+    :returns: a report whose single task record holds ``frames`` and ``backtrace``
+    :raises KlpError: if there is no such task
+    """
+    kernel = target.kernel()
+    task = _find_task(target.tasks(), pid)
+    pcs = [f.pc for f in target.stack_trace(pid)]
+    symbols = _Symbolizer(target)
+    owners = toc_owners(kernel, module_tocs)
+    findings: list[Finding] = []
+    notes: list[str] = []
+    record = TaskRecord(task.pid, task.comm, task.livepatch_sp)
+    stack = None
+    if not kernel.has_livepatch_sp or task.livepatch_sp is None:
+        findings.append(_unsupported())
+    else:
+        try:
+            stack = read_task_livepatch_stack(target, task, kernel.byteorder)
+        except MemoryReadError as err:
+            findings.append(_unreadable(task, err))
+    if stack is not None:
+        findings.extend(check_livepatch_stack(task, stack, owners))
+        record.frames = _frame_records(stack, owners, symbols)
+    frames = stack.frames if stack is not None else ()
+    if kernel.livepatch_handler is None:
+        corrected = [CorrectedFrame(i, pc, pc) for i, pc in enumerate(pcs)]
+        if frames:
+            notes.append("livepatch_handler address unknown: backtrace not corrected")
+    else:
+        corrected = correct_backtrace(
+            pcs, frames, kernel.livepatch_handler, _handler_size(kernel, symbols)
+        )
+    matched = {c.from_frame.index for c in corrected if c.from_frame is not None}
+    for f in frames:
+        if f.index not in matched and kernel.livepatch_handler is not None:
+            notes.append(
+                f"livepatch frame {f.index} ({symbols.text(f.lr) or hexaddr(f.lr)}) matches "
+                "no livepatch_handler return in the unwind"
+            )
+    record.backtrace = [_backtrace_entry(c, symbols) for c in corrected]
+    return Report(
+        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
+        kernel={
+            "toc": hexaddr(kernel.toc),
+            "livepatch_handler": hexaddr(kernel.livepatch_handler),
+        },
+        tasks=[record],
+        findings=findings,
+        notes=notes,
+        sections=("backtrace", "findings") if findings else ("backtrace",),
+    )
