@@ -1,0 +1,443 @@
+"""Run klpinspect's checks over any :class:`~klpinspect.target.Target`.
+
+For every module: read ``.stubs`` in one read, decode the used slots, resolve
+the module TOC, check that every r2-relative stub implies it, that
+``arch.tramp``/``tramp_regs`` are kernel-TOC (paca) stubs reaching
+``ftrace_caller``/``ftrace_regs_caller``, and that stub targets lie in loaded
+text.  Optionally the call sites into the stubs (:mod:`klpinspect.callsite_audit`)
+and every task's livepatch stack (:mod:`klpinspect.livepatch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import KlpError, MemoryReadError
+from .ppc64.stubs import Stub, StubKind, decode_stub, for_each_stub, stub_size
+from .ppc64.toc import ModuleToc, resolve_module_toc
+from .report import Finding, ModuleRecord, Report, StubRecord, hexaddr
+from .target import KernelInfo, ModuleInfo, SymbolInfo, Target
+
+__all__ = (
+    "ModuleAudit",
+    "audit",
+    "audit_module",
+    "module_toc_map",
+    "new_report",
+    "select_modules",
+    "stubs_report",
+    "toc_report",
+    "tocs_for",
+)
+
+# Without a known section size, read this much of .stubs at first and grow it
+# until the sentinel (zero funcdata) shows; most modules need one read.
+_FIRST_READ = 16 * 1024
+_MAX_STUBS_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ModuleAudit:
+    """What :func:`audit_module` learned about one module."""
+
+    module: ModuleInfo
+    record: ModuleRecord
+    stubs: list[Stub] = field(default_factory=list)
+    toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, "none"))
+    findings: list[Finding] = field(default_factory=list)
+    reads: int = 0
+
+
+class _Symbols:
+    """Memoized ``target.symbolize``: many stubs share a target."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._cache: dict[int, SymbolInfo | None] = {}
+
+    def __call__(self, address: int) -> SymbolInfo | None:
+        try:
+            return self._cache[address]
+        except KeyError:
+            pass
+        try:
+            sym = self._target.symbolize(address)
+        except KlpError:
+            sym = None
+        self._cache[address] = sym
+        return sym
+
+
+def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
+    """A report with the ``target`` and ``kernel`` headers filled in."""
+    return Report(
+        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
+        kernel={
+            "toc": hexaddr(kernel.toc),
+            "toc_source": kernel.toc_source,
+            "ftrace_caller": hexaddr(kernel.ftrace_caller),
+            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
+        },
+        sections=sections,
+    )
+
+
+def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
+    """The bytes of ``.stubs``: one read when the size is known, else grow to the sentinel."""
+    assert mod.stubs is not None
+    if mod.stubs_size:
+        return target.read(mod.stubs, mod.stubs_size), 1
+    if mod.stub_count is not None:
+        return target.read(mod.stubs, max(mod.stub_count, 1) * slot), 1
+    # Bound the read by the end of the text region holding .stubs, when known.
+    limit = _MAX_STUBS_BYTES
+    for start, end in mod.text_ranges:
+        if start <= mod.stubs < end:
+            limit = end - mod.stubs
+            break
+    size = min(_FIRST_READ, limit)
+    reads = 0
+    while True:
+        try:
+            data = target.read(mod.stubs, size)
+            reads += 1
+        except MemoryReadError:
+            # The tail of the guess may be unmapped: fall back to what reads.
+            if size <= slot:
+                raise
+            size = max(slot, (size // 2) // slot * slot)
+            limit = size
+            continue
+        full = len(data) // slot * slot
+        for off in range(0, full, slot):
+            if not any(data[off + 32 : off + 40]):
+                return data, reads
+        if size >= limit:
+            return data, reads
+        size = min(size * 4, limit)
+
+
+def _in_ranges(address: int, ranges: Iterable[tuple[int, int]]) -> bool:
+    return any(start <= address < end for start, end in ranges)
+
+
+def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
+    name = owner = None
+    if stub.target is not None:
+        sym = symbols(stub.target)
+        if sym is not None:
+            name = sym.name if sym.address == stub.target else sym.format(stub.target)
+            owner = sym.owner
+            if owner != "vmlinux":
+                name = name.removesuffix(f" [{owner}]")
+    return StubRecord(
+        address=stub.address,
+        kind=stub.kind.value,
+        index=index,
+        target=stub.target,
+        target_symbol=name,
+        target_owner=owner,
+        implied_toc=stub.implied_toc,
+        magic_ok=stub.magic_ok,
+        words=stub.words,
+    )
+
+
+def audit_module(
+    target: Target,
+    kernel: KernelInfo,
+    mod: ModuleInfo,
+    *,
+    loaded_text: Sequence[tuple[int, int]] = (),
+    symbols: _Symbols | None = None,
+    kernel_writes_magic: bool | None = None,
+) -> ModuleAudit:
+    """Decode and check one module's stubs, TOC and ftrace trampolines.
+
+    :param mod: the module (from ``struct module *``)
+    :param loaded_text: every ``[start, end)`` of loaded text (kernel and modules),
+        for ``STUB_TARGET_DANGLING``; empty to skip that check
+    :param kernel_writes_magic: whether this kernel writes ``STUB_MAGIC`` (4.6+);
+        ``None`` to decide from the module's own slots
+    """
+    symbols = symbols or _Symbols(target)
+    rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
+    result = ModuleAudit(module=mod, record=rec)
+    order = kernel.byteorder
+    slot = stub_size(kernel.abi, kernel.func_desc_size)
+    opts: dict[str, Any] = {
+        "kernel_toc": kernel.toc,
+        "kernelbase": kernel.kernelbase,
+        "byteorder": order,
+        "abi": kernel.abi,
+    }
+    data = b""
+    if mod.stubs is not None:
+        try:
+            data, result.reads = _read_stubs(target, mod, slot)
+        except MemoryReadError as e:
+            result.findings.append(
+                Finding("MEMORY_UNREADABLE", f".stubs unreadable: {e}", module=mod.name,
+                        address=mod.stubs)
+            )
+        ool = None
+        if mod.ool_stubs is not None and mod.ool_stub_count:
+            ool = (mod.ool_stubs, mod.ool_stub_count)
+        result.stubs = list(
+            for_each_stub(
+                data,
+                mod.stubs,
+                count=mod.stub_count,
+                ool=ool,
+                func_desc_size=kernel.func_desc_size if kernel.abi == 1 else None,
+                **opts,
+            )
+        )
+    stubs = result.stubs
+    result.toc = resolve_module_toc(mod.toc_section, mod.stubs, stubs, arch_toc=mod.arch_toc)
+    rec.toc, rec.toc_source = result.toc.toc, result.toc.source
+    rec.stubs = [_record(s, i, symbols) for i, s in enumerate(stubs)]
+
+    if kernel_writes_magic is None:
+        kernel_writes_magic = any(s.magic_ok for s in stubs)
+    paca_off = kernel.paca_toc_offset
+    for s in stubs:
+        if s.kind is StubKind.UNKNOWN:
+            result.findings.append(
+                Finding("STUB_UNKNOWN", "used slot matches no known stub layout: "
+                        + " ".join(f"{w:08x}" for w in s.words), module=mod.name,
+                        address=s.address)
+            )
+            continue
+        if kernel_writes_magic and s.magic_ok is False:
+            result.findings.append(
+                Finding("STUB_BAD_MAGIC", f"magic is {s.words[7]:#010x}, not STUB_MAGIC "
+                        "0x73747562", module=mod.name, address=s.address)
+            )
+        if s.implied_toc is not None and rec.toc is not None and s.implied_toc != rec.toc:
+            result.findings.append(
+                Finding(
+                    "STUB_TOC_MISMATCH",
+                    f"stub implies TOC {s.implied_toc:#x}, module TOC is {rec.toc:#x} "
+                    f"(from {rec.toc_source})",
+                    module=mod.name,
+                    address=s.address,
+                )
+            )
+        if (
+            s.kind is StubKind.FTRACE
+            and paca_off is not None
+            and s.paca_offset is not None
+            and s.paca_offset != paca_off
+        ):
+            result.findings.append(
+                Finding(
+                    "FTRACE_STUB_PACA_OFFSET",
+                    f"ld r12,{s.paca_offset}(r13) does not load paca->kernel_toc "
+                    f"(offset {paca_off})",
+                    module=mod.name,
+                    address=s.address,
+                )
+            )
+        if (
+            loaded_text
+            and s.target is not None
+            and s.kind is not StubKind.EMPTY
+            and not _in_ranges(s.target, loaded_text)
+        ):
+            result.findings.append(
+                Finding(
+                    "STUB_TARGET_DANGLING",
+                    f"target {s.target:#x} is in no loaded kernel or module text",
+                    module=mod.name,
+                    address=s.address,
+                )
+            )
+
+    by_addr = {s.address: (i, s) for i, s in enumerate(stubs)}
+    for attr, want_name, want in (
+        ("tramp", "ftrace_caller", kernel.ftrace_caller),
+        ("tramp_regs", "ftrace_regs_caller", kernel.ftrace_regs_caller),
+    ):
+        addr = getattr(mod, attr)
+        if not addr:
+            continue
+        if addr in by_addr:
+            index, tstub = by_addr[addr]
+            trec = rec.stubs[index]
+        else:
+            try:
+                raw = target.read(addr, slot)
+                result.reads += 1
+            except MemoryReadError as e:
+                result.findings.append(
+                    Finding("MEMORY_UNREADABLE", f"arch.{attr} unreadable: {e}",
+                            module=mod.name, address=addr)
+                )
+                continue
+            tstub = decode_stub(raw, addr, **opts)
+            trec = _record(tstub, None, symbols)
+        setattr(rec, attr, trec)
+        if tstub.kind.r2_relative:
+            result.findings.append(
+                Finding(
+                    "TRAMP_NOT_FTRACE_STUB",
+                    f"arch.{attr} is a {tstub.kind.value} (r2-relative) stub: it only works "
+                    "while r2 holds this module's TOC",
+                    module=mod.name,
+                    address=addr,
+                )
+            )
+        elif not tstub.kind.uses_kernel_toc and tstub.kind is not StubKind.PCREL:
+            result.findings.append(
+                Finding(
+                    "TRAMP_NOT_FTRACE_STUB",
+                    f"arch.{attr} is not a stub that loads the kernel TOC ({tstub.kind.value})",
+                    module=mod.name,
+                    address=addr,
+                )
+            )
+        if want is not None and tstub.target is not None and tstub.target != want:
+            sym = symbols(tstub.target)
+            where = sym.format(tstub.target) if sym else f"{tstub.target:#x}"
+            result.findings.append(
+                Finding(
+                    "TRAMP_TARGET_MISMATCH",
+                    f"arch.{attr} reaches {where}, not {want_name} ({want:#x})",
+                    module=mod.name,
+                    address=addr,
+                )
+            )
+    return result
+
+
+def select_modules(mods: Sequence[ModuleInfo], names: Sequence[str] | None) -> list[ModuleInfo]:
+    """``mods`` restricted to ``names`` (every name must exist), in the order asked.
+
+    :raises KlpError: naming the first unknown module
+    """
+    if not names:
+        return list(mods)
+    by_name = {m.name: m for m in mods}
+    out = []
+    for name in names:
+        mod = by_name.get(name) or by_name.get(name.replace("-", "_"))
+        if mod is None:
+            raise KlpError(f"no module named '{name}'")
+        out.append(mod)
+    return out
+
+
+def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> list[tuple[int, int]]:
+    ranges = list(kernel.text_ranges)
+    if not ranges:
+        return []  # without the kernel's text the check would flag every kernel target
+    for m in mods:
+        ranges.extend(m.text_ranges)
+    return ranges
+
+
+def module_toc_map(kernel: KernelInfo, audits: Iterable[ModuleAudit]) -> dict[int, str]:
+    """TOC value -> owner (``"vmlinux"`` or a module name)."""
+    tocs: dict[int, str] = {}
+    for a in audits:
+        if a.toc.toc is not None:
+            tocs[a.toc.toc] = a.module.name
+    if kernel.toc is not None:
+        tocs[kernel.toc] = "vmlinux"
+    return tocs
+
+
+def _audit_modules(
+    target: Target, kernel: KernelInfo, names: Sequence[str] | None
+) -> tuple[list[ModuleAudit], list[ModuleInfo]]:
+    everything = list(target.modules())
+    chosen = select_modules(everything, names)
+    loaded = _loaded_text(kernel, everything)
+    symbols = _Symbols(target)
+    audits = [
+        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
+    ]
+    # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
+    writes = any(s.magic_ok for a in audits for s in a.stubs)
+    if not writes:
+        for a in audits:
+            a.findings = [f for f in a.findings if f.code != "STUB_BAD_MAGIC"]
+    return audits, everything
+
+
+def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
+    """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
+    kernel = target.kernel()
+    report = new_report(target, kernel, ("stubs", "findings"))
+    audits, _ = _audit_modules(target, kernel, names)
+    for a in audits:
+        report.modules.append(a.record)
+        report.extend(a.findings)
+    return report
+
+
+def _callsite_findings(
+    target: Target, kernel: KernelInfo, audits: Iterable[ModuleAudit]
+) -> list[Finding]:
+    from .callsite_audit import audit_module_callsites
+
+    out: list[Finding] = []
+    for a in audits:
+        addrs = [s.address for s in a.stubs if s.kind is not StubKind.EMPTY]
+        out.extend(audit_module_callsites(target, a.module, addrs, kernel))
+    return out
+
+
+def toc_report(
+    target: Target, names: Sequence[str] | None = None, *, callsites: bool = False
+) -> Report:
+    """``klp-toc``: each module's TOC, where it came from, and the stubs' agreement."""
+    kernel = target.kernel()
+    report = new_report(target, kernel, ("modules", "findings"))
+    audits, _ = _audit_modules(target, kernel, names)
+    for a in audits:
+        report.modules.append(a.record)
+        report.extend(
+            f for f in a.findings if f.code in ("STUB_TOC_MISMATCH", "MEMORY_UNREADABLE")
+        )
+    if callsites:
+        report.extend(_callsite_findings(target, kernel, audits))
+    return report
+
+
+def audit(
+    target: Target,
+    names: Sequence[str] | None = None,
+    *,
+    callsites: bool = True,
+    tasks: bool = True,
+    pids: Sequence[int] | None = None,
+) -> Report:
+    """``klp-audit``: every check over the named (or all) modules and every task."""
+    kernel = target.kernel()
+    report = new_report(target, kernel, ("modules", "tasks", "findings"))
+    audits, _ = _audit_modules(target, kernel, names)
+    for a in audits:
+        report.modules.append(a.record)
+        report.extend(a.findings)
+    if callsites:
+        report.extend(_callsite_findings(target, kernel, audits))
+    if tasks:
+        from .livepatch import audit_livepatch_stacks
+
+        records, findings = audit_livepatch_stacks(
+            target, module_toc_map(kernel, audits), pids=pids
+        )
+        report.tasks = records
+        report.extend(findings)
+    return report
+
+
+def tocs_for(target: Target) -> Mapping[int, str]:
+    """TOC value -> owner for every module of ``target`` (for livepatch commands)."""
+    kernel = target.kernel()
+    audits, _ = _audit_modules(target, kernel, None)
+    return module_toc_map(kernel, audits)

@@ -1,0 +1,123 @@
+"""``klpinspect``: the command line for vmcores, the running kernel and QEMU guests.
+
+    klpinspect [-c VMCORE] [-s FILE]... [--vmcoreinfo FILE] [--live] [--qemu QMP_SOCKET]
+               [--format table|json] {stubs,toc,audit,lpstack,bt,ko} ...
+
+Exit status: 0 no error finding, 1 at least one error finding, 2 the target or
+the arguments could not be used (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .commands import COMMANDS, add_command_arguments, run_parsed
+from .errors import KlpError
+from .report import EXIT_UNUSABLE, render
+from .target import Target
+
+__all__ = ("main", "make_parser", "open_target")
+
+PROG = "klpinspect"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise KlpError(f"{self.prog}: {message}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``klpinspect`` argument parser."""
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect ppc64 module call stubs, ftrace trampolines, TOCs and "
+        "livepatch stacks of a kernel: a vmcore, the running kernel or a QEMU guest.",
+    )
+    tgt = parser.add_argument_group("target")
+    tgt.add_argument("-c", "--core", metavar="VMCORE", help="ELF or kdump-compressed vmcore, "
+                     "or a QEMU dump-guest-memory file")
+    tgt.add_argument("-s", "--symbols", metavar="FILE", action="append", default=[],
+                     help="vmlinux / debug file / module .ko (repeatable)")
+    tgt.add_argument("--vmcoreinfo", metavar="FILE",
+                     help="VMCOREINFO text for dumps that carry none (ppc64 QEMU dumps)")
+    tgt.add_argument("--live", action="store_true", help="the running kernel (/proc/kcore)")
+    tgt.add_argument("--qemu", metavar="QMP_SOCKET", help="a live QEMU guest's QMP socket")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="output format (default: table)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, description in COMMANDS.items():
+        p = sub.add_parser(name, help=description, description=description)
+        add_command_arguments(p, name)
+    ko = sub.add_parser("ko", help="lint livepatch/module .ko files before loading them",
+                        description="Lint .ko files offline (no kernel needed).")
+    ko.add_argument("--format", choices=("table", "json"), default=None)
+    ko.add_argument("files", nargs="+", metavar="FILE.ko")
+    return parser
+
+
+def open_target(args: argparse.Namespace) -> Target:
+    """Open the target the global options name (drgn back end)."""
+    chosen = [x for x in (args.core, args.live or None, args.qemu) if x]
+    if not chosen:
+        raise KlpError("no target: give -c VMCORE, --live or --qemu QMP_SOCKET")
+    if len(chosen) > 1:
+        raise KlpError("give only one of -c VMCORE, --live, --qemu QMP_SOCKET")
+    try:
+        from .drgn.program import open_program
+        from .drgn.target import DrgnTarget
+    except ImportError as e:
+        raise KlpError(f"the drgn back end is not available: {e}") from None
+    prog, kind = open_program(
+        core=args.core,
+        symbols=args.symbols,
+        vmcoreinfo=args.vmcoreinfo,
+        live=args.live,
+        qemu=args.qemu,
+    )
+    return DrgnTarget(prog, kind)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.command is None:
+        raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko'])}")
+    fmt = args.format
+    if args.command == "ko":
+        from .ko import lint_files
+
+        report, status = lint_files(args.files)
+        status = int(status)
+        sys.stdout.write(render(report, fmt if args.format is None else args.format))
+        return status
+    text, status = run_parsed(open_target(args), args.command, args, fmt)
+    sys.stdout.write(text)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: returns the exit status."""
+    try:
+        return _run(argv)
+    except KlpError as e:
+        print(f"{PROG}: {str(e).removeprefix(PROG + ': ')}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except Exception as e:  # never a traceback for a user; KLPINSPECT_DEBUG=1 shows it
+        if os.environ.get("KLPINSPECT_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"{PROG}: internal error: {type(e).__name__}: {msg} "
+              "(KLPINSPECT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_UNUSABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
