@@ -68,6 +68,7 @@ CODES: dict[str, Severity] = {
     "MEMORY_UNREADABLE": Severity.WARNING,
     "LIVEPATCH_UNSUPPORTED": Severity.INFO,
     "KO_UNREADABLE": Severity.WARNING,
+    "KO_NO_RELOCATIONS": Severity.INFO,
     "FTRACE_STUB_PACA_OFFSET": Severity.ERROR,
 }
 
