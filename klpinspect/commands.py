@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import KlpError
 from .report import Report, render
@@ -19,6 +19,7 @@ __all__ = (
     "COMMANDS",
     "CommandError",
     "add_command_arguments",
+    "command_arguments",
     "make_command_parser",
     "run_command",
     "run_parsed",
@@ -53,28 +54,40 @@ def _pid(text: str) -> int:
     return value
 
 
+ArgSpec = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def command_arguments(name: str) -> list[ArgSpec]:
+    """The arguments of subcommand ``name`` as ``(args, kwargs)`` for ``add_argument``.
+
+    One list feeds argparse (CLI, gdb) and drgn's ``argument()`` (drgn plugin).
+    """
+    specs: list[ArgSpec] = [
+        (("--format",), {"choices": ("table", "json"), "default": None,
+                         "help": "output format (table)"}),
+    ]
+    if name in ("stubs", "toc", "audit"):
+        specs.append((("modules",), {"nargs": "*", "metavar": "MODULE", "help": "module names"}))
+    if name == "toc":
+        specs.append((("--callsites",), {"action": "store_true",
+                                         "help": "also check every call into a stub"}))
+    if name == "audit":
+        specs.append((("--no-callsites",), {"action": "store_true",
+                                            "help": "skip the call-site scan"}))
+        specs.append((("--no-tasks",), {"action": "store_true",
+                                        "help": "skip the livepatch stack walk"}))
+    if name == "lpstack":
+        specs.append((("pids",), {"nargs": "*", "type": _pid, "metavar": "PID",
+                                  "help": "task pids"}))
+    if name == "bt":
+        specs.append((("pid",), {"type": _pid, "metavar": "PID", "help": "task pid"}))
+    return specs
+
+
 def add_command_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     """Add the arguments of subcommand ``name`` (and ``--format``) to ``parser``."""
-    parser.add_argument(
-        "--format", choices=("table", "json"), default=None, help="output format (table)"
-    )
-    if name in ("stubs", "toc", "audit"):
-        parser.add_argument("modules", nargs="*", metavar="MODULE", help="module names")
-    if name == "toc":
-        parser.add_argument(
-            "--callsites", action="store_true", help="also check every call into a stub"
-        )
-    if name == "audit":
-        parser.add_argument(
-            "--no-callsites", action="store_true", help="skip the call-site scan"
-        )
-        parser.add_argument(
-            "--no-tasks", action="store_true", help="skip the livepatch stack walk"
-        )
-    if name == "lpstack":
-        parser.add_argument("pids", nargs="*", type=_pid, metavar="PID", help="task pids")
-    if name == "bt":
-        parser.add_argument("pid", type=_pid, metavar="PID", help="task pid")
+    for args, kwargs in command_arguments(name):
+        parser.add_argument(*args, **kwargs)
 
 
 def make_command_parser(name: str, prog: str) -> argparse.ArgumentParser:

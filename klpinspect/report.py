@@ -143,7 +143,6 @@ class StubRecord:
         if self.implied_toc is not None:
             out["implied_toc"] = hexaddr(self.implied_toc)
         out["magic_ok"] = self.magic_ok
-        out["words"] = [f"{w:08x}" for w in self.words]
         return out
 
 

@@ -1,0 +1,69 @@
+"""drgn plugin: ``%klp-stubs``, ``%klp-toc``, ``%klp-audit``, ``%klp-lpstack``, ``%klp-bt``.
+
+Registered through the ``drgn.plugins`` entry point (``setup.cfg``), so after
+``pip install .`` a plain ``drgn -c VMCORE -s VMLINUX`` has them.  They take
+the same arguments as the ``klpinspect`` subcommands and print through the
+same renderers (:mod:`klpinspect.commands`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import weakref
+from typing import Any
+
+import drgn
+from drgn.commands import argument
+from drgn.commands.linux import linux_kernel_command
+
+from ..commands import COMMANDS, command_arguments, run_parsed
+from ..errors import KlpError
+from .target import DrgnTarget
+
+__all__ = ("drgn_target",)
+
+# One DrgnTarget per program: kernel facts and module lists are read once.
+_TARGETS: weakref.WeakKeyDictionary[drgn.Program, DrgnTarget] = weakref.WeakKeyDictionary()
+
+
+def _kind(prog: drgn.Program) -> str:
+    if prog.flags & drgn.ProgramFlags.IS_LIVE:
+        return "live"
+    return "vmcore"
+
+
+def drgn_target(prog: drgn.Program) -> DrgnTarget:
+    """The cached :class:`DrgnTarget` for ``prog``."""
+    try:
+        return _TARGETS[prog]
+    except (KeyError, TypeError):
+        pass
+    target = DrgnTarget(prog, _kind(prog))
+    try:
+        _TARGETS[prog] = target
+    except TypeError:  # Program not weak-referenceable: no cache
+        pass
+    return target
+
+
+def _register(sub: str) -> None:
+    name = f"klp-{sub}"
+
+    def run(prog: drgn.Program, _name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+        try:
+            text, _status = run_parsed(drgn_target(prog), sub, args)
+        except KlpError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            return
+        sys.stdout.write(text)
+
+    linux_kernel_command(
+        name=name,
+        description=COMMANDS[sub],
+        arguments=[argument(*a, **kw) for a, kw in command_arguments(sub)],
+    )(run)
+
+
+for _sub in COMMANDS:
+    _register(_sub)
