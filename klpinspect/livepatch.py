@@ -331,6 +331,9 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
         target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
         kernel={
             "toc": hexaddr(kernel.toc),
+            "toc_source": kernel.toc_source,
+            "ftrace_caller": hexaddr(kernel.ftrace_caller),
+            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
             "livepatch_handler": hexaddr(kernel.livepatch_handler),
         },
         tasks=[record],
