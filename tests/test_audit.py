@@ -1,0 +1,163 @@
+"""The audit over a synthetic Target whose .stubs come from the real assembler.
+
+Each slot of ``tests/asm/audit_module.s`` is one situation; every finding code
+of the stub and trampoline checks must fire exactly where it should, and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asmutil import assemble
+from synthetic import SyntheticTarget
+
+from klpinspect.audit import audit, stubs_report, toc_report
+from klpinspect.commands import run_command
+from klpinspect.errors import KlpError
+from klpinspect.ppc64.insn import STUB_MAGIC
+from klpinspect.report import render_json
+from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo
+
+KTOC = 0xC000000001C0B100
+FC = 0xC000000000089B00
+FRC = 0xC000000000089960
+T0 = 0xC000000000AB1230
+KTEXT = (0xC000000000000000, 0xC000000001000000)
+SBASE = 0xC008000001A70100
+TOC_SECTION = 0xC008000001A80000
+TOC = (TOC_SECTION & ~0xFF) + 0x8000
+BADTOC = 0xC008000002228100
+DANGLING = 0xC008000009990000
+MOD_TEXT = (0xC008000001A60000, 0xC008000001A70400)
+
+
+def make_target(magic: int = STUB_MAGIC, tramp: int | None = None,
+                tramp_regs: int | None = None) -> SyntheticTarget:
+    asm = assemble(
+        "audit_module.s",
+        defsyms={
+            "SBASE": SBASE, "TOC": TOC, "BADTOC": BADTOC, "KTOC": KTOC, "PACATOC": 16,
+            "T0": T0, "FC": FC, "FRC": FRC, "DANGLING": DANGLING, "MAGIC": magic,
+        },
+    )
+    kernel = KernelInfo(
+        release="6.1.0-test", toc=KTOC, toc_source="paca", ftrace_caller=FC,
+        ftrace_regs_caller=FRC, text_ranges=(KTEXT,), paca_toc_offset=16,
+    )
+    mod = ModuleInfo(
+        name="badmod",
+        text_ranges=(MOD_TEXT,),
+        sections={".text": MOD_TEXT[0], ".toc": TOC_SECTION, ".stubs": SBASE},
+        stubs=SBASE,
+        toc_section=TOC_SECTION,
+        tramp=SBASE + 2 * 40 if tramp is None else tramp,
+        tramp_regs=SBASE + 3 * 40 if tramp_regs is None else tramp_regs,
+    )
+    return SyntheticTarget(
+        kernel_info=kernel,
+        # .stubs sits at the end of the module's text, as the loader lays it out
+        regions={SBASE: asm.text.ljust(MOD_TEXT[1] - SBASE, b"\0")},
+        module_list=[mod],
+        symbols=[
+            SymbolInfo("kmalloc", T0, 0x100, "vmlinux"),
+            SymbolInfo("ftrace_caller", FC, 0x80, "vmlinux"),
+            SymbolInfo("ftrace_regs_caller", FRC, 0x100, "vmlinux"),
+        ],
+    )
+
+
+def codes_at(report, code: str) -> set[int]:
+    return {f.address for f in report.findings if f.code == code}
+
+
+def test_every_slot_classified() -> None:
+    report = stubs_report(make_target())
+    (mod,) = report.modules
+    assert [s.kind for s in mod.stubs] == [
+        "normal", "normal", "ftrace", "ftrace", "normal", "normal", "normal", "unknown"
+    ]
+    assert mod.toc == TOC and mod.toc_source == ".toc"
+    assert mod.stubs[0].target_symbol == "kmalloc"
+    assert mod.stubs[0].implied_toc == TOC
+    assert mod.stubs[1].implied_toc == BADTOC
+    assert mod.stubs[2].target == FC and mod.stubs[2].target_symbol == "ftrace_caller"
+
+
+def test_findings_fire_where_they_should() -> None:
+    report = stubs_report(make_target(magic=0x12345678, tramp_regs=SBASE + 3 * 40))
+    assert codes_at(report, "STUB_TOC_MISMATCH") == {SBASE + 40}
+    assert codes_at(report, "STUB_UNKNOWN") == {SBASE + 7 * 40}
+    assert codes_at(report, "STUB_BAD_MAGIC") == {SBASE + 4 * 40}
+    assert codes_at(report, "STUB_TARGET_DANGLING") == {SBASE + 5 * 40}
+    # tramp_regs is a paca stub, but it reaches kmalloc, not ftrace_regs_caller
+    assert codes_at(report, "TRAMP_TARGET_MISMATCH") == {SBASE + 3 * 40}
+    assert codes_at(report, "TRAMP_NOT_FTRACE_STUB") == set()
+    assert report.exit_status == 1
+
+
+def test_r2_relative_tramp_is_an_error() -> None:
+    report = stubs_report(make_target(tramp_regs=SBASE + 6 * 40))
+    assert codes_at(report, "TRAMP_NOT_FTRACE_STUB") == {SBASE + 6 * 40}
+    # it does reach ftrace_regs_caller: the target is right, the r2 use is not
+    assert codes_at(report, "TRAMP_TARGET_MISMATCH") == set()
+
+
+def test_good_magic_no_magic_finding() -> None:
+    report = stubs_report(make_target())
+    assert codes_at(report, "STUB_BAD_MAGIC") == set()
+
+
+def test_sentinel_stops_walk() -> None:
+    report = stubs_report(make_target())
+    assert len(report.modules[0].stubs) == 8
+
+
+def test_one_read_per_stubs_section() -> None:
+    target = make_target()
+    stubs_report(target)
+    assert sum(1 for a, _ in target.reads if a == SBASE) == 1
+
+
+def test_unreadable_stubs_is_a_finding() -> None:
+    target = make_target()
+    target.regions.clear()
+    report = stubs_report(target)
+    assert "MEMORY_UNREADABLE" in {f.code for f in report.findings}
+    assert report.modules[0].stubs == []
+
+
+def test_toc_report_and_unknown_module() -> None:
+    target = make_target()
+    report = toc_report(target, ["badmod"])
+    assert {f.code for f in report.findings} == {"STUB_TOC_MISMATCH"}
+    with pytest.raises(KlpError, match="no module named 'xfz'"):
+        toc_report(target, ["xfz"])
+
+
+def test_audit_json_schema() -> None:
+    report = audit(make_target(), callsites=False)
+    doc = json.loads(render_json(report))
+    assert doc["schema"] == "klpinspect/1"
+    assert doc["target"] == {"kind": "synthetic", "release": "6.1.0-test", "arch": "ppc64le"}
+    assert doc["kernel"]["toc"] == hex(KTOC)
+    mod = doc["modules"][0]
+    assert set(mod) == {"name", "toc", "toc_source", "stubs_section", "stubs", "tramp",
+                        "tramp_regs"}
+    stub = mod["stubs"][0]
+    assert stub["address"] == hex(SBASE) and stub["kind"] == "normal"
+    assert stub["target_owner"] == "vmlinux" and stub["implied_toc"] == hex(TOC)
+    for f in doc["findings"]:
+        assert set(f) >= {"severity", "code", "module", "pid", "address", "message"}
+        assert f["severity"] in ("error", "warning", "info")
+    # no livepatch_sp on this kernel: said once, not an error
+    assert any(f["code"] == "LIVEPATCH_UNSUPPORTED" for f in doc["findings"])
+
+
+def test_run_command_bad_arguments() -> None:
+    with pytest.raises(KlpError, match="klp-bt"):
+        run_command(make_target(), "bt", ["notapid"])
+    text, status = run_command(make_target(), "stubs", ["--format", "json", "badmod"])
+    assert json.loads(text)["modules"][0]["name"] == "badmod"
+    assert status == 1
