@@ -339,6 +339,8 @@ def _render_tasks(report: Report) -> str:
     rows: list[Sequence[Any]] = []
     for t in report.tasks or []:
         if not t.frames:
+            # Only asked-for or damaged tasks are recorded without frames.
+            rows.append((t.pid, t.comm, hexaddr(t.livepatch_sp) or "-", "-", "(empty)"))
             continue
         for i, f in enumerate(t.frames):
             rows.append(

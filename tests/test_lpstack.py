@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import struct
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -43,7 +44,7 @@ from klpinspect.ppc64.lpstack import (
     unwind_back_chain,
     walk_livepatch_stack,
 )
-from klpinspect.report import Severity, render_json, render_table
+from klpinspect.report import Report, Severity, render_json, render_table
 from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
 
 ASM = Path(__file__).resolve().parent / "asm"
@@ -525,8 +526,6 @@ def test_audit_records_and_findings() -> None:
 
 
 def render_json_tasks(records: Sequence[object]) -> str:
-    from klpinspect.report import Report
-
     return json.dumps(Report(tasks=list(records)).to_json()["tasks"])  # type: ignore[arg-type]
 
 
@@ -553,6 +552,8 @@ def test_audit_out_of_bounds_and_misaligned() -> None:
     ]
     assert "outside" in findings[0].message and "24-byte" in findings[1].message
     assert [(r.pid, len(r.frames)) for r in records] == [(1, 0), (2, 1)]
+    text = render_table(Report(tasks=records, sections=("tasks",)))
+    assert re.search(rf"^ +1 +t1 +{bad[0].livepatch_sp:#x} +- +\(empty\)$", text, re.M)
     # Out of bounds: only the word below the first slot is read, not the wild range.
     assert t.reads[0] == (bad[0].stack, 8)
 
