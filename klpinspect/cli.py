@@ -46,8 +46,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="VMCOREINFO text for dumps that carry none (ppc64 QEMU dumps)")
     tgt.add_argument("--live", action="store_true", help="the running kernel (/proc/kcore)")
     tgt.add_argument("--qemu", metavar="QMP_SOCKET", help="a live QEMU guest's QMP socket")
-    parser.add_argument("--format", choices=("table", "json"), default="table",
-                        help="output format (default: table)")
+    # The subcommands take --format too (after the command name); the global one
+    # gets its own dest so a subcommand's default does not overwrite it.
+    parser.add_argument("--format", dest="global_format", choices=("table", "json"),
+                        default="table", help="output format (default: table)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, description in COMMANDS.items():
         p = sub.add_parser(name, help=description, description=description)
@@ -85,13 +87,13 @@ def _run(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
     if args.command is None:
         raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko'])}")
-    fmt = args.format
+    fmt = args.global_format
     if args.command == "ko":
         from .ko import lint_files
 
         report, status = lint_files(args.files)
         status = int(status)
-        sys.stdout.write(render(report, fmt if args.format is None else args.format))
+        sys.stdout.write(render(report, args.format or fmt))
         return status
     text, status = run_parsed(open_target(args), args.command, args, fmt)
     sys.stdout.write(text)

@@ -1,0 +1,235 @@
+"""The ``klpinspect`` command and the drgn plugin on the real ppc64le 6.1 dumps.
+
+Expected values are not the tool's own output: they come from the fixture
+README's table (what the guest printed from /sys/module/*/sections and
+/proc/kallsyms before the dump) and from the modules' ``.ko`` relocations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str | Path, check_rc: int | None = 0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "klpinspect", *map(str, args)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def readme_table(lp61: Path) -> dict[str, dict[str, str]]:
+    """The README's per-module table (sysfs sections, slot counts, tramps, TOC)."""
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] | None = None
+    for line in (lp61 / "README.md").read_text().splitlines():
+        if line.startswith("| module | .text |"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            continue
+        if header and line.startswith("| ") and not line.startswith("| ---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) != len(header):
+                break
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+        elif header and rows and not line.startswith("|"):
+            break
+    assert len(rows) == 40
+    return rows
+
+
+def kallsyms_facts(lp61: Path) -> dict[str, int]:
+    facts: dict[str, int] = {}
+    for line in (lp61 / "README.md").read_text().splitlines():
+        m = re.match(r"\| `(\w+)`(?: \[\w+\])? \| `([0-9a-f]{16})` \|", line)
+        if m:
+            facts[m.group(1)] = int(m.group(2), 16)
+    assert "ftrace_caller" in facts
+    return facts
+
+
+@pytest.fixture(scope="module")
+def audit_json(vmcore_elf: Path, vmlinux_debug: Path) -> dict[str, Any]:
+    proc = run_cli("-c", vmcore_elf, "-s", vmlinux_debug, "--format", "json", "audit")
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_modules_match_sysfs(audit_json: dict[str, Any], lp61: Path) -> None:
+    table = readme_table(lp61)
+    mods = {m["name"]: m for m in audit_json["modules"]}
+    assert set(mods) == set(table)
+    for name, row in table.items():
+        m = mods[name]
+        assert m["stubs_section"] == row[".stubs"], name
+        assert m["toc"] == row["TOC (r2)"], name
+        kinds = [s["kind"] for s in m["stubs"]]
+        assert len(kinds) == int(row["used"]), name
+        assert kinds.count("normal") == int(row["normal"]), name
+        assert kinds.count("ftrace") == int(row["ftrace"]), name
+        assert m["tramp"]["address"] == row["arch.tramp"], name
+        assert m["tramp_regs"]["address"] == row["arch.tramp_regs"], name
+
+
+def test_every_stub_checks_out(audit_json: dict[str, Any], lp61: Path) -> None:
+    facts = kallsyms_facts(lp61)
+    assert audit_json["kernel"]["toc"] == "0xc000000000be8000"
+    assert audit_json["kernel"]["ftrace_caller"] == hex(facts["ftrace_caller"])
+    for m in audit_json["modules"]:
+        for s in m["stubs"]:
+            assert s["kind"] in ("normal", "ftrace"), (m["name"], s)
+            assert s["magic_ok"] is True
+            if s["kind"] == "normal":
+                assert s["implied_toc"] == m["toc"]
+            else:
+                assert s["target_symbol"] in ("_mcount", "ftrace_caller", "ftrace_regs_caller")
+                assert int(s["target"], 16) == facts[s["target_symbol"]]
+        assert m["tramp"]["kind"] == "ftrace"
+        assert m["tramp"]["target_symbol"] == "ftrace_caller"
+        assert m["tramp_regs"]["target_symbol"] == "ftrace_regs_caller"
+    errors = [f for f in audit_json["findings"] if f["severity"] == "error"]
+    assert errors == []
+
+
+def _rel24_undefined(ko: Path) -> set[str]:
+    """Names of undefined symbols that R_PPC64_REL24 relocations call (what needs a stub)."""
+    names: set[str] = set()
+    with open(ko, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        for sec in elf.iter_sections():
+            if not isinstance(sec, RelocationSection) or sec.name.startswith(".rela.debug"):
+                continue
+            for rel in sec.iter_relocations():
+                if rel["r_info_type"] != 10:  # R_PPC64_REL24
+                    continue
+                sym = symtab.get_symbol(rel["r_info_sym"])
+                if sym["st_shndx"] == "SHN_UNDEF" and sym.name not in ("_mcount", ".TOC."):
+                    names.add(sym.name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def vmlinux_symbols(vmlinux: Path) -> dict[str, int]:
+    """Function name -> address from the booted vmlinux's own .symtab."""
+    out: dict[str, int] = {}
+    with open(vmlinux, "rb") as f:
+        for sym in ELFFile(f).get_section_by_name(".symtab").iter_symbols():
+            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"]:
+                out.setdefault(sym.name, sym["st_value"])
+    return out
+
+
+def test_stub_targets_are_the_ko_relocations(
+    audit_json: dict[str, Any], lp61: Path, vmlinux_symbols: dict[str, int]
+) -> None:
+    """Each module's normal stubs reach exactly the functions its .ko calls via REL24."""
+    by_file = {p.stem.replace("-", "_"): p for p in (lp61 / "modules").glob("*.ko")}
+    checked = 0
+    for m in audit_json["modules"]:
+        # vmlinux functions by address (aliases such as crc32_le/crc32_le_base),
+        # other modules' exports by name
+        wanted = {vmlinux_symbols.get(n, n) for n in _rel24_undefined(by_file[m["name"]])}
+        got = {
+            int(s["target"], 16) if s["target_owner"] == "vmlinux" else s["target_symbol"]
+            for s in m["stubs"] if s["kind"] == "normal"
+        }
+        # livepatch modules gain stubs for their klp relocations once applied
+        assert wanted <= got, (m["name"], wanted - got)
+        if not m["name"].startswith(("livepatch_", "test_klp_livepatch", "rk_lp")):
+            assert got == wanted, (m["name"], got ^ wanted)
+        checked += 1
+    assert checked == 40
+
+
+def _modules_summary(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (m["name"], m["toc"], tuple((s["address"], s["kind"], s["target"]) for s in m["stubs"]),
+         m["tramp"]["target"], m["tramp_regs"]["target"])
+        for m in doc["modules"]
+    ]
+
+
+@pytest.mark.parametrize("form", ["kdump", "qemu-found", "qemu-given"])
+def test_other_dump_formats_agree(
+    form: str, audit_json: dict[str, Any], vmcore_kdump: Path, vmcore_qemu_elf: Path,
+    vmlinux_debug: Path, lp61: Path,
+) -> None:
+    if form == "kdump":
+        args: list[str | Path] = ["-c", vmcore_kdump]
+    elif form == "qemu-found":
+        args = ["-c", vmcore_qemu_elf]
+    else:
+        args = ["-c", vmcore_qemu_elf, "--vmcoreinfo", lp61 / "vmcoreinfo.txt"]
+    proc = run_cli(*args, "-s", vmlinux_debug, "--format", "json", "stubs")
+    doc = json.loads(proc.stdout)
+    assert _modules_summary(doc) == _modules_summary(audit_json)
+
+
+def test_table_output(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    proc = run_cli("-c", vmcore_elf, "-s", vmlinux_debug, "stubs", "rk_lib")
+    lines = proc.stdout.splitlines()
+    stub_lines = [ln for ln in lines if ln.startswith("rk_lib ")]
+    assert len(stub_lines) == 4
+    assert "msleep" in stub_lines[0] and "normal" in stub_lines[0]
+    assert stub_lines[2].rstrip().endswith("tramp")
+    assert "no findings" in proc.stdout
+
+
+def test_drgn_plugin_commands(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    code = (
+        "from drgn.commands import run_command\n"
+        "run_command(prog, 'klp-stubs rk_lib')\n"
+        "run_command(prog, 'klp-toc --format json rk_target')\n"
+        "run_command(prog, 'klp-toc xfz')\n"
+    )
+    proc = subprocess.run(
+        ["drgn", "-q", "-c", str(vmcore_elf), "-s", str(vmlinux_debug), "-e", code],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "msleep" in proc.stdout
+    doc = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert doc["modules"][0]["toc"] == "0xc008000000f68100"
+    assert "klp-toc: no module named 'xfz'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-c", "/nonexistent/vmcore", "stubs"], "/nonexistent/vmcore"),
+        (["stubs"], "no target"),
+        (["-c", "{readme}", "stubs"], "README.md"),
+        (["-c", "{core}", "-s", "{debug}", "stubs", "xfz"], "no module named 'xfz'"),
+        (["-c", "{core}", "-s", "{debug}", "bt", "999999"], "999999"),
+        (["-c", "{core}", "--live", "stubs"], "only one"),
+        (["-c", "{core}", "frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_one_line_exit_2(
+    args: list[str], message: str, vmcore_elf: Path, vmlinux_debug: Path, lp61: Path
+) -> None:
+    subst = {"readme": str(lp61 / "README.md"), "core": str(vmcore_elf),
+             "debug": str(vmlinux_debug)}
+    proc = run_cli(*[a.format(**subst) for a in args], check_rc=2)
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr
+    assert err[0].startswith("klpinspect: ")
+    assert message in err[0]
