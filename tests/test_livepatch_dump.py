@@ -34,9 +34,11 @@ LIVEPATCH_SP = 0xC0000000037E8038
 FRAMES = [0xC0000000037E8008, 0xC0000000037E8020]
 
 
-@pytest.fixture(scope="module")
-def target(vmcore_elf: Path, vmlinux_debug: Path) -> Iterator[DrgnTarget]:
-    prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+@pytest.fixture(scope="module", params=["vmcore_elf", "vmcore_kdump", "vmcore_qemu_elf"])
+def target(request: pytest.FixtureRequest, vmlinux_debug: Path) -> Iterator[DrgnTarget]:
+    """The same memory as a fixed-up ELF, a kdump-compressed file and QEMU's raw dump."""
+    core: Path = request.getfixturevalue(request.param)
+    prog, kind = open_program(core=str(core), symbols=[str(vmlinux_debug)])
     yield DrgnTarget(prog, kind)
 
 
