@@ -1,0 +1,209 @@
+"""Call sites into ``.stubs``: the pure scanner and the audit over a Target.
+
+The code is ``tests/ko/callsites.s`` assembled at test time (LE ELFv2 and BE
+ELFv1) and mapped at a module address; the stub area sits inside the same
+section, so every branch offset is the assembler's.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asmutil import assemble, objdump_mnemonics
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from synthetic import SyntheticTarget
+
+from klpinspect.callsite_audit import audit_module_callsites, module_text_regions
+from klpinspect.ppc64.callsites import CallFollow, CallSite, find_stub_calls
+from klpinspect.report import Severity
+from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo
+
+BASE = 0xC008000000F90000
+SRC = "callsites.s"
+KMALLOC = 0xC000000000AB1230
+STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS = (BASE + 0x100 + 40 * k for k in range(5))
+STUBS = (STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS)
+END = 0x1CC
+
+
+def _text(byteorder: str = "little") -> bytes:
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent / "ko" / SRC
+    restore = 24 if byteorder == "little" else 40
+    asm = assemble(src, byteorder=byteorder, defsyms={"RESTORE": restore, "FUNCDATA": KMALLOC})
+    assert len(asm.text) == END
+    return asm.text
+
+
+def _sites(calls: list[CallSite]) -> list[tuple[int, str, bool, int]]:
+    return [(c.address - BASE, c.follow.value, c.link, c.target) for c in calls]
+
+
+EXPECTED = [
+    (0x04, "ftrace", True, TRAMP),
+    (0x14, "toc-restore", True, STUB0),
+    (0x1C, "nop", True, STUB1),
+    (0x24, "other", True, STUB0),
+    (0x44, "ftrace", True, STUB2),
+    (0x48, "ftrace", True, TRAMP_REGS),
+    (0x58, "sibling", False, STUB1),
+    (0x1C8, "other", True, STUB1),
+]
+
+
+def test_offsets_match_the_assembler() -> None:
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent / "ko" / SRC
+    asm = assemble(src, defsyms={"RESTORE": 24, "FUNCDATA": KMALLOC})
+    mn = objdump_mnemonics(asm)
+    for off, _follow, link, _t in EXPECTED:
+        assert mn[off] == ("bl" if link else "b"), hex(off)
+
+
+def test_classify_elfv2_le() -> None:
+    calls = find_stub_calls(_text(), BASE, set(STUBS), tramps=(TRAMP, TRAMP_REGS))
+    assert _sites(calls) == EXPECTED
+    by = {c.address - BASE: c for c in calls}
+    assert by[0x1C8].next_word is None
+    assert by[0x1C].next_word == 0x60000000
+    assert [c.ok for c in calls] == [True, True, False, False, True, True, False, False]
+
+
+def test_classify_elfv1_be() -> None:
+    text = _text("big")
+    calls = find_stub_calls(text, BASE, STUBS, tramps=(TRAMP, TRAMP_REGS), byteorder="big", abi=1)
+    assert _sites(calls) == EXPECTED
+    # Read as ELFv2, ld r2,40(r1) is not the restore.
+    v2 = find_stub_calls(text, BASE, STUBS, byteorder="big", abi=2)
+    assert dict((a, f) for a, f, _l, _t in _sites(v2))[0x14] == "other"
+
+
+def test_ftrace_needs_mflr_or_tramp() -> None:
+    """Without the tramp list, "bl tramp_regs" after an ordinary word is just a call."""
+    calls = find_stub_calls(_text(), BASE, list(STUBS))
+    got = {a: f for a, f, _l, _t in _sites(calls)}
+    assert got[0x04] == "ftrace"  # mflr r0 right before
+    assert got[0x44] == "ftrace"  # mflr r0; std r0,16(r1)
+    assert got[0x48] == "other"
+
+
+def test_edges() -> None:
+    text = _text()
+    assert find_stub_calls(text, BASE, ()) == []
+    assert find_stub_calls(text, BASE + 4, STUBS) == []  # moved: no target hits a slot
+    # A trailing partial word is ignored; a truncated region ends with next_word None.
+    calls = find_stub_calls(text[:0x24] + b"\x01\x02", BASE, STUBS)
+    assert _sites(calls)[-1] == (0x1C, "nop", True, STUB1)
+    calls = find_stub_calls(text[:0x20], BASE, STUBS)
+    assert calls[-1].next_word is None and calls[-1].follow is CallFollow.OTHER
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512), st.sampled_from(["little", "big"]))
+def test_random_bytes_never_raise(data: bytes, byteorder: str) -> None:
+    stubs = {BASE + 0x100, BASE + 0x128}
+    for c in find_stub_calls(data, BASE, stubs, byteorder=byteorder):
+        assert c.target in stubs and (c.address - BASE) % 4 == 0
+
+
+def test_scan_speed_5mb() -> None:
+    """Well under a second for 5 MB (a benchmark figure, with a generous bound)."""
+    text = _text() * (5 * 1024 * 1024 // END)
+    t = time.perf_counter()
+    calls = find_stub_calls(text, BASE, STUBS, tramps=(TRAMP, TRAMP_REGS))
+    elapsed = time.perf_counter() - t
+    assert len(calls) == 8  # only the first copy's branches reach the slots
+    assert elapsed < 1.0, f"{elapsed:.3f}s"
+
+
+# --- the audit over a synthetic Target -------------------------------------
+
+
+def _target(byteorder: str = "little", **mod_kw: object) -> tuple[SyntheticTarget, ModuleInfo]:
+    text = _text(byteorder)
+    abi = 2 if byteorder == "little" else 1
+    kernel = KernelInfo(release="6.1.192", byteorder=byteorder, abi=abi)
+    kw: dict[str, object] = dict(
+        name="lpmod",
+        stubs=STUB0,
+        tramp=TRAMP,
+        tramp_regs=TRAMP_REGS,
+        text_ranges=((BASE, BASE + END),),
+    )
+    kw.update(mod_kw)
+    mod = ModuleInfo(**kw)  # type: ignore[arg-type]
+    target = SyntheticTarget(
+        kernel_info=kernel,
+        regions={BASE: text},
+        module_list=[mod],
+        symbols=[
+            SymbolInfo("caller", BASE, 0x5C, "lpmod"),
+            SymbolInfo("kmalloc", KMALLOC, 0x100, "vmlinux"),
+        ],
+    )
+    return target, mod
+
+
+def test_audit_findings() -> None:
+    target, mod = _target()
+    findings = audit_module_callsites(target, mod, STUBS, target.kernel())
+    got = [(f.code, f.address - BASE if f.address else None) for f in findings]
+    assert got == [
+        ("CALLSITE_NO_TOC_RESTORE", 0x1C),
+        ("CALLSITE_NO_TOC_RESTORE", 0x24),
+        ("CALLSITE_SIBLING_VIA_STUB", 0x58),
+        ("CALLSITE_NO_TOC_RESTORE", 0x1C8),
+    ]
+    assert all(f.level is Severity.ERROR and f.module == "lpmod" for f in findings)
+    f24 = findings[1]
+    assert f24.symbol == "caller+0x24/0x5c [lpmod]"
+    assert "kmalloc+0x0/0x100" in f24.message and "ld r2,24(r1)" in f24.message
+    site = [line for line in f24.context if line.startswith("=> ")]
+    assert len(site) == 1 and site[0].startswith(f"=> {BASE + 0x24:#x}:") and " bl " in site[0]
+    assert len(f24.context) == 7
+    assert "nop" in findings[0].message
+    # One bulk read of the text; the small reads are the stubs' funcdata.
+    assert [r for r in target.reads if r[1] > 8] == [(BASE, END)]
+
+
+def test_audit_elfv1_be() -> None:
+    target, mod = _target("big")
+    findings = audit_module_callsites(target, mod, STUBS, target.kernel())
+    assert [f.address - BASE for f in findings if f.address] == [0x1C, 0x24, 0x58, 0x1C8]
+    assert "ld r2,40(r1)" in findings[1].message
+    assert "std r2,40(r1)" in findings[2].message
+
+
+def test_audit_from_sections_without_text_ranges() -> None:
+    """Bounded by the next section: .text (or only .text.unlikely) up to .stubs."""
+    for name in (".text", ".text.unlikely"):
+        target, mod = _target(
+            text_ranges=(), sections={name: BASE, ".stubs": STUB0, ".data": BASE + 0x10000}
+        )
+        assert module_text_regions(mod) == [(name, BASE, STUB0)]
+        findings = audit_module_callsites(target, mod, STUBS, target.kernel())
+        assert [f.address - BASE for f in findings if f.address] == [0x1C, 0x24, 0x58]
+    target, mod = _target(text_ranges=(), sections={".text": BASE}, section_sizes={".text": END})
+    assert module_text_regions(mod) == [(".text", BASE, BASE + END)]
+
+
+def test_audit_unreadable_region_is_a_warning() -> None:
+    target, mod = _target(text_ranges=((BASE - 0x10000, BASE - 0x8000), (BASE, BASE + END)))
+    findings = audit_module_callsites(target, mod, STUBS, target.kernel())
+    assert findings[0].code == "MEMORY_UNREADABLE"
+    assert findings[0].level is Severity.WARNING
+    assert findings[0].address == BASE - 0x10000
+    assert len(findings) == 5
+
+
+def test_audit_ignores_ool_area_and_empty_stubs() -> None:
+    target, mod = _target(ool_stubs=STUB1 - 8, ool_stub_count=1, tramp=None, tramp_regs=None)
+    findings = audit_module_callsites(target, mod, STUBS, target.kernel())
+    # STUB1 is in the OOL area now: its two sites are gone; without the tramp
+    # list, "bl tramp_regs" at 0x48 is an ordinary call (no mflr before it).
+    assert [f.address - BASE for f in findings if f.address] == [0x24, 0x48]
+    target, mod = _target(tramp=None, tramp_regs=None)
+    assert audit_module_callsites(target, mod, (), target.kernel()) == []
