@@ -25,7 +25,9 @@ from klpinspect.drgn.debuginfo import (
     read_build_id,
 )
 from klpinspect.drgn.program import (
+    PAGE_OFFSET,
     find_vmcoreinfo_note,
+    open_core,
     open_program,
     read_vmcoreinfo_file,
     vmcoreinfo_build_id,
@@ -250,6 +252,24 @@ def test_qemu_dump_without_vmcoreinfo(tmp_path: Path, vmlinux_debug: Path) -> No
     assert msg.endswith(
         "no VMCOREINFO in this ppc64 QEMU dump and none given; pass --vmcoreinfo FILE"
     )
+
+
+def test_truncated_qemu_dump(tmp_path: Path, lp61: Path) -> None:
+    core = _fake_core(tmp_path / "qemu.core", machine=21, order=">", load=bytes(1 << 20))
+    data = core.read_bytes()
+    core.write_bytes(data[: len(data) - (1 << 19)])  # the second half of RAM is missing
+    prog = open_core(core, read_vmcoreinfo_file(lp61 / "vmcoreinfo.txt"))
+    assert prog.read(PAGE_OFFSET + 0x1000, 8) == bytes(8)
+    assert prog.read(0x2000, 8, True) == bytes(8)
+    with pytest.raises(drgn.FaultError, match="truncated"):
+        prog.read(PAGE_OFFSET + (1 << 19) + 0x100, 8)
+
+
+def test_no_debug_info_found(vmcore_elf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUGINFOD_URLS", "")
+    msg = _target_error(core=str(vmcore_elf))
+    assert msg.startswith("no debug info for the kernel 6.1.192 (build ID 080a10f9")
+    assert msg.endswith("pass -s VMLINUX (or its .debug file)")
 
 
 def test_bad_vmcoreinfo_file(tmp_path: Path, vmcore_qemu_elf: Path) -> None:

@@ -42,6 +42,7 @@ from klpinspect.drgn.debuginfo import prepare_debug_files
 from klpinspect.errors import TargetError
 
 __all__ = (
+    "PAGE_OFFSET",
     "find_vmcoreinfo_note",
     "load_kernel_debug_info",
     "open_core",
@@ -285,7 +286,11 @@ def _open_elf_custom(path: Path, core: _ElfCore, vmcoreinfo: bytes | None) -> dr
     def reader(load: _Load) -> Callable[[int, int, int, bool], bytes]:
         def read(address: int, count: int, offset: int, physical: bool) -> bytes:
             start = load.offset + offset
-            data = mem[start : min(start + count, load.offset + load.filesz, size)]
+            end = min(start + count, load.offset + load.filesz)
+            if end > size:
+                raise drgn.FaultError("dump file is truncated", address + max(0, size - start))
+            data = mem[start:end]
+            # p_memsz beyond p_filesz reads as zeros (ELF semantics)
             return data + bytes(count - len(data)) if len(data) < count else data
 
         return read
