@@ -18,6 +18,7 @@ from klpinspect.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError
 from klpinspect.livepatch import audit_livepatch_stacks, klp_backtrace
 from klpinspect.ppc64 import insn
+from klpinspect.ppc64.lpstack import correct_backtrace, unwind_back_chain, walk_livepatch_stack
 from klpinspect.ppc64.toc import module_toc
 from klpinspect.report import render_json, render_table
 
@@ -138,3 +139,24 @@ def test_klp_bt_130(target: DrgnTarget, tocs: dict[int, str]) -> None:
     )
     assert re.search(r"^#0  __switch_to\+0x[0-9a-f]+/0x[0-9a-f]+ \(0xc0", text, re.M)
     assert '"from_frame": "0xc0000000037e8008"' in render_json(report)
+
+
+def test_back_chain_unwinder_on_dump(target: DrgnTarget) -> None:
+    """The pure back-chain unwinder (for gdb) agrees with drgn's unwind of pid 130."""
+    task = next(t for t in target.tasks() if t.pid == 130)
+    assert task.ksp is not None and task.livepatch_sp == LIVEPATCH_SP
+    data = target.read(task.stack, task.stack_size)
+    chain = unwind_back_chain(data, task.stack, task.ksp)
+    assert chain[0][0] == task.ksp
+    # chain[0] is _switch's frame at ksp; drgn lists inline frames with repeated pcs.
+    trace = target.stack_trace(130)
+    keys = [(f.pc, f.sp) for f in trace]
+    drgn_pcs = [pc for i, (pc, sp) in enumerate(keys) if i == 0 or (pc, sp) != keys[i - 1]]
+    pcs = [lr for _, lr in chain[1:]]
+    assert pcs == drgn_pcs
+    stack = walk_livepatch_stack(data, task.stack, task.livepatch_sp)
+    fixed = correct_backtrace(pcs, stack.frames, LIVEPATCH_HANDLER, None)
+    assert [c.pc for c in fixed if c.corrected] == [
+        LIVEPATCH_RK_TARGET_WORK + 0x30,
+        RK_TARGET_THREAD + 0x2C,
+    ]

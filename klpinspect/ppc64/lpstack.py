@@ -314,7 +314,9 @@ def unwind_back_chain(
 
     :param stack_bytes: the task's stack from ``stack_base`` (``THREAD_SIZE`` bytes)
     :param sp: the innermost frame, e.g. ``task->thread.ksp``
-    :returns: innermost first
+    :returns: innermost first.  For a sleeping task the first pair is
+        ``_switch``'s frame at ``ksp``, whose LR-save slot is not a return
+        address; drgn's unwind starts at the second (``__switch_to``).
     """
     end = stack_base + len(stack_bytes)
     u64 = _u64s(byteorder, 1)
