@@ -234,6 +234,7 @@ class DrgnTarget:
         self._thread_size: int | None = None
         self._owners: list[tuple[int, int, str]] | None = None
         self._owner_starts: list[int] = []
+        self._symbol_starts: list[int] | None = None
 
     # --- memory and symbols ---------------------------------------------
 
@@ -278,6 +279,19 @@ class DrgnTarget:
             drgn.SymbolIndex(symbols),
             enable_index=len(prog.enabled_symbol_finders()),
         )
+        self._symbol_starts = None
+
+    def _size_to_next_symbol(self, address: int) -> int:
+        """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
+
+        For assembler labels with no ELF size (``livepatch_handler``), so
+        that ``name+off/size`` reads like the kernel's ``%pS``.
+        """
+        if self._symbol_starts is None:
+            # prog.symbols() is one call into drgn (a few ms for 60k symbols).
+            self._symbol_starts = sorted({int(s.address) for s in self.prog.symbols()})
+        i = bisect.bisect_right(self._symbol_starts, address)
+        return self._symbol_starts[i] - address if i < len(self._symbol_starts) else 0
 
     def _module_ranges(self) -> list[tuple[int, int, str]]:
         if self._owners is None:
@@ -312,7 +326,10 @@ class DrgnTarget:
                 sym = self.prog.symbol(address)
             except LookupError:
                 return None
-        return SymbolInfo(sym.name, int(sym.address), int(sym.size), self._owner(address))
+        start, size = int(sym.address), int(sym.size)
+        if not size:
+            size = self._size_to_next_symbol(start)
+        return SymbolInfo(sym.name, start, size, self._owner(address))
 
     # --- kernel ---------------------------------------------------------------
 
