@@ -8,8 +8,11 @@ section, so every branch offset is the assembler's.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from asmutil import assemble, objdump_mnemonics
+from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import SyntheticTarget
@@ -28,8 +31,6 @@ END = 0x1CC
 
 
 def _text(byteorder: str = "little") -> bytes:
-    from pathlib import Path
-
     src = Path(__file__).resolve().parent / "ko" / SRC
     restore = 24 if byteorder == "little" else 40
     asm = assemble(src, byteorder=byteorder, defsyms={"RESTORE": restore, "FUNCDATA": KMALLOC})
@@ -54,8 +55,6 @@ EXPECTED = [
 
 
 def test_offsets_match_the_assembler() -> None:
-    from pathlib import Path
-
     src = Path(__file__).resolve().parent / "ko" / SRC
     asm = assemble(src, defsyms={"RESTORE": 24, "FUNCDATA": KMALLOC})
     mn = objdump_mnemonics(asm)
@@ -207,3 +206,82 @@ def test_audit_ignores_ool_area_and_empty_stubs() -> None:
     assert [f.address - BASE for f in findings if f.address] == [0x24, 0x48]
     target, mod = _target(tramp=None, tramp_regs=None)
     assert audit_module_callsites(target, mod, (), target.kernel()) == []
+
+
+# --- the real 6.1 dump: every call site of 40 loaded modules ---------------
+
+
+@pytest.mark.dump
+def test_real_dump_call_sites(vmcore_elf: Path, vmlinux_debug: Path, modules_dir: Path) -> None:
+    """Every call into a stub restores the TOC, and the sites are exactly the .ko's.
+
+    For each module, the ``toc-restore`` sites found in memory equal the
+    ``R_PPC64_REL24`` relocations against undefined symbols (``_mcount`` and the
+    ftrace entry points excepted) of its ``.ko`` sections that lie in the
+    module's text; the only ``ftrace`` sites are the enabled ones of the four
+    livepatched functions.
+    """
+    from klpinspect.audit import stubs_report
+    from klpinspect.drgn.program import open_program
+    from klpinspect.drgn.target import DrgnTarget
+
+    prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    target = DrgnTarget(prog, kind)
+    kernel = target.kernel()
+    mods = {m.name: m for m in target.modules()}
+    assert len(mods) == 40
+    stubs = {
+        r.name: [s.address for s in r.stubs if s.kind != "empty"]
+        for r in stubs_report(target).modules
+    }
+    kos = {_modinfo_name(p): p for p in modules_dir.glob("*.ko")}
+    ftrace_funcs = set()
+    total = 0
+    for name, mod in mods.items():
+        assert audit_module_callsites(target, mod, stubs[name], kernel) == [], name
+        follows: dict[str, int] = {}
+        for _label, start, end in module_text_regions(mod):
+            tramps = [t for t in (mod.tramp, mod.tramp_regs) if t is not None]
+            data = target.read(start, end - start)
+            for c in find_stub_calls(data, start, stubs[name], tramps=tramps):
+                follows[c.follow.value] = follows.get(c.follow.value, 0) + 1
+                if c.follow is CallFollow.FTRACE:
+                    sym = target.symbolize(c.address)
+                    assert sym is not None
+                    ftrace_funcs.add(sym.name)
+        assert follows.get("toc-restore", 0) == _ko_stub_calls(kos[name], mod), name
+        total += follows.get("toc-restore", 0)
+    assert ftrace_funcs == {"rk_target_work", "rk_target_inner", "dummy_alloc", "dummy_free"}
+    assert total == 7262
+
+
+def _modinfo_name(path: Path) -> str:
+    with open(path, "rb") as f:
+        data = ELFFile(f).get_section_by_name(".modinfo").data()
+    return data.split(b"name=")[1].split(b"\0")[0].decode()
+
+
+def _ko_stub_calls(path: Path, mod: ModuleInfo) -> int:
+    """REL24 relocations the kernel routes through a stub, in sections now in text."""
+    exempt = {"_mcount", "ftrace_caller", "ftrace_regs_caller"}
+    n = 0
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        secs = list(elf.iter_sections())
+        symtab = elf.get_section_by_name(".symtab")
+        for rela in secs:
+            if rela["sh_type"] != "SHT_RELA":
+                continue
+            sec = secs[rela["sh_info"]]
+            addr = mod.sections.get(sec.name)
+            if addr is None or not any(lo <= addr < hi for lo, hi in mod.text_ranges):
+                continue
+            for r in rela.iter_relocations():
+                sym = symtab.get_symbol(r["r_info_sym"])
+                if (
+                    r["r_info_type"] == 10
+                    and sym["st_shndx"] == "SHN_UNDEF"
+                    and sym.name not in exempt
+                ):
+                    n += 1
+    return n
