@@ -30,6 +30,7 @@ from klpinspect.drgn.program import (
     open_core,
     open_program,
     read_vmcoreinfo_file,
+    translating_program,
     vmcoreinfo_build_id,
 )
 from klpinspect.errors import TargetError
@@ -113,6 +114,28 @@ def test_qemu_vmcoreinfo_found_in_memory_equals_given(
     given = read_vmcoreinfo_file(lp61 / "vmcoreinfo.txt")
     assert found == given
     assert vmcoreinfo_build_id(found) == read_build_id(lp61 / "vmlinux")
+
+
+def test_translating_program_for_drgn_opened_kdump(
+    programs: dict[str, tuple[drgn.Program, str]],
+    vmcore_kdump: Path,
+    vmcore_elf: Path,
+    vmlinux_debug: Path,
+) -> None:
+    """``drgn -c vmcore.kdump``: libkdumpfile cannot read module memory; the
+    program :func:`translating_program` builds from it can."""
+    progs = []
+    for core in (vmcore_kdump, vmcore_elf):
+        prog = drgn.Program()
+        prog.set_core_dump(str(core))
+        prog.load_debug_info([str(vmlinux_debug)], main=True)
+        progs.append(prog)
+    with pytest.raises(drgn.FaultError):
+        _module_bytes(progs[0])
+    fixed = translating_program(progs[0])
+    assert fixed is not progs[0]
+    assert _module_bytes(fixed) == _module_bytes(programs["elf"][0])
+    assert translating_program(progs[1]) is progs[1]  # reads modules already
 
 
 def test_find_vmcoreinfo_note_in_raw_memory(vmcore_qemu_elf: Path) -> None:

@@ -48,6 +48,7 @@ __all__ = (
     "open_core",
     "open_program",
     "read_vmcoreinfo_file",
+    "translating_program",
     "vmcoreinfo_build_id",
 )
 
@@ -358,6 +359,64 @@ def _open_kdump(path: Path, head: bytes, vmcoreinfo: bytes | None) -> drgn.Progr
     # Keep the first program (and its file) alive as long as this one.
     prog.cache["klpinspect_kdump_program"] = first
     return prog
+
+
+def _memblock_end(prog: drgn.Program) -> int | None:
+    """End of the last ``memblock.memory`` region: the top of RAM."""
+    try:
+        memory = prog["memblock"].memory
+        n = int(memory.cnt)
+        return max(int(memory.regions[i].base) + int(memory.regions[i].size) for i in range(n))
+    except (LookupError, AttributeError, ValueError, drgn.FaultError):
+        return None
+
+
+def translating_program(prog: drgn.Program) -> drgn.Program:
+    """``prog``, or an equivalent program that can read module memory.
+
+    For a program drgn opened itself from a kdump-compressed ppc64 dump
+    (``drgn -c vmcore.kdump``), where libkdumpfile cannot translate module
+    addresses: the same custom program :func:`open_core` builds, with the
+    debug info files ``prog`` has loaded.  Any other program is returned as is.
+
+    :param prog: a Linux kernel program with vmlinux debug info
+    """
+    if prog.flags & drgn.ProgramFlags.IS_LIVE or prog.platform is None:
+        return prog
+    if prog.platform.arch != drgn.Architecture.PPC64:
+        return prog
+    try:
+        head = prog["modules"]
+        first = int(head.next.value_())
+        if first == int(head.address_of_().value_()):
+            return prog  # no modules: nothing to translate
+        prog.read(first, 8)
+        return prog
+    except (LookupError, AttributeError):
+        return prog
+    except drgn.FaultError:
+        pass
+    vmcoreinfo = _kernel_vmcoreinfo(prog)
+    ram = _memblock_end(prog)
+    if not vmcoreinfo or not ram:
+        return prog
+
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        data: bytes = prog.read(offset, count, True)
+        return data
+
+    new = _custom_kernel_program(prog.platform, vmcoreinfo, [(0, ram, read)])
+    new.cache["klpinspect_kdump_program"] = prog
+    files = [str(m.debug_file_path) for m in prog.modules() if m.debug_file_path]
+    try:
+        new.load_debug_info(files, main=True)
+    except drgn.MissingDebugInfoError:
+        pass
+    try:
+        new.read(first, 8)
+    except drgn.FaultError:
+        return prog
+    return new
 
 
 def open_core(path: str | os.PathLike[str], vmcoreinfo: bytes | None = None) -> drgn.Program:
