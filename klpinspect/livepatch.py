@@ -27,6 +27,7 @@ from klpinspect.report import Finding, FrameRecord, Report, TaskRecord, hexaddr
 from klpinspect.target import KernelInfo, SymbolInfo, Target, TaskInfo
 
 __all__ = (
+    "MAX_FRAME_FINDINGS",
     "UNSUPPORTED_MESSAGE",
     "audit_livepatch_stacks",
     "check_livepatch_stack",
@@ -34,6 +35,9 @@ __all__ = (
     "read_task_livepatch_stack",
     "toc_owners",
 )
+
+# Per task; beyond this, one summary finding.
+MAX_FRAME_FINDINGS = 8
 
 UNSUPPORTED_MESSAGE = "kernel has no thread_info.livepatch_sp: not built with CONFIG_LIVEPATCH"
 
@@ -125,9 +129,10 @@ def check_livepatch_stack(
                 address=stack.start - 8,
             )
         )
+    frame_findings: list[Finding] = []
     for f in stack.frames:
         if not f.magic_ok:
-            out.append(
+            frame_findings.append(
                 Finding(
                     "LPSTACK_BAD_MAGIC",
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: end marker "
@@ -137,7 +142,7 @@ def check_livepatch_stack(
                 )
             )
         if f.r2 not in owners:
-            out.append(
+            frame_findings.append(
                 Finding(
                     "LPSTACK_R2_UNKNOWN",
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: saved r2 "
@@ -146,7 +151,20 @@ def check_livepatch_stack(
                     address=f.address,
                 )
             )
-    return out
+    if len(frame_findings) > MAX_FRAME_FINDINGS:
+        # A wild livepatch_sp deep in the stack makes every "frame" bad: say it once.
+        rest = frame_findings[MAX_FRAME_FINDINGS:]
+        codes = sorted({f.code for f in rest})
+        frame_findings = frame_findings[:MAX_FRAME_FINDINGS] + [
+            Finding(
+                codes[0],
+                f"{where}: {len(rest)} more bad livepatch frame finding(s) "
+                f"({', '.join(codes)}) up to livepatch_sp {stack.livepatch_sp:#x}",
+                pid=pid,
+                address=rest[0].address,
+            )
+        ]
+    return out + frame_findings
 
 
 class _Symbolizer:

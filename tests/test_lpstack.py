@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from klpinspect.errors import KlpError, MemoryReadError
 from klpinspect.livepatch import (
+    MAX_FRAME_FINDINGS,
     UNSUPPORTED_MESSAGE,
     audit_livepatch_stacks,
     klp_backtrace,
@@ -556,6 +557,20 @@ def test_audit_out_of_bounds_and_misaligned() -> None:
     assert re.search(rf"^ +1 +t1 +{bad[0].livepatch_sp:#x} +- +\(empty\)$", text, re.M)
     # Out of bounds: only the word below the first slot is read, not the wild range.
     assert t.reads[0] == (bad[0].stack, 8)
+
+
+def test_audit_deep_wild_livepatch_sp_summarized() -> None:
+    """livepatch_sp far up the stack: 100 garbage frames give 8 findings and one summary."""
+    base = 0xC000000050000000
+    data, _ = build_stack(base, [])
+    task = TaskInfo(6, "t6", base, THREAD_SIZE, livepatch_sp=base + 8 + 24 * 100)
+    records, findings = audit_livepatch_stacks(
+        SyntheticTarget(lp_kernel(), [task], {base: data}), MODULE_TOCS
+    )
+    assert len(records[0].frames) == 100
+    assert len(findings) == MAX_FRAME_FINDINGS + 1
+    assert findings[-1].code == "LPSTACK_BAD_MAGIC" and "192 more" in findings[-1].message
+    assert findings[-1].address == base + 8 + 24 * 4
 
 
 def test_audit_stack_overrun_marker() -> None:
