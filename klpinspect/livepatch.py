@@ -173,6 +173,7 @@ class _Symbolizer:
     def __init__(self, target: Target) -> None:
         self._target = target
         self._cache: dict[int, SymbolInfo | None] = {}
+        self._text: dict[int, str | None] = {}
 
     def info(self, address: int) -> SymbolInfo | None:
         try:
@@ -182,8 +183,12 @@ class _Symbolizer:
             return sym
 
     def text(self, address: int) -> str | None:
-        sym = self.info(address)
-        return None if sym is None else sym.format(address)
+        try:
+            return self._text[address]
+        except KeyError:
+            sym = self.info(address)
+            text = self._text[address] = None if sym is None else sym.format(address)
+            return text
 
 
 def _frame_records(
