@@ -21,15 +21,17 @@ from klpinspect.ppc64.lpstack import (
     LivepatchStack,
     correct_backtrace,
     livepatch_stack_start,
+    unwind_back_chain,
     walk_livepatch_stack,
 )
 from klpinspect.report import Finding, FrameRecord, Report, TaskRecord, hexaddr
-from klpinspect.target import KernelInfo, SymbolInfo, Target, TaskInfo
+from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo
 
 __all__ = (
     "MAX_FRAME_FINDINGS",
     "UNSUPPORTED_MESSAGE",
     "audit_livepatch_stacks",
+    "back_chain_stack_trace",
     "check_livepatch_stack",
     "klp_backtrace",
     "read_task_livepatch_stack",
@@ -266,6 +268,27 @@ def audit_livepatch_stacks(
     if unsupported:
         findings.append(_unsupported())
     return records, findings
+
+
+def back_chain_stack_trace(
+    target: Target, task: TaskInfo, byteorder: str = "little"
+) -> list[StackFrame]:
+    """Unwind a sleeping task by its back chain, for back ends without an unwinder (gdb).
+
+    Reads the whole stack once and starts at ``task->thread.ksp``; the first
+    frame there is ``_switch``'s, whose LR-save slot is no return address, so
+    the result starts at ``__switch_to`` like drgn's unwind (without inline
+    frames).  A running task's ``ksp`` is stale.
+
+    :param task: the ``struct task_struct`` as plain data
+    :raises KlpError: if the task has no stack or saved stack pointer
+    :raises MemoryReadError: if the stack cannot be read
+    """
+    if task.ksp is None or not task.stack:
+        raise KlpError(f"pid {task.pid}: no kernel stack or saved stack pointer to unwind")
+    data = target.read(task.stack, task.stack_size)
+    chain = unwind_back_chain(data, task.stack, task.ksp, byteorder=byteorder)
+    return [StackFrame(pc=lr, sp=sp) for sp, lr in chain[1:]]
 
 
 def _find_task(tasks: Iterable[TaskInfo], pid: int) -> TaskInfo:

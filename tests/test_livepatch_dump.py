@@ -16,7 +16,7 @@ import pytest
 from klpinspect.drgn.program import open_program
 from klpinspect.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError
-from klpinspect.livepatch import audit_livepatch_stacks, klp_backtrace
+from klpinspect.livepatch import audit_livepatch_stacks, back_chain_stack_trace, klp_backtrace
 from klpinspect.ppc64 import insn
 from klpinspect.ppc64.lpstack import correct_backtrace, unwind_back_chain, walk_livepatch_stack
 from klpinspect.ppc64.toc import module_toc
@@ -154,6 +154,7 @@ def test_back_chain_unwinder_on_dump(target: DrgnTarget) -> None:
     drgn_pcs = [pc for i, (pc, sp) in enumerate(keys) if i == 0 or (pc, sp) != keys[i - 1]]
     pcs = [lr for _, lr in chain[1:]]
     assert pcs == drgn_pcs
+    assert [f.pc for f in back_chain_stack_trace(target, task)] == pcs
     stack = walk_livepatch_stack(data, task.stack, task.livepatch_sp)
     fixed = correct_backtrace(pcs, stack.frames, LIVEPATCH_HANDLER, None)
     assert [c.pc for c in fixed if c.corrected] == [

@@ -25,6 +25,7 @@ from klpinspect.livepatch import (
     MAX_FRAME_FINDINGS,
     UNSUPPORTED_MESSAGE,
     audit_livepatch_stacks,
+    back_chain_stack_trace,
     klp_backtrace,
     toc_owners,
 )
@@ -675,3 +676,20 @@ def test_klp_backtrace_without_livepatch() -> None:
     assert report.tasks is not None and report.tasks[0].backtrace is not None
     assert report.tasks[0].backtrace[0]["symbol"] == "kthread+0x118/0x120"
     assert "LIVEPATCH_UNSUPPORTED" in render_table(report)
+
+
+def test_back_chain_stack_trace() -> None:
+    base = 0xC000000040000000
+    data = build_chain(
+        base, [(0x3E00, base + 0x3E80, 0x999), (0x3E80, base + 0x3F00, 0x222), (0x3F00, 0, 0x333)]
+    )
+    task = TaskInfo(8, "t8", base, THREAD_SIZE, ksp=base + 0x3E00)
+    t = SyntheticTarget(lp_kernel(), [task], {base: data})
+    # The frame at ksp (_switch's) is dropped; one read of the whole stack.
+    assert [(f.pc, f.sp) for f in back_chain_stack_trace(t, task)] == [
+        (0x222, base + 0x3E80),
+        (0x333, base + 0x3F00),
+    ]
+    assert t.reads == [(base, THREAD_SIZE)]
+    with pytest.raises(KlpError, match="pid 8: no kernel stack or saved stack pointer"):
+        back_chain_stack_trace(t, TaskInfo(8, "t8", base, THREAD_SIZE))
