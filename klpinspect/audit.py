@@ -10,6 +10,7 @@ and every task's livepatch stack (:mod:`klpinspect.livepatch`).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,24 @@ class _Symbols:
     def __init__(self, target: Target) -> None:
         self._target = target
         self._cache: dict[int, SymbolInfo | None] = {}
+        self._names: dict[int, tuple[str | None, str | None]] = {}
+
+    def name(self, address: int) -> tuple[str | None, str | None]:
+        """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
+        ``name+0xoff/0xsize`` inside one."""
+        try:
+            return self._names[address]
+        except KeyError:
+            pass
+        sym = self(address)
+        result: tuple[str | None, str | None] = (None, None)
+        if sym is not None:
+            text = sym.name if sym.address == address else sym.format(address)
+            if sym.owner != "vmlinux":
+                text = text.removesuffix(f" [{sym.owner}]")
+            result = (text, sym.owner)
+        self._names[address] = result
+        return result
 
     def __call__(self, address: int) -> SymbolInfo | None:
         try:
@@ -97,7 +116,9 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         if start <= mod.stubs < end:
             limit = end - mod.stubs
             break
-    size = min(_FIRST_READ, limit)
+    # .stubs is laid out at the end of the module's text: reading to the end of
+    # that region gets every slot in one read.
+    size = limit if limit < _MAX_STUBS_BYTES else _FIRST_READ
     reads = 0
     while True:
         try:
@@ -119,22 +140,33 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         size = min(size * 4, limit)
 
 
-def _in_ranges(address: int, ranges: Iterable[tuple[int, int]]) -> bool:
-    return any(start <= address < end for start, end in ranges)
+class _TextRanges:
+    """Sorted, merged ``[start, end)`` ranges with a bisect look-up: the dangling
+    check runs once per slot, so it must not scan every module's ranges."""
+
+    def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for start, end in sorted(r for r in ranges if r[1] > r[0]):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.starts = [r[0] for r in merged]
+        self.ends = [r[1] for r in merged]
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def __contains__(self, address: int) -> bool:
+        i = bisect_right(self.starts, address) - 1
+        return i >= 0 and address < self.ends[i]
 
 
 def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
-    name = owner = None
-    if stub.target is not None:
-        sym = symbols(stub.target)
-        if sym is not None:
-            name = sym.name if sym.address == stub.target else sym.format(stub.target)
-            owner = sym.owner
-            if owner != "vmlinux":
-                name = name.removesuffix(f" [{owner}]")
+    name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
     return StubRecord(
         address=stub.address,
-        kind=stub.kind.value,
+        kind=stub.kind,  # a StrEnum is its value; .value is a slow descriptor
         index=index,
         target=stub.target,
         target_symbol=name,
@@ -150,7 +182,7 @@ def audit_module(
     kernel: KernelInfo,
     mod: ModuleInfo,
     *,
-    loaded_text: Sequence[tuple[int, int]] = (),
+    loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
     symbols: _Symbols | None = None,
     kernel_writes_magic: bool | None = None,
 ) -> ModuleAudit:
@@ -163,6 +195,7 @@ def audit_module(
         ``None`` to decide from the module's own slots
     """
     symbols = symbols or _Symbols(target)
+    loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
     rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
     result = ModuleAudit(module=mod, record=rec)
     order = kernel.byteorder
@@ -241,12 +274,7 @@ def audit_module(
                     address=s.address,
                 )
             )
-        if (
-            loaded_text
-            and s.target is not None
-            and s.kind is not StubKind.EMPTY
-            and not _in_ranges(s.target, loaded_text)
-        ):
+        if loaded and s.target is not None and s.target not in loaded:
             result.findings.append(
                 Finding(
                     "STUB_TARGET_DANGLING",
@@ -330,13 +358,13 @@ def select_modules(mods: Sequence[ModuleInfo], names: Sequence[str] | None) -> l
     return out
 
 
-def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> list[tuple[int, int]]:
+def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> _TextRanges:
     ranges = list(kernel.text_ranges)
-    if not ranges:
-        return []  # without the kernel's text the check would flag every kernel target
+    if not ranges:  # without the kernel's text the check would flag every kernel target
+        return _TextRanges(())
     for m in mods:
         ranges.extend(m.text_ranges)
-    return ranges
+    return _TextRanges(ranges)
 
 
 def module_toc_map(kernel: KernelInfo, audits: Iterable[ModuleAudit]) -> dict[int, str]:

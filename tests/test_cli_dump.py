@@ -191,7 +191,12 @@ def test_table_output(vmcore_elf: Path, vmlinux_debug: Path) -> None:
     assert "no findings" in proc.stdout
 
 
-def test_drgn_plugin_commands(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+@pytest.mark.parametrize("core_name", ["vmcore_elf", "vmcore_kdump"])
+def test_drgn_plugin_commands(
+    core_name: str, request: pytest.FixtureRequest, vmlinux_debug: Path
+) -> None:
+    # drgn opens the kdump-compressed dump itself; the plugin must still read modules
+    core: Path = request.getfixturevalue(core_name)
     code = (
         "from drgn.commands import run_command\n"
         "run_command(prog, 'klp-stubs rk_lib')\n"
@@ -199,7 +204,7 @@ def test_drgn_plugin_commands(vmcore_elf: Path, vmlinux_debug: Path) -> None:
         "run_command(prog, 'klp-toc xfz')\n"
     )
     proc = subprocess.run(
-        ["drgn", "-q", "-c", str(vmcore_elf), "-s", str(vmlinux_debug), "-e", code],
+        ["drgn", "-q", "-c", str(core), "-s", str(vmlinux_debug), "-e", code],
         capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )

@@ -19,6 +19,7 @@ from drgn.commands.linux import linux_kernel_command
 
 from ..commands import COMMANDS, command_arguments, run_parsed
 from ..errors import KlpError
+from .program import translating_program
 from .target import DrgnTarget
 
 __all__ = ("drgn_target",)
@@ -39,7 +40,9 @@ def drgn_target(prog: drgn.Program) -> DrgnTarget:
         return _TARGETS[prog]
     except (KeyError, TypeError):
         pass
-    target = DrgnTarget(prog, _kind(prog))
+    # A kdump-compressed ppc64 dump opened by drgn itself cannot read module
+    # (vmalloc) memory; translating_program() swaps in one that can.
+    target = DrgnTarget(translating_program(prog), _kind(prog))
     try:
         _TARGETS[prog] = target
     except TypeError:  # Program not weak-referenceable: no cache
