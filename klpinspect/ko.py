@@ -61,11 +61,11 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import Section
 
 from .errors import KlpError
 from .ppc64.insn import NOP, toc_restore
@@ -159,53 +159,74 @@ def _cstr(table: bytes, offset: int) -> str:
     return table[offset : end if end >= 0 else len(table)].decode("utf-8", "replace")
 
 
+class _Shdr(NamedTuple):
+    """One ``Elf64_Shdr`` with its name resolved."""
+
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+
+
 @dataclass
 class _Object:
     """What one ``.ko`` lint needs, read once."""
 
     path: str
-    elf: ELFFile
     raw: bytes
     byteorder: str
     abi: int
-    module: str
-    sections: list[Section] = field(default_factory=list)
-    sec_names: list[str] = field(default_factory=list)
+    sections: list[_Shdr]
+    module: str = ""
     symtab: bytes = b""
     strtab: bytes = b""
+    _syms: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     _funcs: dict[int, tuple[list[int], list[tuple[str, int]]]] = field(default_factory=dict)
+
+    @property
+    def _symfmt(self) -> str:
+        return "<IBBHQQ" if self.byteorder == "little" else ">IBBHQQ"
 
     def section_data(self, index: int) -> bytes:
         sec = self.sections[index]
-        if sec["sh_type"] == "SHT_NOBITS":
+        if sec.type == SHT_NOBITS:
             return b""
-        off, size = sec["sh_offset"], sec["sh_size"]
-        if off + size > len(self.raw):
+        if sec.offset + sec.size > len(self.raw):
             raise KlpError(f"truncated: section {sec.name or index} ends past the end of the file")
-        return self.raw[off : off + size]
+        return self.raw[sec.offset : sec.offset + sec.size]
 
-    def symbol(self, index: int) -> tuple[str, int, int, int, int]:
-        """``(name, binding, type, shndx, value)`` of symbol ``index``."""
+    def section_index(self, name: str) -> int | None:
+        for i, sec in enumerate(self.sections):
+            if sec.name == name:
+                return i
+        return None
+
+    def symbol(self, index: int) -> tuple[str, int, int]:
+        """``(name, binding, shndx)`` of symbol ``index`` (cached: calls repeat callees)."""
+        hit = self._syms.get(index)
+        if hit is not None:
+            return hit
         off = index * 24
         if off + 24 > len(self.symtab):
             raise KlpError(f"relocation against symbol {index}, past the symbol table")
-        if self.byteorder == "little":
-            st_name, info, _other, shndx, value, _size = struct.unpack_from(
-                "<IBBHQQ", self.symtab, off
-            )
-        else:
-            st_name, info, _other, shndx, value, _size = struct.unpack_from(
-                ">IBBHQQ", self.symtab, off
-            )
-        return _cstr(self.strtab, st_name), info >> 4, info & 0xF, shndx, value
+        st_name, info, _other, shndx, _value, _size = struct.unpack_from(
+            self._symfmt, self.symtab, off
+        )
+        hit = (_cstr(self.strtab, st_name), info >> 4, shndx)
+        self._syms[index] = hit
+        return hit
 
     def _functions(self, shndx: int) -> tuple[list[int], list[tuple[str, int]]]:
         """Sorted function starts in section ``shndx`` (``.opd`` entries on ELFv1)."""
         if shndx in self._funcs:
             return self._funcs[shndx]
-        fmt = "<IBBHQQ" if self.byteorder == "little" else ">IBBHQQ"
         found: dict[int, str] = {}
-        for st_name, info, _other, sh, value, _size in struct.iter_unpack(fmt, self.symtab):
+        for st_name, info, _other, sh, value, _size in struct.iter_unpack(
+            self._symfmt, self.symtab
+        ):
             if sh == shndx and info & 0xF == STT_FUNC:
                 found.setdefault(value, _cstr(self.strtab, st_name))
         if not found and self.abi == 1:
@@ -216,23 +237,23 @@ class _Object:
 
     def _opd_entries(self, shndx: int) -> dict[int, str]:
         """ELFv1: function symbols live in ``.opd``; its relocations give the code."""
-        if ".opd" not in self.sec_names:
+        opd = self.section_index(".opd")
+        if opd is None:
             return {}
-        opd = self.sec_names.index(".opd")
-        fmt = "<IBBHQQ" if self.byteorder == "little" else ">IBBHQQ"
         names: dict[int, str] = {}
-        for st_name, info, _other, sh, value, _size in struct.iter_unpack(fmt, self.symtab):
+        syms = list(struct.iter_unpack(self._symfmt, self.symtab))
+        for st_name, info, _other, sh, value, _size in syms:
             if sh == opd and info & 0xF == STT_FUNC:
                 names[value] = _cstr(self.strtab, st_name)
         out: dict[int, str] = {}
         rfmt = "<QQq" if self.byteorder == "little" else ">QQq"
         for index, sec in enumerate(self.sections):
-            if sec["sh_type"] != "SHT_RELA" or sec["sh_info"] != opd:
+            if sec.type != SHT_RELA or sec.info != opd:
                 continue
             for r_offset, r_info, addend in struct.iter_unpack(rfmt, self.section_data(index)):
-                _n, _b, _t, sh, value = self.symbol(r_info >> 32)
-                if r_offset in names and sh == shndx:
-                    out[value + addend] = names[r_offset]
+                sym = r_info >> 32
+                if r_offset in names and sym < len(syms) and syms[sym][3] == shndx:
+                    out[syms[sym][4] + addend] = names[r_offset]
         return out
 
     def symbolize(self, shndx: int, offset: int) -> str | None:
@@ -243,6 +264,27 @@ class _Object:
             return None
         name, start = entries[i]
         return f"{name}+{offset - start:#x}"
+
+
+def _section_headers(elf: ELFFile, raw: bytes, byteorder: str) -> list[_Shdr]:
+    """All section headers, unpacked in bulk (pyelftools parses one at a time)."""
+    shoff = elf.header["e_shoff"]
+    count = elf.num_sections()
+    if elf.header["e_shentsize"] != 64 or shoff + 64 * count > len(raw):
+        raise KlpError("truncated or damaged section header table")
+    fmt = ("<" if byteorder == "little" else ">") + "IIQQQQIIQQ"
+    heads = list(struct.iter_unpack(fmt, raw[shoff : shoff + 64 * count]))
+    strndx = elf.get_shstrndx()
+    if not 0 <= strndx < count:
+        raise KlpError("damaged ELF file: no section name table")
+    _n, _t, _f, _a, stroff, strsize, *_rest = heads[strndx]
+    names = raw[stroff : stroff + strsize]
+    if len(names) != strsize:
+        raise KlpError("truncated: the section name table ends past the end of the file")
+    return [
+        _Shdr(_cstr(names, n), t, f, off, size, link, info)
+        for n, t, f, _addr, off, size, link, info, _align, _ent in heads
+    ]
 
 
 def _open(path: str) -> _Object:
@@ -263,24 +305,19 @@ def _open(path: str) -> _Object:
         machine = elf.header["e_machine"]
         etype = elf.header["e_type"]
         flags = elf.header["e_flags"]
-        sections = list(elf.iter_sections())
-        sec_names = [s.name for s in sections]
+        byteorder = "little" if elf.little_endian else "big"
+        if machine != "EM_PPC64":
+            raise KlpError(f"not a ppc64 object (e_machine {machine})")
+        if etype != "ET_REL":
+            raise KlpError(f"not a relocatable object (.ko): e_type {etype}")
+        sections = _section_headers(elf, raw, byteorder)
     except _BAD_INPUT as e:
         raise KlpError(f"damaged ELF file: {e}") from e
-    if machine != "EM_PPC64":
-        raise KlpError(f"not a ppc64 object (e_machine {machine})")
-    if etype != "ET_REL":
-        raise KlpError(f"not a relocatable object (.ko): e_type {etype}")
-    byteorder = "little" if elf.little_endian else "big"
     # EF_PPC64_ABI: 1 = ELFv1, 2 = ELFv2, 0 = unspecified (ELFv1 on BE, ELFv2 on LE).
     abi = flags & 3 or (2 if byteorder == "little" else 1)
-    modinfo = None
-    if ".modinfo" in sec_names:
-        sec = sections[sec_names.index(".modinfo")]
-        modinfo = raw[sec["sh_offset"] : sec["sh_offset"] + sec["sh_size"]]
-    obj = _Object(path, elf, raw, byteorder, abi, _module_name(path, modinfo))
-    obj.sections = sections
-    obj.sec_names = sec_names
+    obj = _Object(path, raw, byteorder, abi, sections)
+    mi = obj.section_index(".modinfo")
+    obj.module = _module_name(path, None if mi is None else obj.section_data(mi))
     return obj
 
 
@@ -295,9 +332,7 @@ def _lint(path: str) -> list[Finding]:
 
 def _lint_object(obj: _Object) -> list[Finding]:
     sections = obj.sections
-    relas = [
-        (i, s) for i, s in enumerate(sections) if s["sh_type"] == "SHT_RELA" and s["sh_size"]
-    ]
+    relas = [(i, s) for i, s in enumerate(sections) if s.type == SHT_RELA and s.size]
     if not relas:
         return [
             Finding(
@@ -307,11 +342,14 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 module=obj.module,
             )
         ]
-    symtabs = [i for i, s in enumerate(sections) if s["sh_type"] == "SHT_SYMTAB"]
+    symtabs = [i for i, s in enumerate(sections) if s.type == SHT_SYMTAB]
     if not symtabs:
         raise KlpError("relocations but no symbol table")
     obj.symtab = obj.section_data(symtabs[0])
-    obj.strtab = obj.section_data(sections[symtabs[0]]["sh_link"])
+    link = sections[symtabs[0]].link
+    if not 0 < link < len(sections):
+        raise KlpError("damaged ELF file: the symbol table has no string table")
+    obj.strtab = obj.section_data(link)
 
     little = obj.byteorder == "little"
     rfmt = "<QQq" if little else ">QQq"
@@ -319,15 +357,13 @@ def _lint_object(obj: _Object) -> list[Finding]:
     restore = toc_restore(obj.abi)
     findings: list[Finding] = []
     for ridx, rela in relas:
-        tidx = rela["sh_info"]
+        tidx = rela.info
         if not 0 < tidx < len(sections):
             continue
         tsec = sections[tidx]
-        if not tsec["sh_flags"] & SHF_EXECINSTR:
+        if not tsec.flags & SHF_EXECINSTR:
             continue  # branches only live in code; skips the big .rela.debug_*
-        klp_sec = rela.name.startswith(KLP_RELA_PREFIX) or bool(
-            rela["sh_flags"] & SHF_RELA_LIVEPATCH
-        )
+        klp_sec = rela.name.startswith(KLP_RELA_PREFIX) or bool(rela.flags & SHF_RELA_LIVEPATCH)
         rdata = obj.section_data(ridx)
         if len(rdata) % 24:
             raise KlpError(f"{rela.name}: size {len(rdata)} is not a multiple of 24")
@@ -335,7 +371,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
         for r_offset, r_info, _addend in struct.iter_unpack(rfmt, rdata):
             if r_info & 0xFFFFFFFF != R_PPC64_REL24:
                 continue  # REL24_NOTOC: PCREL, nothing to restore
-            name, bind, _stype, shndx, _value = obj.symbol(r_info >> 32)
+            name, bind, shndx = obj.symbol(r_info >> 32)
             klp = klp_sec or shndx == SHN_LIVEPATCH or name.startswith(KLP_SYM_PREFIX)
             if not klp and shndx != SHN_UNDEF:
                 continue  # a direct branch to a local entry, no stub
@@ -349,8 +385,12 @@ def _lint_object(obj: _Object) -> list[Finding]:
             (insn,) = word(text, r_offset)
             if insn >> 26 != 18 or insn & 2:
                 continue  # restore_r2() only acts after a relative link branch
-            link = bool(insn & 1)
+            is_link = bool(insn & 1)
             nxt = word(text, r_offset + 4)[0] if r_offset + 8 <= len(text) else None
+            bad_shape = not is_link or nxt not in (NOP, restore)
+            why = _local_evidence(name, bind, bad_shape) if klp else None
+            if not bad_shape and why is None:
+                continue
             site = Finding(
                 code="KO_CALL_NEEDS_NOP",
                 message="",
@@ -361,8 +401,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 symbol=obj.symbolize(tidx, r_offset),
             )
             shown = _shown_name(name)
-            bad_shape = not link or nxt not in (NOP, restore)
-            if not link:
+            if not is_link:
                 findings.append(
                     replace(
                         site,
@@ -381,23 +420,21 @@ def _lint_object(obj: _Object) -> list[Finding]:
                         site,
                         message=(
                             f"bl {shown} goes through a stub but is followed by {after}, "
-                            "not a nop: loading fails with \"Expected nop after call\""
+                            'not a nop: loading fails with "Expected nop after call"'
                         ),
                     )
                 )
-            if klp:
-                why = _local_evidence(name, bind, bad_shape)
-                if why:
-                    findings.append(
-                        replace(
-                            site,
-                            code="KO_LOCAL_CALL_BECOMES_GLOBAL",
-                            message=(
-                                f"livepatch call to {shown}, local to its object ({why}), "
-                                "now crosses TOCs through a stub"
-                            ),
-                        )
+            if why:
+                findings.append(
+                    replace(
+                        site,
+                        code="KO_LOCAL_CALL_BECOMES_GLOBAL",
+                        message=(
+                            f"livepatch call to {shown}, local to its object ({why}), "
+                            "now crosses TOCs through a stub"
+                        ),
                     )
+                )
     return findings
 
 
