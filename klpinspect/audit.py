@@ -162,19 +162,28 @@ class _TextRanges:
         return i >= 0 and address < self.ends[i]
 
 
+_new = object.__new__
+
+
 def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
     name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
-    return StubRecord(
-        address=stub.address,
-        kind=stub.kind,  # a StrEnum is its value; .value is a slow descriptor
-        index=index,
-        target=stub.target,
-        target_symbol=name,
-        target_owner=owner,
-        implied_toc=stub.implied_toc,
-        magic_ok=stub.magic_ok,
-        words=stub.words,
+    # One record per slot: fill __dict__ directly instead of the frozen dataclass
+    # __init__ (one object.__setattr__ per field), as decode_stub does.
+    rec: StubRecord = _new(StubRecord)
+    rec.__dict__.update(
+        {
+            "address": stub.address,
+            "kind": stub.kind,  # a StrEnum is its value; .value is a slow descriptor
+            "index": index,
+            "target": stub.target,
+            "target_symbol": name,
+            "target_owner": owner,
+            "implied_toc": stub.implied_toc,
+            "magic_ok": stub.magic_ok,
+            "words": stub.words,
+        }
     )
+    return rec
 
 
 def audit_module(
