@@ -144,7 +144,9 @@ class SymbolInfo:
 
     def format(self, address: int) -> str:
         """Render ``address`` as ``name+0xoff/0xsize`` like the kernel's %pS."""
-        text = f"{self.name}+{address - self.address:#x}/{self.size:#x}"
+        text = f"{self.name}+{address - self.address:#x}"
+        if self.size:  # ELF symbols from assembly often have no size
+            text += f"/{self.size:#x}"
         return text if self.owner == "vmlinux" else f"{text} [{self.owner}]"
 
 
