@@ -307,11 +307,17 @@ def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
     return sym.size
 
 
-def _backtrace_entry(c: CorrectedFrame, symbols: _Symbolizer) -> dict[str, Any]:
+def _backtrace_entry(
+    c: CorrectedFrame, symbols: _Symbolizer, inline: str | None = None
+) -> dict[str, Any]:
+    text = symbols.text(c.pc)
+    if inline and not c.corrected:
+        # drgn lists an inlined call as a frame of its own, with its caller's pc
+        text = f"{inline} (inlined in {text})"
     entry: dict[str, Any] = {
         "index": c.index,
         "pc": hexaddr(c.pc),
-        "symbol": symbols.text(c.pc),
+        "symbol": text,
         "corrected": c.corrected,
         "from_frame": None if c.from_frame is None else hexaddr(c.from_frame.address),
     }
@@ -339,7 +345,8 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
     """
     kernel = target.kernel()
     task = _find_task(target.tasks(), pid)
-    pcs = [f.pc for f in target.stack_trace(pid)]
+    trace = list(target.stack_trace(pid))
+    pcs = [f.pc for f in trace]
     symbols = _Symbolizer(target)
     owners = toc_owners(kernel, module_tocs)
     findings: list[Finding] = []
@@ -372,7 +379,10 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
                 f"livepatch frame {f.index} ({symbols.text(f.lr) or hexaddr(f.lr)}) matches "
                 "no livepatch_handler return in the unwind"
             )
-    record.backtrace = [_backtrace_entry(c, symbols) for c in corrected]
+    record.backtrace = [
+        _backtrace_entry(c, symbols, trace[c.index].inline if c.index < len(trace) else None)
+        for c in corrected
+    ]
     return Report(
         target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
         kernel={

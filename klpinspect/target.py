@@ -156,10 +156,13 @@ class StackFrame:
 
     :param pc: program counter / return address
     :param sp: stack pointer of the frame, when known
+    :param inline: name of the inlined function this frame stands for, when the
+        back end's unwinder knows (drgn lists inlined calls as frames of their own)
     """
 
     pc: int
     sp: int | None = None
+    inline: str | None = None
 
 
 @runtime_checkable

@@ -492,5 +492,6 @@ class DrgnTarget:
                 sp: int | None = int(frame.sp)
             except LookupError:
                 sp = None
-            frames.append(StackFrame(pc=int(frame.pc), sp=sp))
+            inline = frame.name if frame.is_inline else None
+            frames.append(StackFrame(pc=int(frame.pc), sp=sp, inline=inline))
         return frames
