@@ -6,7 +6,9 @@ module, then a finding for every call site that breaks the kernel's TOC rules
 (facts §6): ``CALLSITE_NO_TOC_RESTORE`` for a ``bl`` into a stub not followed
 by ``ld r2,24(r1)`` (40 on ELFv1), ``CALLSITE_SIBLING_VIA_STUB`` for a ``b``
 into a stub.  The ``-mprofile-kernel`` ``mflr r0; bl <tramp>`` ftrace sites are
-correct without a restore and give no finding.
+correct without a restore and give no finding; neither does a call through a
+stub that never saves r2 (ftrace and PCREL stubs: the stub of each suspicious
+site is read and decoded, so a PCREL kernel gives no false alarms).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from .errors import MemoryReadError
 from .ppc64.callsites import CallFollow, CallSite, find_stub_calls
 from .ppc64.disasm import disassemble, disassemble_word
+from .ppc64.stubs import Stub, StubKind, decode_stub, stub_size
 from .report import Finding
 from .target import KernelInfo, ModuleInfo, Target
 
@@ -38,6 +41,19 @@ _EXEC_SECTIONS = (
 # Without a known size a section is bounded by the next section's address,
 # and never read past this much (the module area is at most a few MB each).
 _MAX_SECTION = 32 << 20
+# Stubs that never store r2 at R2_STACK_OFFSET(r1): calls through them need no
+# restore and a sibling call through them clobbers nothing (PCREL kernels have
+# no TOC: restore_r2() returns at once; ftrace stubs load the kernel TOC).
+_NO_TOC_SAVE = frozenset(
+    {
+        StubKind.FTRACE,
+        StubKind.PCREL,
+        StubKind.PCREL_FTRACE,
+        StubKind.OOL_FTRACE,
+        StubKind.LEGACY_MCOUNT,
+        StubKind.LEGACY_2016_PROFILING,
+    }
+)
 _CONTEXT_BEFORE = 4
 _CONTEXT_AFTER = 2
 
@@ -82,28 +98,43 @@ def _context(data: bytes, base: int, site: int, byteorder: str) -> tuple[str, ..
     return tuple(("=> " if line.startswith(prefix) else "   ") + line for line in lines)
 
 
-def _describe_stub(target: Target, stub: int, byteorder: str) -> str:
-    """``stub 0x… (-> symbol)``: the stub's funcdata names the callee."""
+def _read_stub(target: Target, address: int, kernel: KernelInfo) -> Stub | None:
+    """The stub slot at ``address``, decoded (``None`` if unreadable)."""
     try:
-        raw = target.read(stub + 32, 8)
-        funcdata = int.from_bytes(raw, "little" if byteorder == "little" else "big")
+        data = target.read(address, stub_size(kernel.abi, kernel.func_desc_size))
     except MemoryReadError:
-        return f"stub {stub:#x}"
-    sym = target.symbolize(funcdata)
-    return f"stub {stub:#x} (-> {sym.format(funcdata) if sym else hex(funcdata)})"
+        return None
+    return decode_stub(
+        data,
+        address,
+        kernel_toc=kernel.toc,
+        byteorder=kernel.byteorder,
+        abi=kernel.abi,
+        kernelbase=kernel.kernelbase,
+    )
+
+
+def _describe_stub(target: Target, address: int, stub: Stub | None) -> str:
+    """``stub 0x… (-> symbol)``: the stub's target (its funcdata) names the callee."""
+    callee = None if stub is None else (stub.target or stub.funcdata)
+    if not callee:
+        return f"stub {address:#x}"
+    sym = target.symbolize(callee)
+    return f"stub {address:#x} (-> {sym.format(callee) if sym else hex(callee)})"
 
 
 def _finding(
     target: Target,
     mod: ModuleInfo,
     site: CallSite,
+    stub: Stub | None,
     data: bytes,
     base: int,
     kernel: KernelInfo,
 ) -> Finding:
     bo = kernel.byteorder
     restore = "ld r2,24(r1)" if kernel.abi == 2 else "ld r2,40(r1)"
-    where = _describe_stub(target, site.target, bo)
+    where = _describe_stub(target, site.target, stub)
     if site.follow is CallFollow.SIBLING:
         code = "CALLSITE_SIBLING_VIA_STUB"
         off = 24 if kernel.abi == 2 else 40
@@ -167,6 +198,7 @@ def audit_module_callsites(
     findings: list[Finding] = []
     if not stubs:
         return findings
+    decoded: dict[int, Stub | None] = {}  # only the stubs of suspicious sites are read
     for label, start, end in module_text_regions(mod):
         try:
             data = target.read(start, end - start)
@@ -183,6 +215,12 @@ def audit_module_callsites(
         for site in find_stub_calls(
             data, start, stubs, tramps=tramps, byteorder=kernel.byteorder, abi=kernel.abi
         ):
-            if not site.ok:
-                findings.append(_finding(target, mod, site, data, start, kernel))
+            if site.ok:
+                continue
+            if site.target not in decoded:
+                decoded[site.target] = _read_stub(target, site.target, kernel)
+            stub = decoded[site.target]
+            if stub is not None and stub.kind in _NO_TOC_SAVE:
+                continue
+            findings.append(_finding(target, mod, site, stub, data, start, kernel))
     return findings

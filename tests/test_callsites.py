@@ -25,9 +25,9 @@ from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo
 BASE = 0xC008000000F90000
 SRC = "callsites.s"
 KMALLOC = 0xC000000000AB1230
-STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS = (BASE + 0x100 + 40 * k for k in range(5))
-STUBS = (STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS)
-END = 0x1CC
+STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS, PSTUB = (BASE + 0x100 + 40 * k for k in range(6))
+STUBS = (STUB0, STUB1, STUB2, TRAMP, TRAMP_REGS, PSTUB)
+END = 0x1FC
 
 
 def _text(byteorder: str = "little") -> bytes:
@@ -50,7 +50,8 @@ EXPECTED = [
     (0x44, "ftrace", True, STUB2),
     (0x48, "ftrace", True, TRAMP_REGS),
     (0x58, "sibling", False, STUB1),
-    (0x1C8, "other", True, STUB1),
+    (0x1F0, "other", True, PSTUB),
+    (0x1F8, "other", True, STUB1),
 ]
 
 
@@ -66,9 +67,9 @@ def test_classify_elfv2_le() -> None:
     calls = find_stub_calls(_text(), BASE, set(STUBS), tramps=(TRAMP, TRAMP_REGS))
     assert _sites(calls) == EXPECTED
     by = {c.address - BASE: c for c in calls}
-    assert by[0x1C8].next_word is None
+    assert by[0x1F8].next_word is None
     assert by[0x1C].next_word == 0x60000000
-    assert [c.ok for c in calls] == [True, True, False, False, True, True, False, False]
+    assert [c.ok for c in calls] == [True, True, False, False, True, True, False, False, False]
 
 
 def test_classify_elfv1_be() -> None:
@@ -114,7 +115,7 @@ def test_scan_speed_5mb() -> None:
     t = time.perf_counter()
     calls = find_stub_calls(text, BASE, STUBS, tramps=(TRAMP, TRAMP_REGS))
     elapsed = time.perf_counter() - t
-    assert len(calls) == 8  # only the first copy's branches reach the slots
+    assert len(calls) == 9  # only the first copy's branches reach the slots
     assert elapsed < 1.0, f"{elapsed:.3f}s"
 
 
@@ -154,7 +155,7 @@ def test_audit_findings() -> None:
         ("CALLSITE_NO_TOC_RESTORE", 0x1C),
         ("CALLSITE_NO_TOC_RESTORE", 0x24),
         ("CALLSITE_SIBLING_VIA_STUB", 0x58),
-        ("CALLSITE_NO_TOC_RESTORE", 0x1C8),
+        ("CALLSITE_NO_TOC_RESTORE", 0x1F8),
     ]
     assert all(f.level is Severity.ERROR and f.module == "lpmod" for f in findings)
     f24 = findings[1]
@@ -164,14 +165,14 @@ def test_audit_findings() -> None:
     assert len(site) == 1 and site[0].startswith(f"=> {BASE + 0x24:#x}:") and " bl " in site[0]
     assert len(f24.context) == 7
     assert "nop" in findings[0].message
-    # One bulk read of the text; the small reads are the stubs' funcdata.
-    assert [r for r in target.reads if r[1] > 8] == [(BASE, END)]
+    # One bulk read of the text, then one read of each suspicious site's stub.
+    assert target.reads == [(BASE, END), (STUB1, 40), (STUB0, 40), (PSTUB, 40)]
 
 
 def test_audit_elfv1_be() -> None:
     target, mod = _target("big")
     findings = audit_module_callsites(target, mod, STUBS, target.kernel())
-    assert [f.address - BASE for f in findings if f.address] == [0x1C, 0x24, 0x58, 0x1C8]
+    assert [f.address - BASE for f in findings if f.address] == [0x1C, 0x24, 0x58, 0x1F8]
     assert "ld r2,40(r1)" in findings[1].message
     assert "std r2,40(r1)" in findings[2].message
 

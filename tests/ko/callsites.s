@@ -1,6 +1,6 @@
 # Call sites into a fake .stubs area, for klpinspect.ppc64.callsites and the
 # call-site audit.  Assembled with --defsym RESTORE=24 (ELFv2, LE) or
-# RESTORE=40 (ELFv1, BE), and FUNCDATA (stub0's callee).  The branches stay
+# RESTORE=40 (ELFv1, BE), and FUNCDATA (the stubs' callee).  The branches stay
 # inside the section, so the assembler resolves them and the bytes can be
 # mapped at any address.
 # Offsets (in the comments) are what tests/test_callsites.py expects.
@@ -34,11 +34,32 @@ local:
 	blr			# 0x5c
 
 	.org	0x100
-stub0:	.space	32		# 0x100
+stub0:	addis	r11,r2,0	# 0x100 a normal stub: saves r2, so callers restore it
+	addi	r11,r11,0
+	std	r2,RESTORE(r1)
+	ld	r12,32(r11)
+	.if RESTORE == 40
+	ld	r2,40(r11)	# ELFv1: the callee's TOC from the descriptor
+	mtctr	r12
+	bctr
+	.else
+	mtctr	r12
+	bctr
+	.long	0
+	.endif
+	.long	0x73747562	# STUB_MAGIC (data)
 	.quad	FUNCDATA	# funcdata: the callee
 stub1:	.space	40		# 0x128
 stub2:	.space	40		# 0x150
 tramp:	.space	40		# 0x178
 tramp_regs:
 	.space	40		# 0x1a0
-	bl	stub1		# 0x1c8 the last word: nothing after it
+pstub:	pld	r12,32(0),1	# 0x1c8 a PCREL stub: no TOC, nothing to restore
+	mtctr	r12
+	bctr
+	.long	0,0,0
+	.long	0x73747562
+	.quad	FUNCDATA
+	bl	pstub		# 0x1f0 other, but no finding: the stub is PCREL
+	addi	r3,r3,1
+	bl	stub1		# 0x1f8 the last word: nothing after it
