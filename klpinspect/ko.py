@@ -71,7 +71,7 @@ from .errors import KlpError
 from .ppc64.insn import NOP, toc_restore
 from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, Report
 
-__all__ = ("lint_files", "lint_ko", "parse_klp_sym")
+__all__ = ("KlpSym", "lint_files", "lint_ko", "parse_klp_sym")
 
 EM_PPC64 = 21
 SHN_UNDEF = 0

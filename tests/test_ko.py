@@ -312,3 +312,19 @@ def test_json_fields(built: dict[str, Path]) -> None:
     f = out["findings"][0]
     assert f["address"].startswith("0x") and f["section"] == ".text"
     assert f["file"] == str(built["v1"]) and f["symbol"].startswith("v1_calls+")
+
+
+def test_corrupted_bytes_never_raise(built: dict[str, Path], tmp_path: Path) -> None:
+    """Random byte damage anywhere in an object: findings, never an exception."""
+    import random
+
+    rng = random.Random(7)
+    for key in ("v2", "v1", "klp"):
+        data = built[key].read_bytes()
+        path = tmp_path / f"{key}.ko"
+        for _ in range(150):
+            bad = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                bad[rng.randrange(len(bad))] = rng.randrange(256)
+            path.write_bytes(bytes(bad))
+            assert isinstance(lint_ko(str(path)), list)
