@@ -388,25 +388,34 @@ def _render_backtrace(report: Report) -> str:
     return "\n\n".join(parts) if parts else "no backtrace"
 
 
+def _where(f: Finding) -> str:
+    where = f.module or f.file or ("-" if f.pid is None else f"pid {f.pid}")
+    if f.pid is not None and f.module:
+        where += f" pid {f.pid}"
+    return where
+
+
+def _at(f: Finding) -> str:
+    """The address as a reader wants it: ``section+0xoff`` for a .ko offset, plus the
+    symbol when known."""
+    at = hexaddr(f.address) or "-"
+    if f.section is not None and f.address is not None:
+        at = f"{f.section}+{f.address:#x}"
+    if f.symbol:
+        at += f" <{f.symbol}>"
+    return at
+
+
 def _render_findings(report: Report) -> str:
     if not report.findings:
         return "no findings"
-    rows = [
-        (
-            f.level.value,
-            f.code,
-            f.module or (f.file or ("-" if f.pid is None else f"pid {f.pid}")),
-            hexaddr(f.address) or "-",
-            f.message,
-        )
-        for f in report.findings
-    ]
-    text = tabulate(rows, headers=("severity", "code", "where", "address", "message"))
-    ctx = [f for f in report.findings if f.context]
-    for f in ctx:
-        text += f"\n\n{f.code} at {hexaddr(f.address)}:\n" + "\n".join(
-            "    " + line for line in f.context
-        )
+    rows = [(f.level.value, f.code, _where(f), _at(f), f.message) for f in report.findings]
+    text = tabulate(rows, headers=("severity", "code", "where", "at", "message"))
+    for f in report.findings:
+        if f.context:
+            text += f"\n\n{f.code} at {_at(f)}:\n" + "\n".join(
+                "    " + line for line in f.context
+            )
     return text
 
 

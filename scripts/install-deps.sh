@@ -8,6 +8,7 @@ APT_PKGS=(
   binutils-powerpc64le-linux-gnu   # assembler for the stub test vectors (ELFv2 LE)
   binutils-powerpc64-linux-gnu     # ELFv1 / big-endian vectors
   gcc-powerpc64le-linux-gnu        # objects that reproduce bad call sites (.ko lint)
+  gcc-powerpc64-linux-gnu          # the same, big-endian ELFv1
   qemu-system-ppc                  # the live ppc64le lab guest
   gdb-multiarch                    # gdb front end tests
   xz-utils
