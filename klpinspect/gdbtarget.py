@@ -1,0 +1,973 @@
+"""The gdb back end of the Target protocol: plain facts from gdb's selected inferior.
+
+Runs inside gdb's embedded Python (``import gdb``); the core never imports it.
+gdb supplies the types (looked up lazily, cached per :class:`GdbTarget`) and
+the raw memory (``gdb.selected_inferior().read_memory``); every structure is
+read in one bulk read into a page-chunk cache and decoded with
+``gdb.Value(buffer, type)``, so gdb never chases pointers on its own and
+every read is counted (:attr:`GdbTarget.reads`).
+
+A vmcore opened with ``core-file`` exposes only the linear map; module
+memory (vmalloc space) is translated with the kernel's radix page tables
+(:mod:`klpinspect.ppc64.radix`).  Symbols: vmlinux's ELF ``.symtab`` from the
+file gdb loaded (names with sizes, as ``%pS`` and drgn print them; gdb's
+Python API has no minimal symbol sizes) and each module's own kallsyms
+(``mod->kallsyms``), since gdb knows only vmlinux.  Kernel differences are
+found by feature detection, as in :mod:`klpinspect.drgn.target`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+from klpinspect.errors import KlpError, MemoryReadError, TargetError
+from klpinspect.ppc64.lpstack import unwind_back_chain
+from klpinspect.ppc64.radix import (
+    LINEAR_MAP_BASE,
+    RadixPageTables,
+    check_radix,
+    is_linear_map,
+    radix_geometry,
+)
+from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
+
+# gdb's own module, only inside gdb.  Imported by name so that type checkers
+# do not mistake the checkout's gdb/ directory for it.
+gdb: Any = importlib.import_module("gdb")
+
+__all__ = (
+    "CHUNK_SIZE",
+    "ElfSymbols",
+    "GdbTarget",
+    "read_elf_symbols",
+)
+
+# Cache granularity: small enough for a gdbstub round trip, large enough
+# that a struct module or a .stubs section is one read.
+CHUNK_SIZE = 4096
+# Refuse absurd sizes read from a damaged dump.
+_MAX_READ = 64 << 20
+_MAX_LIST = 1 << 20
+
+_STB_LOCAL, _STB_GLOBAL, _STB_WEAK, _STB_GNU_UNIQUE = 0, 1, 2, 10
+_STT_SECTION, _STT_FILE, _STT_TLS = 3, 4, 6
+_SHT_SYMTAB = 2
+# Binding rank when several symbols contain an address: global wins.
+_BIND_RANK = {_STB_GLOBAL: 3, _STB_GNU_UNIQUE: 2, _STB_WEAK: 2, _STB_LOCAL: 1}
+
+
+# -- symbols -------------------------------------------------------------------------
+
+
+class ElfSymbols:
+    """Address -> symbol over ``(address, size, name, binding)`` entries.
+
+    Lookup follows drgn's ELF symbol search, so both back ends name addresses
+    alike: a sized symbol contains ``[address, address + size)``; a size-0
+    one (assembly labels such as ``ftrace_caller``) contains everything up to
+    the next symbol; among several, a global beats a weak beats a local, then
+    the first in table order.
+    """
+
+    def __init__(self, entries: list[tuple[int, int, str, int]]) -> None:
+        self._entries = sorted(
+            (start, order, size, name, bind)
+            for order, (start, size, name, bind) in enumerate(entries)
+        )
+        self._starts = [e[0] for e in self._entries]
+        self._by_name: dict[str, int] | None = None
+        # The largest size bounds how far back a containing symbol can start.
+        self._max_size = max((e[2] for e in self._entries), default=0)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, address: int) -> tuple[int, int, str] | None:
+        """``(address, size, name)`` of the best symbol containing ``address``."""
+        i = bisect.bisect_right(self._starts, address)
+        if i == 0:
+            return None
+        nearest = self._starts[i - 1]
+        best: tuple[tuple[int, int, int], tuple[int, int, str]] | None = None
+        while i > 0:
+            i -= 1
+            start, order, size, name, bind = self._entries[i]
+            if start + self._max_size < address and start < nearest:
+                break
+            if size:
+                if not start <= address < start + size:
+                    continue
+            elif start != nearest:
+                continue
+            key = (_BIND_RANK.get(bind, 0), 1 if size else 0, -order)
+            if best is None or key > best[0]:
+                best = (key, (start, size, name))
+        return None if best is None else best[1]
+
+    def size_to_next(self, address: int) -> int:
+        """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
+
+        For assembler labels with no ELF size (``livepatch_handler``), so that
+        ``name+off/size`` reads like the kernel's ``%pS`` (and the drgn back end).
+        """
+        i = bisect.bisect_right(self._starts, address)
+        return self._starts[i] - address if i < len(self._starts) else 0
+
+    def address_of(self, name: str) -> int | None:
+        """Address of the (first global, else first) symbol called ``name``."""
+        if self._by_name is None:
+            by_name: dict[str, tuple[tuple[int, int], int]] = {}
+            for start, order, _size, sym, bind in self._entries:
+                rank = (1 if bind == _STB_GLOBAL else 0, -order)
+                if sym not in by_name or rank > by_name[sym][0]:
+                    by_name[sym] = (rank, start)
+            self._by_name = {k: v[1] for k, v in by_name.items()}
+        return self._by_name.get(name)
+
+
+def _parse_syms(
+    symtab: bytes, strtab: bytes, byteorder: str
+) -> list[tuple[int, int, str, int]]:
+    """Entries of an ``Elf64_Sym`` array (named, not section/file/TLS symbols)."""
+    fmt = struct.Struct(("<" if byteorder == "little" else ">") + "IBBHQQ")
+    out = []
+    for st_name, st_info, _other, _shndx, st_value, st_size in fmt.iter_unpack(
+        symtab[: len(symtab) // 24 * 24]
+    ):
+        if not st_name or not st_value or (st_info & 15) in (_STT_SECTION, _STT_FILE, _STT_TLS):
+            continue
+        end = strtab.find(b"\0", st_name)
+        name = strtab[st_name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
+        out.append((st_value, st_size, name, st_info >> 4))
+    return out
+
+
+def read_elf_symbols(path: str) -> ElfSymbols:
+    """The ``.symtab`` of an ELF64 file (vmlinux or its separate debug file).
+
+    :raises TargetError: if the file is not ELF64 or has no symbol table
+    """
+    try:
+        with open(path, "rb") as f:
+            ident = f.read(64)
+            if ident[:4] != b"\x7fELF" or ident[4] != 2:
+                raise TargetError(f"{path}: not an ELF64 file")
+            e = "<" if ident[5] == 1 else ">"
+            shoff, = struct.unpack_from(e + "Q", ident, 0x28)
+            shentsize, shnum = struct.unpack_from(e + "HH", ident, 0x3A)
+            f.seek(shoff)
+            shdrs = [
+                struct.unpack_from(e + "IIQQQQIIQQ", f.read(shentsize)) for _ in range(shnum)
+            ]
+            for _name, sh_type, _fl, _addr, off, size, link, _info, _al, _es in shdrs:
+                if sh_type != _SHT_SYMTAB or link >= shnum:
+                    continue
+                f.seek(off)
+                symtab = f.read(size)
+                f.seek(shdrs[link][4])
+                strtab = f.read(shdrs[link][5])
+                return ElfSymbols(_parse_syms(symtab, strtab, "little" if e == "<" else "big"))
+    except OSError as err:
+        raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
+    except struct.error:
+        raise TargetError(f"{path}: truncated ELF file") from None
+    raise TargetError(f"{path}: no .symtab")
+
+
+# -- memory ------------------------------------------------------------------------
+
+
+class _ChunkCache:
+    """Bulk reads cached in ``CHUNK_SIZE`` chunks; each uncached run is one raw read."""
+
+    def __init__(self, raw: Callable[[int, int], bytes]) -> None:
+        self._raw = raw
+        self._chunks: dict[int, bytes] = {}
+
+    def clear(self) -> None:
+        self._chunks.clear()
+
+    def read(self, address: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        if size > _MAX_READ or address < 0 or address + size > 1 << 64:
+            raise MemoryReadError(address, size, "implausible read")
+        first = address // CHUNK_SIZE
+        last = (address + size - 1) // CHUNK_SIZE
+        chunks = self._chunks
+        i = first
+        while i <= last:
+            if i in chunks:
+                i += 1
+                continue
+            j = i
+            while j + 1 <= last and j + 1 not in chunks:
+                j += 1
+            data = self._raw(i * CHUNK_SIZE, (j - i + 1) * CHUNK_SIZE)
+            for k in range(i, j + 1):
+                off = (k - i) * CHUNK_SIZE
+                chunks[k] = data[off : off + CHUNK_SIZE]
+            i = j + 1
+        if first == last:
+            off = address - first * CHUNK_SIZE
+            return chunks[first][off : off + size]
+        buf = b"".join(chunks[k] for k in range(first, last + 1))
+        off = address - first * CHUNK_SIZE
+        return buf[off : off + size]
+
+
+def _gdb_error_text(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
+
+# -- the target --------------------------------------------------------------------
+
+
+class GdbTarget:
+    """The :class:`klpinspect.target.Target` protocol over gdb's selected inferior.
+
+    :raises TargetError: when gdb has no kernel, no target, or not a ppc64 one
+    """
+
+    kind = "gdb"
+
+    def __init__(self) -> None:
+        self._types: dict[str, Any] = {}
+        self._kernel: KernelInfo | None = None
+        self._symbols: ElfSymbols | None = None
+        self._module_symbols: ElfSymbols | None = None
+        self._owners: list[tuple[int, int, str]] | None = None
+        self._owner_starts: list[int] = []
+        self._radix: RadixPageTables | None = None
+        self._radix_error: TargetError | None = None
+        self._byteorder: Literal["little", "big"] = "little"
+        self._mem = _ChunkCache(self._raw_read)
+        #: raw ``read_memory`` calls (module memory on a core: translated reads)
+        self.reads = 0
+        #: physical (linear-map) reads made by the page-table walker
+        self.phys_reads = 0
+        self._check()
+
+    # --- setup ------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not gdb.objfiles():
+            raise TargetError(
+                "no kernel loaded: load vmlinux with debug info first "
+                "('file vmlinux' or 'symbol-file vmlinux.debug')"
+            )
+        try:
+            self._type("struct module")
+        except TargetError:
+            raise TargetError(
+                "no kernel debug info: 'struct module' is unknown; load vmlinux with "
+                "DWARF (e.g. 'symbol-file vmlinux.debug')"
+            ) from None
+        inferior = gdb.selected_inferior()
+        if inferior.connection is None or inferior.pid == 0 and not self._is_core():
+            raise TargetError(
+                "no target: open a dump with 'core-file VMCORE' or connect with "
+                "'target remote HOST:PORT'"
+            )
+        arch = inferior.architecture().name()
+        if not arch.startswith("powerpc") or self._type("long").sizeof != 8:
+            raise TargetError(f"not a ppc64 target: gdb architecture is {arch}")
+        endian = gdb.execute("show endian", to_string=True)
+        self._byteorder = "big" if "big endian" in endian else "little"
+
+    @staticmethod
+    def _is_core() -> bool:
+        conn = gdb.selected_inferior().connection
+        return conn is not None and conn.type == "core"
+
+    @property
+    def live(self) -> bool:
+        """Whether memory can change under us (anything but a core file)."""
+        return not self._is_core()
+
+    def clear_memory_cache(self) -> None:
+        """Forget cached memory (the target ran); types and symbols stay."""
+        self._mem.clear()
+        self._radix = None
+        self._owners = None
+        self._module_symbols = None
+
+    def _type(self, name: str) -> Any:
+        try:
+            return self._types[name]
+        except KeyError:
+            pass
+        try:
+            t = gdb.lookup_type(name)
+        except gdb.error:
+            if name.startswith("struct ") or name.startswith("union "):
+                raise TargetError(f"no type '{name}' in the kernel debug info") from None
+            raise TargetError(f"no type '{name}'") from None
+        self._types[name] = t
+        return t
+
+    def _has_type(self, name: str) -> bool:
+        try:
+            self._type(name)
+            return True
+        except TargetError:
+            return False
+
+    # --- memory -------------------------------------------------------------------
+
+    def _raw_read(self, address: int, size: int) -> bytes:
+        self.reads += 1
+        if self._is_core() and not is_linear_map(address) and self._radix_ok():
+            return self._translated_read(address, size)
+        try:
+            return bytes(gdb.selected_inferior().read_memory(address, size))
+        except gdb.MemoryError as err:
+            if self._is_core() and not is_linear_map(address):
+                return self._translated_read(address, size)
+            raise MemoryReadError(address, size, _gdb_error_text(err)) from None
+        except (gdb.error, OverflowError, ValueError) as err:
+            raise MemoryReadError(address, size, _gdb_error_text(err)) from None
+
+    def _radix_ok(self) -> bool:
+        return self._radix is not None
+
+    def _read_phys(self, paddr: int, size: int) -> bytes:
+        self.phys_reads += 1
+        try:
+            return bytes(gdb.selected_inferior().read_memory(LINEAR_MAP_BASE + paddr, size))
+        except (gdb.MemoryError, gdb.error, OverflowError) as err:
+            raise MemoryReadError(paddr, size, _gdb_error_text(err)) from None
+
+    def _page_tables(self) -> RadixPageTables:
+        """The radix walker for module memory in a core file, built once."""
+        if self._radix is not None:
+            return self._radix
+        if self._radix_error is not None:
+            raise self._radix_error
+        try:
+            spec = self._read_ulong(self._symbol_address_required("cur_cpu_spec"))
+            features = self._read_uint(spec + self._offsetof("struct cpu_spec", "mmu_features"))
+            # The hash MMU keeps translations elsewhere: say so plainly.
+            check_radix(features)
+            pgd = self._read_ulong(
+                self._symbol_address_required("init_mm") + self._offsetof("struct mm_struct", "pgd")
+            )
+            geometry = radix_geometry(1 << self._page_shift())
+            self._radix = RadixPageTables.from_pgd_vaddr(self._read_phys_checked, pgd, geometry)
+        except TargetError as err:
+            self._radix_error = err
+            raise
+        except MemoryReadError as err:
+            self._radix_error = TargetError(f"cannot walk the kernel page tables: {err}")
+            raise self._radix_error from None
+        return self._radix
+
+    def _read_phys_checked(self, paddr: int, size: int) -> bytes:
+        return self._read_phys(paddr, size)
+
+    def _page_shift(self) -> int:
+        """``mmu_psize_defs[mmu_virtual_psize].shift`` (PAGE_SHIFT), 16 if unknown."""
+        try:
+            idx = self._read_uint(self._symbol_address_required("mmu_virtual_psize"))
+            defs = self._symbol_address_required("mmu_psize_defs")
+            t = self._type("struct mmu_psize_def")
+            shift = self._read_uint(defs + idx * t.sizeof + self._offsetof(t, "shift"))
+            if shift in (12, 16):
+                return shift
+        except (TargetError, MemoryReadError):
+            pass
+        return 16
+
+    def _translated_read(self, address: int, size: int) -> bytes:
+        return self._page_tables().read(address, size)
+
+    def read(self, address: int, size: int) -> bytes:
+        """Read kernel virtual memory (never writes).
+
+        :raises MemoryReadError: if any byte is unreadable
+        """
+        return self._mem.read(address, size)
+
+    def _u64(self, data: bytes, offset: int = 0) -> int:
+        return int.from_bytes(data[offset : offset + 8], self._byteorder)
+
+    def _read_ulong(self, address: int) -> int:
+        return self._u64(self.read(address, 8))
+
+    def _read_uint(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 4), self._byteorder)
+
+    def _value(self, address: int, type_: Any) -> Any:
+        """A ``gdb.Value`` of ``type_`` at ``address``, from one bulk read."""
+        if isinstance(type_, str):
+            type_ = self._type(type_)
+        return gdb.Value(self.read(address, type_.sizeof), type_)
+
+    def _string(self, address: int, limit: int = 256) -> str:
+        """A NUL-terminated string in target memory."""
+        out = b""
+        while len(out) < limit:
+            n = CHUNK_SIZE - (address + len(out)) % CHUNK_SIZE
+            data = self.read(address + len(out), min(n, limit - len(out)))
+            end = data.find(b"\0")
+            if end >= 0:
+                return (out + data[:end]).decode("utf-8", "replace")
+            out += data
+        return out.decode("utf-8", "replace")
+
+    # --- types and fields ---------------------------------------------------------------
+
+    def _offsetof(self, type_: Any, path: str) -> int:
+        """Byte offset of member ``path`` (``a.b``) in ``type_``.
+
+        :raises TargetError: if there is no such member
+        """
+        t = self._type(type_) if isinstance(type_, str) else type_
+        off = 0
+        for name in path.split("."):
+            t = t.strip_typedefs()
+            found = _find_field(t, name)
+            if found is None:
+                raise TargetError(f"no member '{name}' in {t}")
+            field_off, t = found
+            off += field_off
+        return off
+
+    def _has_member(self, type_name: str, path: str) -> bool:
+        try:
+            self._offsetof(type_name, path)
+            return True
+        except TargetError:
+            return False
+
+    # --- symbols ---------------------------------------------------------------------
+
+    def _symbol_address(self, name: str) -> int | None:
+        """Address of a kernel symbol: gdb's symbols (debug or minimal), else ``.symtab``."""
+        if name[0].isalpha() or name[0] == "_":
+            try:
+                return int(gdb.parse_and_eval(f"&'{name}'").cast(self._type("unsigned long")))
+            except gdb.error:
+                pass
+        return self._elf_symbols().address_of(name)
+
+    def _symbol_address_required(self, name: str) -> int:
+        address = self._symbol_address(name)
+        if address is None:
+            raise TargetError(f"no symbol '{name}' in the kernel")
+        return address
+
+    def _elf_symbols(self) -> ElfSymbols:
+        if self._symbols is None:
+            best: ElfSymbols | None = None
+            for objfile in gdb.objfiles():
+                if not objfile.filename:
+                    continue
+                try:
+                    syms = read_elf_symbols(objfile.filename)
+                except TargetError:
+                    continue
+                if best is None or len(syms) > len(best):
+                    best = syms
+            self._symbols = best if best is not None else ElfSymbols([])
+        return self._symbols
+
+    def _module_kallsyms(self) -> ElfSymbols:
+        """Every module's kallsyms that name its own memory, as one table.
+
+        A livepatch module also keeps its resolved undefined/klp symbols
+        (type ``u``) pointing elsewhere: only addresses in its own regions count.
+        """
+        if self._module_symbols is None:
+            entries: list[tuple[int, int, str, int]] = []
+            for mod_addr, mod in self._module_values():
+                try:
+                    regions = self._module_regions(mod)
+                    entries.extend(
+                        e
+                        for e in self._kallsyms_entries(mod_addr, mod)
+                        if any(s <= e[0] < end for s, end in regions)
+                    )
+                except (MemoryReadError, TargetError):
+                    continue  # a module whose kallsyms cannot be read: no names
+            self._module_symbols = ElfSymbols(entries)
+        return self._module_symbols
+
+    def _kallsyms_entries(self, mod_addr: int, mod: Any) -> list[tuple[int, int, str, int]]:
+        try:
+            ks_ptr = int(_ptr(mod["kallsyms"]))
+            ks = self._value(ks_ptr, "struct mod_kallsyms")
+        except gdb.error:
+            # Before 4.5 (commit 8244062ef1e5 "modules: fix longstanding
+            # /proc/kallsyms vs module insertion race.") the fields were in
+            # struct module.
+            ks = mod
+        num = int(ks["num_symtab"])
+        symtab_addr = int(_ptr(ks["symtab"]))
+        strtab_addr = int(_ptr(ks["strtab"]))
+        if not num or not symtab_addr or not strtab_addr or num > _MAX_LIST:
+            return []
+        symtab = self.read(symtab_addr, num * 24)
+        fmt = struct.Struct(("<" if self._byteorder == "little" else ">") + "I")
+        last = max(fmt.unpack_from(symtab, i * 24)[0] for i in range(num))
+        strtab = self.read(strtab_addr, last + 1)
+        while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
+            strtab = self.read(strtab_addr, len(strtab) + 64)
+        return _parse_syms(symtab, strtab, self._byteorder)
+
+    def _module_ranges(self) -> list[tuple[int, int, str]]:
+        if self._owners is None:
+            ranges = []
+            for _addr, mod in self._module_values():
+                name = _array_string(mod["name"])
+                try:
+                    for start, end in self._module_regions(mod):
+                        ranges.append((start, end, name))
+                except (MemoryReadError, TargetError, gdb.error):
+                    continue
+            ranges.sort()
+            self._owners = ranges
+            self._owner_starts = [r[0] for r in ranges]
+        return self._owners
+
+    def _owner(self, address: int) -> str:
+        ranges = self._module_ranges()
+        i = bisect.bisect_right(self._owner_starts, address) - 1
+        if i >= 0 and ranges[i][0] <= address < ranges[i][1]:
+            return ranges[i][2]
+        return "vmlinux"
+
+    def symbolize(self, address: int) -> SymbolInfo | None:
+        """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
+        elf = self._elf_symbols()
+        # vmlinux's table names only the image: a size-0 label such as _end
+        # must not swallow module (vmalloc) addresses.
+        end = elf.address_of("_end")
+        table = elf
+        hit = elf.lookup(address) if end is None or address < end else None
+        if hit is None:
+            table = self._module_kallsyms()
+            hit = table.lookup(address)
+        if hit is None:
+            return None
+        start, size, name = hit
+        if not size:
+            size = table.size_to_next(start)
+        return SymbolInfo(name, start, size, self._owner(address))
+
+    # --- kernel -----------------------------------------------------------------------
+
+    def kernel(self) -> KernelInfo:
+        """Kernel-wide facts, computed once."""
+        if self._kernel is None:
+            self._kernel = self._compute_kernel()
+        return self._kernel
+
+    def _paca0(self) -> int | None:
+        try:
+            paca_ptrs = self._read_ulong(self._symbol_address_required("paca_ptrs"))
+            return self._read_ulong(paca_ptrs) if paca_ptrs else None
+        except (TargetError, MemoryReadError):
+            return None
+
+    def _paca_field(self, paca: int | None, member: str) -> int | None:
+        if paca is None:
+            return None
+        try:
+            return self._read_ulong(paca + self._offsetof("struct paca_struct", member))
+        except (TargetError, MemoryReadError):
+            return None
+
+    def _compute_kernel(self) -> KernelInfo:
+        little = self._byteorder == "little"
+        uts = self._symbol_address_required("init_uts_ns")
+        try:
+            release = self._string(
+                uts + self._offsetof("struct uts_namespace", "name.release"), 65
+            )
+        except MemoryReadError as err:
+            raise TargetError(f"cannot read init_uts_ns: {err}") from None
+        paca = self._paca0()
+        toc = self._paca_field(paca, "kernel_toc")
+        if toc:
+            toc_source = "paca"
+        else:
+            # PCREL kernels (6.4+) have no kernel_toc in the paca, and no TOC at all.
+            toc = self._elf_symbols().address_of(".TOC.")
+            toc_source = ".TOC." if toc is not None else "none"
+        try:
+            func_desc_size = self._type("func_desc_t").sizeof
+        except TargetError:
+            func_desc_size = 8 if little else 16
+        try:
+            paca_toc_offset: int | None = self._offsetof("struct paca_struct", "kernel_toc")
+        except TargetError:
+            paca_toc_offset = None
+        text = []
+        for start, end in (("_stext", "_etext"), ("_sinittext", "_einittext")):
+            a, b = self._symbol_address(start), self._symbol_address(end)
+            if a is not None and b is not None and a < b:
+                text.append((a, b))
+        return KernelInfo(
+            release=release,
+            arch="ppc64le" if little else "ppc64",
+            byteorder=self._byteorder,
+            abi=2 if func_desc_size == 8 else 1,
+            toc=toc,
+            toc_source=toc_source,
+            kernelbase=self._paca_field(paca, "kernelbase"),
+            ftrace_caller=self._symbol_address("ftrace_caller"),
+            ftrace_regs_caller=self._symbol_address("ftrace_regs_caller"),
+            mcount=self._symbol_address("_mcount"),
+            livepatch_handler=self._symbol_address("livepatch_handler"),
+            text_ranges=tuple(text),
+            func_desc_size=func_desc_size,
+            has_livepatch_sp=self._has_member("struct thread_info", "livepatch_sp"),
+            paca_toc_offset=paca_toc_offset,
+        )
+
+    # --- lists ----------------------------------------------------------------------------
+
+    def _list(self, head: int, what: str) -> Iterator[int]:
+        """The ``list_head`` nodes after ``head`` (``list_for_each``)."""
+        seen = 0
+        node = self._read_ulong(head)
+        while node != head:
+            if not node or seen > _MAX_LIST:
+                raise TargetError(f"{what} list is damaged at {node:#x}")
+            yield node
+            seen += 1
+            node = self._read_ulong(node)
+
+    # --- modules -------------------------------------------------------------------------
+
+    def _module_values(self) -> Iterator[tuple[int, Any]]:
+        """``(address, struct module value)`` of every module, in list order."""
+        t = self._type("struct module")
+        off = self._offsetof(t, "list")
+        try:
+            for node in self._list(self._symbol_address_required("modules"), "modules"):
+                yield node - off, self._value(node - off, t)
+        except MemoryReadError as err:
+            raise TargetError(f"cannot read the modules list: {err}") from None
+
+    def _module_regions(self, mod: Any) -> list[tuple[int, int]]:
+        """``[start, end)`` of all of a module's memory (``module_address_regions``)."""
+        out = []
+        try:
+            # 6.4+ (commit ac3b43283923 "module: replace module_layout with module_memory")
+            mems = mod["mem"]
+        except gdb.error:
+            mems = None
+        if mems is not None:
+            n = mems.type.range()[1] + 1
+            for i in range(n):
+                base, size = int(_ptr(mems[i]["base"])), int(mems[i]["size"])
+                if base and size:
+                    out.append((base, base + size))
+            return out
+        try:
+            layouts = [mod["core_layout"], mod["init_layout"]]
+            pairs = [(int(_ptr(x["base"])), int(x["size"])) for x in layouts]
+        except gdb.error:
+            # Before 4.5 (commit 7523e4dc5057): module_core/core_size in struct module.
+            pairs = [
+                (int(_ptr(mod[f"module_{k}"])), int(mod[f"{k}_size"])) for k in ("core", "init")
+            ]
+        return [(b, b + s) for b, s in pairs if b and s]
+
+    def _module_text_ranges(self, mod: Any) -> list[tuple[int, int]]:
+        ranges = []
+        try:
+            mems = mod["mem"]
+        except gdb.error:
+            mems = None
+        if mems is not None:
+            for kind in ("MOD_TEXT", "MOD_INIT_TEXT"):
+                try:
+                    mem = mems[int(gdb.parse_and_eval(kind))]
+                except gdb.error:
+                    continue
+                base, size = int(_ptr(mem["base"])), int(mem["size"])
+                if base and size:
+                    ranges.append((base, base + size))
+            return ranges
+        try:
+            for layout in (mod["core_layout"], mod["init_layout"]):
+                base, size = int(_ptr(layout["base"])), int(layout["text_size"])
+                if base and size:
+                    ranges.append((base, base + size))
+        except gdb.error:
+            # Before 4.5 (commit 7523e4dc5057 "module: use a structure to
+            # encapsulate layout"): module_core/core_text_size in struct module.
+            for kind in ("core", "init"):
+                base = int(_ptr(mod[f"module_{kind}"]))
+                size = int(mod[f"{kind}_text_size"])
+                if base and size:
+                    ranges.append((base, base + size))
+        return ranges
+
+    def _sect_attrs_sections(self, mod: Any) -> dict[str, int]:
+        """Section addresses from ``mod->sect_attrs`` (``/sys/module/<m>/sections``)."""
+        try:
+            attrs_addr = int(_ptr(mod["sect_attrs"]))
+        except gdb.error:  # !CONFIG_KALLSYMS || !CONFIG_SYSFS
+            return {}
+        if not attrs_addr:
+            return {}
+        t = self._type("struct module_sect_attrs")
+        attrs = self._value(attrs_addr, t)
+        out: dict[str, int] = {}
+        try:
+            n = int(attrs["nsections"])
+        except gdb.error:
+            # 7.x (commit "module: sysfs: use bin_attribute::private for
+            # section addresses"): NULL-terminated grp.bin_attrs, address in
+            # ->private.
+            grp = attrs["grp"]
+            try:
+                battrs = int(_ptr(grp["bin_attrs_new"]))
+            except gdb.error:
+                battrs = int(_ptr(grp["bin_attrs"]))
+            bt = self._type("struct bin_attribute")
+            name_off = self._offsetof(bt, "attr.name")
+            priv_off = self._offsetof(bt, "private")
+            i = 0
+            while i < _MAX_LIST:
+                battr = self._read_ulong(battrs + 8 * i)
+                if not battr:
+                    break
+                name = self._string(self._read_ulong(battr + name_off))
+                out[name] = self._read_ulong(battr + priv_off)
+                i += 1
+            return out
+        # 5.10 ... 6.x: struct module_sect_attr { struct bin_attribute battr;
+        # unsigned long address; }
+        at = self._type("struct module_sect_attr")
+        if not 0 <= n <= 4096:
+            raise TargetError(f"mod->sect_attrs->nsections is {n}")
+        base = attrs_addr + self._offsetof(t, "attrs")
+        data = self.read(base, n * at.sizeof)
+        name_off = self._offsetof(at, "battr.attr.name")
+        addr_off = self._offsetof(at, "address")
+        for i in range(n):
+            rec = i * at.sizeof
+            name = self._string(self._u64(data, rec + name_off))
+            out[name] = self._u64(data, rec + addr_off)
+        return out
+
+    def _klp_sechdrs(self, mod: Any) -> list[tuple[str, int, int, int]]:
+        """``(name, sh_addr, sh_size, sh_flags)`` of a livepatch module's sections.
+
+        ``mod->klp_info`` keeps the ELF section headers with final addresses
+        (``copy_module_elf()``, CONFIG_LIVEPATCH).
+        """
+        try:
+            if not int(mod["klp"]):
+                return []
+            info_addr = int(_ptr(mod["klp_info"]))
+        except gdb.error:
+            return []
+        if not info_addr:
+            return []
+        info = self._value(info_addr, "struct klp_modinfo")
+        shnum = int(info["hdr"]["e_shnum"])
+        shstrndx = int(info["hdr"]["e_shstrndx"])
+        sechdrs, secstrings = int(_ptr(info["sechdrs"])), int(_ptr(info["secstrings"]))
+        if not shnum or not sechdrs or not secstrings or not 0 < shstrndx < shnum:
+            return []
+        st = self._type("Elf64_Shdr")
+        # One read for the whole header table.
+        raw = self.read(sechdrs, shnum * st.sizeof)
+        shdrs = [gdb.Value(raw[i * st.sizeof : (i + 1) * st.sizeof], st) for i in range(shnum)]
+        strtab = self.read(secstrings, int(shdrs[shstrndx]["sh_size"]))
+        out = []
+        for sh in shdrs[1:]:
+            start = int(sh["sh_name"])
+            name = strtab[start : strtab.find(b"\0", start)]
+            out.append(
+                (
+                    name.decode("ascii", "replace"),
+                    int(sh["sh_addr"]),
+                    int(sh["sh_size"]),
+                    int(sh["sh_flags"]),
+                )
+            )
+        return out
+
+    def _module_info(self, address: int, mod: Any) -> ModuleInfo:
+        arch = mod["arch"]
+        klp = self._klp_sechdrs(mod)
+        sections = self._sect_attrs_sections(mod)
+        if not sections:
+            sections = {name: a for name, a, _size, flags in klp if flags & 2 and a}
+        sizes = {name: size for name, a, size, flags in klp if flags & 2 and a}
+        try:
+            livepatch = bool(int(mod["klp"]))
+        except gdb.error:  # !CONFIG_LIVEPATCH
+            livepatch = False
+        return ModuleInfo(
+            name=_array_string(mod["name"]),
+            text_ranges=tuple(self._module_text_ranges(mod)),
+            sections=sections,
+            section_sizes=sizes,
+            stubs=sections.get(".stubs"),
+            stubs_size=sizes.get(".stubs"),
+            toc_section=sections.get(".toc"),
+            # <= 4.x with DYNAMIC_FTRACE: the module TOC kept for the tramp.
+            arch_toc=_opt_int(arch, "toc"),
+            tramp=_opt_int(arch, "tramp"),
+            tramp_regs=_opt_int(arch, "tramp_regs"),
+            # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
+            stub_count=_opt_int(arch, "stub_count"),
+            # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
+            ool_stubs=_opt_int(arch, "ool_stubs"),
+            ool_stub_count=_opt_int(arch, "ool_stub_count"),
+            livepatch=livepatch,
+            address=address,
+        )
+
+    def modules(self) -> Iterator[ModuleInfo]:
+        """Every loaded module, in ``modules`` list order."""
+        for address, mod in self._module_values():
+            try:
+                yield self._module_info(address, mod)
+            except MemoryReadError as err:
+                name = _array_string(mod["name"])
+                raise TargetError(f"module {name}: {err}") from None
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def _task_values(self) -> Iterator[tuple[int, Any]]:
+        """Every thread of every process (``for_each_process_thread``), not the idle tasks."""
+        t = self._type("struct task_struct")
+        tasks_off = self._offsetof(t, "tasks")
+        init_task = self._symbol_address_required("init_task")
+        try:
+            # 6.1: signal->thread_head + task->thread_node (commit 0c740d0afc3b, v3.14)
+            node_off: int | None = self._offsetof(t, "thread_node")
+            head_off: int | None = self._offsetof("struct signal_struct", "thread_head")
+            signal_off = self._offsetof(t, "signal")
+        except TargetError:
+            node_off = head_off = None
+            signal_off = 0
+        group_off = None if node_off is not None else self._offsetof(t, "thread_group")
+        for node in self._list(init_task + tasks_off, "init_task.tasks"):
+            leader = node - tasks_off
+            if node_off is not None and head_off is not None:
+                signal = self._read_ulong(leader + signal_off)
+                threads = [n - node_off for n in self._list(signal + head_off, "thread")]
+            else:
+                assert group_off is not None
+                threads = [leader] + [
+                    n - group_off for n in self._list(leader + group_off, "thread_group")
+                ]
+            for task in threads:
+                yield task, self._value(task, t)
+
+    def _thread_size(self) -> int:
+        try:
+            return int(self._type("union thread_union").sizeof) or 16384
+        except TargetError:
+            return 16384
+
+    def _task_info(self, address: int, task: Any) -> TaskInfo:
+        stack = int(_ptr(task["stack"]))
+        try:
+            ti = task["thread_info"]  # CONFIG_THREAD_INFO_IN_TASK
+            in_task = True
+            ti_size = 0
+        except gdb.error:
+            # thread_info at the bottom of the stack; the livepatch stack starts above it.
+            ti = self._value(stack, "struct thread_info")
+            in_task = False
+            ti_size = int(self._type("struct thread_info").sizeof)
+        lp_sp = _opt_int(ti, "livepatch_sp")
+        try:
+            ksp: int | None = int(task["thread"]["ksp"])
+        except gdb.error:
+            ksp = None
+        return TaskInfo(
+            pid=int(task["pid"]),
+            comm=_array_string(task["comm"]),
+            stack=stack,
+            stack_size=self._thread_size(),
+            livepatch_sp=lp_sp,
+            thread_info_in_task=in_task,
+            thread_info_size=ti_size,
+            ksp=ksp,
+            address=address,
+        )
+
+    def tasks(self) -> Iterator[TaskInfo]:
+        """Every task (threads included), by pid."""
+        infos = []
+        try:
+            for address, task in self._task_values():
+                infos.append(self._task_info(address, task))
+        except MemoryReadError as err:
+            raise TargetError(f"cannot read the task list: {err}") from None
+        infos.sort(key=lambda t: t.pid)
+        return iter(infos)
+
+    def stack_trace(self, pid: int) -> Sequence[StackFrame]:
+        """Back-chain unwind of task ``pid`` from ``task->thread.ksp``, innermost first.
+
+        :raises KlpError: if there is no such task or its stack cannot be read
+        """
+        for task in self.tasks():
+            if task.pid == pid:
+                break
+        else:
+            raise KlpError(f"no task with pid {pid}")
+        if task.ksp is None or not task.stack:
+            raise KlpError(f"cannot unwind pid {pid}: no saved stack pointer")
+        try:
+            data = self.read(task.stack, task.stack_size)
+        except MemoryReadError as err:
+            raise KlpError(f"cannot unwind pid {pid}: {err}") from None
+        chain = unwind_back_chain(data, task.stack, task.ksp, byteorder=self._byteorder)
+        # ksp is _switch's own frame: nothing it called saved an LR into it,
+        # so its LR slot is stale; the walk starts at __switch_to's frame
+        # (as the kernel's arch_stack_walk output does).
+        return [StackFrame(pc=lr, sp=sp) for sp, lr in chain[1:]]
+
+
+# -- gdb.Value helpers ---------------------------------------------------------------
+
+
+def _find_field(t: Any, name: str) -> tuple[int, Any] | None:
+    """``(byte offset, type)`` of member ``name``, looking into anonymous members."""
+    for f in t.fields():
+        if f.name == name:
+            return f.bitpos // 8, f.type
+        if not f.name and f.type.strip_typedefs().code in (gdb.TYPE_CODE_STRUCT,
+                                                           gdb.TYPE_CODE_UNION):
+            inner = _find_field(f.type.strip_typedefs(), name)
+            if inner is not None:
+                return f.bitpos // 8 + inner[0], inner[1]
+    return None
+
+
+def _ptr(value: Any) -> Any:
+    """A pointer value as an integer-convertible value."""
+    return value.cast(gdb.lookup_type("unsigned long")) if value.type.code == gdb.TYPE_CODE_PTR \
+        else value
+
+
+def _opt_int(value: Any, member: str) -> int | None:
+    """``value.member`` as an int, or ``None`` if the kernel has no such member."""
+    try:
+        return int(_ptr(value[member]))
+    except gdb.error:
+        return None
+
+
+def _array_string(value: Any) -> str:
+    """A ``char[]`` member as text (up to the first NUL)."""
+    data: str = value.string(length=value.type.sizeof, errors="replace")
+    return data.split("\0", 1)[0]

@@ -1,0 +1,307 @@
+"""The gdb front end, run in a real ``gdb-multiarch`` (batch mode) on the fixture dump.
+
+gdb reads ``vmcore.elf`` with the fixture's ``vmlinux.debug`` (zstd debug
+sections: gdb 13 reads them), module memory through the radix page-table
+walker, and must print what the drgn back end prints for the same dump:
+same modules, slots, kinds, targets, TOCs, livepatch frames and corrected
+backtrace.  Bad input ends in a one-line ``gdb.GdbError``, never a Python
+traceback or a gdb crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from klpinspect.commands import run_command
+from klpinspect.drgn.program import open_program
+from klpinspect.drgn.target import DrgnTarget
+
+pytestmark = pytest.mark.dump
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "gdb" / "klpinspect.py"
+GDB = "gdb-multiarch"
+PPC64 = ("-ex", "set architecture powerpc:common64")
+
+# (command, drgn subcommand argv, gdb command line)
+COMMANDS = {
+    "stubs": ["stubs"],
+    "toc": ["toc", "--callsites"],
+    "audit": ["audit"],
+    "lpstack": ["lpstack"],
+    "bt": ["bt", "130"],
+}
+
+
+def gdb_binary() -> str:
+    path = shutil.which(GDB)
+    if path is None:
+        pytest.fail(f"{GDB} is not installed (Debian: apt-get install gdb-multiarch)")
+    return path
+
+
+def run_gdb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run gdb in batch mode with no init files; gdb's Python sees no virtualenv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return subprocess.run(
+        [gdb_binary(), "-batch", "-nx", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def assert_clean(proc: subprocess.CompletedProcess[str]) -> None:
+    """gdb survived and printed no Python traceback."""
+    assert proc.returncode >= 0, f"gdb died by signal {-proc.returncode}"
+    for stream in (proc.stdout, proc.stderr):
+        assert "Traceback" not in stream, stream
+        assert "Python Exception" not in stream, stream
+
+
+def vmcore_args(core: Path, symbols: Path) -> list[str]:
+    return [*PPC64, "-ex", f"file {symbols}", "-ex", f"core-file {core}"]
+
+
+@pytest.fixture(scope="module")
+def gdb_json(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Every command's JSON from one gdb session on vmcore.elf."""
+    out = tmp_path_factory.mktemp("gdb")
+    args = [*vmcore_args(vmcore_elf, vmlinux_debug), "-ex", f"source {SCRIPT}"]
+    for name, argv in COMMANDS.items():
+        line = " ".join(["klp-" + argv[0], *argv[1:], "--format", "json"])
+        args += ["-ex", f"pipe {line} | cat > {out / name}.json"]
+    proc = run_gdb(*args)
+    assert_clean(proc)
+    results = {}
+    for name in COMMANDS:
+        path = out / f"{name}.json"
+        assert path.exists() and path.stat().st_size, proc.stderr
+        results[name] = json.loads(path.read_text())
+    return results
+
+
+@pytest.fixture(scope="module")
+def drgn_json(vmcore_elf: Path, vmlinux_debug: Path) -> dict[str, Any]:
+    prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    target = DrgnTarget(prog, kind)
+    results = {}
+    for name, argv in COMMANDS.items():
+        text, _status = run_command(target, argv[0], [*argv[1:], "--format", "json"])
+        results[name] = json.loads(text)
+    return results
+
+
+def _without_kind(report: dict[str, Any]) -> dict[str, Any]:
+    report = dict(report)
+    report["target"] = {k: v for k, v in report["target"].items() if k != "kind"}
+    return report
+
+
+@pytest.mark.parametrize("name", ["stubs", "toc", "audit", "lpstack"])
+def test_vmcore_same_as_drgn(
+    gdb_json: dict[str, Any], drgn_json: dict[str, Any], name: str
+) -> None:
+    ours, theirs = gdb_json[name], drgn_json[name]
+    assert ours["target"]["kind"] == "gdb"
+    assert _without_kind(ours) == _without_kind(theirs)
+
+
+def test_vmcore_facts(gdb_json: dict[str, Any]) -> None:
+    """Spot checks against the fixture README (what the guest itself printed)."""
+    report = gdb_json["audit"]
+    assert report["target"]["release"] == "6.1.192"
+    assert report["kernel"]["toc"] == "0xc000000000be8000"
+    mods = {m["name"]: m for m in report["modules"]}
+    assert len(mods) == 40
+    assert sum(len(m["stubs"]) for m in mods.values()) == 1917
+    rk_lib = mods["rk_lib"]
+    assert rk_lib["stubs_section"] == "0xc008000000ef0068"
+    assert rk_lib["toc"] == "0xc008000000f18100"
+    assert [s["kind"] for s in rk_lib["stubs"]] == ["normal", "ftrace", "ftrace", "ftrace"]
+    assert rk_lib["stubs"][0]["target_symbol"] == "msleep"
+    assert rk_lib["tramp"]["target_symbol"] == "ftrace_caller"
+    assert rk_lib["tramp_regs"]["target_symbol"] == "ftrace_regs_caller"
+    (task,) = report["tasks"]
+    assert (task["pid"], task["comm"]) == (130, "rk_target")
+    assert [f["lr"] for f in task["frames"]] == ["0xc008000000f401e4", "0xc008000000f900b8"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+
+
+def _frames(report: dict[str, Any], drop_inline: bool) -> list[tuple[Any, ...]]:
+    (task,) = report["tasks"]
+    out = []
+    for e in task["backtrace"]:
+        if drop_inline and "(inlined in" in (e["symbol"] or ""):
+            continue
+        out.append(
+            (e["pc"], e["symbol"], e["corrected"], e["from_frame"], e.get("original_symbol"))
+        )
+    return out
+
+
+def test_bt_same_as_drgn(gdb_json: dict[str, Any], drgn_json: dict[str, Any]) -> None:
+    """gdb's back-chain unwind gives drgn's frames minus the ones drgn adds for inlining."""
+    ours, theirs = gdb_json["bt"], drgn_json["bt"]
+    assert ours["tasks"][0]["frames"] == theirs["tasks"][0]["frames"]
+    assert _frames(ours, False) == _frames(theirs, True)
+    symbols = [f[1] for f in _frames(ours, False)]
+    # the README's /proc/130/stack, with the two livepatch_handler returns corrected
+    assert symbols[0] == "__switch_to+0x280/0x35c"
+    assert "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in symbols
+    assert "rk_target_thread+0x2c/0x5c [rk_target]" in symbols
+    assert symbols[-1] == "ret_from_kernel_thread+0x5c/0x64"
+
+
+def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    proc = run_gdb(
+        *vmcore_args(vmcore_elf, vmlinux_debug),
+        "-ex", f"source {SCRIPT}",
+        "-ex", "help klp-stubs",
+        "-ex", "klp-stubs rk_lib",
+        "-ex", "klp-stubs nosuch",
+        "-ex", "klp-bt",
+        "-ex", "klp-bt pid",
+        "-ex", "klp-bt 99999",
+        "-ex", "klp-toc --bogus",
+        "-ex", "klp-audit --format xml",
+        "-ex", "klp-lpstack 130",
+    )  # fmt: skip
+    assert_clean(proc)
+    out, err = proc.stdout, proc.stderr
+    assert "Decode every used .stubs slot" in out
+    assert "Usage: klp-stubs [--format table|json] [MODULE...]" in out
+    assert "0xc008000000ef0068  normal  0xc0000000001931c0  msleep" in out
+    assert "klp-stubs: no module named 'nosuch'" in err
+    assert "klp-bt: the following arguments are required: PID" in err
+    assert "klp-bt: argument PID: not a pid: 'pid'" in err
+    assert "klp-bt: no task with pid 99999" in err
+    assert "klp-toc: unrecognized arguments: --bogus" in err
+    assert "klp-audit: argument --format: invalid choice: 'xml'" in err
+    assert "rk_target" in out and "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in out
+
+
+def test_no_kernel_loaded() -> None:
+    proc = run_gdb("-ex", f"source {SCRIPT}", "-ex", "klp-audit")
+    assert_clean(proc)
+    assert "klp-audit: no kernel loaded: load vmlinux with debug info first" in proc.stderr
+
+
+def test_no_debug_info(vmlinux: Path) -> None:
+    # the stripped vmlinux has .symtab but no DWARF: no types
+    proc = run_gdb(*PPC64, "-ex", f"file {vmlinux}", "-ex", f"source {SCRIPT}", "-ex", "klp-stubs")
+    assert_clean(proc)
+    assert "klp-stubs: no kernel debug info: 'struct module' is unknown" in proc.stderr
+
+
+def test_no_inferior_then_core(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    """Without a target: a plain message; once the core is opened the same session works."""
+    proc = run_gdb(
+        *PPC64,
+        "-ex", f"file {vmlinux_debug}",
+        "-ex", f"source {SCRIPT}",
+        "-ex", "klp-toc rk_lib",
+        "-ex", f"core-file {vmcore_elf}",
+        "-ex", "klp-toc rk_lib",
+    )  # fmt: skip
+    assert_clean(proc)
+    assert "klp-toc: no target: open a dump with 'core-file VMCORE'" in proc.stderr
+    assert "0xc008000000f18100" in proc.stdout
+
+
+def test_native_x86_program(tmp_path: Path) -> None:
+    """A native program that happens to have a struct module: refused, not misread."""
+    src = tmp_path / "prog.c"
+    src.write_text("struct module { int x; } m;\nint main(void) { return m.x; }\n")
+    exe = tmp_path / "prog"
+    subprocess.run(["gcc", "-g", "-o", str(exe), str(src)], check=True)
+    proc = run_gdb("-ex", f"file {exe}", "-ex", "starti", "-ex", f"source {SCRIPT}",
+                   "-ex", "klp-stubs", "-ex", "kill")  # fmt: skip
+    assert_clean(proc)
+    assert "klp-stubs: not a ppc64 target: gdb architecture is i386:x86-64" in proc.stderr
+
+
+def _truncated_copy(
+    src: Path, dst: Path, size: int, patches: Sequence[tuple[int, bytes]] = ()
+) -> None:
+    """The first ``size`` bytes of memory of the fixture ELF vmcore, PT_LOAD cut to match."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        head = bytearray(fin.read(0x10000))
+        (phoff,) = struct.unpack_from("<Q", head, 0x20)
+        (phnum,) = struct.unpack_from("<H", head, 0x38)
+        for i in range(phnum):
+            ph = phoff + 56 * i
+            if struct.unpack_from("<I", head, ph)[0] == 1:  # PT_LOAD
+                assert struct.unpack_from("<Q", head, ph + 8)[0] == 0x10000
+                struct.pack_into("<QQ", head, ph + 32, size, size)
+        fout.write(head)
+        fout.write(fin.read(size))
+        for offset, data in patches:
+            fout.seek(0x10000 + offset)
+            fout.write(data)
+
+
+def test_module_memory_not_in_dump(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """A dump cut at 64 MiB: kernel data reads, module memory (phys ~100 MiB) does not."""
+    core = tmp_path / "cut.elf"
+    _truncated_copy(vmcore_elf, core, 64 << 20)
+    proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", "p init_uts_ns.name.release", "-ex", "klp-stubs")  # fmt: skip
+    assert_clean(proc)
+    assert '"6.1.192"' in proc.stdout
+    assert "klp-stubs: cannot read the modules list: cannot read" in proc.stderr
+    assert "not in the dump" in proc.stderr
+
+
+def test_hash_mmu_dump_refused(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """The fixture with MMU_FTR_TYPE_RADIX cleared in cur_cpu_spec->mmu_features."""
+    prog, _kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    features = prog["cur_cpu_spec"].mmu_features
+    paddr = int(features.address_) - 0xC000000000000000
+    patched = struct.pack("<I", int(features) & ~0x40)
+    core = tmp_path / "hash.elf"
+    _truncated_copy(vmcore_elf, core, 64 << 20, [(paddr, patched)])
+    proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", "klp-audit")  # fmt: skip
+    assert_clean(proc)
+    assert (
+        "klp-audit: this dump was taken with the hash MMU; module memory cannot be translated"
+        in proc.stderr
+    )
+
+
+def test_auto_load_beside_vmlinux(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """``vmlinux-gdb.py`` symlinked beside vmlinux registers the commands on load.
+
+    gdb looks beside the objfile's real path, so the kernel is a copy here.
+    """
+    shutil.copyfile(vmlinux_debug, tmp_path / "vmlinux")
+    (tmp_path / "vmlinux-gdb.py").symlink_to(REPO / "gdb" / "vmlinux-gdb.py")
+    proc = run_gdb(
+        "-iex", f"add-auto-load-safe-path {tmp_path}",
+        *PPC64,
+        "-ex", f"file {tmp_path / 'vmlinux'}",
+        "-ex", f"core-file {vmcore_elf}",
+        "-ex", "klp-toc rk_lp",
+    )  # fmt: skip
+    assert_clean(proc)
+    assert "0xc008000000fb8000" in proc.stdout, proc.stderr
