@@ -383,17 +383,13 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
         _backtrace_entry(c, symbols, trace[c.index].inline if c.index < len(trace) else None)
         for c in corrected
     ]
-    return Report(
-        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
-        kernel={
-            "toc": hexaddr(kernel.toc),
-            "toc_source": kernel.toc_source,
-            "ftrace_caller": hexaddr(kernel.ftrace_caller),
-            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
-            "livepatch_handler": hexaddr(kernel.livepatch_handler),
-        },
-        tasks=[record],
-        findings=findings,
-        notes=notes,
-        sections=("backtrace", "findings") if findings else ("backtrace",),
+    from .audit import new_report  # audit imports this module lazily too
+
+    report = new_report(
+        target, kernel, ("backtrace", "findings") if findings else ("backtrace",)
     )
+    report.kernel["livepatch_handler"] = hexaddr(kernel.livepatch_handler)
+    report.tasks = [record]
+    report.findings = findings
+    report.notes = notes
+    return report
