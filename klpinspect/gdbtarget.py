@@ -239,8 +239,9 @@ class GdbTarget:
         self._types: dict[str, Any] = {}
         self._kernel: KernelInfo | None = None
         self._symbols: ElfSymbols | None = None
-        self._module_symbols: ElfSymbols | None = None
-        self._owners: list[tuple[int, int, str]] | None = None
+        self._module_symbols: dict[int, ElfSymbols] = {}
+        # [start, end) of module memory -> (name, struct module address)
+        self._owners: list[tuple[int, int, str, int]] | None = None
         self._owner_starts: list[int] = []
         self._radix: RadixPageTables | None = None
         self._radix_error: TargetError | None = None
@@ -294,7 +295,7 @@ class GdbTarget:
         self._mem.clear()
         self._radix = None
         self._owners = None
-        self._module_symbols = None
+        self._module_symbols = {}
 
     def _type(self, name: str) -> Any:
         try:
@@ -476,26 +477,27 @@ class GdbTarget:
             self._symbols = best if best is not None else ElfSymbols([])
         return self._symbols
 
-    def _module_kallsyms(self) -> ElfSymbols:
-        """Every module's kallsyms that name its own memory, as one table.
+    def _module_kallsyms(self, mod_addr: int) -> ElfSymbols:
+        """The kallsyms of the module at ``mod_addr`` that name its own memory.
 
-        A livepatch module also keeps its resolved undefined/klp symbols
-        (type ``u``) pointing elsewhere: only addresses in its own regions count.
+        Read only for modules an address falls in (two bulk reads each).  A
+        livepatch module also keeps its resolved undefined/klp symbols (type
+        ``u``) pointing elsewhere: only addresses in its own regions count.
         """
-        if self._module_symbols is None:
-            entries: list[tuple[int, int, str, int]] = []
-            for mod_addr, mod in self._module_values():
-                try:
-                    regions = self._module_regions(mod)
-                    entries.extend(
-                        e
-                        for e in self._kallsyms_entries(mod_addr, mod)
-                        if any(s <= e[0] < end for s, end in regions)
-                    )
-                except (MemoryReadError, TargetError):
-                    continue  # a module whose kallsyms cannot be read: no names
-            self._module_symbols = ElfSymbols(entries)
-        return self._module_symbols
+        table = self._module_symbols.get(mod_addr)
+        if table is None:
+            mod = self._value(mod_addr, "struct module")
+            try:
+                regions = self._module_regions(mod)
+                entries = [
+                    e
+                    for e in self._kallsyms_entries(mod_addr, mod)
+                    if any(s <= e[0] < end for s, end in regions)
+                ]
+            except (MemoryReadError, TargetError):
+                entries = []  # a module whose kallsyms cannot be read: no names
+            table = self._module_symbols[mod_addr] = ElfSymbols(entries)
+        return table
 
     def _kallsyms_entries(self, mod_addr: int, mod: Any) -> list[tuple[int, int, str, int]]:
         try:
@@ -519,14 +521,14 @@ class GdbTarget:
             strtab = self.read(strtab_addr, len(strtab) + 64)
         return _parse_syms(symtab, strtab, self._byteorder)
 
-    def _module_ranges(self) -> list[tuple[int, int, str]]:
+    def _module_ranges(self) -> list[tuple[int, int, str, int]]:
         if self._owners is None:
             ranges = []
-            for _addr, mod in self._module_values():
+            for mod_addr, mod in self._module_values():
                 name = _array_string(mod["name"])
                 try:
                     for start, end in self._module_regions(mod):
-                        ranges.append((start, end, name))
+                        ranges.append((start, end, name, mod_addr))
                 except (MemoryReadError, TargetError, gdb.error):
                     continue
             ranges.sort()
@@ -534,12 +536,13 @@ class GdbTarget:
             self._owner_starts = [r[0] for r in ranges]
         return self._owners
 
-    def _owner(self, address: int) -> str:
+    def _owner(self, address: int) -> tuple[str, int | None]:
+        """``(module name, struct module address)``, or ``("vmlinux", None)``."""
         ranges = self._module_ranges()
         i = bisect.bisect_right(self._owner_starts, address) - 1
         if i >= 0 and ranges[i][0] <= address < ranges[i][1]:
-            return ranges[i][2]
-        return "vmlinux"
+            return ranges[i][2], ranges[i][3]
+        return "vmlinux", None
 
     def symbolize(self, address: int) -> SymbolInfo | None:
         """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
@@ -549,15 +552,16 @@ class GdbTarget:
         end = elf.address_of("_end")
         table = elf
         hit = elf.lookup(address) if end is None or address < end else None
-        if hit is None:
-            table = self._module_kallsyms()
+        owner, mod_addr = self._owner(address)
+        if hit is None and mod_addr is not None:
+            table = self._module_kallsyms(mod_addr)
             hit = table.lookup(address)
         if hit is None:
             return None
         start, size, name = hit
         if not size:
             size = table.size_to_next(start)
-        return SymbolInfo(name, start, size, self._owner(address))
+        return SymbolInfo(name, start, size, owner)
 
     # --- kernel -----------------------------------------------------------------------
 
