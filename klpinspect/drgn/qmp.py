@@ -22,6 +22,7 @@ Only the standard library talks QMP (:class:`QMPClient`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -183,7 +184,11 @@ class QMPReadStats:
         return QMPReadStats(self.requests, self.round_trips, self.bytes_fetched, self.seconds)
 
 
-def _remove_tree(path: str) -> None:
+def _remove_scratch(fd: int, path: str) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -218,8 +223,11 @@ class QMPPhysicalMemory:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self._dir = tempfile.mkdtemp(prefix="klpinspect-qmp-", dir=base)
-        self._finalizer = weakref.finalize(self, _remove_tree, self._dir)
         self._file = os.path.join(self._dir, "pmem")
+        # QEMU opens the file by name with O_TRUNC for each pmemsave, which
+        # keeps the inode: one descriptor of ours reads every result.
+        self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._finalizer = weakref.finalize(self, _remove_scratch, self._fd, self._dir)
 
     def close(self) -> None:
         """Drop the cache, remove the scratch file and close the QMP connection."""
@@ -240,8 +248,7 @@ class QMPPhysicalMemory:
         t0 = time.perf_counter()
         self.client.execute("pmemsave", {"val": address, "size": size, "filename": self._file})
         try:
-            with open(self._file, "rb") as f:
-                data = f.read(size)
+            data = os.pread(self._fd, size, 0)
         except OSError as e:
             raise TargetError(f"QMP pmemsave wrote no readable file: {e}") from None
         if len(data) != size:
@@ -332,6 +339,21 @@ def find_vmcoreinfo(mem: QMPPhysicalMemory, scan_chunk: int = 32 << 20) -> tuple
     )
 
 
+class _DropOurFailures(logging.Filter):
+    """Drop drgn's warnings that only repeat a :class:`TargetError` of ours.
+
+    When QEMU goes away while drgn enumerates modules during debug-info
+    loading, drgn logs the read error as a warning and goes on; the same
+    error then ends the command with its own one-line message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "TargetError: QEMU guest at" not in record.getMessage()
+
+
+_DROP_OUR_FAILURES = _DropOurFailures()
+
+
 def _guest_little_endian(client: QMPClient) -> bool | None:
     """Whether CPU 0 runs little-endian (MSR_LE), or None if QEMU does not say."""
     out = client.hmp("info registers")
@@ -404,6 +426,7 @@ def open_qmp(
         # over its catch-all page-table segment, so linear-map reads skip the walk.
         prog.add_memory_segment(PAGE_OFFSET, mem.size, mem._read_linear, False)
         prog.cache[_CACHE_KEY] = mem
+        logging.getLogger("drgn").addFilter(_DROP_OUR_FAILURES)  # idempotent
     except BaseException:
         client.close()
         raise

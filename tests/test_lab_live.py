@@ -1,0 +1,397 @@
+"""Live tests: a real ppc64le guest under QEMU, read over QMP, compared with its dump.
+
+One guest of the fixture's 6.1 livepatch kernel is booted per test session
+(25-45 s under TCG) by the lab (``tests/lab/lab.py``); it is killed by its
+own pid at the end.  Against it: ``klpinspect --qemu`` (the CLI, a
+subprocess), the ``%klp-stubs`` drgn command on a program from ``open_qmp``,
+the gdbstub, and a ``dump-guest-memory`` dump of the same guest taken in the
+same run, which must give the same modules, stub slots, kinds and targets.
+Bad input: no socket, a QEMU that is not ppc64, a ppc64 QEMU with no kernel,
+a guest that goes away in the middle of an audit.
+
+Needs ``qemu-system-ppc64`` (Debian ``qemu-system-ppc``; ``tests/lab/deps.sh``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import drgn
+import pytest
+
+from klpinspect.drgn.qmp import QMPClient, QMPPhysicalMemory, open_qmp, qmp_read_stats
+from klpinspect.errors import TargetError
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_DIR = REPO / "tests" / "lab"
+CLI_TIMEOUT = 300
+
+
+def _load_lab() -> ModuleType:
+    sys.path.insert(0, str(LAB_DIR))
+    spec = importlib.util.spec_from_file_location("lab", LAB_DIR / "lab.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["lab"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+lab = _load_lab()
+
+
+def klpinspect(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "klpinspect.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The fixture kernel, booted and ready (``RK-READY``)."""
+    g = lab.Guest(lab.fixture_kernel(), tmp_path_factory.mktemp("guest"))
+    with g:
+        g.wait_ready(timeout=300)
+        yield g
+    assert not g.alive()
+
+
+@pytest.fixture(scope="session")
+def guest_facts(guest: Any) -> dict[str, dict[str, str]]:
+    """``RK-FACT module`` lines of this boot: {name: {".text": ..., ".toc": ..., ...}}."""
+    mods: dict[str, dict[str, str]] = {}
+    for line in guest.facts():
+        words = line.split()
+        if words[0] == "module":
+            mods[words[1]] = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+    assert len(mods) == 40
+    return mods
+
+
+@pytest.fixture(scope="session")
+def live_audit(guest: Any, vmlinux_debug: Path) -> dict[str, Any]:
+    r = klpinspect("--qemu", guest.qmp_path, "-s", str(vmlinux_debug), "--format", "json", "audit")
+    assert r.returncode == 0, r.stderr
+    report: dict[str, Any] = json.loads(r.stdout)
+    return report
+
+
+@pytest.fixture(scope="session")
+def guest_dump(guest: Any, live_audit: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Path]:
+    """A fixed-up ``dump-guest-memory`` vmcore of the guest, taken after the live audit."""
+    path = tmp_path_factory.mktemp("dump") / "vmcore.elf"
+    result = guest.dump(path)
+    assert result.fixup is not None and result.fixup.vmcoreinfo_added
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def _slots(report: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between two audits of one kernel: per module its TOC,
+    ``.stubs`` address, every slot (index, address, kind, target, symbol),
+    both trampolines; the tasks with a livepatch stack; the finding codes."""
+    mods = {}
+    for m in report["modules"]:
+        stubs = [
+            (s["index"], s["address"], s["kind"], s.get("target"), s.get("target_symbol"))
+            for s in m.get("stubs", [])
+        ]
+        tramps = tuple(
+            (t["address"], t["kind"], t.get("target")) if t else None
+            for t in (m.get("tramp"), m.get("tramp_regs"))
+        )
+        mods[m["name"]] = (m.get("toc"), m.get("stubs_section"), stubs, tramps)
+    tasks = {
+        t["pid"]: (t["comm"], [(f["r2"], f["lr"], f["magic_ok"]) for f in t["frames"]])
+        for t in report["tasks"]
+    }
+    codes = sorted((f["code"], f.get("module") or "") for f in report["findings"])
+    return {"kernel": report["kernel"], "modules": mods, "tasks": tasks, "codes": codes}
+
+
+# ---- the guest and the CLI over QMP
+
+
+def test_guest_is_up(guest: Any) -> None:
+    assert guest.alive()
+    assert os.path.exists(guest.qmp_path)
+    assert "RK-FACT kernel 6.1.192" in guest.console_text()
+    assert guest.boot_seconds is not None and guest.boot_seconds < 300
+    # the exact command line of the fixture, plus host-side files and ports only
+    fixture = shlex.split((lab.fixture_dir() / "qemu-cmdline.txt").read_text())
+    host = {"-serial", "-qmp", "-pidfile", "-gdb", "-daemonize"}
+    kept = [a for i, a in enumerate(fixture) if a not in host and fixture[i - 1] not in host]
+    assert guest.argv()[: len(kept)] == kept
+    assert {"-M", "pseries", "-cpu", "power9", "-m", "512M", "-smp", "2"} <= set(kept)
+
+
+def test_qemu_audit_reads_this_boot(live_audit: dict[str, Any], guest_facts: dict[str, Any]
+                                    ) -> None:
+    assert live_audit["target"]["kind"] == "qemu"
+    assert live_audit["target"]["release"] == "6.1.192"
+    assert live_audit["findings"] == []
+    names = [m["name"] for m in live_audit["modules"]]
+    assert sorted(names) == sorted(guest_facts)
+    total = 0
+    for m in live_audit["modules"]:
+        fact = guest_facts[m["name"]]
+        assert m["stubs_section"] == fact[".stubs"], m["name"]
+        toc = (int(fact[".toc"], 16) & ~0xFF) + 0x8000
+        assert int(m["toc"], 16) == toc, m["name"]
+        assert m["tramp"]["target_symbol"] == "ftrace_caller"
+        assert m["tramp_regs"]["target_symbol"] == "ftrace_regs_caller"
+        total += sum(1 for s in m["stubs"] if s["kind"] != "empty")
+    assert total == 1917  # as in the fixture dump: the same modules, the same slots
+    (task,) = live_audit["tasks"]
+    assert task["comm"] == "rk_target" and len(task["frames"]) == 2
+
+
+def test_qemu_audit_equals_dump_audit(live_audit: dict[str, Any], guest_dump: Path,
+                                      vmlinux_debug: Path) -> None:
+    r = klpinspect("-c", str(guest_dump), "-s", str(vmlinux_debug), "--format", "json", "audit")
+    assert r.returncode == 0, r.stderr
+    dump_audit = json.loads(r.stdout)
+    assert dump_audit["target"]["kind"] == "vmcore"
+    live, dump = _slots(live_audit), _slots(dump_audit)
+    assert live["kernel"] == dump["kernel"]
+    assert live["modules"].keys() == dump["modules"].keys()
+    for name in live["modules"]:
+        assert live["modules"][name] == dump["modules"][name], name
+    assert live["tasks"] == dump["tasks"]
+    assert live["codes"] == dump["codes"]
+
+
+def test_module_memory_equal_live_and_dump(guest: Any, guest_dump: Path,
+                                           vmlinux_debug: Path) -> None:
+    from drgn.helpers.linux.module import for_each_module
+
+    live = open_qmp(guest.qmp_path)
+    live.load_debug_info([str(vmlinux_debug)])
+    dump = drgn.program_from_core_dump(str(guest_dump))
+    dump.load_debug_info([str(vmlinux_debug)])
+    assert live["init_uts_ns"].name.release.string_() == b"6.1.192"
+    live_mods = {m.name.string_(): m for m in for_each_module(live)}
+    dump_mods = {m.name.string_(): m for m in for_each_module(dump)}
+    assert live_mods.keys() == dump_mods.keys() and len(live_mods) == 40
+    stats = qmp_read_stats(live)
+    assert stats is not None
+    before = stats.copy()
+    for name, m in live_mods.items():
+        base, size = m.core_layout.base.value_(), m.core_layout.text_size.value_()
+        assert base == dump_mods[name].core_layout.base.value_()
+        assert live.read(base, size) == dump.read(base, size), name
+    fetched = stats.round_trips - before.round_trips
+    assert 0 < fetched <= 2 * len(live_mods) + 100  # cached and batched, not per read
+    live.cache["klpinspect.qmp"].close()
+
+
+def test_drgn_klp_stubs_command_over_qmp(guest: Any, vmlinux_debug: Path) -> None:
+    import drgn.commands
+
+    import klpinspect.drgn.commands  # noqa: F401  (registers %klp-*)
+
+    prog = open_qmp(guest.qmp_path)
+    try:
+        prog.load_debug_info([str(vmlinux_debug)])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            drgn.commands.run_command(prog, "klp-stubs rk_lp")
+        text = out.getvalue()
+        assert "rk_lib_sleep" in text and "ftrace_caller" in text, text
+    finally:
+        prog.cache["klpinspect.qmp"].close()
+
+
+class _RSP:
+    """Just enough of the gdb remote protocol: send a packet, read a reply."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def ask(self, payload: str, stop_reply: bool = False) -> str:
+        self.sock.sendall(f"${payload}#{sum(payload.encode()) & 0xFF:02x}".encode())
+        while True:
+            m = re.search(rb"\$([^#]*)#[0-9a-fA-F]{2}", self.buf)
+            if m is None:
+                chunk = self.sock.recv(65536)
+                assert chunk, "gdbstub closed the connection"
+                self.buf += chunk
+                continue
+            self.buf = self.buf[m.end() :]
+            self.sock.sendall(b"+")
+            reply = m.group(1).decode()
+            if not stop_reply and reply[:1] in ("T", "S"):
+                continue  # a stop notice (QEMU sends one when gdb attaches)
+            # run-length encoding: "X*n" repeats X (ord(n) - 29) more times
+            return re.sub(r"(.)\*(.)", lambda r: r.group(1) * (ord(r.group(2)) - 28), reply)
+
+
+def test_gdbstub_reads_what_qmp_reads(guest: Any, vmlinux_debug: Path) -> None:
+    assert guest.gdb_address and guest.gdb_address.startswith("127.0.0.1:")
+    from elftools.elf.elffile import ELFFile
+
+    from elftools.elf.sections import SymbolTableSection
+
+    with open(vmlinux_debug, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection)
+        (sym,) = symtab.get_symbol_by_name("init_uts_ns")
+        addr = sym["st_value"]
+    host, port = guest.gdb_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        rsp = _RSP(s)
+        assert rsp.ask("?", stop_reply=True).startswith("T")
+        data = bytes.fromhex(rsp.ask(f"m{addr:x},{200:x}"))
+        assert rsp.ask("D") == "OK"  # detach: the guest runs on
+    assert b"6.1.192" in data
+    with QMPClient(guest.qmp_path) as q:
+        mem = QMPPhysicalMemory(q, 512 << 20)
+        assert mem.read(addr - 0xC000000000000000, 200) == data
+        mem.close()
+
+
+# ---- bad input: one-line error, exit 2, nothing left running
+
+
+def _one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_qemu_socket_missing(tmp_path: Path, vmlinux_debug: Path) -> None:
+    r = klpinspect("--qemu", str(tmp_path / "nope.sock"), "-s", str(vmlinux_debug), "audit")
+    _one_line_error(r, "nope.sock", "no such file")
+
+
+@contextlib.contextmanager
+def _bare_qemu(tmp_path: Path, *argv: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A QEMU with no guest running (-S), QMP only; killed by its pid afterwards."""
+    sock = str(tmp_path / "bare.sock")
+    p = subprocess.Popen(
+        [*argv, "-S", "-nodefaults", "-display", "none",
+         "-qmp", f"unix:{sock},server=on,wait=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if os.path.exists(sock) or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert p.poll() is None and os.path.exists(sock), "QEMU did not start"
+        yield sock, p
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def test_qemu_not_ppc64(tmp_path: Path, vmlinux_debug: Path) -> None:
+    with _bare_qemu(tmp_path, "qemu-system-ppc", "-M", "none") as (sock, _p):
+        r = klpinspect("--qemu", sock, "-s", str(vmlinux_debug), "audit", timeout=60)
+    _one_line_error(r, "not ppc64")
+
+
+def test_qemu_without_kernel(tmp_path: Path, vmlinux_debug: Path) -> None:
+    with _bare_qemu(tmp_path, "qemu-system-ppc64", "-M", "pseries", "-m", "512M") as (sock, _p):
+        r = klpinspect("--qemu", sock, "-s", str(vmlinux_debug), "audit", timeout=60)
+    _one_line_error(r, "VMCOREINFO")
+
+
+def test_guest_killed_mid_read(tmp_path: Path) -> None:
+    with _bare_qemu(tmp_path, "qemu-system-ppc64", "-M", "pseries", "-m", "512M") as (sock, p):
+        client = QMPClient(sock, timeout=10)
+        mem = QMPPhysicalMemory(client, 512 << 20)
+        assert mem.read(0, 64) is not None
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        t0 = time.monotonic()
+        with pytest.raises(TargetError, match="went away"):
+            mem.read(1 << 20, 64)
+        assert time.monotonic() - t0 < 5
+        mem.close()
+
+
+class _CuttingProxy:
+    """A QMP proxy that closes both sides after *limit* ``pmemsave`` commands,
+    as if QEMU died in the middle of an audit."""
+
+    def __init__(self, upstream: str, path: str, limit: int) -> None:
+        self.upstream, self.path, self.limit = upstream, path, limit
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        client, _ = self.server.accept()
+        up = socket.socket(socket.AF_UNIX)
+        up.connect(self.upstream)
+        seen = 0
+
+        def pump_up() -> None:
+            try:
+                while data := up.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=pump_up, daemon=True).start()
+        try:
+            buf = b""
+            while data := client.recv(65536):
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if b'"pmemsave"' in line:
+                        seen += 1
+                        if seen > self.limit:
+                            raise ConnectionAbortedError
+                    up.sendall(line + b"\n")
+        except OSError:
+            pass
+        finally:
+            for s in (client, up):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self.server.close()
+
+
+@pytest.mark.parametrize("cut_after", [60, 150], ids=["loading-debug-info", "auditing"])
+def test_guest_dies_mid_audit(guest: Any, live_audit: dict[str, Any], tmp_path: Path,
+                              vmlinux_debug: Path, cut_after: int) -> None:
+    # opening takes ~100 pmemsave round trips, the audit ~115 more (bench_live.py)
+    proxy = _CuttingProxy(guest.qmp_path, str(tmp_path / "cut.sock"), limit=cut_after)
+    r = klpinspect("--qemu", proxy.path, "-s", str(vmlinux_debug), "audit", timeout=120)
+    proxy.thread.join(timeout=10)
+    _one_line_error(r, "went away")
+    assert guest.alive()  # only the connection was cut
