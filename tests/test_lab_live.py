@@ -254,13 +254,12 @@ class _RSP:
 def test_gdbstub_reads_what_qmp_reads(guest: Any, vmlinux_debug: Path) -> None:
     assert guest.gdb_address and guest.gdb_address.startswith("127.0.0.1:")
     from elftools.elf.elffile import ELFFile
-
     from elftools.elf.sections import SymbolTableSection
 
     with open(vmlinux_debug, "rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         assert isinstance(symtab, SymbolTableSection)
-        (sym,) = symtab.get_symbol_by_name("init_uts_ns")
+        (sym,) = symtab.get_symbol_by_name("init_uts_ns") or ()
         addr = sym["st_value"]
     host, port = guest.gdb_address.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
