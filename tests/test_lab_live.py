@@ -259,8 +259,9 @@ def test_gdbstub_reads_what_qmp_reads(guest: Any, vmlinux_debug: Path) -> None:
     with open(vmlinux_debug, "rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         assert isinstance(symtab, SymbolTableSection)
-        (sym,) = symtab.get_symbol_by_name("init_uts_ns") or ()
-        addr = sym["st_value"]
+        syms = symtab.get_symbol_by_name("init_uts_ns")
+        assert syms is not None and len(syms) == 1
+        addr = syms[0]["st_value"]
     host, port = guest.gdb_address.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
         rsp = _RSP(s)
