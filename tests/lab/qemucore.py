@@ -210,6 +210,27 @@ def _copy_range(src: object, dst: object, offset: int, size: int) -> None:
     os.lseek(fout, out_off, os.SEEK_SET)
 
 
+def _write_core(
+    f: object,
+    tmp: Path,
+    eh: list[int | bytes],
+    newph: list[list[int]],
+    notes: bytearray,
+    loads: list[list[int]],
+) -> None:
+    with open(tmp, "wb") as o:
+        o.write(struct.pack("<" + _EHDR, *eh))
+        for q in newph:
+            o.write(struct.pack("<" + _PHDR, *q))
+        o.write(notes)
+        for p, q in zip(loads, newph[1:], strict=True):
+            o.write(b"\0" * (q[2] - o.tell()))
+            o.flush()
+            _copy_range(f, o, p[2], p[5])
+        end = newph[-1][2] + newph[-1][5]
+        o.truncate(end)
+
+
 def fixup_qemu_core(
     src: Path | str,
     dst: Path | str,
@@ -278,17 +299,11 @@ def fixup_qemu_core(
         eh[5], eh[6], eh[8], eh[9], eh[10] = _EHDR_SIZE, 0, _EHDR_SIZE, _PHDR_SIZE, len(newph)
         eh[11], eh[12], eh[13] = 0, 0, 0
         tmp = dst.with_name(dst.name + ".part")
-        with open(tmp, "wb") as o:
-            o.write(struct.pack("<" + _EHDR, *eh))
-            for q in newph:
-                o.write(struct.pack("<" + _PHDR, *q))
-            o.write(notes)
-            for p, q in zip(loads, newph[1:], strict=True):
-                o.write(b"\0" * (q[2] - o.tell()))
-                o.flush()
-                _copy_range(f, o, p[2], p[5])
-            end = newph[-1][2] + newph[-1][5]
-            o.truncate(end)
+        try:
+            _write_core(f, tmp, eh, newph, notes, loads)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(dst)
     return CoreFixup(
         output=dst,
