@@ -249,6 +249,8 @@ class GdbTarget:
         self._mem = _ChunkCache(self._raw_read)
         #: raw ``read_memory`` calls (module memory on a core: translated reads)
         self.reads = 0
+        #: bytes those calls asked for
+        self.bytes_read = 0
         #: physical (linear-map) reads made by the page-table walker
         self.phys_reads = 0
         self._check()
@@ -322,6 +324,7 @@ class GdbTarget:
 
     def _raw_read(self, address: int, size: int) -> bytes:
         self.reads += 1
+        self.bytes_read += size
         if self._is_core() and not is_linear_map(address) and self._radix_ok():
             return self._translated_read(address, size)
         try:

@@ -10,13 +10,16 @@ traceback or a gdb crash.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import struct
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -305,3 +308,55 @@ def test_auto_load_beside_vmlinux(
     )  # fmt: skip
     assert_clean(proc)
     assert "0xc008000000fb8000" in proc.stdout, proc.stderr
+
+
+# -- live: the lab guest's gdbstub ------------------------------------------------
+
+
+def _load_lab() -> ModuleType:
+    lab_dir = REPO / "tests" / "lab"
+    sys.path.insert(0, str(lab_dir))
+    spec = importlib.util.spec_from_file_location("lab", lab_dir / "lab.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["lab"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.lab
+def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> None:
+    """``target remote`` to the fixture kernel booted in QEMU, then drgn on its dump.
+
+    The guest is stopped while gdb is attached; the modules and the parked
+    task's livepatch stack do not change between gdb's detach and the dump.
+    """
+    lab = _load_lab()
+    out = tmp_path / "out"
+    out.mkdir()
+    with lab.Guest(lab.fixture_kernel(), tmp_path / "guest") as guest:
+        guest.wait_ready(timeout=300)
+        args = [*PPC64, "-ex", f"file {vmlinux_debug}",
+                "-ex", f"target remote {guest.gdb_address}", "-ex", f"source {SCRIPT}"]  # fmt: skip
+        for name in ("stubs", "lpstack"):
+            args += ["-ex", f"pipe klp-{name} --format json | cat > {out / name}.json"]
+        # the parked kthread's pid differs between boots: bt the one lpstack found
+        args += ["-ex", "python import json; "
+                 f"pid = json.load(open('{out / 'lpstack.json'}'))['tasks'][0]['pid']; "
+                 f"gdb.execute(f'pipe klp-bt {{pid}} --format json | cat > {out / 'bt.json'}')",
+                 "-ex", "detach"]  # fmt: skip
+        proc = run_gdb(*args)
+        assert_clean(proc)
+        dump = guest.dump(tmp_path / "vmcore.elf").path
+    ours = {n: json.loads((out / f"{n}.json").read_text()) for n in ("stubs", "lpstack", "bt")}
+    prog, kind = open_program(core=str(dump), symbols=[str(vmlinux_debug)])
+    target = DrgnTarget(prog, kind)
+    pid = ours["lpstack"]["tasks"][0]["pid"]
+    theirs = {
+        n: json.loads(run_command(target, n, [*argv, "--format", "json"])[0])
+        for n, argv in (("stubs", []), ("lpstack", []), ("bt", [str(pid)]))
+    }
+    assert len(ours["stubs"]["modules"]) == 40
+    for name in ("stubs", "lpstack"):
+        assert _without_kind(ours[name]) == _without_kind(theirs[name]), name
+    assert _frames(ours["bt"], False) == _frames(theirs["bt"], True)
