@@ -182,6 +182,8 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
         "-ex", "klp-toc --bogus",
         "-ex", "klp-audit --format xml",
         "-ex", "klp-lpstack 130",
+        "-ex", "klp-stubs --help",
+        "-ex", "python import sys; print('drgn imported:', 'drgn' in sys.modules)",
     )  # fmt: skip
     assert_clean(proc)
     out, err = proc.stdout, proc.stderr
@@ -195,6 +197,9 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
     assert "klp-toc: unrecognized arguments: --bogus" in err
     assert "klp-audit: argument --format: invalid choice: 'xml'" in err
     assert "rk_target" in out and "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in out
+    assert "usage: klp-stubs [-h] [--format {table,json}] [MODULE ...]" in out
+    # gdb does not need drgn, and the commands never load it
+    assert "drgn imported: False" in out
 
 
 def test_no_kernel_loaded() -> None:
