@@ -3,7 +3,7 @@
 #
 #   tests/lab/deps.sh            the fixture kernel lab: qemu-system-ppc
 #   tests/lab/deps.sh --stock    + what the stock Debian kernel lab needs on the
-#                                host (cpio, kmod for depmod/modprobe, and the
+#                                host (kmod for depmod/modprobe, perl for kdump, and the
 #                                ppc64el architecture, so that stock.py can
 #                                `apt-get download` linux-image-*-powerpc64le
 #                                (+ -dbg), busybox-static, kexec-tools and
@@ -27,7 +27,7 @@ done
 
 pkgs=(qemu-system-ppc)
 if [ $stock = 1 ]; then
-  pkgs+=(cpio kmod gzip xz-utils perl)
+  pkgs+=(kmod perl)
 fi
 
 missing=()
@@ -63,9 +63,14 @@ if [ $need_arch = 1 ]; then
   $SUDO dpkg --add-architecture ppc64el
 fi
 echo "+ apt-get update"
-$SUDO apt-get update -q >/dev/null
+# a mirror that is mid-sync fails some index files: go on with the others
+$SUDO apt-get update -q >/dev/null 2>&1 || echo "deps.sh: apt-get update had errors; installing anyway"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "+ apt-get install ${missing[*]}"
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
 fi
 echo "lab deps: installed (${pkgs[*]})"

@@ -49,6 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+if __name__ == "__main__":  # one module object, whether run or imported (stock.py)
+    sys.modules.setdefault("lab", sys.modules["__main__"])
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
@@ -157,7 +160,8 @@ def kernel_spec(name: str) -> KernelSpec:
     if name == "stock":
         import stock
 
-        return stock.stock_kernel()
+        spec: KernelSpec = stock.stock_kernel()
+        return spec
     raise LabError(f"unknown kernel {name!r} (fixture or stock)")
 
 
