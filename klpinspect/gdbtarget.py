@@ -245,6 +245,7 @@ class GdbTarget:
         self._owner_starts: list[int] = []
         self._radix: RadixPageTables | None = None
         self._radix_error: TargetError | None = None
+        self._physical_core: bool | None = None
         self._byteorder: Literal["little", "big"] = "little"
         self._mem = _ChunkCache(self._raw_read)
         #: raw ``read_memory`` calls (module memory on a core: translated reads)
@@ -322,29 +323,65 @@ class GdbTarget:
 
     # --- memory -------------------------------------------------------------------
 
+    def _core_maps_physical(self) -> bool:
+        """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).
+
+        QEMU's ``dump-guest-memory`` (``paging`` false) writes them so; the
+        kernel's ``/proc/vmcore`` and the lab's fix-up put the linear map
+        there.  gdb would read kernel addresses from the vmlinux file instead
+        (zeros for .data/.bss of a debug file), so linear-map reads go to
+        ``vaddr - PAGE_OFFSET`` themselves.
+        """
+        if self._physical_core is None:
+            ranges = []
+            text = gdb.execute("info target", to_string=True)
+            in_core = False
+            for line in text.splitlines():
+                if line.startswith("Local core dump file"):
+                    in_core = True
+                elif line and not line[0].isspace():
+                    in_core = False
+                elif in_core and " is " in line and line.strip().startswith("0x"):
+                    start, _sep, rest = line.strip().partition(" - ")
+                    ranges.append((int(start, 16), int(rest.split()[0], 16)))
+            self._physical_core = bool(ranges) and all(
+                end <= LINEAR_MAP_BASE for _start, end in ranges
+            )
+        return self._physical_core
+
+    def _gdb_read(self, address: int, size: int) -> bytes:
+        try:
+            return bytes(gdb.selected_inferior().read_memory(address, size))
+        except (gdb.MemoryError, gdb.error, OverflowError, ValueError) as err:
+            raise MemoryReadError(address, size, _gdb_error_text(err)) from None
+
     def _raw_read(self, address: int, size: int) -> bytes:
         self.reads += 1
         self.bytes_read += size
-        if self._is_core() and not is_linear_map(address) and self._radix_ok():
+        if not self._is_core():
+            return self._gdb_read(address, size)
+        if is_linear_map(address):
+            if self._core_maps_physical():
+                try:
+                    return self._gdb_read(address - LINEAR_MAP_BASE, size)
+                except MemoryReadError as err:
+                    raise MemoryReadError(address, size, err.reason) from None
+            return self._gdb_read(address, size)
+        if self._radix_ok():
             return self._translated_read(address, size)
         try:
-            return bytes(gdb.selected_inferior().read_memory(address, size))
-        except gdb.MemoryError as err:
-            if self._is_core() and not is_linear_map(address):
-                return self._translated_read(address, size)
-            raise MemoryReadError(address, size, _gdb_error_text(err)) from None
-        except (gdb.error, OverflowError, ValueError) as err:
-            raise MemoryReadError(address, size, _gdb_error_text(err)) from None
+            return self._gdb_read(address, size)
+        except MemoryReadError:
+            # vmalloc/module memory: no PT_LOAD maps it; walk the page tables.
+            return self._translated_read(address, size)
 
     def _radix_ok(self) -> bool:
         return self._radix is not None
 
     def _read_phys(self, paddr: int, size: int) -> bytes:
         self.phys_reads += 1
-        try:
-            return bytes(gdb.selected_inferior().read_memory(LINEAR_MAP_BASE + paddr, size))
-        except (gdb.MemoryError, gdb.error, OverflowError) as err:
-            raise MemoryReadError(paddr, size, _gdb_error_text(err)) from None
+        base = 0 if self._core_maps_physical() else LINEAR_MAP_BASE
+        return self._gdb_read(base + paddr, size)
 
     def _page_tables(self) -> RadixPageTables:
         """The radix walker for module memory in a core file, built once."""
