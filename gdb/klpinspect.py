@@ -49,7 +49,7 @@ from klpinspect.errors import KlpError  # noqa: E402
 
 # One target per session; dropped when gdb loads or unloads an objfile (new
 # kernel or symbols: types may have changed) or the inferior goes away.
-_STATE: dict[str, Any] = {"target": None}
+_STATE: dict[str, Any] = {"target": None, "connection": None}
 
 
 def _drop_target(*_args: object) -> None:
@@ -62,12 +62,21 @@ def _forget_memory(*_args: object) -> None:
         target.clear_memory_cache()
 
 
+def _connection_key() -> tuple[int, str] | None:
+    conn = gdb.selected_inferior().connection
+    return None if conn is None else (conn.num, conn.type)
+
+
 def _target() -> Any:
     from klpinspect.gdbtarget import GdbTarget
 
     target = _STATE["target"]
-    if target is None:
-        target = _STATE["target"] = GdbTarget()
+    key = _connection_key()
+    if target is None or key != _STATE["connection"]:
+        # First use, or another core file / remote target since the last command.
+        _STATE["target"] = None
+        target = GdbTarget()
+        _STATE["target"], _STATE["connection"] = target, key
     elif target.live:
         # A live target may have run since the last command.
         target.clear_memory_cache()
@@ -158,6 +167,7 @@ for _event, _handler in (
     ("clear_objfiles", _drop_target),
     ("inferior_deleted", _drop_target),
     ("exited", _drop_target),
+    ("connection_removed", _drop_target),
     ("cont", _forget_memory),
     ("memory_changed", _forget_memory),
 ):

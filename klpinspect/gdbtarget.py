@@ -314,13 +314,6 @@ class GdbTarget:
         self._types[name] = t
         return t
 
-    def _has_type(self, name: str) -> bool:
-        try:
-            self._type(name)
-            return True
-        except TargetError:
-            return False
-
     # --- memory -------------------------------------------------------------------
 
     def _core_maps_physical(self) -> bool:
@@ -398,7 +391,7 @@ class GdbTarget:
                 self._symbol_address_required("init_mm") + self._offsetof("struct mm_struct", "pgd")
             )
             geometry = radix_geometry(1 << self._page_shift())
-            self._radix = RadixPageTables.from_pgd_vaddr(self._read_phys_checked, pgd, geometry)
+            self._radix = RadixPageTables.from_pgd_vaddr(self._read_phys, pgd, geometry)
         except TargetError as err:
             self._radix_error = err
             raise
@@ -406,9 +399,6 @@ class GdbTarget:
             self._radix_error = TargetError(f"cannot walk the kernel page tables: {err}")
             raise self._radix_error from None
         return self._radix
-
-    def _read_phys_checked(self, paddr: int, size: int) -> bytes:
-        return self._read_phys(paddr, size)
 
     def _page_shift(self) -> int:
         """``mmu_psize_defs[mmu_virtual_psize].shift`` (PAGE_SHIFT), 16 if unknown."""

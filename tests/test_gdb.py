@@ -124,7 +124,11 @@ def test_vmcore_same_as_drgn(
 
 
 def test_qemu_raw_dump_same_as_fixed_up(
-    gdb_json: dict[str, Any], vmcore_qemu_elf: Path, vmlinux_debug: Path, tmp_path: Path
+    gdb_json: dict[str, Any],
+    vmcore_elf: Path,
+    vmcore_qemu_elf: Path,
+    vmlinux_debug: Path,
+    tmp_path: Path,
 ) -> None:
     """QEMU's own dump (big-endian headers, PT_LOAD at physical 0, no VMCOREINFO).
 
@@ -132,7 +136,9 @@ def test_qemu_raw_dump_same_as_fixed_up(
     (gdb itself would read zeros from vmlinux.debug's NOBITS .data there).
     """
     out = tmp_path / "audit.json"
-    proc = run_gdb(*vmcore_args(vmcore_qemu_elf, vmlinux_debug), "-ex", f"source {SCRIPT}",
+    # first the fixed-up dump in the same session: the target must not be reused
+    proc = run_gdb(*vmcore_args(vmcore_elf, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", "klp-toc rk_lib", "-ex", f"core-file {vmcore_qemu_elf}",
                    "-ex", f"pipe klp-audit --format json | cat > {out}")  # fmt: skip
     assert_clean(proc)
     assert out.stat().st_size, proc.stderr
