@@ -968,10 +968,33 @@ class GdbTarget:
         # ksp is _switch's own frame: nothing it called saved an LR into it,
         # so its LR slot is stale; the walk starts at __switch_to's frame
         # (as the kernel's arch_stack_walk output does).
-        return [StackFrame(pc=lr, sp=sp) for sp, lr in chain[1:]]
+        frames: list[StackFrame] = []
+        for sp, lr in chain[1:]:
+            frames.extend(StackFrame(pc=lr, sp=sp, inline=name) for name in _inlined_at(lr))
+            frames.append(StackFrame(pc=lr, sp=sp))
+        return frames
 
 
 # -- gdb.Value helpers ---------------------------------------------------------------
+
+
+def _inlined_at(return_address: int) -> list[str]:
+    """Functions inlined at the call before ``return_address``, innermost first.
+
+    From the DWARF lexical blocks gdb keeps (vmlinux only): drgn lists each
+    as a frame of its own, and so do we.  The call instruction is the one
+    before the return address, hence ``- 4``.
+    """
+    try:
+        block = gdb.block_for_pc(return_address - 4)
+    except (RuntimeError, gdb.error):
+        return []
+    names: list[str] = []
+    while block is not None and not block.is_global and not block.is_static:
+        if block.function is not None:
+            names.append(block.function.name)
+        block = block.superblock
+    return names[:-1]  # the last one is the function the frame belongs to
 
 
 def _find_field(t: Any, name: str) -> tuple[int, Any] | None:
