@@ -44,8 +44,22 @@ def _import_klpinspect() -> None:
 
 _import_klpinspect()
 
-from klpinspect.commands import COMMANDS, make_command_parser, run_parsed  # noqa: E402
-from klpinspect.errors import KlpError  # noqa: E402
+# A missing dependency (tabulate) must not print a traceback at 'source'
+# time: say it once, and again from every command.
+_IMPORT_ERROR: str | None = None
+try:
+    from klpinspect.commands import COMMANDS, make_command_parser, run_parsed
+    from klpinspect.errors import KlpError
+except ImportError as _err:
+    _IMPORT_ERROR = (
+        f"cannot import klpinspect: {_err} (gdb's Python {sys.version.split()[0]}, "
+        f"{sys.prefix}; see gdb/README.md: install it for that Python or set PYTHONPATH)"
+    )
+    gdb.write(f"klpinspect: {_IMPORT_ERROR}\n", gdb.STDERR)
+    COMMANDS = {"stubs": "", "toc": "", "lpstack": "", "bt": "", "audit": ""}
+
+    class KlpError(Exception):  # type: ignore[no-redef]
+        """Stand-in: nothing raises it without the package."""
 
 # One target per session; dropped when gdb loads or unloads an objfile (new
 # kernel or symbols: types may have changed) or the inferior goes away.
@@ -92,6 +106,8 @@ class _KlpCommand(gdb.Command):  # type: ignore[misc]
     def invoke(self, argument: str, from_tty: bool) -> None:
         name = f"klp-{self.sub}"
         self.dont_repeat()
+        if _IMPORT_ERROR is not None:
+            raise gdb.GdbError(f"{name}: {_IMPORT_ERROR}")
         try:
             argv = gdb.string_to_argv(argument)
             parser = make_command_parser(self.sub, name)

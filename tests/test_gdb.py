@@ -52,9 +52,13 @@ def gdb_binary() -> str:
     return path
 
 
-def run_gdb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_gdb(
+    *args: str, timeout: float = 300, pythonpath: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run gdb in batch mode with no init files; gdb's Python sees no virtualenv."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     return subprocess.run(
         [gdb_binary(), "-batch", "-nx", *args],
         capture_output=True,
@@ -226,6 +230,15 @@ def test_no_kernel_loaded() -> None:
     proc = run_gdb("-ex", f"source {SCRIPT}", "-ex", "klp-audit")
     assert_clean(proc)
     assert "klp-audit: no kernel loaded: load vmlinux with debug info first" in proc.stderr
+
+
+def test_missing_dependency(tmp_path: Path) -> None:
+    """tabulate missing from gdb's Python: one line at source time and from each command."""
+    (tmp_path / "tabulate.py").write_text("raise ImportError('No module named tabulate')\n")
+    proc = run_gdb("-ex", f"source {SCRIPT}", "-ex", "klp-stubs", pythonpath=str(tmp_path))
+    assert_clean(proc)
+    assert "klpinspect: cannot import klpinspect: No module named tabulate" in proc.stderr
+    assert "klp-stubs: cannot import klpinspect: No module named tabulate" in proc.stderr
 
 
 def test_no_debug_info(vmlinux: Path) -> None:
