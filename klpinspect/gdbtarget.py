@@ -9,11 +9,15 @@ every read is counted (:attr:`GdbTarget.reads`).
 
 A vmcore opened with ``core-file`` exposes only the linear map; module
 memory (vmalloc space) is translated with the kernel's radix page tables
-(:mod:`klpinspect.ppc64.radix`).  Symbols: vmlinux's ELF ``.symtab`` from the
-file gdb loaded (names with sizes, as ``%pS`` and drgn print them; gdb's
-Python API has no minimal symbol sizes) and each module's own kallsyms
-(``mod->kallsyms``), since gdb knows only vmlinux.  Kernel differences are
-found by feature detection, as in :mod:`klpinspect.drgn.target`.
+(:mod:`klpinspect.ppc64.radix`); QEMU's own dump (PT_LOAD at physical 0) is
+read at ``vaddr - PAGE_OFFSET``.  Over a gdbstub QEMU translates.  Symbols:
+vmlinux's ELF ``.symtab`` from the file gdb loaded (names with sizes, as
+``%pS`` and drgn print them; gdb's Python API has no minimal symbol sizes)
+and each module's own kallsyms (``mod->kallsyms``), since gdb knows only
+vmlinux.  Stacks: the back chain from ``thread.ksp``, with the functions gdb's
+DWARF says were inlined at each call as frames of their own (as drgn lists
+them).  Kernel differences are found by feature detection, as in
+:mod:`klpinspect.drgn.target`.
 """
 
 from __future__ import annotations
