@@ -303,6 +303,7 @@ def test_module_memory_not_in_dump(
     _truncated_copy(vmcore_elf, core, 64 << 20)
     proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
                    "-ex", "p init_uts_ns.name.release", "-ex", "klp-stubs")  # fmt: skip
+    core.unlink()  # 64 MiB: do not keep it in pytest's tmp history
     assert_clean(proc)
     assert '"6.1.192"' in proc.stdout
     assert "klp-stubs: cannot read the modules list: cannot read" in proc.stderr
@@ -321,6 +322,7 @@ def test_hash_mmu_dump_refused(
     _truncated_copy(vmcore_elf, core, 64 << 20, [(paddr, patched)])
     proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
                    "-ex", "klp-audit")  # fmt: skip
+    core.unlink()
     assert_clean(proc)
     assert (
         "klp-audit: this dump was taken with the hash MMU; module memory cannot be translated"
@@ -394,6 +396,8 @@ def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> No
         n: json.loads(run_command(target, n, [*argv, "--format", "json"])[0])
         for n, argv in (("stubs", []), ("lpstack", []), ("bt", [str(pid)]))
     }
+    del prog, target
+    dump.unlink()  # 512 MiB
     assert len(ours["stubs"]["modules"]) == 40
     for name in ("stubs", "lpstack"):
         assert _without_kind(ours[name]) == _without_kind(theirs[name]), name
