@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import itertools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -84,8 +85,9 @@ class ElfSymbols:
         )
         self._starts = [e[0] for e in self._entries]
         self._by_name: dict[str, int] | None = None
-        # The largest size bounds how far back a containing symbol can start.
-        self._max_size = max((e[2] for e in self._entries), default=0)
+        # _reach[k]: the furthest end of entries[0..k]; scanning back stops
+        # once nothing at or before k can contain the address.
+        self._reach = list(itertools.accumulate((e[0] + e[2] for e in self._entries), max))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -100,7 +102,7 @@ class ElfSymbols:
         while i > 0:
             i -= 1
             start, order, size, name, bind = self._entries[i]
-            if start + self._max_size < address and start < nearest:
+            if start < nearest and self._reach[i] <= address:
                 break
             if size:
                 if not start <= address < start + size:
@@ -482,13 +484,15 @@ class GdbTarget:
     # --- symbols ---------------------------------------------------------------------
 
     def _symbol_address(self, name: str) -> int | None:
-        """Address of a kernel symbol: gdb's symbols (debug or minimal), else ``.symtab``."""
-        if name[0].isalpha() or name[0] == "_":
+        """Address of a kernel symbol: the ``.symtab`` of the file gdb loaded, else gdb's
+        own lookup (a vmlinux without ``.symtab``; ~10 ms a name, so second)."""
+        address = self._elf_symbols().address_of(name)
+        if address is None and (name[0].isalpha() or name[0] == "_"):
             try:
                 return int(gdb.parse_and_eval(f"&'{name}'").cast(self._type("unsigned long")))
             except gdb.error:
-                pass
-        return self._elf_symbols().address_of(name)
+                return None
+        return address
 
     def _symbol_address_required(self, name: str) -> int:
         address = self._symbol_address(name)
