@@ -402,3 +402,42 @@ def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> No
     for name in ("stubs", "lpstack"):
         assert _without_kind(ours[name]) == _without_kind(theirs[name]), name
     assert _without_kind(ours["bt"]) == _without_kind(theirs["bt"])
+
+
+# -- symbol look-up parity (pure helpers, outside gdb) ----------------------------
+
+
+def test_elf_symbols_name_addresses_like_drgn(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    """The gdb target's ``.symtab`` look-up names vmlinux addresses as the drgn target does.
+
+    Every symbol start, a few offsets into each, and the gaps between them
+    (size-0 assembler labels, padding after sized functions).
+    """
+    from klpinspect.gdbtarget import read_elf_symbols
+
+    syms = read_elf_symbols(str(vmlinux_debug))
+    assert len(syms) > 50000
+    prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    drgn_target = DrgnTarget(prog, kind)
+    stext, end = syms.address_of("_stext"), syms.address_of("_end")
+    assert stext is not None and end is not None
+    starts = sorted({int(s.address) for s in prog.symbols() if stext <= s.address < end})
+    addresses: set[int] = set()
+    for i, start in enumerate(starts[::7]):
+        addresses.update((start, start + 4 * (i % 16 + 1)))
+    addresses.update(range(0xC000000000064F00, 0xC000000000065300, 4))  # ftrace asm labels
+    mismatches = []
+    for address in sorted(addresses):
+        theirs = drgn_target.symbolize(address)
+        hit = syms.lookup(address)
+        ours = None
+        if hit is not None:
+            start, size, name = hit
+            ours = (name, start, size or syms.size_to_next(start))
+        expect = None if theirs is None else (theirs.name, theirs.address, theirs.size)
+        if ours != expect:
+            mismatches.append((hex(address), ours, expect))
+    assert len(addresses) > 10000
+    assert not mismatches, mismatches[:10]
+    for name in ("ftrace_caller", "livepatch_handler", "_stext", "_end", "init_uts_ns", "modules"):
+        assert syms.address_of(name) == prog.symbol(name).address, name
