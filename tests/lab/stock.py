@@ -30,7 +30,15 @@ from pathlib import Path
 
 from lab import WORK, KernelSpec, LabError
 
-__all__ = ("STOCK_MODULES", "build_initramfs", "fetch_debs", "stock_kernel", "stock_kver")
+__all__ = (
+    "STOCK_MODULES",
+    "Initramfs",
+    "build_initramfs",
+    "extract",
+    "fetch_debs",
+    "stock_kernel",
+    "stock_kver",
+)
 
 #: Modules that load without special hardware, plus virtio drivers for the
 #: devices the guest gets; their dependencies come along.
@@ -76,12 +84,9 @@ def stock_kver() -> str:
     return m.group(1)
 
 
-def fetch_debs(kver: str, debs: Path, dbg: bool = True) -> dict[str, Path]:
-    """``apt-get download`` the ppc64el packages the stock guest needs, once."""
+def fetch_debs(debs: Path, names: list[str]) -> dict[str, Path]:
+    """``apt-get download`` ppc64el packages by name into *debs*, once."""
     debs.mkdir(parents=True, exist_ok=True)
-    names = [f"linux-image-{kver}", "busybox-static"]
-    if dbg:
-        names.append(f"linux-image-{kver}-dbg")
     found: dict[str, Path] = {}
     for name in names:
         have = sorted(debs.glob(f"{name}_*_ppc64el.deb"))
@@ -95,7 +100,7 @@ def fetch_debs(kver: str, debs: Path, dbg: bool = True) -> dict[str, Path]:
     return found
 
 
-def _extract(deb: Path, dest: Path, members: list[str] | None = None) -> None:
+def extract(deb: Path, dest: Path, members: list[str] | None = None) -> None:
     """Unpack a .deb (only *members*, if given) into *dest*, once."""
     done = dest / ".extracted"
     if done.exists():
@@ -117,15 +122,20 @@ def _extract(deb: Path, dest: Path, members: list[str] | None = None) -> None:
     done.touch()
 
 
-class _Cpio:
-    """A gzip'ed ``newc`` cpio archive, the initramfs format."""
+class Initramfs:
+    """A gzip'ed ``newc`` cpio archive (the initramfs format), written without cpio(1).
+
+    Parent directories are added as needed; :meth:`close` writes the trailer.
+    """
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._raw = open(path, "wb")  # noqa: SIM115
         self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=1, mtime=0)
         self._ino = 1
+        self._dirs: set[str] = set()
 
-    def add(self, name: str, mode: int, data: bytes = b"") -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
         hdr = "070701" + "".join(
             f"{v:08x}"
             for v in (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
@@ -138,47 +148,86 @@ class _Cpio:
         out.write(b"\0" * (-out.tell() % 4))
         self._gz.write(out.getvalue())
 
+    def dir(self, name: str) -> None:
+        name = name.strip("/")
+        if not name or name in self._dirs:
+            return
+        self.dir(str(Path(name).parent) if "/" in name else "")
+        self._dirs.add(name)
+        self._entry(name, stat.S_IFDIR | 0o755)
+
+    def file(self, name: str, data: bytes | Path, mode: int = 0o644) -> None:
+        name = name.strip("/")
+        if "/" in name:
+            self.dir(str(Path(name).parent))
+        raw = data.read_bytes() if isinstance(data, Path) else data
+        self._entry(name, stat.S_IFREG | mode, raw)
+
+    def symlink(self, name: str, target: str) -> None:
+        name = name.strip("/")
+        if "/" in name:
+            self.dir(str(Path(name).parent))
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def busybox(self, busybox: Path) -> None:
+        for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "root"):
+            self.dir(d)
+        self.file("bin/busybox", busybox, 0o755)
+        for a in _BUSYBOX_APPLETS:
+            self.symlink(f"bin/{a}", "busybox")
+
+    def modules(self, root: Path, kver: str, names: list[str] | tuple[str, ...]) -> list[str]:
+        """Add *names* and their dependencies from the unpacked package at *root*;
+        ``etc/modlist`` lists them in load order.  Returns that list."""
+        if not (root / "lib" / "modules" / kver / "modules.dep").exists():
+            # not shipped in the .deb (depmod runs at install time)
+            _run(["depmod", "-b", str(root), kver])
+        order: list[str] = []
+        for m in names:
+            try:
+                deps = _run(["modprobe", "-d", str(root), "-S", kver, "--show-depends", m])
+            except LabError:
+                continue  # not built for this kernel
+            for line in deps.splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[0] == "insmod":
+                    rel = "/" + str(Path(words[1]).relative_to(root))
+                    if rel not in order:
+                        order.append(rel)
+        for rel in order:
+            self.file(rel, root / rel.lstrip("/"))
+        self.file("etc/modlist", "".join(r + "\n" for r in order).encode())
+        return order
+
+    def libraries(self, roots: list[Path]) -> None:
+        """Add the ppc64el shared libraries of unpacked packages (and the
+        dynamic loader's ``/lib64/ld64.so.2``) under ``/lib/powerpc64le-linux-gnu``."""
+        for r in roots:
+            for f in sorted(r.rglob("*.so*")):
+                if "powerpc64le-linux-gnu" not in str(f) or not (f.is_file() or f.is_symlink()):
+                    continue
+                dst = f"lib/powerpc64le-linux-gnu/{f.name}"
+                if f.is_symlink():
+                    self.symlink(dst, os.readlink(f).rsplit("/", 1)[-1])
+                else:
+                    self.file(dst, f, 0o755)
+        self.symlink("lib64/ld64.so.2", "/lib/powerpc64le-linux-gnu/ld64.so.2")
+
     def close(self) -> None:
-        self.add("TRAILER!!!", 0)
+        self._entry("TRAILER!!!", 0)
         self._gz.close()
         self._raw.close()
 
 
 def build_initramfs(root: Path, kver: str, busybox: Path, out: Path,
-                    init: Path, modules: list[str]) -> int:
+                    init: Path, modules: list[str] | tuple[str, ...]) -> int:
     """Write the stock guest's initramfs; returns how many modules it loads."""
-    moddir = root / "lib" / "modules" / kver
-    if not (moddir / "modules.dep").exists():
-        # not shipped in the .deb (depmod runs at install time)
-        _run(["depmod", "-b", str(root), kver])
-    order: list[str] = []
-    for m in modules:
-        try:
-            deps = _run(["modprobe", "-d", str(root), "-S", kver, "--show-depends", m])
-        except LabError:
-            continue  # not built for this kernel
-        for line in deps.splitlines():
-            words = line.split()
-            if len(words) >= 2 and words[0] == "insmod" and words[1] not in order:
-                order.append(words[1])
-    cpio = _Cpio(out)
-    dirs = {"bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "root"}
-    for rel in order:
-        parts = Path(rel).relative_to(root).parent.parts
-        for i in range(1, len(parts) + 1):
-            dirs.add("/".join(parts[:i]))
-    for d in sorted(dirs):
-        cpio.add(d, stat.S_IFDIR | 0o755)
-    cpio.add("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes())
-    for a in _BUSYBOX_APPLETS:
-        cpio.add(f"bin/{a}", stat.S_IFLNK | 0o777, b"busybox")
-    cpio.add("init", stat.S_IFREG | 0o755, init.read_bytes())
-    lst = "".join("/" + str(Path(rel).relative_to(root)) + "\n" for rel in order)
-    cpio.add("etc/modlist", stat.S_IFREG | 0o644, lst.encode())
-    for rel in order:
-        cpio.add(str(Path(rel).relative_to(root)), stat.S_IFREG | 0o644, Path(rel).read_bytes())
-    cpio.close()
-    return len(order)
+    ird = Initramfs(out)
+    ird.busybox(busybox)
+    ird.file("init", init, 0o755)
+    n = len(ird.modules(root, kver, modules))
+    ird.close()
+    return n
 
 
 def stock_kernel(kver: str | None = None) -> KernelSpec:
@@ -186,14 +235,16 @@ def stock_kernel(kver: str | None = None) -> KernelSpec:
     (downloaded and built on first use: ~750 MB of packages, about a minute)."""
     kver = kver or stock_kver()
     base = WORK / f"stock-{kver}"
-    debs = fetch_debs(kver, base / "debs")
+    debs = fetch_debs(
+        base / "debs", [f"linux-image-{kver}", "busybox-static", f"linux-image-{kver}-dbg"]
+    )
     img = base / "x" / "image"
-    _extract(debs[f"linux-image-{kver}"], img)
+    extract(debs[f"linux-image-{kver}"], img)
     bb = base / "x" / "busybox"
-    _extract(debs["busybox-static"], bb)
+    extract(debs["busybox-static"], bb)
     dbg = base / "x" / "dbg"
     dbg_vmlinux = f"./usr/lib/debug/boot/vmlinux-{kver}"
-    _extract(debs[f"linux-image-{kver}-dbg"], dbg, [dbg_vmlinux])
+    extract(debs[f"linux-image-{kver}-dbg"], dbg, [dbg_vmlinux])
     initrd = base / "initramfs.cpio.gz"
     init = _HERE / "guest-init-stock.sh"
     if not initrd.exists() or initrd.stat().st_mtime < init.stat().st_mtime:
