@@ -64,13 +64,14 @@ class QMPClient:
     """A minimal QMP client over a unix socket: handshake, execute, events ignored.
 
     QEMU serves one client per QMP socket at a time; a second client gets no
-    greeting until the first disconnects, which is reported after *timeout*.
+    greeting until the first disconnects, which is reported after
+    *greeting_timeout* seconds (QEMU greets at once otherwise).
 
     :param path: the QMP socket (``-qmp unix:PATH,server=on,wait=off``)
     :param timeout: seconds to wait for any one reply
     """
 
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
+    def __init__(self, path: str, timeout: float = 30.0, greeting_timeout: float = 10.0) -> None:
         self.path = path
         self.timeout = timeout
         self._closed = False
@@ -84,10 +85,12 @@ class QMPClient:
             self._sock.close()
             raise TargetError(f"QMP socket {path}: cannot connect: {e.strerror or e}") from None
         self._file = self._sock.makefile("rwb")
+        self._sock.settimeout(min(timeout, greeting_timeout))
         greeting = self._receive("greeting")
         if "QMP" not in greeting:
             self.close()
             raise TargetError(f"QMP socket {path}: not a QMP monitor (no greeting)")
+        self._sock.settimeout(timeout)
         self.execute("qmp_capabilities")
 
     def __enter__(self) -> QMPClient:
@@ -115,9 +118,10 @@ class QMPClient:
             try:
                 line = self._file.readline()
             except TimeoutError:
+                waited = self._sock.gettimeout() or 0.0
                 self.close()
                 raise TargetError(
-                    f"QMP {command}: no reply from {self.path} within {self.timeout:g} s"
+                    f"QMP {command}: no reply from {self.path} within {waited:g} s"
                     " (QEMU hung, or another QMP client is connected)"
                 ) from None
             except OSError as e:
