@@ -87,10 +87,11 @@ class ScaleTarget:
 
     def read(self, address: int, size: int) -> bytes:
         self.reads += 1
-        data = self._mem.get(address)
-        if data is None:
+        base = address - (address - 0xC008000000000000) % 0x100000 + 0x10000
+        data = self._mem.get(base)
+        if data is None or address < base or address + size > base + len(data):
             raise MemoryReadError(address, size, "not mapped")
-        return data[:size]
+        return data[address - base : address - base + size]
 
     def symbolize(self, address: int) -> SymbolInfo | None:
         if KTEXT[0] <= address < KTEXT[1]:

@@ -35,7 +35,7 @@ __all__ = (
 
 # Without a known section size, read this much of .stubs at first and grow it
 # until the sentinel (zero funcdata) shows; most modules need one read.
-_FIRST_READ = 16 * 1024
+_FIRST_READ = 8 * 1024
 _MAX_STUBS_BYTES = 4 * 1024 * 1024
 
 
@@ -116,19 +116,23 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         if start <= mod.stubs < end:
             limit = end - mod.stubs
             break
-    # .stubs is laid out at the end of the module's text: reading to the end of
-    # that region gets every slot in one read.
-    size = limit if limit < _MAX_STUBS_BYTES else _FIRST_READ
+    # Most modules use a few dozen slots: a small first read keeps live targets
+    # (QMP, gdbstub) cheap; if the sentinel is not in it, read the rest of the
+    # text region (.stubs is laid out at its end) in a second read.
+    size = min(_FIRST_READ, limit)
+    data = b""
     reads = 0
     while True:
         try:
-            data = target.read(mod.stubs, size)
+            data += target.read(mod.stubs + len(data), size - len(data))
             reads += 1
         except MemoryReadError:
-            # The tail of the guess may be unmapped: fall back to what reads.
-            if size <= slot:
+            # The tail of a guess may be unmapped: fall back to what reads.
+            if size - len(data) <= slot:
+                if data:
+                    return data, reads
                 raise
-            size = max(slot, (size // 2) // slot * slot)
+            size = len(data) + max(slot, ((size - len(data)) // 2) // slot * slot)
             limit = size
             continue
         full = len(data) // slot * slot
@@ -137,7 +141,7 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
                 return data, reads
         if size >= limit:
             return data, reads
-        size = min(size * 4, limit)
+        size = limit if limit < _MAX_STUBS_BYTES else min(size * 4, limit)
 
 
 class _TextRanges:

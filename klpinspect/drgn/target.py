@@ -20,7 +20,8 @@ from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
-from klpinspect.errors import KlpError, MemoryReadError
+from klpinspect.errors import KlpError, MemoryReadError, TargetError
+from klpinspect.symtab import ElfSymbols, read_elf_symbols
 from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
 
 __all__ = (
@@ -235,6 +236,8 @@ class DrgnTarget:
         self._owners: list[tuple[int, int, str]] | None = None
         self._owner_starts: list[int] = []
         self._symbol_starts: list[int] | None = None
+        self._vmlinux_symbols: ElfSymbols | None = None
+        self._vmlinux_symbols_tried = False
 
     # --- memory and symbols ---------------------------------------------
 
@@ -316,8 +319,35 @@ class DrgnTarget:
             return ranges[i][2]
         return "vmlinux"
 
+    def _vmlinux_symtab(self) -> ElfSymbols | None:
+        """The kernel's ELF symbol table, read once from its debug file.
+
+        drgn 0.3.0's ``Program.symbol`` costs ~250 us an address on a vmlinux;
+        an audit resolves about a thousand stub targets, so a bisect over the
+        same ``.symtab`` (with libdrgn's tie-breaking rules) pays for itself.
+        """
+        if not self._vmlinux_symbols_tried:
+            self._vmlinux_symbols_tried = True
+            try:
+                path = self.prog.main_module().debug_file_path
+            except (LookupError, AttributeError):
+                path = None
+            if path:
+                try:
+                    self._vmlinux_symbols = read_elf_symbols(path)
+                except TargetError:
+                    pass
+        return self._vmlinux_symbols
+
     def symbolize(self, address: int) -> SymbolInfo | None:
         """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
+        owner = self._owner(address)
+        symtab = self._vmlinux_symtab() if owner == "vmlinux" else None
+        if symtab is not None:
+            found = symtab.lookup(address)
+            if found is not None:
+                start, size, name = found
+                return SymbolInfo(name, start, size or symtab.size_to_next(start), owner)
         try:
             sym = self.prog.symbol(address)
         except LookupError:
@@ -329,7 +359,7 @@ class DrgnTarget:
         start, size = int(sym.address), int(sym.size)
         if not size:
             size = self._size_to_next_symbol(start)
-        return SymbolInfo(sym.name, start, size, self._owner(address))
+        return SymbolInfo(sym.name, start, size, owner)
 
     # --- kernel ---------------------------------------------------------------
 
