@@ -395,3 +395,27 @@ def test_guest_dies_mid_audit(guest: Any, live_audit: dict[str, Any], tmp_path: 
     proxy.thread.join(timeout=10)
     _one_line_error(r, "went away")
     assert guest.alive()  # only the connection was cut
+
+
+def test_audit_reads_are_cached_and_batched(guest: Any, vmlinux_debug: Path) -> None:
+    from klpinspect.cli import make_parser
+    from klpinspect.commands import run_parsed
+    from klpinspect.drgn.program import open_program
+    from klpinspect.drgn.target import DrgnTarget
+
+    prog, kind = open_program(qemu=guest.qmp_path, symbols=[str(vmlinux_debug)])
+    try:
+        stats = qmp_read_stats(prog)
+        assert stats is not None
+        opened = stats.copy()
+        args = make_parser().parse_args(["--format", "json", "audit"])
+        text, status = run_parsed(DrgnTarget(prog, kind), "audit", args, "json")
+        modules = len(json.loads(text)["modules"])
+        assert modules == 40
+        round_trips = stats.round_trips - opened.round_trips
+        requests = stats.requests - opened.requests
+        # measured: ~3 QMP round trips per module for ~770 reads per module
+        assert round_trips <= 8 * modules, (round_trips, requests)
+        assert requests >= 20 * round_trips
+    finally:
+        prog.cache["klpinspect.qmp"].close()
