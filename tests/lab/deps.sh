@@ -3,7 +3,7 @@
 #
 #   tests/lab/deps.sh            the fixture kernel lab: qemu-system-ppc
 #   tests/lab/deps.sh --stock    + what the stock Debian kernel lab needs on the
-#                                host (kmod for depmod/modprobe, perl for kdump, and the
+#                                host (kmod for depmod/modprobe, and the
 #                                ppc64el architecture, so that stock.py can
 #                                `apt-get download` linux-image-*-powerpc64le
 #                                (+ -dbg), busybox-static, kexec-tools and
@@ -27,7 +27,7 @@ done
 
 pkgs=(qemu-system-ppc)
 if [ $stock = 1 ]; then
-  pkgs+=(kmod perl)
+  pkgs+=(kmod)
 fi
 
 missing=()
