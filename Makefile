@@ -1,7 +1,8 @@
 # README's two commands: `make demo` (a real ppc64le guest, audited) and `make test`.
 .PHONY: demo test deps lab-deps lab-up lab-down
 
-PYTHON ?= python3
+# the interpreter scripts/install-deps.sh chose (a venv on Debian's system Python)
+PYTHON ?= $$(bash scripts/python)
 # The fixture's 6.1 livepatch kernel when ../shared is there, else Debian's stock kernel.
 KERNEL ?= $(if $(wildcard ../shared/fixtures/ppc64le-6.1-lp/qemu-cmdline.txt),fixture,stock)
 

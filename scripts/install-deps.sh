@@ -28,8 +28,32 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-if ! $PY -c 'import klpinspect, drgn, capstone, tabulate, elftools, pytest, hypothesis' 2>/dev/null \
-   || ! $PY -m pip show -q klpinspect >/dev/null 2>&1; then
+# The Python to install into: $PYTHON if given, else python3 when pip may
+# install into it, else (Debian's system Python: no pip, PEP 668) a venv of
+# our own in .venv.  scripts/python prints the choice for the other scripts.
+PY=${PYTHON:-}
+if [ -z "$PY" ] && [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+fi
+if [ -z "$PY" ]; then
+  if python3 -m pip --version >/dev/null 2>&1 && ! python3 -c '
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+    PY=python3
+  else
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      SUDO=""
+      [ "$(id -u)" = 0 ] || SUDO=sudo
+      $SUDO apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
+    fi
+    python3 -m venv .venv
+    PY=.venv/bin/python
+  fi
+fi
+mkdir -p .cache
+printf '%s\n' "$PY" > .cache/python
+
+if ! $PY -c 'import klpinspect, drgn, capstone, tabulate, elftools, pytest, hypothesis, mypy' \
+     2>/dev/null || ! $PY -m pip show -q klpinspect >/dev/null 2>&1; then
   $PY -m pip install -q --disable-pip-version-check -e '.[test]'
 fi

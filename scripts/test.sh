@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$(bash scripts/python)}
 echo "== ruff"
 $PY -m ruff check klpinspect gdb tests benchmarks
 echo "== mypy --strict"
