@@ -53,7 +53,10 @@ fi
 mkdir -p .cache
 printf '%s\n' "$PY" > .cache/python
 
-if ! $PY -c 'import klpinspect, drgn, capstone, tabulate, elftools, pytest, hypothesis, mypy' \
-     2>/dev/null || ! $PY -m pip show -q klpinspect >/dev/null 2>&1; then
+# (Re)install when anything is missing or klpinspect resolves to another checkout.
+here=$(pwd -P)
+if [ "$($PY -c 'import os, klpinspect, drgn, capstone, tabulate, elftools, pytest, hypothesis, mypy
+print(os.path.dirname(os.path.dirname(os.path.realpath(klpinspect.__file__))))' 2>/dev/null)" != "$here" ]
+then
   $PY -m pip install -q --disable-pip-version-check -e '.[test]'
 fi
