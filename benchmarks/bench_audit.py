@@ -143,7 +143,8 @@ def bench_dump() -> None:
 
     drgn_code = ("from drgn.helpers.linux.module import for_each_module\n"
                  "print(sum(1 for _ in for_each_module(prog)))")
-    t_drgn = timed(["drgn", "-q", "-c", str(core), "-s", str(debug), "-e", drgn_code])
+    t_drgn = timed([sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(debug),
+                    "-e", drgn_code])
     t_stubs = timed([sys.executable, "-m", "klpinspect", "-c", str(core), "-s", str(debug),
                      "stubs"])
     t_audit = timed([sys.executable, "-m", "klpinspect", "-c", str(core), "-s", str(debug),

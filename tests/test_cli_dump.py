@@ -204,7 +204,8 @@ def test_drgn_plugin_commands(
         "run_command(prog, 'klp-toc xfz')\n"
     )
     proc = subprocess.run(
-        ["drgn", "-q", "-c", str(core), "-s", str(vmlinux_debug), "-e", code],
+        [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(vmlinux_debug),
+         "-e", code],
         capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )

@@ -492,8 +492,8 @@ class Guest:
 
 
 def _klpinspect(args: Sequence[str]) -> list[str]:
-    exe = shutil.which("klpinspect")
-    return [exe, *args] if exe else [sys.executable, "-m", "klpinspect.cli", *args]
+    # this interpreter's klpinspect (the checkout's), not whichever is on PATH
+    return [sys.executable, "-m", "klpinspect", *args]
 
 
 def _guest_from_workdir(a: argparse.Namespace) -> Guest:
