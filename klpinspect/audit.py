@@ -184,7 +184,6 @@ def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
             "target_owner": owner,
             "implied_toc": stub.implied_toc,
             "magic_ok": stub.magic_ok,
-            "words": stub.words,
         }
     )
     return rec

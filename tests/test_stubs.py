@@ -164,7 +164,9 @@ CASES = [
 ]
 
 OPTIONAL_FIELDS = [
-    f.name for f in dataclasses.fields(Stub) if f.name not in ("address", "kind", "words")
+    f.name
+    for f in dataclasses.fields(Stub)
+    if f.name not in ("address", "kind", "raw", "byteorder")
 ]
 
 

@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from .insn import (
     BCTR,
@@ -108,13 +109,15 @@ _K_FTRACE = StubKind.FTRACE
 OOL_STUB_SIZE = 24  # struct ftrace_ool_stub: ftrace_op + u32 insn[4]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stub:
     """One decoded stub slot.
 
     :param address: address of the slot (``struct ppc64_stub_entry *``)
     :param kind: the layout recognised
-    :param words: the instruction words ``jump[]`` + ``magic`` as read (as many as present)
+    :param raw: the bytes decoded (the slot; ``insn[4]`` of an OOL stub); :attr:`words`
+        are read from it on demand, which keeps decoding cheap
+    :param byteorder: byte order of ``raw``
     :param reladdr: the signed offset the stub adds (r2-relative stubs: ``stub - r2``;
         ftrace stubs: ``target - kernel_toc``; PCREL: the pc-relative displacement)
     :param target: where the stub branches, when the slot alone (``funcdata``) or the
@@ -131,7 +134,8 @@ class Stub:
 
     address: int
     kind: StubKind
-    words: tuple[int, ...]
+    raw: bytes
+    byteorder: str = "little"
     reladdr: int | None = None
     target: int | None = None
     implied_toc: int | None = None
@@ -140,6 +144,11 @@ class Stub:
     funcdata_toc: int | None = None
     magic_ok: bool | None = None
     site: int | None = None
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        """The instruction words ``jump[]`` + ``magic`` as read (as many as present)."""
+        return _words(self.raw[:32], self.byteorder)
 
 
 _new = object.__new__
@@ -156,41 +165,30 @@ _DEFAULTS = {
 
 
 def _make(
-    address: int, kind: StubKind, words: tuple[int, ...], **fields: int | bool | None
+    address: int, kind: StubKind, raw: bytes, byteorder: str, **fields: int | bool | None
 ) -> Stub:
-    # Frozen dataclass __init__ costs one object.__setattr__ per field (~2 us a
-    # stub); filling __dict__ directly is cheaper (the hot kinds use _StubBuilder).
-    stub: Stub = _new(Stub)
-    d = stub.__dict__
-    d.update(_DEFAULTS)
-    d["address"] = address
-    d["kind"] = kind
-    d["words"] = words
-    d.update(fields)
-    return stub
+    stub: Any = _new(_StubBuilder)
+    stub.address = address
+    stub.kind = kind
+    stub.raw = raw
+    stub.byteorder = byteorder
+    for name, value in _DEFAULTS.items():
+        setattr(stub, name, fields.get(name, value))
+    stub.__class__ = Stub
+    return stub  # type: ignore[no-any-return]
 
 
 class _StubBuilder:
-    """A plain attribute bag that :func:`decode_stub`'s fast path turns into a :class:`Stub`.
+    """A plain slot bag that :func:`decode_stub` turns into a :class:`Stub`.
 
-    A frozen dataclass's ``__init__`` costs one ``object.__setattr__`` per field,
-    and filling ``__dict__`` by hand materialises a dict per stub; plain attribute
-    stores on this class followed by one ``__class__`` assignment (same object
-    layout: no ``__slots__`` on either) are ~0.6 us a slot cheaper and keep
-    ``decode_stub`` above 1M slots/s.  Fields left unset read the dataclass's
-    class-level default (``None``), so the result equals a ``Stub(...)`` built
-    normally (eq, hash, repr, ``dataclasses.replace``, pickle).
+    A frozen dataclass's ``__init__`` costs one ``object.__setattr__`` per field;
+    plain slot stores on this class (the same ``__slots__`` as :class:`Stub`, so
+    the layouts match) followed by one ``__class__`` assignment are several times
+    cheaper.  Every slot must be set: the result then equals, hashes and prints
+    like a ``Stub(...)`` built normally.
     """
 
-    address: int
-    kind: StubKind
-    words: tuple[int, ...]
-    reladdr: int
-    target: int
-    implied_toc: int
-    paca_offset: int
-    funcdata: int
-    magic_ok: bool
+    __slots__ = Stub.__slots__
 
 
 def stub_size(abi: int = 2, func_desc_size: int | None = None) -> int:
@@ -201,6 +199,11 @@ def stub_size(abi: int = 2, func_desc_size: int | None = None) -> int:
     if func_desc_size is None:
         func_desc_size = 8 if abi == 2 else 24
     return 32 + func_desc_size
+
+
+def _words(data: bytes, byteorder: str) -> tuple[int, ...]:
+    n = len(data) // 4
+    return struct.unpack_from(("<" if byteorder == "little" else ">") + "I" * n, data)
 
 
 _W8 = {"little": struct.Struct("<8I"), "big": struct.Struct(">8I")}
@@ -254,7 +257,7 @@ def decode_stub(
     :param kernelbase: ``paca->kernelbase``, to resolve PCREL ftrace stubs
     """
     try:
-        w0, w1, w2, w3, w4, w5, w6, w7, fd = t = _W8Q[byteorder].unpack_from(data)
+        w0, w1, w2, w3, w4, w5, w6, w7, fd = _W8Q[byteorder].unpack_from(data)
     except KeyError:  # unknown byte order: read as little-endian
         byteorder = "little"
     except struct.error:  # shorter than a slot: the general path decodes what is there
@@ -273,16 +276,18 @@ def decode_stub(
                 rel = ((((w0 & 0xFFFF) ^ 0x8000) - 0x8000) << 16) + (
                     ((w1 & 0xFFFF) ^ 0x8000) - 0x8000
                 )
-                b = _StubBuilder()
+                b: Any = _StubBuilder()
                 b.address = address
                 b.kind = _K_NORMAL
-                b.words = t[:8]
+                b.raw = data
+                b.byteorder = byteorder
                 b.reladdr = rel
                 b.target = b.funcdata = fd
                 b.implied_toc = (address - rel) & _MASK64
+                b.paca_offset = b.funcdata_toc = b.site = None
                 b.magic_ok = w7 == 0x73747562
-                b.__class__ = Stub  # type: ignore[assignment]
-                return b  # type: ignore[return-value]
+                b.__class__ = Stub
+                return b  # type: ignore[no-any-return]
         elif (
             w3 == 0x7D8903A6  # mtctr r12
             and w0 & 0xFFFF0003 == 0xE98D0000  # ld r12,X(r13)
@@ -294,22 +299,23 @@ def decode_stub(
             b = _StubBuilder()
             b.address = address
             b.kind = _K_FTRACE
-            b.words = t[:8]
+            b.raw = data
+            b.byteorder = byteorder
             b.reladdr = rel
-            if kernel_toc is not None:
-                b.target = (kernel_toc + rel) & _MASK64
+            b.target = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
+            b.implied_toc = b.funcdata_toc = b.site = None
             b.paca_offset = w0 & 0xFFFC
             b.funcdata = fd
             b.magic_ok = w7 == 0x73747562
-            b.__class__ = Stub  # type: ignore[assignment]
-            return b  # type: ignore[return-value]
+            b.__class__ = Stub
+            return b  # type: ignore[no-any-return]
     w = _slot_words(data, byteorder)
     n = len(w)
     magic_ok = (w[7] == STUB_MAGIC) if n >= 8 else None
     funcdata = _u64(data, 32, byteorder)
     if n < 6:
         kind = StubKind.EMPTY if not any(data) else StubKind.UNKNOWN
-        return _make(address, kind, w, magic_ok=magic_ok, funcdata=funcdata)
+        return _make(address, kind, data, byteorder, magic_ok=magic_ok, funcdata=funcdata)
     w0, w1, w2, w3, w4, w5 = w[0], w[1], w[2], w[3], w[4], w[5]
     hi0 = w0 & 0xFFFF0000
 
@@ -334,7 +340,8 @@ def decode_stub(
             return _make(
                 address,
                 nkind,
-                w,
+                data,
+                byteorder,
                 reladdr=rel,
                 target=funcdata,
                 implied_toc=(address - rel) & _MASK64,
@@ -357,7 +364,8 @@ def decode_stub(
             return _make(
                 address,
                 StubKind.FTRACE,
-                w,
+                data,
+                byteorder,
                 reladdr=rel,
                 target=tgt,
                 paca_offset=off,
@@ -376,7 +384,8 @@ def decode_stub(
             return _make(
                 address,
                 StubKind.PCREL_FTRACE,
-                w,
+                data,
+                byteorder,
                 reladdr=rel,
                 target=tgt,
                 paca_offset=off,
@@ -397,7 +406,8 @@ def decode_stub(
             return _make(
                 address,
                 StubKind.LEGACY_2016_PROFILING,
-                w,
+                data,
+                byteorder,
                 reladdr=rel,
                 target=tgt,
                 paca_offset=off,
@@ -415,7 +425,8 @@ def decode_stub(
             return _make(
                 address,
                 StubKind.PCREL,
-                w,
+                data,
+                byteorder,
                 reladdr=rel,
                 target=tgt,
                 funcdata=funcdata,
@@ -435,7 +446,8 @@ def decode_stub(
         return _make(
             address,
             StubKind.LEGACY_2016_NORMAL,
-            w,
+            data,
+            byteorder,
             reladdr=rel,
             target=funcdata,
             implied_toc=(address - rel) & _MASK64,
@@ -459,7 +471,8 @@ def decode_stub(
         return _make(
             address,
             StubKind.LEGACY_R12,
-            w,
+            data,
+            byteorder,
             reladdr=rel,
             target=funcdata,
             implied_toc=(address - rel) & _MASK64,
@@ -469,7 +482,7 @@ def decode_stub(
         )
 
     kind = StubKind.EMPTY if not any(data) else StubKind.UNKNOWN
-    return _make(address, kind, w, funcdata=funcdata, magic_ok=magic_ok)
+    return _make(address, kind, data, byteorder, funcdata=funcdata, magic_ok=magic_ok)
 
 
 def ool_reserved_slots(ool_stub_count: int, slot_size: int = 40) -> int:
@@ -550,13 +563,14 @@ def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> 
         return _make(
             address,
             StubKind.OOL_FTRACE,
-            w,
+            data[8:24],
+            byteorder,
             target=branch_target(w[1], address + 12),
             funcdata=op,
             site=(branch_target(w[3], address + 20) - 4) & _MASK64,
         )
     kind = StubKind.EMPTY if not any(data[:24]) else StubKind.UNKNOWN
-    return _make(address, kind, w, funcdata=op)
+    return _make(address, kind, data[8:24], byteorder, funcdata=op)
 
 
 def for_each_ool_stub(
