@@ -115,7 +115,7 @@ class Finding:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StubRecord:
     """A decoded stub slot with its target resolved (``index`` is ``None`` for tramps)."""
 
@@ -127,7 +127,6 @@ class StubRecord:
     target_owner: str | None = None
     implied_toc: int | None = None
     magic_ok: bool | None = None
-    words: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -524,15 +524,12 @@ def for_each_stub(
     if ool is not None and ool[0] and ool[1] > 0:
         first = (ool[0] - address) // size
         skip_lo, skip_hi = first, first + ool_reserved_slots(ool[1], size)
-    fd_off = 32
-    u64 = _U64.get(byteorder, _U64["little"])
+    sentinel = count is None
     for i in range(nslots):
         if skip_lo <= i < skip_hi:
             continue
         off = i * size
-        if count is None and u64.unpack_from(section, off + fd_off)[0] == 0:
-            break
-        yield decode_stub(
+        stub = decode_stub(
             section[off : off + size],
             address + off,
             kernel_toc=kernel_toc,
@@ -540,6 +537,10 @@ def for_each_stub(
             abi=abi,
             kernelbase=kernelbase,
         )
+        # funcdata (decoded anyway) is the first doubleword at +32: zero ends the list
+        if sentinel and stub.funcdata == 0:
+            break
+        yield stub
 
 
 def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> Stub:
