@@ -440,6 +440,12 @@ def _audit_modules(
     return audits, everything
 
 
+def _damage_findings(target: Target) -> list[Finding]:
+    """The back end's record of structures it could not walk (``Target.damage``)."""
+    damage: Sequence[tuple[int | None, str]] = getattr(target, "damage", ())
+    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
+
+
 def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
     kernel = target.kernel()
@@ -448,6 +454,7 @@ def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
+    report.extend(_damage_findings(target))
     return report
 
 
@@ -477,6 +484,7 @@ def toc_report(
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
+    report.extend(_damage_findings(target))
     return report
 
 
@@ -505,6 +513,7 @@ def audit(
         )
         report.tasks = records
         report.extend(findings)
+    report.extend(_damage_findings(target))
     return report
 
 

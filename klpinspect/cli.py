@@ -10,6 +10,7 @@ the arguments could not be used (one line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,10 @@ def open_target(args: argparse.Namespace) -> Target:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    if not os.environ.get("KLPINSPECT_DEBUG"):
+        # drgn logs its own warnings ("can't find kernel modules", "missing
+        # debugging symbols"); klpinspect says what matters in one line.
+        logging.getLogger("drgn").setLevel(logging.CRITICAL)
     args = make_parser().parse_args(argv)
     if args.command is None:
         raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko'])}")

@@ -171,6 +171,11 @@ class Target(Protocol):
 
     ``kind`` is ``"vmcore"``, ``"live"``, ``"qemu"``, ``"gdb"`` or ``"synthetic"``.
     Implementations never write target memory.
+
+    Optional: an attribute ``damage``, a list of ``(address or None, message)`` for
+    structures the back end could not walk (a broken module or task list, an
+    unreadable ``struct module``); :func:`klpinspect.audit.audit` reports each as a
+    ``MEMORY_UNREADABLE`` finding instead of failing.
     """
 
     kind: str

@@ -239,3 +239,30 @@ def test_bad_input_one_line_exit_2(
     assert len(err) == 1, proc.stderr
     assert err[0].startswith("klpinspect: ")
     assert message in err[0]
+
+
+def test_damaged_dump_is_findings_not_a_crash(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """A dump cut short after the kernel's own data: the module and task lists
+    cannot be walked, which the audit reports and survives."""
+    cut = tmp_path / "cut.core"
+    with open(vmcore_elf, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(64 << 20))
+    proc = run_cli("-c", cut, "-s", vmlinux_debug, "--format", "json", "audit")
+    doc = json.loads(proc.stdout)
+    messages = [f["message"] for f in doc["findings"] if f["code"] == "MEMORY_UNREADABLE"]
+    assert any("modules list broken" in m for m in messages), messages
+    assert any("task list broken" in m for m in messages), messages
+    assert all(f["severity"] == "warning" for f in doc["findings"])
+
+
+def test_truncated_before_kernel_data_is_one_line(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.core"
+    with open(vmcore_elf, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(1 << 20))
+    proc = run_cli("-c", cut, "-s", vmlinux_debug, "audit", check_rc=2)
+    assert proc.stderr.count("\n") == 1
+    assert "truncated" in proc.stderr

@@ -238,6 +238,8 @@ class DrgnTarget:
         self._symbol_starts: list[int] | None = None
         self._vmlinux_symbols: ElfSymbols | None = None
         self._vmlinux_symbols_tried = False
+        # (address, message) of structures that could not be walked; see Target
+        self.damage: list[tuple[int | None, str]] = []
 
     # --- memory and symbols ---------------------------------------------
 
@@ -364,9 +366,18 @@ class DrgnTarget:
     # --- kernel ---------------------------------------------------------------
 
     def kernel(self) -> KernelInfo:
-        """Kernel-wide facts, computed once."""
+        """Kernel-wide facts, computed once.
+
+        :raises TargetError: if the kernel's own data cannot be read
+        """
         if self._kernel is None:
-            self._kernel = self._compute_kernel()
+            try:
+                self._kernel = self._compute_kernel()
+            except drgn.FaultError as e:
+                raise TargetError(
+                    f"cannot read the kernel's own data ({e}): is the core truncated, "
+                    "or the debug info for another kernel?"
+                ) from None
         return self._kernel
 
     def _compute_kernel(self) -> KernelInfo:
@@ -451,9 +462,28 @@ class DrgnTarget:
         )
 
     def modules(self) -> Iterator[ModuleInfo]:
-        """Every loaded module, in ``modules`` list order."""
-        for mod in for_each_module(self.prog):
-            yield self.module_info(mod)
+        """Every loaded module, in ``modules`` list order.
+
+        A module whose ``struct module`` cannot be read is left out and a broken
+        list ends the walk; both are recorded in :attr:`damage`, not raised.
+        """
+        it = iter(for_each_module(self.prog))
+        while True:
+            try:
+                mod = next(it)
+            except StopIteration:
+                return
+            except drgn.FaultError as e:
+                self._damaged(e.address, f"modules list broken: {e}")
+                return
+            try:
+                yield self.module_info(mod)
+            except drgn.FaultError as e:
+                self._damaged(e.address, f"struct module at {mod.value_():#x} unreadable: {e}")
+
+    def _damaged(self, address: int | None, message: str) -> None:
+        if (address, message) not in self.damage:
+            self.damage.append((address, message))
 
     # --- tasks ------------------------------------------------------------------
 
@@ -496,9 +526,20 @@ class DrgnTarget:
         )
 
     def tasks(self) -> Iterator[TaskInfo]:
-        """Every task (threads included)."""
-        for task in for_each_task(self.prog):
-            yield self.task_info(task)
+        """Every task (threads included); damage is recorded as for :meth:`modules`."""
+        it = iter(for_each_task(self.prog))
+        while True:
+            try:
+                task = next(it)
+            except StopIteration:
+                return
+            except drgn.FaultError as e:
+                self._damaged(e.address, f"task list broken: {e}")
+                return
+            try:
+                yield self.task_info(task)
+            except drgn.FaultError as e:
+                self._damaged(e.address, f"task_struct at {task.value_():#x} unreadable: {e}")
 
     def _find_task(self, pid: int) -> Object:
         task = find_task(self.prog, pid)
