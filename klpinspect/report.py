@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from tabulate import tabulate
-
 __all__ = (
     "CODES",
     "EXIT_ERROR_FINDING",
@@ -249,6 +247,15 @@ class Report:
             out["tasks"] = [t.to_json() for t in self.tasks]
         out["findings"] = [f.to_json() for f in self.findings]
         return out
+
+
+def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
+    """tabulate's plain table; imported on first use (it costs ~40 ms at start-up,
+    and JSON output never needs it)."""
+    from tabulate import tabulate as _tabulate
+
+    text: str = _tabulate(rows, headers=headers)
+    return text
 
 
 def render_json(report: Report) -> str:
