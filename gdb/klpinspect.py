@@ -48,6 +48,8 @@ _import_klpinspect()
 # time: say it once, and again from every command.
 _IMPORT_ERROR: str | None = None
 try:
+    import tabulate  # noqa: F401  (klpinspect imports it lazily; check it here, once)
+
     from klpinspect.commands import COMMANDS, make_command_parser, run_parsed
     from klpinspect.errors import KlpError
 except ImportError as _err:
