@@ -38,7 +38,14 @@ from klpinspect.ppc64.radix import (
     radix_geometry,
 )
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
-from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
+from klpinspect.target import (
+    KernelInfo,
+    ModuleInfo,
+    StackFrame,
+    SymbolInfo,
+    TaskInfo,
+    make_module_info,
+)
 
 # gdb's own module, only inside gdb.  Imported by name so that type checkers
 # do not mistake the checkout's gdb/ directory for it.  Outside gdb only the
@@ -732,23 +739,12 @@ class GdbTarget:
             livepatch = bool(int(mod["klp"]))
         except gdb.error:  # !CONFIG_LIVEPATCH
             livepatch = False
-        return ModuleInfo(
+        return make_module_info(
             name=_array_string(mod["name"]),
-            text_ranges=tuple(self._module_text_ranges(mod)),
+            text_ranges=self._module_text_ranges(mod),
             sections=sections,
             section_sizes=sizes,
-            stubs=sections.get(".stubs"),
-            stubs_size=sizes.get(".stubs"),
-            toc_section=sections.get(".toc"),
-            # <= 4.x with DYNAMIC_FTRACE: the module TOC kept for the tramp.
-            arch_toc=_opt_int(arch, "toc"),
-            tramp=_opt_int(arch, "tramp"),
-            tramp_regs=_opt_int(arch, "tramp_regs"),
-            # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
-            stub_count=_opt_int(arch, "stub_count"),
-            # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
-            ool_stubs=_opt_int(arch, "ool_stubs"),
-            ool_stub_count=_opt_int(arch, "ool_stub_count"),
+            arch=lambda member: _opt_int(arch, member),
             livepatch=livepatch,
             address=address,
         )

@@ -8,7 +8,7 @@ here knows about drgn or gdb.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +19,7 @@ __all__ = (
     "SymbolInfo",
     "Target",
     "TaskInfo",
+    "make_module_info",
 )
 
 
@@ -100,6 +101,43 @@ class ModuleInfo:
     ool_stub_count: int | None = None
     livepatch: bool = False
     address: int | None = None
+
+
+def make_module_info(
+    *,
+    name: str,
+    text_ranges: Iterable[tuple[int, int]],
+    sections: Mapping[str, int],
+    section_sizes: Mapping[str, int],
+    arch: Callable[[str], int | None],
+    livepatch: bool,
+    address: int | None,
+) -> ModuleInfo:
+    """A :class:`ModuleInfo` from what every back end reads of a ``struct module``.
+
+    :param arch: reads a member of ``mod->arch`` (``struct mod_arch_specific``),
+        ``None`` where this kernel has no such member
+    """
+    return ModuleInfo(
+        name=name,
+        text_ranges=tuple(text_ranges),
+        sections=sections,
+        section_sizes=section_sizes,
+        stubs=sections.get(".stubs"),
+        stubs_size=section_sizes.get(".stubs"),
+        toc_section=sections.get(".toc"),
+        # <= 4.x with DYNAMIC_FTRACE: the module TOC kept for the tramp.
+        arch_toc=arch("toc"),
+        tramp=arch("tramp"),
+        tramp_regs=arch("tramp_regs"),
+        # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
+        stub_count=arch("stub_count"),
+        # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
+        ool_stubs=arch("ool_stubs"),
+        ool_stub_count=arch("ool_stub_count"),
+        livepatch=livepatch,
+        address=address,
+    )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from drgn.helpers.linux.pid import find_task, for_each_task
 
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
-from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
+from klpinspect.target import (
+    KernelInfo,
+    ModuleInfo,
+    StackFrame,
+    SymbolInfo,
+    TaskInfo,
+    make_module_info,
+)
 
 __all__ = (
     "DrgnTarget",
@@ -440,23 +447,12 @@ class DrgnTarget:
             livepatch = bool(mod.klp)
         except AttributeError:  # !CONFIG_LIVEPATCH
             livepatch = False
-        return ModuleInfo(
+        return make_module_info(
             name=_string(mod.name),
-            text_ranges=tuple(module_text_ranges(mod)),
+            text_ranges=module_text_ranges(mod),
             sections=sections,
             section_sizes=sizes,
-            stubs=sections.get(".stubs"),
-            stubs_size=sizes.get(".stubs"),
-            toc_section=sections.get(".toc"),
-            # <= 4.x with DYNAMIC_FTRACE: the module TOC kept for the tramp.
-            arch_toc=_opt_int(arch, "toc"),
-            tramp=_opt_int(arch, "tramp"),
-            tramp_regs=_opt_int(arch, "tramp_regs"),
-            # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
-            stub_count=_opt_int(arch, "stub_count"),
-            # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
-            ool_stubs=_opt_int(arch, "ool_stubs"),
-            ool_stub_count=_opt_int(arch, "ool_stub_count"),
+            arch=lambda member: _opt_int(arch, member),
             livepatch=livepatch,
             address=int(mod.value_()),
         )
