@@ -11,6 +11,7 @@ APT_PKGS=(
   gcc-powerpc64-linux-gnu          # the same, big-endian ELFv1
   qemu-system-ppc                  # the live ppc64le lab guest
   gdb-multiarch                    # gdb front end tests
+  qemu-user-static                 # runs Debian's ppc64el makedumpfile (gdb on its ELF output)
   python3-tabulate                 # gdb's embedded (system) Python renders tables with it
   gcc                              # a native program for the gdb wrong-architecture test
   xz-utils

@@ -81,24 +81,31 @@ def vmcore_args(core: Path, symbols: Path) -> list[str]:
     return [*PPC64, "-ex", f"file {symbols}", "-ex", f"core-file {core}"]
 
 
-@pytest.fixture(scope="module")
-def gdb_json(
-    vmcore_elf: Path, vmlinux_debug: Path, tmp_path_factory: pytest.TempPathFactory
+def gdb_core_json(
+    core: Path, symbols: Path, out: Path, names: Sequence[str] = tuple(COMMANDS)
 ) -> dict[str, Any]:
-    """Every command's JSON from one gdb session on vmcore.elf."""
-    out = tmp_path_factory.mktemp("gdb")
-    args = [*vmcore_args(vmcore_elf, vmlinux_debug), "-ex", f"source {SCRIPT}"]
-    for name, argv in COMMANDS.items():
+    """The JSON of the ``COMMANDS`` *names* from one gdb session on *core*."""
+    args = [*vmcore_args(core, symbols), "-ex", f"source {SCRIPT}"]
+    for name in names:
+        argv = COMMANDS[name]
         line = " ".join(["klp-" + argv[0], *argv[1:], "--format", "json"])
         args += ["-ex", f"pipe {line} | cat > {out / name}.json"]
     proc = run_gdb(*args)
     assert_clean(proc)
     results = {}
-    for name in COMMANDS:
+    for name in names:
         path = out / f"{name}.json"
         assert path.exists() and path.stat().st_size, proc.stderr
         results[name] = json.loads(path.read_text())
     return results
+
+
+@pytest.fixture(scope="module")
+def gdb_json(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Every command's JSON from one gdb session on vmcore.elf."""
+    return gdb_core_json(vmcore_elf, vmlinux_debug, tmp_path_factory.mktemp("gdb"))
 
 
 @pytest.fixture(scope="module")
@@ -402,6 +409,80 @@ def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> No
     for name in ("stubs", "lpstack"):
         assert _without_kind(ours[name]) == _without_kind(theirs[name]), name
     assert _without_kind(ours["bt"]) == _without_kind(theirs["bt"])
+
+
+# -- makedumpfile's ELF output -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def makedumpfile_elf(vmcore_elf: Path) -> Path:
+    """``makedumpfile -E -d 31 vmcore.elf``: Debian's ppc64el makedumpfile under
+    qemu-ppc64le-static (``tests/lab/makedumpfile.py``; made once, cached)."""
+    _load_lab()
+    mdf = importlib.import_module("makedumpfile")
+    try:
+        result = mdf.makedumpfile_elf(vmcore_elf, dump_level=31)
+    except Exception as e:  # LabError, a missing tool: fail, never skip
+        pytest.fail(f"cannot make makedumpfile's ELF dump: {e}")
+    assert "makedumpfile Completed." in result.log, result.log
+    return Path(result.path)
+
+
+def _loads(path: Path) -> list[tuple[int, int, int, int]]:
+    """(p_offset, p_paddr, p_filesz, p_memsz) of each PT_LOAD."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        return [
+            (seg["p_offset"], seg["p_paddr"], seg["p_filesz"], seg["p_memsz"])
+            for seg in ELFFile(f).iter_segments()
+            if seg["p_type"] == "PT_LOAD"
+        ]
+
+
+def test_makedumpfile_elf_excludes_pages(makedumpfile_elf: Path, vmcore_elf: Path) -> None:
+    """The dump really is filtered (most of RAM gone), and what it keeps is the source's."""
+    ((src_offset, src_paddr, src_size, _),) = _loads(vmcore_elf)
+    loads = _loads(makedumpfile_elf)
+    kept = sum(filesz for _, _, filesz, _ in loads)
+    assert len(loads) > 1 and kept < src_size // 2, loads
+    with open(makedumpfile_elf, "rb") as fout, open(vmcore_elf, "rb") as fin:
+        for offset, paddr, filesz, _memsz in loads:
+            assert src_paddr <= paddr and paddr + filesz <= src_paddr + src_size
+            fout.seek(offset)
+            fin.seek(src_offset + paddr - src_paddr)
+            for at in range(0, filesz, 1 << 22):
+                n = min(1 << 22, filesz - at)
+                assert fout.read(n) == fin.read(n), hex(paddr + at)
+
+
+def test_makedumpfile_elf_gdb_same_as_drgn(
+    makedumpfile_elf: Path,
+    vmlinux_debug: Path,
+    drgn_json: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """gdb on makedumpfile's ELF prints what drgn prints for vmcore.elf: module
+    memory and the parked task's stack are all in pages ``-d 31`` keeps."""
+    ours = gdb_core_json(makedumpfile_elf, vmlinux_debug, tmp_path, ("stubs", "lpstack", "audit"))
+    for name, report in ours.items():
+        assert report["target"]["kind"] == "gdb"
+        assert _without_kind(report) == _without_kind(drgn_json[name]), name
+    assert len(ours["audit"]["modules"]) == 40
+    assert [len(t["frames"]) for t in ours["lpstack"]["tasks"]] == [2]
+
+
+def test_makedumpfile_elf_drgn_same_as_vmcore(
+    makedumpfile_elf: Path, vmlinux_debug: Path, drgn_json: dict[str, Any]
+) -> None:
+    """The drgn back end (the CLI) opens makedumpfile's ELF output too, with the same result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "klpinspect", "-c", str(makedumpfile_elf),
+         "-s", str(vmlinux_debug), "stubs", "--format", "json"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == drgn_json["stubs"]
 
 
 # -- symbol look-up parity (pure helpers, outside gdb) ----------------------------
