@@ -203,14 +203,10 @@ class _RecordBuilder:
 def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
     name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
     rec: Any = _new(_RecordBuilder)
-    rec.address = stub.address
-    rec.kind = stub.kind  # a StrEnum is its value; .value is a slow descriptor
+    rec.stub = stub
     rec.index = index
-    rec.target = stub.target
     rec.target_symbol = name
     rec.target_owner = owner
-    rec.implied_toc = stub.implied_toc
-    rec.magic_ok = stub.magic_ok
     rec.__class__ = StubRecord
     return rec  # type: ignore[no-any-return]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .ppc64.stubs import Stub
+
 __all__ = (
     "CODES",
     "EXIT_ERROR_FINDING",
@@ -115,16 +117,36 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class StubRecord:
-    """A decoded stub slot with its target resolved (``index`` is ``None`` for tramps)."""
+    """A decoded stub slot with its target named (``index`` is ``None`` for tramps).
 
-    address: int
-    kind: str
+    It holds the :class:`~klpinspect.ppc64.stubs.Stub` rather than copies of its
+    fields: an audit makes one record per slot, millions on a big kernel.
+    """
+
+    stub: Stub
     index: int | None = None
-    target: int | None = None
     target_symbol: str | None = None
     target_owner: str | None = None
-    implied_toc: int | None = None
-    magic_ok: bool | None = None
+
+    @property
+    def address(self) -> int:
+        return self.stub.address
+
+    @property
+    def kind(self) -> str:
+        return self.stub.kind  # a StrEnum: its own value
+
+    @property
+    def target(self) -> int | None:
+        return self.stub.target
+
+    @property
+    def implied_toc(self) -> int | None:
+        return self.stub.implied_toc
+
+    @property
+    def magic_ok(self) -> bool | None:
+        return self.stub.magic_ok
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
