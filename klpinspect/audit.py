@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KlpError, MemoryReadError
-from .ppc64.stubs import Stub, StubKind, decode_stub, for_each_stub, stub_size
-from .ppc64.toc import ModuleToc, resolve_module_toc
-from .report import Finding, ModuleRecord, Report, StubRecord, hexaddr
-from .target import KernelInfo, ModuleInfo, SymbolInfo, Target
+from .ppc64.stubs import (
+    Stub,
+    StubKind,
+    decode_stub,
+    for_each_ool_stub,
+    for_each_stub,
+    ool_reserved_slots,
+    stub_size,
+)
+from .ppc64.toc import ModuleToc, module_toc, resolve_module_toc
+from .report import Finding, ModuleRecord, Report, Severity, StubRecord, hexaddr
+from .target import KernelInfo, ModuleInfo, SymbolInfo, Target, try_symbolize
 
 __all__ = (
     "ModuleAudit",
@@ -51,6 +59,10 @@ class ModuleAudit:
     toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, "none"))
     findings: list[Finding] = field(default_factory=list)
     reads: int = 0
+    # TRAMP_NOT_FTRACE_STUB for r2-relative tramps: an error only on kernels whose
+    # ftrace trampolines load the kernel TOC (mprofile-kernel, 4.6+); -pg kernels
+    # (ELFv1, or ELFv2 without -mprofile-kernel) build them as normal stubs by design.
+    r2_tramp_findings: list[Finding] = field(default_factory=list)
 
 
 class _Symbols:
@@ -83,11 +95,7 @@ class _Symbols:
             return self._cache[address]
         except KeyError:
             pass
-        try:
-            sym = self._target.symbolize(address)
-        except KlpError:
-            sym = None
-        self._cache[address] = sym
+        sym = self._cache[address] = try_symbolize(self._target, address)
         return sym
 
 
@@ -112,6 +120,10 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         return target.read(mod.stubs, mod.stubs_size), 1
     if mod.stub_count is not None:
         return target.read(mod.stubs, max(mod.stub_count, 1) * slot), 1
+    ool_lo = ool_hi = -1
+    if mod.ool_stubs and mod.ool_stub_count:
+        ool_lo = (mod.ool_stubs - mod.stubs) // slot * slot
+        ool_hi = ool_lo + ool_reserved_slots(mod.ool_stub_count, slot) * slot
     # Bound the read by the end of the text region holding .stubs, when known.
     limit = _MAX_STUBS_BYTES
     for start, end in mod.text_ranges:
@@ -139,7 +151,9 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
             continue
         full = len(data) // slot * slot
         for off in range(0, full, slot):
-            if not any(data[off + 32 : off + 40]):
+            # OOL ftrace stubs (6.13+) fill their reserved slots with other data,
+            # whose "funcdata" word may be 0: no sentinel there.
+            if not ool_lo <= off < ool_hi and not any(data[off + 32 : off + 40]):
                 return data, reads
         if size >= limit:
             return data, reads
@@ -262,10 +276,24 @@ def audit_module(
                 **opts,
             )
         )
+        if ool is not None:
+            # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
+            # a normal stub written over this area (the bug JL2025 2/3 fixed) shows
+            # up as an unknown entry here.
+            for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
+                rec.ool_stubs.append(_record(o, None, symbols))
+                if o.kind is not StubKind.OOL_FTRACE:
+                    result.findings.append(
+                        Finding("STUB_UNKNOWN", "out-of-line ftrace stub matches no known "
+                                "layout: " + " ".join(f"{w:08x}" for w in o.words),
+                                module=mod.name, address=o.address)
+                    )
     stubs = result.stubs
     result.toc = resolve_module_toc(mod.toc_section, mod.stubs, stubs, arch_toc=mod.arch_toc)
     rec.toc, rec.toc_source = result.toc.toc, result.toc.source
-    rec.stubs = [_record(s, i, symbols) for i, s in enumerate(stubs)]
+    # index = slot number in .stubs (the OOL area's slots are not stubs but count)
+    base = mod.stubs or 0
+    rec.stubs = [_record(s, (s.address - base) // slot, symbols) for s in stubs]
 
     if kernel_writes_magic is None:
         kernel_writes_magic = any(s.magic_ok for s in stubs)
@@ -314,10 +342,15 @@ def audit_module(
             )
         dest = s.target
         if dest is not None and loaded and dest not in loaded:
+            # A livepatch module keeps its klp relocations' stubs after the patched
+            # module is unloaded (restore_r2() accepts them again on reload, 6.12+):
+            # harmless until that module comes back, so only a warning there.
             result.findings.append(
                 Finding(
                     "STUB_TARGET_DANGLING",
-                    f"target {dest:#x} is in no loaded kernel or module text",
+                    f"target {dest:#x} is in no loaded kernel or module text"
+                    + (" (patched module unloaded?)" if mod.livepatch else ""),
+                    severity=Severity.WARNING if mod.livepatch else None,
                     module=mod.name,
                     address=s.address,
                 )
@@ -348,7 +381,7 @@ def audit_module(
             trec = _record(tstub, None, symbols)
         setattr(rec, attr, trec)
         if tstub.kind.r2_relative:
-            result.findings.append(
+            result.r2_tramp_findings.append(
                 Finding(
                     "TRAMP_NOT_FTRACE_STUB",
                     f"arch.{attr} is a {tstub.kind.value} (r2-relative) stub: it only works "
@@ -406,9 +439,26 @@ def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> _TextRanges:
     return _TextRanges(ranges)
 
 
-def module_toc_map(kernel: KernelInfo, audits: Iterable[ModuleAudit]) -> dict[int, str]:
-    """TOC value -> owner (``"vmlinux"`` or a module name)."""
+def module_toc_map(
+    kernel: KernelInfo, audits: Iterable[ModuleAudit], others: Iterable[ModuleInfo] = ()
+) -> dict[int, str]:
+    """TOC value -> owner (``"vmlinux"`` or a module name).
+
+    :param others: modules not audited (a command limited to some modules): their
+        TOC from the section address alone, with the rule the audited ones showed
+    """
     tocs: dict[int, str] = {}
+    audits = list(audits)
+    plain = any(a.toc.rule == "plain" for a in audits)
+    done = {a.module.name for a in audits}
+    for mod in others:
+        if mod.name in done:
+            continue
+        section = mod.toc_section if mod.toc_section is not None else mod.stubs
+        if mod.arch_toc:
+            tocs[mod.arch_toc] = mod.name
+        elif section is not None:
+            tocs[module_toc(section, rounded=not plain)] = mod.name
     for a in audits:
         if a.toc.toc is not None:
             tocs[a.toc.toc] = a.module.name
@@ -433,7 +483,37 @@ def _audit_modules(
     if not writes:
         for a in audits:
             a.findings = [f for f in a.findings if f.code != "STUB_BAD_MAGIC"]
+    if _paca_tramp_kernel(target, kernel, audits, everything):
+        for a in audits:
+            a.findings.extend(a.r2_tramp_findings)
     return audits, everything
+
+
+def _paca_tramp_kernel(
+    target: Target, kernel: KernelInfo, audits: list[ModuleAudit], everything: list[ModuleInfo]
+) -> bool:
+    """Whether this kernel's ftrace trampolines load the kernel TOC from the paca.
+
+    Feature detection instead of a config or version test: mprofile-kernel kernels
+    (4.6+, 336a7b5dd80a) make ``ftrace_caller``/``_mcount`` stubs that load the
+    kernel TOC; -pg kernels make none.  Decided from the audited modules' stubs,
+    else from the other modules' ``arch.tramp`` slots (one read each, rarely needed).
+    """
+    if any(s.kind.uses_kernel_toc for a in audits for s in a.stubs):
+        return True
+    chosen = {id(a.module) for a in audits}
+    slot = stub_size(kernel.abi, kernel.func_desc_size)
+    for mod in everything:
+        if id(mod) in chosen or not mod.tramp:
+            continue
+        try:
+            raw = target.read(mod.tramp, slot)
+        except MemoryReadError:
+            continue
+        stub = decode_stub(raw, mod.tramp, byteorder=kernel.byteorder, abi=kernel.abi)
+        if stub.kind.uses_kernel_toc:
+            return True
+    return False
 
 
 def _damage_findings(target: Target) -> list[Finding]:
@@ -495,7 +575,7 @@ def audit(
     """``klp-audit``: every check over the named (or all) modules and every task."""
     kernel = target.kernel()
     report = new_report(target, kernel, ("modules", "tasks", "findings"))
-    audits, _ = _audit_modules(target, kernel, names)
+    audits, everything = _audit_modules(target, kernel, names)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
@@ -505,7 +585,7 @@ def audit(
         from .livepatch import audit_livepatch_stacks
 
         records, findings = audit_livepatch_stacks(
-            target, module_toc_map(kernel, audits), pids=pids
+            target, module_toc_map(kernel, audits, everything), pids=pids
         )
         report.tasks = records
         report.extend(findings)

@@ -20,7 +20,7 @@ from .ppc64.callsites import CallFollow, CallSite, find_stub_calls
 from .ppc64.disasm import disassemble, disassemble_word
 from .ppc64.stubs import Stub, StubKind, decode_stub, stub_size
 from .report import Finding
-from .target import KernelInfo, ModuleInfo, Target
+from .target import KernelInfo, ModuleInfo, Target, try_symbolize
 
 __all__ = ("audit_module_callsites", "module_text_regions")
 
@@ -119,7 +119,7 @@ def _describe_stub(target: Target, address: int, stub: Stub | None) -> str:
     callee = None if stub is None else (stub.target or stub.funcdata)
     if not callee:
         return f"stub {address:#x}"
-    sym = target.symbolize(callee)
+    sym = try_symbolize(target, callee)
     return f"stub {address:#x} (-> {sym.format(callee) if sym else hex(callee)})"
 
 
@@ -157,7 +157,7 @@ def _finding(
             f"bl into {where} is followed by {after}, not {restore}: "
             "the caller runs on with the callee's TOC in r2"
         )
-    sym = target.symbolize(site.address)
+    sym = try_symbolize(target, site.address)
     return Finding(
         code=code,
         message=msg,

@@ -25,7 +25,7 @@ from klpinspect.ppc64.lpstack import (
     walk_livepatch_stack,
 )
 from klpinspect.report import Finding, FrameRecord, Report, TaskRecord, hexaddr
-from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo
+from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo, try_symbolize
 
 __all__ = (
     "MAX_FRAME_FINDINGS",
@@ -143,7 +143,8 @@ def check_livepatch_stack(
                     address=f.address,
                 )
             )
-        if f.r2 not in owners:
+        # PCREL kernels (no kernel TOC) save r2 all the same, but it is no TOC there.
+        if owners and f.r2 not in owners:
             frame_findings.append(
                 Finding(
                     "LPSTACK_R2_UNKNOWN",
@@ -181,7 +182,7 @@ class _Symbolizer:
         try:
             return self._cache[address]
         except KeyError:
-            sym = self._cache[address] = self._target.symbolize(address)
+            sym = self._cache[address] = try_symbolize(self._target, address)
             return sym
 
     def text(self, address: int) -> str | None:

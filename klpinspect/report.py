@@ -174,6 +174,7 @@ class ModuleRecord:
     stubs: list[StubRecord] = field(default_factory=list)
     tramp: StubRecord | None = None
     tramp_regs: StubRecord | None = None
+    ool_stubs: list[StubRecord] = field(default_factory=list)  # 6.13+
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +185,7 @@ class ModuleRecord:
             "stubs": [s.to_json() for s in self.stubs],
             "tramp": None if self.tramp is None else self.tramp.to_json(),
             "tramp_regs": None if self.tramp_regs is None else self.tramp_regs.to_json(),
+            **({"ool_stubs": [s.to_json() for s in self.ool_stubs]} if self.ool_stubs else {}),
         }
 
 
@@ -291,43 +293,32 @@ def _sym(name: str | None, owner: str | None) -> str:
     return name if owner in (None, "vmlinux") else f"{name} [{owner}]"
 
 
+def _stub_row(mod: ModuleRecord, s: StubRecord, index: Any, label: str) -> Sequence[Any]:
+    return (
+        mod.name,
+        index,
+        hexaddr(s.address),
+        s.kind,
+        hexaddr(s.target) or "-",
+        _sym(s.target_symbol, s.target_owner),
+        hexaddr(s.implied_toc) or "-",
+        {True: "ok", False: "BAD", None: "-"}[s.magic_ok],
+        label,
+    )
+
+
 def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
-    rows: list[Sequence[Any]] = []
     specials = {}
     if mod.tramp is not None:
         specials[mod.tramp.address] = "tramp"
     if mod.tramp_regs is not None:
         specials[mod.tramp_regs.address] = "tramp_regs"
-    for s in mod.stubs:
-        rows.append(
-            (
-                mod.name,
-                s.index,
-                hexaddr(s.address),
-                s.kind,
-                hexaddr(s.target) or "-",
-                _sym(s.target_symbol, s.target_owner),
-                hexaddr(s.implied_toc) or "-",
-                {True: "ok", False: "BAD", None: "-"}[s.magic_ok],
-                specials.get(s.address, ""),
-            )
-        )
+    rows = [_stub_row(mod, s, s.index, specials.get(s.address, "")) for s in mod.stubs]
+    listed = {s.address for s in mod.stubs}
     for label, tramp in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
-        if tramp is not None and not any(x.address == tramp.address for x in mod.stubs):
-            s = tramp
-            rows.append(
-                (
-                    mod.name,
-                    "-",
-                    hexaddr(s.address),
-                    s.kind,
-                    hexaddr(s.target) or "-",
-                    _sym(s.target_symbol, s.target_owner),
-                    hexaddr(s.implied_toc) or "-",
-                    {True: "ok", False: "BAD", None: "-"}[s.magic_ok],
-                    label,
-                )
-            )
+        if tramp is not None and tramp.address not in listed:
+            rows.append(_stub_row(mod, tramp, "-", label))
+    rows.extend(_stub_row(mod, s, "-", "ool") for s in mod.ool_stubs)
     return rows
 
 

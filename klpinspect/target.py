@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from .errors import KlpError
+
 __all__ = (
     "KernelInfo",
     "ModuleInfo",
@@ -20,6 +22,7 @@ __all__ = (
     "Target",
     "TaskInfo",
     "make_module_info",
+    "try_symbolize",
 )
 
 
@@ -247,3 +250,12 @@ class Target(Protocol):
         :raises klpinspect.errors.KlpError: if there is no such task
         """
         ...
+
+
+def try_symbolize(target: Target, address: int) -> SymbolInfo | None:
+    """``target.symbolize(address)``, or ``None`` where the back end cannot say
+    (a damaged symbol table is no reason to stop an audit)."""
+    try:
+        return target.symbolize(address)
+    except KlpError:
+        return None

@@ -7,6 +7,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -161,3 +162,84 @@ def test_run_command_bad_arguments() -> None:
     text, status = run_command(make_target(), "stubs", ["--format", "json", "badmod"])
     assert json.loads(text)["modules"][0]["name"] == "badmod"
     assert status == 1
+
+
+def _pg_target() -> SyntheticTarget:
+    asm = assemble("audit_pg_module.s", defsyms={"SBASE": SBASE, "TOC": TOC, "T0": T0, "FC": FC})
+    target = make_target()
+    mod = ModuleInfo(
+        name="pgmod", text_ranges=(MOD_TEXT,), stubs=SBASE, toc_section=TOC_SECTION,
+        tramp=SBASE + 40,
+    )
+    target.module_list = [mod]
+    target.regions = {SBASE: asm.text.ljust(MOD_TEXT[1] - SBASE, b"\0")}
+    return target
+
+
+def test_pg_kernel_r2_relative_tramp_is_by_design() -> None:
+    """Without -mprofile-kernel no module has a paca stub: an r2-relative tramp is
+    what create_ftrace_stub() makes there, not a bug."""
+    report = stubs_report(_pg_target())
+    assert report.modules[0].tramp is not None
+    assert report.modules[0].tramp.kind == "normal"
+    assert report.modules[0].tramp.target_symbol == "ftrace_caller"
+    assert report.findings == []
+
+
+def test_mprofile_kernel_other_module_decides() -> None:
+    """Asked about one -pg-looking module of a kernel whose other modules have paca
+    tramps, the r2-relative tramp is an error again."""
+    target = _pg_target()
+    good = make_target()
+    other_base = SBASE + 0x100000  # a copy of badmod's slots, paca tramps included
+    other = dataclasses.replace(
+        good.module_list[0], name="other", stubs=other_base, tramp=other_base + 80,
+        tramp_regs=other_base + 120, text_ranges=((other_base, other_base + 0x300),),
+    )
+    target.module_list.append(other)
+    target.regions[other_base] = good.regions[SBASE][:0x300]
+    report = stubs_report(target, ["pgmod"])
+    assert codes_at(report, "TRAMP_NOT_FTRACE_STUB") == {SBASE + 40}
+
+
+def test_toc_map_covers_modules_not_asked_for() -> None:
+    from klpinspect.audit import _audit_modules, module_toc_map
+
+    target = make_target()
+    other = dataclasses.replace(target.module_list[0], name="other", toc_section=0xC008000002220000)
+    target.module_list.append(other)
+    audits, everything = _audit_modules(target, target.kernel(), ["badmod"])
+    tocs = module_toc_map(target.kernel(), audits, everything)
+    assert tocs[0xC008000002228000] == "other" and tocs[TOC] == "badmod"
+    assert tocs[KTOC] == "vmlinux"
+
+
+def test_ool_area_decoded_and_skipped() -> None:
+    """6.13+: the OOL ftrace stubs sit between tramp_regs and later stubs; the walk
+    skips their slots (whose 'funcdata' word can be 0) and reports them apart."""
+    base = 0xC008000001A60000
+    syms = {
+        "BASE": base, "TOC": 0xC008000001A88000, "KTOC": KTOC, "PACATOC": 16, "FC": FC,
+        "FRC": FRC, "CALLEE": T0, "OP0": 0, "OP1": 0, "OP2": 0,  # disabled: ftrace_op 0
+    }
+    text = assemble("ool.s", defsyms=syms).text
+    stubs = base + 0x10000
+    mod = ModuleInfo(
+        name="oolmod", text_ranges=((base, base + len(text)),), stubs=stubs,
+        toc_section=0xC008000001A80000, tramp=stubs, tramp_regs=stubs + 40,
+        ool_stubs=stubs + 80, ool_stub_count=3,
+    )
+    target = make_target()
+    target.module_list = [mod]
+    target.regions = {base: text}
+    target.symbols.append(SymbolInfo("oolmod_text", base, 0x10000, "oolmod"))
+    report = stubs_report(target)
+    (rec,) = report.modules
+    assert [(s.index, s.kind) for s in rec.stubs] == [(0, "ftrace"), (1, "ftrace"), (4, "normal")]
+    assert [s.kind for s in rec.ool_stubs] == ["ool-ftrace"] * 3
+    assert {s.target for s in rec.ool_stubs} == {stubs}  # bl mod->arch.tramp
+    assert report.findings == []
+    doc = json.loads(render_json(report))
+    assert [s["address"] for s in doc["modules"][0]["ool_stubs"]] == [
+        hex(stubs + 80), hex(stubs + 104), hex(stubs + 128)
+    ]

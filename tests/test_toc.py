@@ -98,3 +98,18 @@ def test_implied_and_mismatch() -> None:
     # majority still picks the sections' rule
     assert resolve_module_toc(TOC_SECTION, SBASE, stubs).toc == ROUNDED
     assert implied_tocs([]) == Counter()
+
+
+def test_pcrel_module_has_no_toc() -> None:
+    """CONFIG_PPC_KERNEL_PCREL: my_r2() is -1 and there is no .toc; the TOC is not
+    invented from .stubs."""
+    from asmutil import assemble
+
+    from klpinspect.ppc64.stubs import StubKind, decode_stub
+    from klpinspect.ppc64.toc import resolve_module_toc
+
+    data = assemble("stub_pcrel.s", defsyms={"TARGET": 0xC000000000AB1230}).text
+    stub = decode_stub(data[:40], 0xC008000001A70100)
+    assert stub.kind is StubKind.PCREL
+    toc = resolve_module_toc(None, 0xC008000001A70100, [stub])
+    assert (toc.toc, toc.source) == (None, "none")

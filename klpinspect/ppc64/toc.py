@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .stubs import Stub
+from .stubs import Stub, StubKind
 
 __all__ = (
     "ModuleToc",
@@ -31,6 +31,7 @@ __all__ = (
 )
 
 TOC_BIAS = 0x8000
+_PCREL_KINDS = frozenset({StubKind.PCREL, StubKind.PCREL_FTRACE})
 
 
 def module_toc(section_address: int, *, rounded: bool = True) -> int:
@@ -79,6 +80,11 @@ def resolve_module_toc(
     """
     if arch_toc:
         return ModuleToc(arch_toc, "arch.toc")
+    stubs = list(stubs)
+    if toc_section is None and any(s.kind in _PCREL_KINDS for s in stubs):
+        if not any(s.kind.r2_relative for s in stubs):
+            # CONFIG_PPC_KERNEL_PCREL: my_r2() is -1, the module has no TOC at all.
+            return ModuleToc(None, "none")
     section, source = (
         (toc_section, ".toc") if toc_section is not None else (stubs_section, ".stubs")
     )
