@@ -421,12 +421,13 @@ def select_modules(mods: Sequence[ModuleInfo], names: Sequence[str] | None) -> l
     if not names:
         return list(mods)
     by_name = {m.name: m for m in mods}
-    out = []
+    out: list[ModuleInfo] = []
     for name in names:
         mod = by_name.get(name) or by_name.get(name.replace("-", "_"))
         if mod is None:
             raise KlpError(f"no module named '{name}'")
-        out.append(mod)
+        if mod not in out:  # "rk_lib rk-lib" names one module
+            out.append(mod)
     return out
 
 
@@ -555,8 +556,11 @@ def toc_report(
     audits, _ = _audit_modules(target, kernel, names)
     for a in audits:
         report.modules.append(a.record)
+        # the TOC questions: stubs against the module TOC, and tramps against r2
         report.extend(
-            f for f in a.findings if f.code in ("STUB_TOC_MISMATCH", "MEMORY_UNREADABLE")
+            f
+            for f in a.findings
+            if f.code in ("STUB_TOC_MISMATCH", "MEMORY_UNREADABLE") or f.code.startswith("TRAMP_")
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))

@@ -98,6 +98,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
         report, status = lint_files(args.files)
         status = int(status)
+        for f in report.findings:  # one line per file that could not be linted
+            if f.code == "KO_UNREADABLE":
+                print(f"{PROG}: {f.file}: {f.message}", file=sys.stderr)
         sys.stdout.write(render(report, args.format or fmt))
         return status
     text, status = run_parsed(open_target(args), args.command, args, fmt)
@@ -110,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KlpError as e:
-        print(f"{PROG}: {str(e).removeprefix(PROG + ': ')}", file=sys.stderr)
+        msg = str(e).removeprefix(PROG + ": ")
+        # argparse's own "klpinspect lpstack: ..." already names the program
+        print(msg if msg.startswith(PROG + " ") else f"{PROG}: {msg}", file=sys.stderr)
         return EXIT_UNUSABLE
     except BrokenPipeError:
         return 0

@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _pid(text: str) -> int:
     try:
-        value = int(text, 0)
+        value = int(text, 10)  # pids are decimal, as ps and crash print them
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a pid: '{text}'") from None
     if value < 0:

@@ -261,12 +261,9 @@ class Report:
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "schema": SCHEMA,
-            "target": self.target,
-            "kernel": self.kernel,
-            "modules": [m.to_json() for m in self.modules],
-        }
+        out: dict[str, Any] = {"schema": SCHEMA, "target": self.target, "kernel": self.kernel}
+        if "modules" in self.sections or "stubs" in self.sections:  # not for lpstack/bt
+            out["modules"] = [m.to_json() for m in self.modules]
         if self.tasks is not None:
             out["tasks"] = [t.to_json() for t in self.tasks]
         out["findings"] = [f.to_json() for f in self.findings]
@@ -278,7 +275,9 @@ def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     and JSON output never needs it)."""
     from tabulate import tabulate as _tabulate
 
-    text: str = _tabulate(rows, headers=headers)
+    # explicit alignment: tabulate's defaults differ between versions (gdb's
+    # Python may have Debian's older one)
+    text: str = _tabulate(rows, headers=headers, numalign="right", stralign="left")
     return text
 
 
@@ -329,7 +328,9 @@ def _render_modules(report: Report, detail: bool) -> str:
             rows.extend(_stub_rows(mod))
         return tabulate(
             rows,
-            headers=("module", "#", "stub", "kind", "target", "symbol", "implied TOC", "magic", ""),
+            headers=(
+                "module", "#", "stub", "kind", "target", "symbol", "implied TOC", "magic", "role"
+            ),
         )
     rows = []
     for mod in report.modules:

@@ -237,7 +237,7 @@ def test_bad_input_one_line_exit_2(
     proc = run_cli(*[a.format(**subst) for a in args], check_rc=2)
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1, proc.stderr
-    assert err[0].startswith("klpinspect: ")
+    assert err[0].startswith("klpinspect")
     assert message in err[0]
 
 

@@ -30,6 +30,7 @@ import mmap
 import os
 import platform as _platform
 import re
+import stat
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -167,6 +168,28 @@ class _ElfCore:
     vmcoreinfo: bytes | None
     all_vaddr_zero: bool
     msr: int | None
+    size: int = 0  # bytes in the file
+    needed: int = 0  # bytes its program headers describe
+
+    @property
+    def truncated(self) -> str | None:
+        if self.size >= self.needed:
+            return None
+        return (
+            f"core file truncated: {self.size:,} of the {self.needed:,} bytes its program "
+            "headers describe; memory past the cut is unreadable"
+        )
+
+
+# Things to tell the user about a program open_core() made (a truncated file);
+# drgn.Program takes neither attributes nor weak references, so keyed by id().
+_CORE_NOTES: dict[int, tuple[drgn.Program, list[str]]] = {}
+
+
+def core_notes(prog: drgn.Program) -> list[str]:
+    """What :func:`open_core` noticed about the file behind ``prog`` (e.g. truncation)."""
+    entry = _CORE_NOTES.get(id(prog))
+    return list(entry[1]) if entry is not None and entry[0] is prog else []
 
 
 def _parse_notes(data: bytes, end: str) -> tuple[bytes | None, int | None]:
@@ -226,7 +249,9 @@ def _read_elf_core(path: Path, f: BinaryIO, head: bytes) -> _ElfCore:
     if not loads:
         raise TargetError(f"{path}: ELF core without memory (no PT_LOAD)")
     return _ElfCore(
-        "little" if end == "<" else "big", tuple(loads), vmcoreinfo, all_vaddr_zero, msr
+        "little" if end == "<" else "big", tuple(loads), vmcoreinfo, all_vaddr_zero, msr,
+        size=os.fstat(f.fileno()).st_size,
+        needed=max(ld.offset + ld.filesz for ld in loads),
     )
 
 
@@ -251,7 +276,11 @@ def _custom_kernel_program(
     """
     prog = drgn.Program(platform)
     # VMCOREINFO must come before any memory segment.
-    prog.set_linux_kernel_custom(vmcoreinfo, False)
+    try:
+        prog.set_linux_kernel_custom(vmcoreinfo, False)
+    except Exception as e:  # drgn's parser: BadDataError, ValueError, ...
+        first = vmcoreinfo.split(b"\n", 1)[0].decode("ascii", "replace")
+        raise TargetError(f"unusable VMCOREINFO (starting {first!r}): {e}") from None
     for paddr, size, read_fn in ranges:
         prog.add_memory_segment(paddr, size, read_fn, True)
         prog.add_memory_segment(PAGE_OFFSET + paddr, size, read_fn, False)
@@ -279,6 +308,8 @@ def _open_elf_custom(path: Path, core: _ElfCore, vmcoreinfo: bytes | None) -> dr
         if found is not None:
             vmcoreinfo, byteorder = found
     if vmcoreinfo is None:
+        if core.truncated:
+            raise TargetError(f"{path}: {core.truncated}, and no VMCOREINFO in what is left")
         raise TargetError(
             f"{path}: no VMCOREINFO in this ppc64 QEMU dump and none given; "
             "pass --vmcoreinfo FILE"
@@ -428,6 +459,18 @@ def open_core(path: str | os.PathLike[str], vmcoreinfo: bytes | None = None) -> 
     """
     p = Path(path)
     try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise TargetError(f"{p}: no such file") from None
+    except OSError as e:
+        raise TargetError(f"{p}: {e.strerror}") from None
+    if stat.S_ISSOCK(mode):
+        raise TargetError(f"{p}: a socket, not a vmcore (a QEMU QMP socket? use --qemu)")
+    if stat.S_ISDIR(mode):
+        raise TargetError(f"{p}: is a directory, not a vmcore")
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise TargetError(f"{p}: not a regular file, not a vmcore")
+    try:
         with open(p, "rb") as f:
             head = f.read(4096)
             if head[:4] == b"\x7fELF" and len(head) >= 64:
@@ -452,8 +495,11 @@ def open_core(path: str | os.PathLike[str], vmcoreinfo: bytes | None = None) -> 
             prog.set_core_dump(str(p))
         except (OSError, ValueError, drgn.FaultError) as e:
             raise TargetError(f"{p}: cannot open core: {e}") from None
-        return prog
-    return _open_elf_custom(p, core, vmcoreinfo)
+    else:
+        prog = _open_elf_custom(p, core, vmcoreinfo)
+    if core.truncated:
+        _CORE_NOTES[id(prog)] = (prog, [f"{p}: {core.truncated}"])
+    return prog
 
 
 # --- the running kernel ---------------------------------------------------
@@ -484,6 +530,15 @@ def _kernel_vmcoreinfo(prog: drgn.Program) -> bytes | None:
     except (LookupError, drgn.FaultError):
         return None
     return data.rstrip(b"\0")
+
+
+def vmcoreinfo_release(prog: drgn.Program) -> str | None:
+    """``OSRELEASE`` of the VMCOREINFO ``prog`` was opened with, if it has one."""
+    info = _kernel_vmcoreinfo(prog)
+    if info is None:
+        return None
+    m = re.search(rb"^OSRELEASE=(.*)$", info, re.M)
+    return m.group(1).decode("utf-8", "replace").strip() if m else None
 
 
 def _kernel_debug_status(prog: drgn.Program) -> bool:

@@ -20,6 +20,7 @@ from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
+from klpinspect.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
 from klpinspect.target import (
@@ -246,7 +247,7 @@ class DrgnTarget:
         self._vmlinux_symbols: ElfSymbols | None = None
         self._vmlinux_symbols_tried = False
         # (address, message) of structures that could not be walked; see Target
-        self.damage: list[tuple[int | None, str]] = []
+        self.damage: list[tuple[int | None, str]] = [(None, n) for n in core_notes(prog)]
 
     # --- memory and symbols ---------------------------------------------
 
@@ -273,7 +274,7 @@ class DrgnTarget:
         if _KALLSYMS_FINDER in prog.registered_symbol_finders():
             return
         symbols: list[drgn.Symbol] = []
-        for mod in for_each_module(prog):
+        for mod in self._for_each_module():
             try:
                 regions = [(s, s + n) for s, n in module_address_regions(mod) if s and n]
                 # A livepatch module keeps its resolved SHN_UNDEF/klp symbols
@@ -308,9 +309,9 @@ class DrgnTarget:
     def _module_ranges(self) -> list[tuple[int, int, str]]:
         if self._owners is None:
             ranges = []
-            for mod in for_each_module(self.prog):
-                name = _string(mod.name)
+            for mod in self._for_each_module():
                 try:
+                    name = _string(mod.name)
                     for start, length in module_address_regions(mod):
                         if start and length:
                             ranges.append((start, start + length, name))
@@ -391,6 +392,13 @@ class DrgnTarget:
         prog = self.prog
         little = bool(prog.platform and prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
         release = _string(prog["init_uts_ns"].name.release)
+        expected = vmcoreinfo_release(prog)
+        if expected is not None and release != expected:
+            # KERNELOFFSET or the page tables are off: every read is of wrong memory
+            raise TargetError(
+                f"the kernel image in this target says release {release!r}, its VMCOREINFO "
+                f"says {expected!r}: wrong --vmcoreinfo, or a dump of another kernel?"
+            )
         toc, toc_source = kernel_toc(prog)
         kernelbase = None
         try:
@@ -457,12 +465,8 @@ class DrgnTarget:
             address=int(mod.value_()),
         )
 
-    def modules(self) -> Iterator[ModuleInfo]:
-        """Every loaded module, in ``modules`` list order.
-
-        A module whose ``struct module`` cannot be read is left out and a broken
-        list ends the walk; both are recorded in :attr:`damage`, not raised.
-        """
+    def _for_each_module(self) -> Iterator[Object]:
+        """``for_each_module()``, ending (and recording the damage) at a broken link."""
         it = iter(for_each_module(self.prog))
         while True:
             try:
@@ -472,6 +476,15 @@ class DrgnTarget:
             except drgn.FaultError as e:
                 self._damaged(e.address, f"modules list broken: {e}")
                 return
+            yield mod
+
+    def modules(self) -> Iterator[ModuleInfo]:
+        """Every loaded module, in ``modules`` list order.
+
+        A module whose ``struct module`` cannot be read is left out and a broken
+        list ends the walk; both are recorded in :attr:`damage`, not raised.
+        """
+        for mod in self._for_each_module():
             try:
                 yield self.module_info(mod)
             except drgn.FaultError as e:
