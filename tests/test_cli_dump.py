@@ -254,6 +254,7 @@ def test_damaged_dump_is_findings_not_a_crash(
     messages = [f["message"] for f in doc["findings"] if f["code"] == "MEMORY_UNREADABLE"]
     assert any("modules list broken" in m for m in messages), messages
     assert any("task list broken" in m for m in messages), messages
+    assert any("core file truncated: 67,108,864 of the" in m for m in messages), messages
     assert all(f["severity"] == "warning" for f in doc["findings"])
 
 
@@ -266,3 +267,29 @@ def test_truncated_before_kernel_data_is_one_line(
     proc = run_cli("-c", cut, "-s", vmlinux_debug, "audit", check_rc=2)
     assert proc.stderr.count("\n") == 1
     assert "truncated" in proc.stderr
+
+
+def test_wrong_vmcoreinfo_is_one_line(
+    vmcore_qemu_elf: Path, vmlinux_debug: Path, lp61: Path, tmp_path: Path
+) -> None:
+    """A VMCOREINFO with another KERNELOFFSET reads wrong memory everywhere: say so."""
+    info = tmp_path / "vmcoreinfo.txt"
+    info.write_text(
+        (lp61 / "vmcoreinfo.txt").read_text().replace("KERNELOFFSET=0", "KERNELOFFSET=1000000")
+    )
+    proc = run_cli("-c", vmcore_qemu_elf, "--vmcoreinfo", info, "-s", vmlinux_debug, "stubs",
+                   check_rc=2)
+    assert proc.stderr.count("\n") == 1 and "VMCOREINFO" in proc.stderr
+
+
+def test_socket_and_duplicate_names(vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "qmp.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        proc = run_cli("-c", path, "stubs", check_rc=2)
+    assert "use --qemu" in proc.stderr
+    proc = run_cli("-c", vmcore_elf, "-s", vmlinux_debug, "--format", "json", "stubs",
+                   "rk_lib", "rk-lib")
+    assert [m["name"] for m in json.loads(proc.stdout)["modules"]] == ["rk_lib"]
