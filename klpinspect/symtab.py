@@ -24,8 +24,8 @@ _SHN_LORESERVE = 0xFF00
 # drgn's binding precedence: GLOBAL = UNIQUE > WEAK > LOCAL = anything else.
 _PRECEDENCE = {_STB_GLOBAL: 3, _STB_GNU_UNIQUE: 3, _STB_WEAK: 2}
 
-# (address, size, name, binding, section index)
-SymEntry = tuple[int, int, str, int, int]
+# (address, size, name or its .strtab offset, binding, section index)
+SymEntry = tuple[int, int, str | int, int, int]
 
 
 # -- symbols -------------------------------------------------------------------------
@@ -48,6 +48,7 @@ class ElfSymbols:
         check; ``None`` (module kallsyms) skips it
     :param boundaries: further addresses where a symbol starts for
         :meth:`size_to_next` (section symbols, which name no address)
+    :param strtab: the string table, when entries hold ``st_name`` offsets
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class ElfSymbols:
         entries: list[SymEntry],
         sections: dict[int, tuple[int, int]] | None = None,
         boundaries: Iterable[int] = (),
+        strtab: bytes | None = None,
     ) -> None:
         self._entries = sorted(
             (start, order, size, name, bind, shndx)
@@ -69,6 +71,17 @@ class ElfSymbols:
         self._sections = sections
         self._all_starts = sorted(set(self._starts).union(boundaries))
         self._by_name: dict[str, int] | None = None
+        self._strtab = strtab
+
+    def _name(self, name: str | int) -> str:
+        """An entry's name: entries from :func:`read_elf_symbols` keep the string
+        table offset and are decoded only when looked up (an audit names ~1,000
+        of a vmlinux's 60,000 symbols)."""
+        if isinstance(name, str):
+            return name
+        strtab = self._strtab or b""
+        end = strtab.find(b"\0", name)
+        return strtab[name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,7 +91,7 @@ class ElfSymbols:
         i = bisect.bisect_right(self._starts, address)
         if i == 0:
             return None
-        best: tuple[tuple[int, int, int, int], tuple[int, int, str]] | None = None
+        best: tuple[tuple[int, int, int, int], tuple[int, int, str | int]] | None = None
         j = i
         while j > 0:
             j -= 1
@@ -90,7 +103,8 @@ class ElfSymbols:
                 if best is None or key > best[0]:
                     best = (key, (start, size, name))
         if best is not None:
-            return best[1]
+            start, size, name = best[1]
+            return start, size, self._name(name)
         return self._sizeless_lookup(address, self._reach[i - 1])
 
     def _sizeless_lookup(self, address: int, max_end: int) -> tuple[int, int, str] | None:
@@ -115,7 +129,7 @@ class ElfSymbols:
             sh_addr, sh_size = self._sections[shndx]
             if not sh_addr <= address < sh_addr + sh_size:
                 return None
-        return start, size, name
+        return start, size, self._name(name)
 
     def size_to_next(self, address: int) -> int:
         """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
@@ -130,7 +144,8 @@ class ElfSymbols:
         """Address of the symbol called ``name`` with the highest binding, first found."""
         if self._by_name is None:
             by_name: dict[str, tuple[tuple[int, int], int]] = {}
-            for start, order, _size, sym, bind, _shndx in self._entries:
+            for start, order, _size, raw, bind, _shndx in self._entries:
+                sym = self._name(raw)
                 rank = (_PRECEDENCE.get(bind, 1), -order)
                 if sym not in by_name or rank > by_name[sym][0]:
                     by_name[sym] = (rank, start)
@@ -139,11 +154,17 @@ class ElfSymbols:
 
 
 def parse_elf_symbols(
-    symtab: bytes, strtab: bytes, byteorder: str, boundaries: list[int] | None = None
+    symtab: bytes,
+    strtab: bytes,
+    byteorder: str,
+    boundaries: list[int] | None = None,
+    *,
+    lazy_names: bool = False,
 ) -> list[SymEntry]:
     """Entries of an ``Elf64_Sym`` array: defined, named, not section/file/TLS symbols.
 
     :param boundaries: if given, gets the addresses of section symbols
+    :param lazy_names: keep ``st_name`` offsets for :class:`ElfSymbols` to decode
     """
     fmt = struct.Struct(("<" if byteorder == "little" else ">") + "IBBHQQ")
     out = []
@@ -156,6 +177,9 @@ def parse_elf_symbols(
         if kind == _STT_SECTION and boundaries is not None and st_value:
             boundaries.append(st_value)
         if not st_name or not st_value or kind in (_STT_SECTION, _STT_FILE, _STT_TLS):
+            continue
+        if lazy_names:
+            out.append((st_value, st_size, st_name, st_info >> 4, shndx))
             continue
         end = strtab.find(b"\0", st_name)
         name = strtab[st_name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
@@ -190,8 +214,8 @@ def read_elf_symbols(path: str) -> ElfSymbols:
                 strtab = f.read(shdrs[link][5])
                 boundaries: list[int] = []
                 order = "little" if e == "<" else "big"
-                entries = parse_elf_symbols(symtab, strtab, order, boundaries)
-                return ElfSymbols(entries, sections, boundaries)
+                entries = parse_elf_symbols(symtab, strtab, order, boundaries, lazy_names=True)
+                return ElfSymbols(entries, sections, boundaries, strtab)
     except OSError as err:
         raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
     except struct.error:
