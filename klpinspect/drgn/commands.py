@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import weakref
 from typing import Any
 
 import drgn
@@ -24,8 +23,10 @@ from .target import DrgnTarget
 
 __all__ = ("drgn_target",)
 
-# One DrgnTarget per program: kernel facts and module lists are read once.
-_TARGETS: weakref.WeakKeyDictionary[drgn.Program, DrgnTarget] = weakref.WeakKeyDictionary()
+# One DrgnTarget per program, so kernel facts, the module list and the symbol
+# table are read once per session.  drgn.Program takes no weak references:
+# keyed by id(), holding the program (a session has one, for its lifetime).
+_TARGETS: dict[int, tuple[drgn.Program, DrgnTarget]] = {}
 
 
 def _kind(prog: drgn.Program) -> str:
@@ -36,17 +37,13 @@ def _kind(prog: drgn.Program) -> str:
 
 def drgn_target(prog: drgn.Program) -> DrgnTarget:
     """The cached :class:`DrgnTarget` for ``prog``."""
-    try:
-        return _TARGETS[prog]
-    except (KeyError, TypeError):
-        pass
+    entry = _TARGETS.get(id(prog))
+    if entry is not None and entry[0] is prog:
+        return entry[1]
     # A kdump-compressed ppc64 dump opened by drgn itself cannot read module
     # (vmalloc) memory; translating_program() swaps in one that can.
     target = DrgnTarget(translating_program(prog), _kind(prog))
-    try:
-        _TARGETS[prog] = target
-    except TypeError:  # Program not weak-referenceable: no cache
-        pass
+    _TARGETS[id(prog)] = (prog, target)
     return target
 
 
