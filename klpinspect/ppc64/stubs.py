@@ -237,6 +237,44 @@ def _sext34(hi18: int, lo16: int) -> int:
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
+def _r2_relative(
+    kind: StubKind,
+    rel: int,
+    address: int,
+    data: bytes,
+    byteorder: str,
+    funcdata: int | None,
+    magic_ok: bool | None,
+    elfv1: bool = False,
+) -> Stub:
+    """An r2-relative stub: r11 = r2 + rel is the stub itself, the target is funcdata
+    (ELFv1: the descriptor's TOC at +40)."""
+    return _make(
+        address, kind, data, byteorder, reladdr=rel, target=funcdata,
+        implied_toc=(address - rel) & _MASK64, funcdata=funcdata,
+        funcdata_toc=_u64(data, 40, byteorder) if elfv1 else None, magic_ok=magic_ok,
+    )
+
+
+def _from_paca(
+    kind: StubKind,
+    rel: int,
+    base: int | None,
+    address: int,
+    data: bytes,
+    byteorder: str,
+    funcdata: int | None,
+    magic_ok: bool | None,
+    paca_offset: int,
+) -> Stub:
+    """A paca stub: r12 = paca->kernel_toc (or kernelbase) + rel, whatever r2 holds."""
+    return _make(
+        address, kind, data, byteorder, reladdr=rel,
+        target=None if base is None else (base + rel) & _MASK64,
+        paca_offset=paca_offset, funcdata=funcdata, magic_ok=magic_ok,
+    )
+
+
 def decode_stub(
     data: bytes,
     address: int,
@@ -319,59 +357,33 @@ def decode_stub(
     w0, w1, w2, w3, w4, w5 = w[0], w[1], w[2], w[3], w[4], w[5]
     hi0 = w0 & 0xFFFF0000
 
+    # (module-level helpers, not closures: a closure would turn these locals into
+    # cells and slow the fast path above)
+    r2 = (address, data, byteorder, funcdata, magic_ok)
+    paca = (address, data, byteorder, funcdata, magic_ok, w0 & 0xFFFC)
+
     # Normal r2-relative stubs: addis r11,r2,HA; addi r11,r11,LO; ...
     if hi0 == 0x3D620000 and w1 & 0xFFFF0000 == 0x396B0000 and w3 == 0xE98B0020:
-        nkind: StubKind | None = None
         if w4 == MTCTR_R12 and w5 == BCTR:
             if w2 == STD_R2_24_R1:
-                nkind = StubKind.NORMAL
-            elif w2 == NOP:
-                nkind = StubKind.LEGACY_MCOUNT
+                return _r2_relative(StubKind.NORMAL, _ha_lo(w0, w1), *r2)
+            if w2 == NOP:
+                return _r2_relative(StubKind.LEGACY_MCOUNT, _ha_lo(w0, w1), *r2)
         elif w2 == STD_R2_40_R1 and n >= 7 and w5 == MTCTR_R12 and w[6] == BCTR:
             if w4 == _LD_R2_40_R11:
-                nkind = StubKind.NORMAL_ELFV1
-            elif w4 == _LWA_R2_36_R11:
-                nkind = StubKind.LEGACY_ELFV1_LWA
-        if nkind is not None:
-            rel = _ha_lo(w0, w1)
-            toc = None
-            if nkind in (StubKind.NORMAL_ELFV1, StubKind.LEGACY_ELFV1_LWA):
-                toc = _u64(data, 40, byteorder)
-            return _make(
-                address,
-                nkind,
-                data,
-                byteorder,
-                reladdr=rel,
-                target=funcdata,
-                implied_toc=(address - rel) & _MASK64,
-                funcdata=funcdata,
-                funcdata_toc=toc,
-                magic_ok=magic_ok,
-            )
+                return _r2_relative(StubKind.NORMAL_ELFV1, _ha_lo(w0, w1), *r2, elfv1=True)
+            if w4 == _LWA_R2_36_R11:
+                return _r2_relative(StubKind.LEGACY_ELFV1_LWA, _ha_lo(w0, w1), *r2, elfv1=True)
 
     # paca stubs: ld r12,X(r13)
     if w0 & 0xFFFF0003 == 0xE98D0000:
-        off = w0 & 0xFFFC
         if (
             w1 & 0xFFFF0000 == 0x3D8C0000
             and w2 & 0xFFFF0000 == 0x398C0000
             and w3 == MTCTR_R12
             and w4 == BCTR
         ):
-            rel = _ha_lo(w1, w2)
-            tgt = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
-            return _make(
-                address,
-                StubKind.FTRACE,
-                data,
-                byteorder,
-                reladdr=rel,
-                target=tgt,
-                paca_offset=off,
-                funcdata=funcdata,
-                magic_ok=magic_ok,
-            )
+            return _from_paca(StubKind.FTRACE, _ha_lo(w1, w2), kernel_toc, *paca)
         if (
             w1 == NOP
             and w2 & 0xFFFC0000 == 0x06000000
@@ -379,19 +391,7 @@ def decode_stub(
             and w4 == MTCTR_R12
             and w5 == BCTR
         ):
-            rel = _sext34(w2, w3)
-            tgt = None if kernelbase is None else (kernelbase + rel) & _MASK64
-            return _make(
-                address,
-                StubKind.PCREL_FTRACE,
-                data,
-                byteorder,
-                reladdr=rel,
-                target=tgt,
-                paca_offset=off,
-                funcdata=funcdata,
-                magic_ok=magic_ok,
-            )
+            return _from_paca(StubKind.PCREL_FTRACE, _sext34(w2, w3), kernelbase, *paca)
         # 2016 seed patch: ld r12,PACATOC(r13); addis r11,r12,HI; addi r11,r11,LO;
         # addi r12,r11,0; mtctr r12; bctr
         if (
@@ -401,19 +401,7 @@ def decode_stub(
             and w4 == MTCTR_R12
             and w5 == BCTR
         ):
-            rel = _ha_lo(w1, w2)
-            tgt = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
-            return _make(
-                address,
-                StubKind.LEGACY_2016_PROFILING,
-                data,
-                byteorder,
-                reladdr=rel,
-                target=tgt,
-                paca_offset=off,
-                funcdata=funcdata,
-                magic_ok=magic_ok,
-            )
+            return _from_paca(StubKind.LEGACY_2016_PROFILING, _ha_lo(w1, w2), kernel_toc, *paca)
 
     # PCREL normal stub: pld r12,D(0),1 (prefix 0x0410xxxx, suffix 0xe580xxxx)
     if w0 & 0xFFFC0000 == 0x04100000 and w1 & 0xFFFF0000 == 0xE5800000:
@@ -423,14 +411,8 @@ def decode_stub(
             if tgt is None and 0 <= rel and rel + 8 <= len(data):
                 tgt = _u64(data, rel, byteorder)
             return _make(
-                address,
-                StubKind.PCREL,
-                data,
-                byteorder,
-                reladdr=rel,
-                target=tgt,
-                funcdata=funcdata,
-                magic_ok=magic_ok,
+                address, StubKind.PCREL, data, byteorder, reladdr=rel, target=tgt,
+                funcdata=funcdata, magic_ok=magic_ok,
             )
 
     # 2016 seed patch normal stub: std r2,24(r1) first, then addis/addi/ld/mtctr/bctr.
@@ -442,18 +424,7 @@ def decode_stub(
         and w4 == MTCTR_R12
         and w5 == BCTR
     ):
-        rel = _ha_lo(w1, w2)
-        return _make(
-            address,
-            StubKind.LEGACY_2016_NORMAL,
-            data,
-            byteorder,
-            reladdr=rel,
-            target=funcdata,
-            implied_toc=(address - rel) & _MASK64,
-            funcdata=funcdata,
-            magic_ok=magic_ok,
-        )
+        return _r2_relative(StubKind.LEGACY_2016_NORMAL, _ha_lo(w1, w2), *r2)
 
     # pre-3.16 (ELFv1) r12/r11 stub: addis r12,r2; addi r12,r12; std r2,40(r1);
     # ld r11,32(r12); ld r2,40(r12); mtctr r11; bctr
@@ -467,19 +438,7 @@ def decode_stub(
         and n >= 7
         and w[6] == BCTR
     ):
-        rel = _ha_lo(w0, w1)
-        return _make(
-            address,
-            StubKind.LEGACY_R12,
-            data,
-            byteorder,
-            reladdr=rel,
-            target=funcdata,
-            implied_toc=(address - rel) & _MASK64,
-            funcdata=funcdata,
-            funcdata_toc=_u64(data, 40, byteorder),
-            magic_ok=magic_ok,
-        )
+        return _r2_relative(StubKind.LEGACY_R12, _ha_lo(w0, w1), *r2, elfv1=True)
 
     kind = StubKind.EMPTY if not any(data) else StubKind.UNKNOWN
     return _make(address, kind, data, byteorder, funcdata=funcdata, magic_ok=magic_ok)
