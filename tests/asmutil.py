@@ -97,7 +97,7 @@ def assemble(
         return hit
     assembler = tool("as", byteorder)
     obj = _workdir() / f"{path.stem}-{byteorder}-{len(_cache)}.o"
-    cmd = [assembler, *_AS_FLAGS[byteorder], "-o", str(obj)]
+    cmd = [assembler, *_AS_FLAGS[byteorder], "-I", str(ASM_DIR), "-o", str(obj)]
     for name, value in syms:
         cmd += ["--defsym", _defsym(name, value)]
     cmd.append(str(path))

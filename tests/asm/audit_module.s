@@ -4,30 +4,16 @@
 # TOC), PACATOC, T0 (a kernel function), FC (ftrace_caller), FRC
 # (ftrace_regs_caller), DANGLING (an address in no loaded text), MAGIC (the
 # magic word for slot 4).
+	.include "stub_macros.inc"
+
 	.macro	normal idx, toc, target, magic=0x73747562
 	.org	\idx*40
-	addis	r11,r2,(SBASE+\idx*40-\toc)@ha
-	addi	r11,r11,(SBASE+\idx*40-\toc)@l
-	std	r2,24(r1)
-	ld	r12,32(r11)
-	mtctr	r12
-	bctr
-	.long	0
-	.long	\magic
-	.quad	\target
+	stub_normal \idx*40, \toc, \target, \magic
 	.endm
 
 	.macro	ftrace idx, target
 	.org	\idx*40
-	ld	r12,PACATOC(r13)
-	addis	r12,r12,(\target-KTOC)@ha
-	addi	r12,r12,(\target-KTOC)@l
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0
-	.long	0x73747562
-	.quad	\target
+	stub_ftrace \target
 	.endm
 
 	.text

@@ -2,17 +2,11 @@
 # r2-relative stub to ftrace_caller, as create_ftrace_stub() makes it without
 # CONFIG_MPROFILE_KERNEL (stub_for_addr()); the call site restores r2 after it.
 # Inputs: SBASE, TOC, T0, FC.
+	.include "stub_macros.inc"
+
 	.macro	normal idx, toc, target
 	.org	\idx*40
-	addis	r11,r2,(SBASE+\idx*40-\toc)@ha
-	addi	r11,r11,(SBASE+\idx*40-\toc)@l
-	std	r2,24(r1)
-	ld	r12,32(r11)
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0x73747562
-	.quad	\target
+	stub_normal \idx*40, \toc, \target
 	.endm
 
 	.text

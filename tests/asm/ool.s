@@ -5,16 +5,11 @@
 # three struct ftrace_ool_stub (72 bytes, 2 reserved 40-byte slots) from slot 2,
 # and a normal stub after it (slot 4), then zero slots.
 # Inputs: BASE, TOC, KTOC, PACATOC, FC, FRC, CALLEE, OP0..OP2 (ftrace_op values).
+	.set	SBASE, BASE		# stub_macros.inc's section start (this one starts at BASE)
+	.include "stub_macros.inc"
+
 	.macro	ftrace target
-	ld	r12,PACATOC(r13)
-	addis	r12,r12,(\target-KTOC)@ha
-	addi	r12,r12,(\target-KTOC)@l
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0
-	.long	0x73747562
-	.quad	\target
+	stub_ftrace \target
 	.endm
 
 	.macro	ool op, site
@@ -41,13 +36,5 @@ ool0:	ool	OP0, site0
 ool1:	ool	OP1, site1
 ool2:	ool	OP2, site2
 	.org	0x10000+4*40
-	addis	r11,r2,(BASE+0x10000+4*40-TOC)@ha
-	addi	r11,r11,(BASE+0x10000+4*40-TOC)@l
-	std	r2,24(r1)
-	ld	r12,32(r11)
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0x73747562
-	.quad	CALLEE
+	stub_normal 0x10000+4*40, TOC, CALLEE
 	.space	80

@@ -3,30 +3,16 @@
 # holds a stale stub beyond the sentinel that a walk must not reach.
 # Inputs: SBASE (.stubs address), TOC (module r2), KTOC (kernel TOC), PACATOC,
 # T0..T3 (normal stub targets), FC (ftrace_caller), FRC (ftrace_regs_caller).
+	.include "stub_macros.inc"
+
 	.macro	normal idx, target
 	.org	\idx*40
-	addis	r11,r2,(SBASE+\idx*40-TOC)@ha
-	addi	r11,r11,(SBASE+\idx*40-TOC)@l
-	std	r2,24(r1)
-	ld	r12,32(r11)
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0x73747562
-	.quad	\target
+	stub_normal \idx*40, TOC, \target
 	.endm
 
 	.macro	ftrace idx, target
 	.org	\idx*40
-	ld	r12,PACATOC(r13)
-	addis	r12,r12,(\target-KTOC)@ha
-	addi	r12,r12,(\target-KTOC)@l
-	mtctr	r12
-	bctr
-	.long	0
-	.long	0
-	.long	0x73747562
-	.quad	\target
+	stub_ftrace \target
 	.endm
 
 	.text
