@@ -25,9 +25,10 @@ from __future__ import annotations
 import bisect
 import importlib
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+from klpinspect.chunkcache import ChunkCache
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.ppc64.lpstack import unwind_back_chain
 from klpinspect.ppc64.radix import (
@@ -74,45 +75,6 @@ _MAX_LIST = 1 << 20
 # -- memory ------------------------------------------------------------------------
 
 
-class _ChunkCache:
-    """Bulk reads cached in ``CHUNK_SIZE`` chunks; each uncached run is one raw read."""
-
-    def __init__(self, raw: Callable[[int, int], bytes]) -> None:
-        self._raw = raw
-        self._chunks: dict[int, bytes] = {}
-
-    def clear(self) -> None:
-        self._chunks.clear()
-
-    def read(self, address: int, size: int) -> bytes:
-        if size <= 0:
-            return b""
-        if size > _MAX_READ or address < 0 or address + size > 1 << 64:
-            raise MemoryReadError(address, size, "implausible read")
-        first = address // CHUNK_SIZE
-        last = (address + size - 1) // CHUNK_SIZE
-        chunks = self._chunks
-        i = first
-        while i <= last:
-            if i in chunks:
-                i += 1
-                continue
-            j = i
-            while j + 1 <= last and j + 1 not in chunks:
-                j += 1
-            data = self._raw(i * CHUNK_SIZE, (j - i + 1) * CHUNK_SIZE)
-            for k in range(i, j + 1):
-                off = (k - i) * CHUNK_SIZE
-                chunks[k] = data[off : off + CHUNK_SIZE]
-            i = j + 1
-        if first == last:
-            off = address - first * CHUNK_SIZE
-            return chunks[first][off : off + size]
-        buf = b"".join(chunks[k] for k in range(first, last + 1))
-        off = address - first * CHUNK_SIZE
-        return buf[off : off + size]
-
-
 def _gdb_error_text(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
@@ -140,7 +102,7 @@ class GdbTarget:
         self._radix_error: TargetError | None = None
         self._physical_core: bool | None = None
         self._byteorder: Literal["little", "big"] = "little"
-        self._mem = _ChunkCache(self._raw_read)
+        self._mem = ChunkCache(self._raw_read, CHUNK_SIZE)
         #: raw ``read_memory`` calls (module memory on a core: translated reads)
         self.reads = 0
         #: bytes those calls asked for
@@ -314,6 +276,8 @@ class GdbTarget:
 
         :raises MemoryReadError: if any byte is unreadable
         """
+        if size > _MAX_READ or address < 0 or address + size > 1 << 64:
+            raise MemoryReadError(address, size, "implausible read")  # a damaged length
         return self._mem.read(address, size)
 
     def _u64(self, data: bytes, offset: int = 0) -> int:

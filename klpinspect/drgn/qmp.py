@@ -30,12 +30,12 @@ import socket
 import tempfile
 import time
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import drgn
 
+from klpinspect.chunkcache import ChunkCache
 from klpinspect.drgn.program import find_vmcoreinfo_note, read_vmcoreinfo_file
 from klpinspect.errors import TargetError
 
@@ -224,7 +224,7 @@ class QMPPhysicalMemory:
         self.chunk = chunk
         self.max_chunks = max(1, cache_bytes // chunk)
         self.stats = QMPReadStats()
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache = ChunkCache(self.read_uncached, chunk, self.max_chunks)
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self._dir = tempfile.mkdtemp(prefix="klpinspect-qmp-", dir=base)
         self._file = os.path.join(self._dir, "pmem")
@@ -274,33 +274,7 @@ class QMPPhysicalMemory:
             raise drgn.FaultError("outside guest RAM", address)
         if size == 0:
             return b""
-        ch = self.chunk
-        first, last = address // ch, (address + size - 1) // ch
-        cache = self._cache
-        i = first
-        while i <= last:
-            if i in cache:
-                cache.move_to_end(i)
-                i += 1
-                continue
-            j = i
-            while j + 1 <= last and j + 1 not in cache:
-                j += 1
-            data = self.read_uncached(i * ch, (j - i + 1) * ch)
-            for k in range(i, j + 1):
-                off = (k - i) * ch
-                cache[k] = data[off : off + ch]
-            i = j + 1
-        if first == last:
-            off = address - first * ch
-            out = cache[first][off : off + size]
-        else:
-            buf = b"".join(cache[k] for k in range(first, last + 1))
-            off = address - first * ch
-            out = buf[off : off + size]
-        while len(cache) > self.max_chunks:
-            cache.popitem(last=False)
-        return out
+        return self._cache.read(address, size)
 
     # drgn segment callbacks: (address, count, offset, physical)
     def _read_physical(self, address: int, count: int, offset: int, physical: bool) -> bytes:

@@ -1,0 +1,38 @@
+"""The chunked read-through cache the QMP and gdb back ends share."""
+
+from __future__ import annotations
+
+from klpinspect.chunkcache import ChunkCache
+
+MEM = bytes(range(256)) * 64  # 16 KiB of known bytes
+
+
+def test_runs_of_missing_chunks_are_one_fetch() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fetch(address: int, size: int) -> bytes:
+        calls.append((address, size))
+        return MEM[address : address + size]
+
+    cache = ChunkCache(fetch, 1024)
+    assert cache.read(100, 3000) == MEM[100:3100]
+    assert calls == [(0, 3072)]  # chunks 0..2 in one fetch
+    assert cache.read(1500, 500) == MEM[1500:2000]
+    assert len(calls) == 1  # served from the cache
+    assert cache.read(2000, 3000) == MEM[2000:5000]
+    assert calls[1:] == [(3072, 2048)]  # only chunks 3..4 were missing
+    assert cache.read(0, 0) == b""
+
+
+def test_lru_bound() -> None:
+    calls: list[int] = []
+
+    def fetch(address: int, size: int) -> bytes:
+        calls.append(address)
+        return MEM[address : address + size]
+
+    cache = ChunkCache(fetch, 1024, max_chunks=2)
+    for addr in (0, 1024, 2048):
+        cache.read(addr, 10)
+    cache.read(0, 10)  # evicted: fetched again
+    assert calls == [0, 1024, 2048, 0]
