@@ -345,6 +345,15 @@ class GdbTarget:
                 return None
         return address
 
+    def _function_entry(self, name: str, abi: int) -> int | None:
+        """Where function ``name``'s code starts: on ELFv1 the plain symbol is its
+        ``.opd`` descriptor and the code is ``.name`` (stubs hold the code address)."""
+        if abi == 1:
+            dotted = self._symbol_address("." + name)
+            if dotted is not None:
+                return dotted
+        return self._symbol_address(name)
+
     def _symbol_address_required(self, name: str) -> int:
         address = self._symbol_address(name)
         if address is None:
@@ -500,6 +509,7 @@ class GdbTarget:
             paca_toc_offset: int | None = self._offsetof("struct paca_struct", "kernel_toc")
         except TargetError:
             paca_toc_offset = None
+        abi = 2 if func_desc_size == 8 else 1
         text = []
         for start, end in (("_stext", "_etext"), ("_sinittext", "_einittext")):
             a, b = self._symbol_address(start), self._symbol_address(end)
@@ -509,13 +519,13 @@ class GdbTarget:
             release=release,
             arch="ppc64le" if little else "ppc64",
             byteorder=self._byteorder,
-            abi=2 if func_desc_size == 8 else 1,
+            abi=abi,
             toc=toc,
             toc_source=toc_source,
             kernelbase=self._paca_field(paca, "kernelbase"),
-            ftrace_caller=self._symbol_address("ftrace_caller"),
-            ftrace_regs_caller=self._symbol_address("ftrace_regs_caller"),
-            mcount=self._symbol_address("_mcount"),
+            ftrace_caller=self._function_entry("ftrace_caller", abi),
+            ftrace_regs_caller=self._function_entry("ftrace_regs_caller", abi),
+            mcount=self._function_entry("_mcount", abi),
             livepatch_handler=self._symbol_address("livepatch_handler"),
             text_ranges=tuple(text),
             func_desc_size=func_desc_size,

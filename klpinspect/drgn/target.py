@@ -60,6 +60,26 @@ def _symbol_address(prog: drgn.Program, name: str) -> int | None:
         return None
 
 
+def _function_entry(prog: drgn.Program, name: str, abi: int) -> int | None:
+    """Where function ``name``'s code starts.
+
+    On ELFv1 the plain symbol is the function descriptor in ``.opd`` (an object)
+    and the code is ``.name``; stubs hold the code address (the descriptor's
+    first doubleword), so compare against that.
+    """
+    if abi == 1:
+        dotted = _symbol_address(prog, "." + name)
+        if dotted is not None:
+            return dotted
+        try:
+            sym = prog.symbol(name)
+            if sym.kind == drgn.SymbolKind.OBJECT:
+                return int(prog.read_u64(sym.address))
+        except (LookupError, drgn.FaultError):
+            pass
+    return _symbol_address(prog, name)
+
+
 def _string(obj: Object) -> str:
     data: bytes = obj.string_()
     return data.decode("utf-8", "replace")
@@ -417,6 +437,8 @@ class DrgnTarget:
             has_lp_sp = prog.type("struct thread_info").has_member("livepatch_sp")
         except LookupError:
             has_lp_sp = False
+        # ELFv1 has 16/24-byte function descriptors, ELFv2 just the address.
+        abi = 2 if func_desc_size == 8 else 1
         text = []
         for start, end in (("_stext", "_etext"), ("_sinittext", "_einittext")):
             a, b = _symbol_address(prog, start), _symbol_address(prog, end)
@@ -426,14 +448,13 @@ class DrgnTarget:
             release=release,
             arch="ppc64le" if little else "ppc64",
             byteorder="little" if little else "big",
-            # ELFv1 has 16/24-byte function descriptors, ELFv2 just the address.
-            abi=2 if func_desc_size == 8 else 1,
+            abi=abi,
             toc=toc,
             toc_source=toc_source,
             kernelbase=kernelbase,
-            ftrace_caller=_symbol_address(prog, "ftrace_caller"),
-            ftrace_regs_caller=_symbol_address(prog, "ftrace_regs_caller"),
-            mcount=_symbol_address(prog, "_mcount"),
+            ftrace_caller=_function_entry(prog, "ftrace_caller", abi),
+            ftrace_regs_caller=_function_entry(prog, "ftrace_regs_caller", abi),
+            mcount=_function_entry(prog, "_mcount", abi),
             livepatch_handler=_symbol_address(prog, "livepatch_handler"),
             text_ranges=tuple(text),
             func_desc_size=func_desc_size,
