@@ -12,6 +12,7 @@ Run: python3 benchmarks/bench_audit.py [--quick]
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def bench_scale(sizes: Sequence[int], slots: int) -> None:
         print(f"    {n:6d} modules x {slots} = {n * slots:9,d} slots: {dt:7.2f} s "
               f"({per:.2f} us/slot, x{per / base:.2f} of the smallest)")
         print(f"    (c) reads per module: {target.reads / n:.2f}")
+        # each size starts from the same clean heap, not beside the last report
+        del report, target
+        gc.collect()
 
 
 def bench_dump() -> None:

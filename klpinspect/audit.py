@@ -10,12 +10,12 @@ and every task's livepatch stack (:mod:`klpinspect.livepatch`).
 
 from __future__ import annotations
 
+import functools
 import gc
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import KlpError, MemoryReadError
 from .ppc64.stubs import (
@@ -45,6 +45,9 @@ __all__ = (
 
 # Without a known section size, read this much of .stubs at first and grow it
 # until the sentinel (zero funcdata) shows; most modules need one read.
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 _FIRST_READ = 8 * 1024
 _MAX_STUBS_BYTES = 4 * 1024 * 1024
 
@@ -160,21 +163,26 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         size = limit if limit < _MAX_STUBS_BYTES else min(size * 4, limit)
 
 
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while decoding.
+def _no_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` with the cyclic garbage collector paused.
 
-    An audit allocates two small acyclic objects per stub slot (millions on a
-    big kernel); each collection would rescan all of them, which doubled the
-    audit time of 5,000 modules.  Reference counting still frees everything.
+    A report holds a few small acyclic objects per stub slot (millions on a
+    big kernel); each collection during the audit would rescan all of them,
+    which doubled the audit time of 5,000 modules.  Reference counting still
+    frees everything.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return wrapper
 
 
 class _TextRanges:
@@ -475,10 +483,9 @@ def _audit_modules(
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
     symbols = _Symbols(target)
-    with _no_cyclic_gc():
-        audits = [
-            audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
-        ]
+    audits = [
+        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
+    ]
     # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
     writes = any(s.magic_ok for a in audits for s in a.stubs)
     if not writes:
@@ -523,6 +530,7 @@ def _damage_findings(target: Target) -> list[Finding]:
     return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
 
 
+@_no_cyclic_gc
 def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
     kernel = target.kernel()
@@ -547,6 +555,7 @@ def _callsite_findings(
     return out
 
 
+@_no_cyclic_gc
 def toc_report(
     target: Target, names: Sequence[str] | None = None, *, callsites: bool = False
 ) -> Report:
@@ -568,6 +577,7 @@ def toc_report(
     return report
 
 
+@_no_cyclic_gc
 def audit(
     target: Target,
     names: Sequence[str] | None = None,
