@@ -10,12 +10,10 @@ and every task's livepatch stack (:mod:`klpinspect.livepatch`).
 
 from __future__ import annotations
 
-import functools
-import gc
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from .errors import KlpError, MemoryReadError
 from .ppc64.stubs import (
@@ -28,7 +26,15 @@ from .ppc64.stubs import (
     stub_size,
 )
 from .ppc64.toc import ModuleToc, module_toc, resolve_module_toc
-from .report import Finding, ModuleRecord, Report, Severity, StubRecord, hexaddr
+from .report import (
+    Finding,
+    ModuleRecord,
+    Report,
+    Severity,
+    StubRecord,
+    hexaddr,
+    without_cyclic_gc,
+)
 from .target import KernelInfo, ModuleInfo, SymbolInfo, Target, try_symbolize
 
 __all__ = (
@@ -45,9 +51,6 @@ __all__ = (
 
 # Without a known section size, read this much of .stubs at first and grow it
 # until the sentinel (zero funcdata) shows; most modules need one read.
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
 _FIRST_READ = 8 * 1024
 _MAX_STUBS_BYTES = 4 * 1024 * 1024
 
@@ -163,26 +166,6 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         size = limit if limit < _MAX_STUBS_BYTES else min(size * 4, limit)
 
 
-def _no_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with the cyclic garbage collector paused.
-
-    A report holds a few small acyclic objects per stub slot (millions on a
-    big kernel); each collection during the audit would rescan all of them,
-    which doubled the audit time of 5,000 modules.  Reference counting still
-    frees everything.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return wrapper
 
 
 class _TextRanges:
@@ -530,7 +513,7 @@ def _damage_findings(target: Target) -> list[Finding]:
     return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
 
 
-@_no_cyclic_gc
+@without_cyclic_gc
 def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
     kernel = target.kernel()
@@ -555,7 +538,7 @@ def _callsite_findings(
     return out
 
 
-@_no_cyclic_gc
+@without_cyclic_gc
 def toc_report(
     target: Target, names: Sequence[str] | None = None, *, callsites: bool = False
 ) -> Report:
@@ -577,7 +560,7 @@ def toc_report(
     return report
 
 
-@_no_cyclic_gc
+@without_cyclic_gc
 def audit(
     target: Target,
     names: Sequence[str] | None = None,

@@ -24,7 +24,14 @@ from klpinspect.ppc64.lpstack import (
     unwind_back_chain,
     walk_livepatch_stack,
 )
-from klpinspect.report import Finding, FrameRecord, Report, TaskRecord, hexaddr
+from klpinspect.report import (
+    Finding,
+    FrameRecord,
+    Report,
+    TaskRecord,
+    hexaddr,
+    without_cyclic_gc,
+)
 from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo, try_symbolize
 
 __all__ = (
@@ -219,6 +226,7 @@ def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
     )
 
 
+@without_cyclic_gc
 def audit_livepatch_stacks(
     target: Target, module_tocs: Mapping[int, str], *, pids: Sequence[int] | None = None
 ) -> tuple[list[TaskRecord], list[Finding]]:

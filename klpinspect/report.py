@@ -7,11 +7,13 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .ppc64.stubs import Stub
 
@@ -31,7 +33,11 @@ __all__ = (
     "render",
     "render_json",
     "render_table",
+    "without_cyclic_gc",
 )
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 EXIT_OK = 0
 EXIT_ERROR_FINDING = 1
@@ -279,6 +285,28 @@ def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     # Python may have Debian's older one)
     text: str = _tabulate(rows, headers=headers, numalign="right", stralign="left")
     return text
+
+
+def without_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` with the cyclic garbage collector paused.
+
+    A report holds a few small acyclic objects per stub slot or livepatch frame
+    (millions on a big kernel); each collection while it is built would rescan
+    them all, which doubled the audit time of 5,000 modules and made the walk
+    of 100,000 tasks superlinear.  Reference counting still frees everything.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return wrapper
 
 
 def render_json(report: Report) -> str:
