@@ -8,7 +8,6 @@ instruction words come from the real assembler (tests/asm/).
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import struct
@@ -19,8 +18,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import SyntheticTarget
 
-from klpinspect.errors import KlpError, MemoryReadError
+from klpinspect.errors import KlpError
 from klpinspect.livepatch import (
     MAX_FRAME_FINDINGS,
     UNSUPPORTED_MESSAGE,
@@ -47,7 +47,7 @@ from klpinspect.ppc64.lpstack import (
     walk_livepatch_stack,
 )
 from klpinspect.report import Report, Severity, render_json, render_table
-from klpinspect.target import KernelInfo, ModuleInfo, StackFrame, SymbolInfo, TaskInfo
+from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, TaskInfo
 
 ASM = Path(__file__).resolve().parent / "asm"
 MAGIC = insn.STACK_END_MAGIC
@@ -62,56 +62,21 @@ MOD_B_TOC = 0xC008000000FB8000
 # -- a synthetic target ----------------------------------------------------------
 
 
-class SyntheticTarget:
-    """Memory regions, tasks, symbols and unwinds given as plain data; counts reads."""
-
-    kind = "synthetic"
-
-    def __init__(
-        self,
-        kernel: KernelInfo,
-        tasks: Sequence[TaskInfo] = (),
-        memory: dict[int, bytes] | None = None,
-        symbols: Iterable[SymbolInfo] = (),
-        traces: dict[int, list[int]] | None = None,
-    ) -> None:
-        self._kernel = kernel
-        self._tasks = list(tasks)
-        self._memory = sorted((memory or {}).items())
-        self._starts = [a for a, _ in self._memory]
-        self._symbols = sorted(symbols, key=lambda s: s.address)
-        self._sym_starts = [s.address for s in self._symbols]
-        self._traces = traces or {}
-        self.reads: list[tuple[int, int]] = []
-
-    def kernel(self) -> KernelInfo:
-        return self._kernel
-
-    def read(self, address: int, size: int) -> bytes:
-        self.reads.append((address, size))
-        i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0:
-            base, data = self._memory[i]
-            if address + size <= base + len(data):
-                return data[address - base : address - base + size]
-        raise MemoryReadError(address, size, "not in the synthetic memory")
-
-    def symbolize(self, address: int) -> SymbolInfo | None:
-        i = bisect.bisect_right(self._sym_starts, address) - 1
-        if i >= 0 and address < self._symbols[i].address + self._symbols[i].size:
-            return self._symbols[i]
-        return None
-
-    def modules(self) -> Iterable[ModuleInfo]:
-        return ()
-
-    def tasks(self) -> Iterable[TaskInfo]:
-        return iter(self._tasks)
-
-    def stack_trace(self, pid: int) -> Sequence[StackFrame]:
-        if pid not in self._traces:
-            raise KlpError(f"no task with pid {pid}")
-        return [StackFrame(pc) for pc in self._traces[pid]]
+def lp_target(
+    kernel: KernelInfo,
+    tasks: Sequence[TaskInfo] = (),
+    memory: dict[int, bytes] | None = None,
+    symbols: Iterable[SymbolInfo] = (),
+    traces: dict[int, list[int]] | None = None,
+) -> SyntheticTarget:
+    """The shared synthetic target (tests/synthetic.py) with tasks, stacks and unwinds."""
+    return SyntheticTarget(
+        kernel_info=kernel,
+        regions=dict(memory or {}),
+        task_list=list(tasks),
+        symbols=list(symbols),
+        traces={pid: [StackFrame(pc) for pc in pcs] for pid, pcs in (traces or {}).items()},
+    )
 
 
 def lp_kernel(**kw: object) -> KernelInfo:
@@ -497,7 +462,7 @@ def test_audit_records_and_findings() -> None:
             (7, [(KTOC, A_THREAD, MAGIC), (0x1234, C0_RET, 0)]),
         ]
     )
-    t = SyntheticTarget(lp_kernel(), tasks, memory, SYMS)
+    t = lp_target(lp_kernel(), tasks, memory, SYMS)
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS)
     assert [r.pid for r in records] == [130, 7]  # the empty stack is left out
     r130 = records[0]
@@ -533,7 +498,7 @@ def render_json_tasks(records: Sequence[object]) -> str:
 
 def test_audit_pids_and_missing_pid() -> None:
     tasks, memory = task_world([(1, []), (2, [(KTOC, 0x10, MAGIC)]), (3, [])])
-    t = SyntheticTarget(lp_kernel(), tasks, memory, SYMS)
+    t = lp_target(lp_kernel(), tasks, memory, SYMS)
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS, pids=[1, 2])
     assert [(r.pid, len(r.frames)) for r in records] == [(1, 0), (2, 1)] and findings == []
     with pytest.raises(KlpError, match="no task with pid 99"):
@@ -546,7 +511,7 @@ def test_audit_out_of_bounds_and_misaligned() -> None:
         TaskInfo(1, "t1", tasks[0].stack, THREAD_SIZE, tasks[0].stack + THREAD_SIZE + 24),
         TaskInfo(2, "t2", tasks[1].stack, THREAD_SIZE, tasks[1].stack + 8 + 24 + 16),
     ]
-    t = SyntheticTarget(lp_kernel(), bad, memory, SYMS)
+    t = lp_target(lp_kernel(), bad, memory, SYMS)
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS)
     assert [(f.code, f.pid, f.address) for f in findings] == [
         ("LPSTACK_OUT_OF_BOUNDS", 1, bad[0].livepatch_sp),
@@ -566,7 +531,7 @@ def test_audit_deep_wild_livepatch_sp_summarized() -> None:
     data, _ = build_stack(base, [])
     task = TaskInfo(6, "t6", base, THREAD_SIZE, livepatch_sp=base + 8 + 24 * 100)
     records, findings = audit_livepatch_stacks(
-        SyntheticTarget(lp_kernel(), [task], {base: data}), MODULE_TOCS
+        lp_target(lp_kernel(), [task], {base: data}), MODULE_TOCS
     )
     assert len(records[0].frames) == 100
     assert len(findings) == MAX_FRAME_FINDINGS + 1
@@ -578,7 +543,7 @@ def test_audit_stack_overrun_marker() -> None:
     base = 0xC000000050000000
     data, sp = build_stack(base, [], marker=0x4141414141414141)
     task = TaskInfo(5, "t5", base, THREAD_SIZE, livepatch_sp=sp)
-    t = SyntheticTarget(lp_kernel(), [task], {base: data})
+    t = lp_target(lp_kernel(), [task], {base: data})
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS)
     assert [(f.code, f.pid, f.address) for f in findings] == [("LPSTACK_BAD_MAGIC", 5, base)]
     assert [r.pid for r in records] == [5]
@@ -590,20 +555,20 @@ def test_audit_old_layout() -> None:
     task = TaskInfo(
         9, "t9", base, THREAD_SIZE, sp, thread_info_in_task=False, thread_info_size=0x60
     )
-    target = SyntheticTarget(lp_kernel(), [task], {base: data})
+    target = lp_target(lp_kernel(), [task], {base: data})
     records, findings = audit_livepatch_stacks(target, {})
     assert findings == [] and [f.address for f in records[0].frames] == [base + 0x68]
 
 
 def test_audit_unreadable_stack() -> None:
     tasks, _ = task_world([(4, [(KTOC, 0x10, MAGIC)])])
-    records, findings = audit_livepatch_stacks(SyntheticTarget(lp_kernel(), tasks, {}), MODULE_TOCS)
+    records, findings = audit_livepatch_stacks(lp_target(lp_kernel(), tasks, {}), MODULE_TOCS)
     assert records == [] and [(f.code, f.pid) for f in findings] == [("MEMORY_UNREADABLE", 4)]
 
 
 def test_audit_without_livepatch() -> None:
     tasks, memory = task_world([(1, [])], livepatch_sp=None)
-    t = SyntheticTarget(lp_kernel(has_livepatch_sp=False), tasks, memory)
+    t = lp_target(lp_kernel(has_livepatch_sp=False), tasks, memory)
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS)
     assert records == [] and len(findings) == 1
     f = findings[0]
@@ -623,7 +588,7 @@ def test_toc_owners() -> None:
 
 def bt_world(trace: list[int]) -> SyntheticTarget:
     tasks, memory = task_world([(130, [(MOD_A_TOC, A_THREAD, MAGIC), (MOD_A_TOC, C0_RET, MAGIC)])])
-    return SyntheticTarget(lp_kernel(), tasks, memory, SYMS, {130: trace})
+    return lp_target(lp_kernel(), tasks, memory, SYMS, {130: trace})
 
 
 INNER = 0xC008000000F9004C  # livepatch_rk_target_inner+0x44
@@ -670,7 +635,7 @@ def test_klp_backtrace_no_such_task() -> None:
 
 def test_klp_backtrace_without_livepatch() -> None:
     tasks, memory = task_world([(3, [])], livepatch_sp=None)
-    t = SyntheticTarget(lp_kernel(has_livepatch_sp=False), tasks, memory, SYMS, {3: [KTHREAD]})
+    t = lp_target(lp_kernel(has_livepatch_sp=False), tasks, memory, SYMS, {3: [KTHREAD]})
     report = klp_backtrace(t, 3, {})
     assert [f.code for f in report.findings] == ["LIVEPATCH_UNSUPPORTED"]
     assert report.tasks is not None and report.tasks[0].backtrace is not None
@@ -684,7 +649,7 @@ def test_back_chain_stack_trace() -> None:
         base, [(0x3E00, base + 0x3E80, 0x999), (0x3E80, base + 0x3F00, 0x222), (0x3F00, 0, 0x333)]
     )
     task = TaskInfo(8, "t8", base, THREAD_SIZE, ksp=base + 0x3E00)
-    t = SyntheticTarget(lp_kernel(), [task], {base: data})
+    t = lp_target(lp_kernel(), [task], {base: data})
     # The frame at ksp (_switch's) is dropped; one read of the whole stack.
     assert [(f.pc, f.sp) for f in back_chain_stack_trace(t, task)] == [
         (0x222, base + 0x3E80),
