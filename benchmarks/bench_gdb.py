@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+from labload import load_lab  # noqa: E402
 
 SCRIPT = REPO / "gdb" / "klpinspect.py"
 
@@ -122,16 +122,6 @@ def qmp_audit(qmp: str, symbols: Path, repeat: int) -> dict[str, Any]:
     return best
 
 
-def _load_lab() -> Any:
-    sys.path.insert(0, str(REPO / "tests" / "lab"))
-    spec = importlib.util.spec_from_file_location("lab", REPO / "tests" / "lab" / "lab.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lab"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _print(label: str, data: dict[str, Any]) -> None:
     print(f"== {label} (gdb session {data['gdb_session_seconds']:.1f} s incl. debug info load)")
     for cmd in COMMANDS:
@@ -166,7 +156,7 @@ def main() -> int:
     guest = None
     gdbstub, qmp = a.gdbstub, a.qmp
     if a.lab:
-        lab = _load_lab()
+        lab = load_lab()
         guest = lab.Guest(lab.fixture_kernel(), Path(tempfile.mkdtemp(prefix="bench-gdb-")))
         guest.start()
         results["boot_seconds"] = guest.wait_ready(timeout=300)

@@ -21,7 +21,6 @@ prints the numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+from labload import load_lab  # noqa: E402
 
 from klpinspect.commands import run_parsed  # noqa: E402
 from klpinspect.drgn.program import open_program  # noqa: E402
@@ -41,16 +42,6 @@ from klpinspect.drgn.qmp import (  # noqa: E402
     qmp_read_stats,
 )
 from klpinspect.drgn.target import DrgnTarget  # noqa: E402
-
-
-def _load_lab() -> Any:
-    sys.path.insert(0, str(REPO / "tests" / "lab"))
-    spec = importlib.util.spec_from_file_location("lab", REPO / "tests" / "lab" / "lab.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lab"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _audit_args() -> argparse.Namespace:
@@ -120,7 +111,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    lab = _load_lab()
+    lab = load_lab()
     symbols = a.symbols or [str(lab.fixture_dir() / "vmlinux.debug")]
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:

@@ -19,10 +19,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from labload import load_lab
 
 from klpinspect.commands import run_command
 from klpinspect.drgn.program import open_program
@@ -360,17 +360,6 @@ def test_auto_load_beside_vmlinux(
 # -- live: the lab guest's gdbstub ------------------------------------------------
 
 
-def _load_lab() -> ModuleType:
-    lab_dir = REPO / "tests" / "lab"
-    sys.path.insert(0, str(lab_dir))
-    spec = importlib.util.spec_from_file_location("lab", lab_dir / "lab.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lab"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.lab
 def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> None:
     """``target remote`` to the fixture kernel booted in QEMU, then drgn on its dump.
@@ -378,7 +367,7 @@ def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> No
     The guest is stopped while gdb is attached; the modules and the parked
     task's livepatch stack do not change between gdb's detach and the dump.
     """
-    lab = _load_lab()
+    lab = load_lab()
     out = tmp_path / "out"
     out.mkdir()
     with lab.Guest(lab.fixture_kernel(), tmp_path / "guest") as guest:
@@ -418,7 +407,7 @@ def test_gdbstub_same_as_drgn_on_dump(vmlinux_debug: Path, tmp_path: Path) -> No
 def makedumpfile_elf(vmcore_elf: Path) -> Path:
     """``makedumpfile -E -d 31 vmcore.elf``: Debian's ppc64el makedumpfile under
     qemu-ppc64le-static (``tests/lab/makedumpfile.py``; made once, cached)."""
-    _load_lab()
+    load_lab()
     mdf = importlib.import_module("makedumpfile")
     try:
         result = mdf.makedumpfile_elf(vmcore_elf, dump_level=31)

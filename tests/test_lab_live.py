@@ -15,7 +15,6 @@ Needs ``qemu-system-ppc64`` (Debian ``qemu-system-ppc``; ``tests/lab/deps.sh``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -29,11 +28,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import drgn
 import pytest
+from labload import load_lab
 
 from klpinspect.drgn.qmp import QMPClient, QMPPhysicalMemory, open_qmp, qmp_read_stats
 from klpinspect.errors import TargetError
@@ -45,17 +44,7 @@ LAB_DIR = REPO / "tests" / "lab"
 CLI_TIMEOUT = 300
 
 
-def _load_lab() -> ModuleType:
-    sys.path.insert(0, str(LAB_DIR))
-    spec = importlib.util.spec_from_file_location("lab", LAB_DIR / "lab.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lab"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lab = _load_lab()
+lab = load_lab()
 
 
 def klpinspect(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
