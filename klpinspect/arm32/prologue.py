@@ -471,9 +471,9 @@ def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
             key = (shndx, (value & ~1) - code[shndx].base)
             prev = funcs.get(key)
             # aliases: one function; prefer a global name and the larger size
-            if prev is None or (info >> 4 == STB_GLOBAL and not prev[3]):
-                funcs[key] = (name, sz or (prev[1] if prev else 0), value & 1,
-                              info >> 4 == STB_GLOBAL)
+            glob = info >> 4 == STB_GLOBAL
+            if prev is None or (glob, prev[0]) > (prev[3], name):
+                funcs[key] = (name, sz or (prev[1] if prev else 0), value & 1, glob)
         elif stype == 0 and shndx in code and st_name:
             name = _cstr(strtab, st_name)
             if name[:1] == "$" and name[1:2] in ("a", "t", "d") and name[2:3] in ("", "."):
@@ -630,8 +630,11 @@ def _classify(sec: _Sec, mapping: _Mapping, name: str, start: int, end: int, thu
     assert v.offender_index is not None and v.deviation is not None
     off = start + 4 * v.offender_index
     word = int.from_bytes(sec.data[off : off + 4], "little")
-    text = disassemble_one(sec.data[off : off + 4], sec.base + off)
     dev = v.deviation
+    if dev is Deviation.NO_PUSH_LR:
+        text = f"bl {MCOUNT} without push {{lr}} before it"
+    else:
+        text = disassemble_one(sec.data[off : off + 4], sec.base + off)
     where = "the call" if v.offender_index == len(words) else f"+{4 * v.offender_index:#x}"
     cond = ""
     if dev is Deviation.CONDITIONAL:
