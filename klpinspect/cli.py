@@ -1,7 +1,7 @@
 """``klpinspect``: the command line for vmcores, the running kernel and QEMU guests.
 
     klpinspect [-c VMCORE] [-s FILE]... [--vmcoreinfo FILE] [--live] [--qemu QMP_SOCKET]
-               [--format table|json] {stubs,toc,audit,lpstack,bt,ko} ...
+               [--format table|json] {stubs,toc,audit,lpstack,bt,ko,prologue} ...
 
 Exit status: 0 no error finding, 1 at least one error finding, 2 the target or
 the arguments could not be used (one line on stderr, never a traceback).
@@ -59,6 +59,16 @@ def make_parser() -> argparse.ArgumentParser:
                         description="Lint .ko files offline (no kernel needed).")
     ko.add_argument("--format", choices=("table", "json"), default=None)
     ko.add_argument("files", nargs="+", metavar="FILE.ko")
+    # ARM32: the 2016 ARM livepatch design's prologue lint (klpinspect.arm32); no target.
+    pro = sub.add_parser(
+        "prologue", help="classify ARM32 function prologues (vmlinux or .ko) for livepatch",
+        description="Classify every function of ARM32 little-endian ELF files (vmlinux or "
+        ".ko) by the prologue before its __gnu_mcount_nc call: apcs-frame, apcs-frame-extra, "
+        "unwind-tables, thumb2, no-mcount.  No kernel needed.")
+    pro.add_argument("--format", choices=("table", "json"), default=None)
+    pro.add_argument("--list", action="store_true",
+                     help="list every traced function with its class and the reason")
+    pro.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
 
@@ -91,7 +101,7 @@ def _run(argv: Sequence[str] | None) -> int:
         logging.getLogger("drgn").setLevel(logging.CRITICAL)
     args = make_parser().parse_args(argv)
     if args.command is None:
-        raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko'])}")
+        raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko', 'prologue'])}")
     fmt = args.global_format
     if args.command == "ko":
         from .ko import lint_files
@@ -103,6 +113,14 @@ def _run(argv: Sequence[str] | None) -> int:
                 print(f"{PROG}: {f.file}: {f.message}", file=sys.stderr)
         sys.stdout.write(render(report, args.format or fmt))
         return status
+    if args.command == "prologue":
+        from .arm32.report import lint_prologue_files, render_prologues
+
+        result = lint_prologue_files(args.files)
+        for path, reason in result.errors:  # one line per file that could not be read
+            print(f"{PROG}: {path}: {reason}", file=sys.stderr)
+        sys.stdout.write(render_prologues(result, args.format or fmt, listing=args.list))
+        return result.exit_status
     text, status = run_parsed(open_target(args), args.command, args, fmt)
     sys.stdout.write(text)
     return status

@@ -15,6 +15,8 @@ APT_PKGS=(
   python3-tabulate                 # gdb's embedded (system) Python renders tables with it
   gcc                              # a native program for the gdb wrong-architecture test
   xz-utils
+  binutils-arm-linux-gnueabihf     # ARM32 prologue vectors (klpinspect prologue)
+  gcc-arm-linux-gnueabihf          # real GCC -mapcs-frame -pg shapes for the same tests
 )
 
 missing=()

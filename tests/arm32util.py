@@ -46,7 +46,7 @@ def _workdir() -> Path:
 def _out(stem: str, suffix: str) -> Path:
     global _counter
     _counter += 1
-    return _workdir() / f"{stem}-{_counter}{suffix}"
+    return _workdir() / f"{stem}_{_counter}{suffix}"  # a valid module name
 
 
 def tool(name: str) -> str:

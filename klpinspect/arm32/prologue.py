@@ -427,6 +427,8 @@ def lint_prologues(path: str) -> FilePrologues:
 
 
 def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
+    if file_size < 52:  # sizeof(Elf32_Ehdr)
+        raise KlpError("truncated: the ELF header ends past the end of the file")
     elf = ELFFile(stream)
     machine = elf.header["e_machine"]
     if machine != "EM_ARM" or elf.elfclass != 32 or not elf.little_endian:
