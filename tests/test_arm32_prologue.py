@@ -219,6 +219,22 @@ def test_decode_fields() -> None:
     assert expand_imm(0x000) == 0 and expand_imm(0x0FF) == 0xFF
 
 
+IMMS = [0, 1, 4, 100, 255, 0x3FC, 0x400, 0x1000, 0x10400, 0x11000, 0xFF000, 0xFF0000,
+        0x3F000000, 0xFF000000, 0xC000003F, 0xF000000F, 0x80000001, 0x104, 0x2040, 0xFC000003]
+
+
+def test_modified_immediates() -> None:
+    """Every rotation of the modified immediate, from the assembler's own encodings."""
+    obj = assemble("arm32_imm.s")
+    words = [int(line.split("\t")[1].strip(), 16) for line in objdump(obj).splitlines()
+             if "\tsub\t" in line]
+    assert len(words) == len(IMMS)
+    for word, value in zip(words, IMMS, strict=True):
+        insn = decode_arm(word)
+        assert insn.is_dp_imm(DpOp.SUB, SP, SP) and insn.imm == value, (hex(word), value)
+        assert not insn.conditional and insn.writes(SP)
+
+
 def test_format_reglist() -> None:
     assert format_reglist((4, 5, 6, 7, 8, 9, 10, FP, IP, LR, PC)) == "{r4-r9, sl, fp, ip, lr, pc}"
     assert format_reglist((4, 5, LR)) == "{r4, r5, lr}"
