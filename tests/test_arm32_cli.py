@@ -36,13 +36,13 @@ def test_summary(objs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) ->
     assert lines[0].split()[:3] == ["file", "functions", "traced"]
     assert lines[0].split()[3:] == CLASSES
     rows = {ln.split()[0]: ln for ln in lines[2:5]}
-    # the object: 19 functions (one alias pair), 16 call __gnu_mcount_nc
-    assert rows[rel.stem].split()[1:3] == ["19", "16"]
-    assert "4 (25.0%)" in rows[rel.stem]  # apcs-frame: 4 of 16 traced
-    assert "8 (50.0%)" in rows[rel.stem]  # apcs-frame-extra
-    assert "3 (15.8%)" in rows[rel.stem]  # no-mcount: 3 of all 19
-    assert rows[exe.name].split()[1:3] == ["20", "16"]  # + __gnu_mcount_nc itself
-    assert rows["total"].split()[1:5] == ["(2", "files)", "39", "32"]
+    # the object: 20 functions (one alias pair), 17 call __gnu_mcount_nc
+    assert rows[rel.stem].split()[1:3] == ["20", "17"]
+    assert "4 (23.5%)" in rows[rel.stem]  # apcs-frame: 4 of 17 traced
+    assert "9 (52.9%)" in rows[rel.stem]  # apcs-frame-extra
+    assert "3 (15.0%)" in rows[rel.stem]  # no-mcount: 3 of all 20
+    assert rows[exe.name].split()[1:3] == ["21", "17"]  # + __gnu_mcount_nc itself
+    assert rows["total"].split()[1:5] == ["(2", "files)", "41", "34"]
     assert "first deviation" in out and "argument-spill" in out
     assert "extra_vpush" not in out  # no list without --list
 
@@ -71,8 +71,8 @@ def test_json(objs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> No
     assert pro["classes"] == CLASSES and pro["errors"] == []
     f_rel, f_exe = pro["files"]
     assert f_rel["kind"] == "module" and f_exe["kind"] == "vmlinux"
-    assert sum(f_rel["counts"].values()) == f_rel["functions"] == 19
-    assert pro["total"]["counts"]["apcs-frame-extra"] == 16
+    assert sum(f_rel["counts"].values()) == f_rel["functions"] == 20
+    assert pro["total"]["counts"]["apcs-frame-extra"] == 18
     assert f_rel["deviations"]["argument-spill"] == 2
     by_name = {e["name"]: e for e in f_exe["list"]}
     vp = by_name["extra_vpush"]

@@ -46,6 +46,8 @@ EXPECTED: dict[str, tuple[PrologueClass, str | None, int | None, Deviation | Non
     "apcs_locals": (A, "{r4-r9, sl, fp, ip, lr, pc}", 100, None, ""),
     "apcs_rotated": (A, "{r4, fp, ip, lr, pc}", 0x10400, None, ""),
     "extra_arg_spill": (X, "{fp, ip, lr, pc}", None, Deviation.ARG_SPILL, "push {r0, r1, r2, r3}"),
+    "extra_args_area": (X, "{r4-r9, sl, fp, ip, lr, pc}", 12, Deviation.ARGS_AREA,
+                        "sub sp, sp, #8"),
     "extra_arg_store": (X, "{fp, ip, lr, pc}", 8, Deviation.ARG_SPILL, "str r1"),
     "extra_vpush": (X, "{r4, fp, ip, lr, pc}", None, Deviation.VPUSH, "vpush {d8, d9}"),
     "extra_realign": (X, "{fp, ip, lr, pc}", None, Deviation.STACK_REALIGN, "bic sp, sp, #7"),
@@ -151,6 +153,9 @@ def test_compiled_shapes() -> None:
     assert funcs["huge"].deviation is Deviation.SUB_SP_AGAIN
     assert funcs["huge"].locals is not None and funcs["huge"].locals >= 70000
     assert funcs["fpmul"].deviation is Deviation.VPUSH
+    assert funcs["split_arg"].deviation is Deviation.ARGS_AREA
+    assert funcs["split_arg"].offender is not None
+    assert funcs["split_arg"].offender.address == funcs["split_arg"].address + 4
     assert funcs["notrace_fn"].cls is N
 
 

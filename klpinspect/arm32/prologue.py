@@ -132,7 +132,8 @@ class Deviation(StrEnum):
     VPUSH = "vpush"  # VFP callee-saved registers
     STACK_REALIGN = "stack-realign"  # bic sp, sp, #N
     SUB_SP_REG = "sub-sp-register"  # sub sp, sp, rN (a frame too big for one immediate)
-    SUB_SP_AGAIN = "sub-sp-again"  # a second sub sp, sp, #N
+    SUB_SP_AGAIN = "sub-sp-again"  # a second sub sp, sp, #N after the frame
+    ARGS_AREA = "args-area"  # sub sp, sp, #N before the frame push: room for arguments
     CONDITIONAL = "conditional"  # an instruction with a condition code
     FRAME_OFFSET = "frame-offset"  # sub fp, ip, #N with N != 4
     FRAME_PUSH = "frame-push"  # the frame push does not end fp, ip, lr, pc
@@ -258,8 +259,9 @@ def _is_push_lr(insn: ArmInsn) -> bool:
     return insn.is_push and insn.pushed == (LR,)
 
 
-def _deviation(insn: ArmInsn) -> Deviation:
-    """What kind of extra instruction ``insn`` is."""
+def _deviation(insn: ArmInsn, before_frame: bool) -> Deviation:
+    """What kind of extra instruction ``insn`` is (``before_frame``: it comes before the
+    frame push)."""
     if insn.conditional:
         return Deviation.CONDITIONAL
     if insn.is_vpush:
@@ -275,7 +277,9 @@ def _deviation(insn: ArmInsn) -> Deviation:
         if insn.op == DpOp.BIC:
             return Deviation.STACK_REALIGN
         if insn.op == DpOp.SUB:
-            return Deviation.SUB_SP_AGAIN
+            # Before the push: GCC's "pretend args" room, where an argument passed
+            # partly in r0-r3 and partly on the stack is stored after the call.
+            return Deviation.ARGS_AREA if before_frame else Deviation.SUB_SP_AGAIN
     if insn.kind is Kind.DP_REG and insn.rd == SP and insn.rn == SP and insn.op == DpOp.SUB:
         return Deviation.SUB_SP_REG
     if insn.is_dp_imm(DpOp.SUB, FP, IP):
@@ -317,8 +321,12 @@ def classify_arm(words: Sequence[int]) -> ArmVerdict:
     has_fp = any(x.is_dp_imm(DpOp.SUB, FP, IP) for x in insns)
     if push is None or not has_fp:
         return ArmVerdict(PrologueClass.UNWIND_TABLES)
-    total = sum(x.imm for x in insns if x.is_dp_imm(DpOp.SUB, SP, SP) and not x.conditional)
-    dev = Deviation.NO_PUSH_LR if offender == len(insns) else _deviation(insns[offender])
+    after = insns[insns.index(push) + 1 :]
+    total = sum(x.imm for x in after if x.is_dp_imm(DpOp.SUB, SP, SP) and not x.conditional)
+    if offender == len(insns):
+        dev = Deviation.NO_PUSH_LR
+    else:
+        dev = _deviation(insns[offender], before_frame=step < 2)
     return ArmVerdict(PrologueClass.APCS_FRAME_EXTRA, push.regs, total or None, offender, dev)
 
 

@@ -31,3 +31,9 @@ double fpmul(double x, int a) { return x * ext(a, 0); }
 
 /* notrace */
 __attribute__((no_instrument_function)) int notrace_fn(int a) { return ext(a, 0); }
+
+/* a struct argument split between r2-r3 and the stack: GCC reserves its
+ * register half below the caller's arguments (sub sp, sp, #8) before the
+ * frame push, and stores r2-r3 there after the mcount call */
+struct ts { long long sec; long nsec; };
+long long split_arg(int a, struct ts t) { return ext(a, &t) + t.sec; }

@@ -81,6 +81,17 @@ apcs_alias:
 	epilogue
 	endf	extra_arg_spill
 
+	@ room for an argument split between r2-r3 and the stack, before the push
+	func	extra_args_area
+	mov	ip, sp
+	sub	sp, sp, #8
+	push	{r4-r9, sl, fp, ip, lr, pc}
+	sub	fp, ip, #12
+	sub	sp, sp, #12
+	mcount
+	epilogue
+	endf	extra_args_area
+
 	@ an argument stored into the frame before the call
 	func	extra_arg_store
 	frame	"fp, ip, lr, pc"
