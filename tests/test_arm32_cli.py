@@ -45,6 +45,7 @@ def test_summary(objs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) ->
     assert rows["total"].split()[1:5] == ["(2", "files)", "41", "34"]
     assert "first deviation" in out and "argument-spill" in out
     assert "extra_vpush" not in out  # no list without --list
+    assert f"note: {rel.stem}: 1 call(s) to __gnu_mcount_nc outside every function" in out
 
 
 def test_list(objs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +75,7 @@ def test_json(objs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> No
     assert sum(f_rel["counts"].values()) == f_rel["functions"] == 20
     assert pro["total"]["counts"]["apcs-frame-extra"] == 18
     assert f_rel["deviations"]["argument-spill"] == 2
+    assert f_rel["orphan_calls"] == f_exe["orphan_calls"] == 1
     by_name = {e["name"]: e for e in f_exe["list"]}
     vp = by_name["extra_vpush"]
     assert vp["class"] == "apcs-frame-extra" and vp["offender"]["deviation"] == "vpush"

@@ -103,6 +103,10 @@ def test_every_vector_class(kind: str, request: pytest.FixtureRequest) -> None:
     # pool is data, not code)
     aliases = [f for f in result.functions if f.name in ALIASES]
     assert len(aliases) == 1 and aliases[0].cls is A
+    # the symbol-less copy is counted, not classified
+    assert result.orphan_calls == 1
+    assert any("1 call(s) to __gnu_mcount_nc outside every function symbol" in n
+               for n in result.notes)
     # every class occurs; nothing is left unclassified
     counts = result.counts
     assert all(counts[c] for c in PrologueClass)
@@ -118,7 +122,7 @@ def test_linked_call_sites_match_objdump(linked: FilePrologues, tmp_path: Path) 
         if "<__gnu_mcount_nc>" in line and "\tbl" in line:
             sites.add(int(line.split(":")[0], 16))
     found = {f.mcount_call for f in linked.functions if f.mcount_call is not None}
-    assert found == sites
+    assert found < sites and len(sites - found) == linked.orphan_calls == 1
     thumb = _by_name(linked)["thumb_traced"]
     assert thumb.thumb and "push {r4, r7, lr}" in thumb.reason
 
@@ -131,7 +135,7 @@ def test_relocatable_call_sites_are_relocations(relocatable: FilePrologues) -> N
         if len(parts) == 3 and parts[2] == "__gnu_mcount_nc" and parts[1].startswith("R_ARM_"):
             relocs.add(int(parts[0].rstrip(":"), 16))
     found = {f.mcount_call for f in relocatable.functions if f.mcount_call is not None}
-    assert found == relocs
+    assert found < relocs and len(relocs - found) == relocatable.orphan_calls == 1
     assert len(found) == sum(1 for f in relocatable.functions if f.cls is not N)
 
 

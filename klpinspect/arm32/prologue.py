@@ -219,6 +219,7 @@ class FilePrologues:
     linked: bool  # ET_EXEC/ET_DYN (addresses) rather than ET_REL (section offsets)
     functions: list[FunctionPrologue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    orphan_calls: int = 0  # mcount calls outside every function symbol (not classified)
 
     @property
     def counts(self) -> dict[PrologueClass, int]:
@@ -240,6 +241,7 @@ class FilePrologues:
             "functions": len(self.functions),
             "traced": self.traced,
             "counts": {c.value: n for c, n in self.counts.items()},
+            "orphan_calls": self.orphan_calls,
         }
         if self.notes:
             out["notes"] = list(self.notes)
@@ -527,18 +529,48 @@ def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
     for shndx in sorted(code):
         sec = code[shndx]
         starts = sorted(off for (s, off) in funcs if s == shndx)
+        covered = 0  # end of the code the functions so far cover
         for n, start in enumerate(starts):
             name, sz, thumb_bit, _g = funcs[(shndx, start)]
             end = start + sz if sz else (starts[n + 1] if n + 1 < len(starts) else len(sec.data))
             end = min(end, len(sec.data))
             if start >= end:
                 continue
+            out.orphan_calls += _count_calls(sec, mapping[shndx], covered, start, linked,
+                                             mcount_addr, calls.get(shndx), words_cache)
+            covered = max(covered, end)
             state = mapping[shndx].state_at(start)
             thumb = state == "t" if state in ("a", "t") else bool(thumb_bit)
             out.functions.append(_classify(
                 sec, mapping[shndx], name, start, end, thumb,
                 linked, mcount_addr, calls.get(shndx), words_cache))
+        out.orphan_calls += _count_calls(sec, mapping[shndx], covered, len(sec.data), linked,
+                                         mcount_addr, calls.get(shndx), words_cache)
+    if out.orphan_calls:
+        out.notes.append(f"{out.orphan_calls} call(s) to {MCOUNT} outside every function "
+                         "symbol (code without a symbol, e.g. an overridden __weak "
+                         "definition): not classified")
     return out
+
+
+def _count_calls(sec: _Sec, mapping: _Mapping, start: int, end: int, linked: bool,
+                 mcount: int | None, hits: list[int] | None,
+                 words_cache: dict[int, array[int]]) -> int:
+    """How many mcount calls ``[start, end)`` (code outside the function symbols) holds."""
+    count = 0
+    pos = start
+    while pos < end:
+        if linked:
+            if mcount is None:
+                return 0
+            call = _find_call_linked(sec, mapping, pos, end, False, mcount, words_cache)
+        else:
+            call = _find_call_rel(mapping, hits, pos, end)
+        if call is None:
+            break
+        count += 1
+        pos = call + 2
+    return count
 
 
 def _find_call_linked(sec: _Sec, mapping: _Mapping, start: int, end: int, thumb: bool,

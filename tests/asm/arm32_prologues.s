@@ -177,6 +177,11 @@ apcs_alias:
 	bx	lr
 	endf	notrace_leaf
 
+@ --- code outside every function symbol (as an overridden __weak copy) ----------
+	frame	"fp, ip, lr, pc"
+	mcount
+	epilogue
+
 @ --- thumb2 --------------------------------------------------------------------
 	.thumb
 	.globl	thumb_traced
