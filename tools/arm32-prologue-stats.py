@@ -36,7 +36,8 @@ def _shape(entry: dict[str, Any]) -> str:
         if m:
             regs = [r.strip() for r in m.group(1).split(",")]
             tail = [r for r in regs if r in ("fp", "ip", "lr", "pc")]
-            parts.append(f"push {{{len(regs) - len(tail)} regs + {', '.join(tail)}}}")
+            n = len(regs) - len(tail)
+            parts.append(f"push {{{n} reg{'' if n == 1 else 's'} + {', '.join(tail)}}}")
         elif text.startswith("sub sp, sp, #"):
             parts.append("sub sp, sp, #imm")
         else:
