@@ -247,3 +247,18 @@ def test_modified_immediates() -> None:
 def test_format_reglist() -> None:
     assert format_reglist((4, 5, 6, 7, 8, 9, 10, FP, IP, LR, PC)) == "{r4-r9, sl, fp, ip, lr, pc}"
     assert format_reglist((4, 5, LR)) == "{r4, r5, lr}"
+
+
+def test_compressed_modules(relocatable: FilePrologues, tmp_path: Path) -> None:
+    """``.ko.xz``/``.ko.gz`` (CONFIG_MODULE_COMPRESS_*) read as the plain object."""
+    import gzip
+    import lzma
+
+    raw = Path(relocatable.path).read_bytes()
+    want = [(f.name, f.cls, f.reason) for f in relocatable.functions]
+    for suffix, pack in ((".ko.xz", lzma.compress), (".ko.gz", gzip.compress)):
+        path = tmp_path / f"vec{suffix}"
+        path.write_bytes(pack(raw))
+        got = lint_prologues(str(path))
+        assert [(f.name, f.cls, f.reason) for f in got.functions] == want
+        assert got.name == relocatable.name or got.name == "vec"

@@ -19,6 +19,7 @@ from .prologue import (
     classify_arm,
     lint_prologues,
 )
+from .report import PrologueReport, lint_prologue_files, render_prologues
 
 __all__ = (
     "CLASSES",
@@ -27,6 +28,9 @@ __all__ = (
     "FunctionPrologue",
     "Offender",
     "PrologueClass",
+    "PrologueReport",
     "classify_arm",
+    "lint_prologue_files",
     "lint_prologues",
+    "render_prologues",
 )

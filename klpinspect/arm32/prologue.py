@@ -36,6 +36,8 @@ instruction's own offset field is then a placeholder).
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import lzma
 import mmap
@@ -54,7 +56,6 @@ from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import KlpError
-from ..ko import _decompress, _module_name
 from .disasm import disassemble, disassemble_one
 from .insn import (
     COND_NAMES,
@@ -356,6 +357,30 @@ def _section_bytes(elf: ELFFile, index: int, file_size: int) -> bytes:
     return data
 
 
+def _decompress(data: bytes) -> bytes:
+    """A ``.ko.xz``/``.ko.gz``/``.ko.bz2`` image decompressed (by magic), else as is."""
+    if data[:6] == b"\xfd7zXZ\x00":
+        return lzma.decompress(data)
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[:3] == b"BZh":
+        return bz2.decompress(data)
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        raise KlpError("zstd-compressed module: decompress it first (zstd -d)")
+    return data
+
+
+def _module_name(path: str, modinfo: bytes | None) -> str:
+    """``name=`` from ``.modinfo`` (modpost writes it), else the file's stem."""
+    for entry in (modinfo or b"").split(b"\0"):
+        if entry.startswith(b"name="):
+            return entry[5:].decode("utf-8", "replace")
+    base = os.path.basename(path)
+    for suffix in (".xz", ".gz", ".bz2", ".zst"):
+        base = base.removesuffix(suffix)
+    return base.removesuffix(".ko").removesuffix(".o").replace("-", "_")
+
+
 def _open(path: str) -> tuple[BinaryIO, int]:
     """The (decompressed) file as a seekable stream, and its size."""
     try:
@@ -458,6 +483,7 @@ def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
         raise KlpError("no symbol table (stripped?)")
     symtab = _section_bytes(elf, symtab_index, file_size)
     strtab = _section_bytes(elf, heads[symtab_index][1]["sh_link"], file_size)
+    # Elf32_Sym: st_name, st_value, st_size, st_info, st_other, st_shndx
     syms = list(struct.iter_unpack("<IIIBBH", symtab[: len(symtab) // 16 * 16]))
 
     code: dict[int, _Sec] = {}
@@ -513,6 +539,7 @@ def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
                 if h["sh_link"] != symtab_index:
                     continue
                 data = _section_bytes(elf, i, file_size)
+                # Elf32_Rel (r_offset, r_info) or Elf32_Rela (+ r_addend)
                 ent = 8 if h["sh_type"] == "SHT_REL" else 12
                 fmt = "<II" if ent == 8 else "<IIi"
                 hits = calls.setdefault(h["sh_info"], [])
