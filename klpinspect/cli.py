@@ -64,11 +64,13 @@ def make_parser() -> argparse.ArgumentParser:
         "prologue", help="classify ARM32 function prologues (vmlinux or .ko) for livepatch",
         description="Classify every function of ARM32 little-endian ELF files (vmlinux or "
         ".ko) by the prologue before its __gnu_mcount_nc call: apcs-frame, apcs-frame-extra, "
-        "unwind-tables, thumb2, no-mcount.  No kernel needed.")
+        "unwind-tables, thumb2, no-mcount.  Percentages are of the traced functions "
+        "(no-mcount: of all functions).  No kernel needed.  See docs/arm32.md.")
     pro.add_argument("--format", choices=("table", "json"), default=None)
     pro.add_argument("--list", action="store_true",
                      help="list every traced function with its class and the reason")
-    pro.add_argument("files", nargs="+", metavar="FILE")
+    pro.add_argument("files", nargs="+", metavar="FILE",
+                     help="vmlinux or module (.ko, .ko.xz, .ko.gz)")
     return parser
 
 
