@@ -70,8 +70,8 @@ def open_target(args: argparse.Namespace) -> Target:
     if len(chosen) > 1:
         raise KlpError("give only one of -c VMCORE, --live, --qemu QMP_SOCKET")
     try:
-        from .drgn.program import open_program
-        from .drgn.target import DrgnTarget
+        from .backends.drgn.program import open_program
+        from .backends.drgn.target import DrgnTarget
     except ImportError as e:
         raise KlpError(f"the drgn back end is not available: {e}") from None
     prog, kind = open_program(

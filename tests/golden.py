@@ -129,7 +129,7 @@ def cut_memory(src: Path, dst: Path, size: int, patches: Sequence[tuple[int, byt
 
 def hash_patch(elf: Path, debug: Path) -> tuple[int, bytes]:
     """(offset in memory, bytes): ``MMU_FTR_TYPE_RADIX`` cleared in the 6.1 fixture."""
-    from klpinspect.drgn.program import open_program
+    from klpinspect.backends.drgn.program import open_program
 
     prog, _kind = open_program(core=str(elf), symbols=[str(debug)])
     features = prog["cur_cpu_spec"].mmu_features

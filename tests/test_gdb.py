@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from labload import load_lab
 
+from klpinspect.backends.drgn.program import open_program
+from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.commands import run_command
-from klpinspect.drgn.program import open_program
-from klpinspect.drgn.target import DrgnTarget
 
 pytestmark = pytest.mark.dump
 
@@ -483,7 +483,7 @@ def test_elf_symbols_name_addresses_like_drgn(vmcore_elf: Path, vmlinux_debug: P
     Every symbol start, a few offsets into each, and the gaps between them
     (size-0 assembler labels, padding after sized functions).
     """
-    from klpinspect.gdbtarget import read_elf_symbols
+    from klpinspect.backends.gdb.target import read_elf_symbols
 
     syms = read_elf_symbols(str(vmlinux_debug))
     assert len(syms) > 50000

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from klpinspect.drgn.program import open_program
-from klpinspect.drgn.target import DrgnTarget
+from klpinspect.backends.drgn.program import open_program
+from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError
 from klpinspect.livepatch import audit_livepatch_stacks, back_chain_stack_trace, klp_backtrace
 from klpinspect.ppc64 import insn

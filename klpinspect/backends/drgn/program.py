@@ -20,7 +20,7 @@ walker, plus a virtual segment for the linear map at ``PAGE_OFFSET``:
 Debug info: ``-s`` files (vmlinux, ``vmlinux.debug``, ``.ko`` files or
 directories of them) are checked against the kernel's build ID and
 compressed ``.ko`` files are decompressed into a cache first
-(:mod:`klpinspect.drgn.debuginfo`).  Without ``-s``, drgn's default search
+(:mod:`klpinspect.backends.drgn.debuginfo`).  Without ``-s``, drgn's default search
 is used.  Kernel debug info is required; module debug info is not.
 """
 
@@ -39,7 +39,7 @@ from typing import BinaryIO
 
 import drgn
 
-from klpinspect.drgn.debuginfo import prepare_debug_files
+from klpinspect.backends.drgn.debuginfo import prepare_debug_files
 from klpinspect.errors import TargetError
 
 __all__ = (
@@ -623,7 +623,7 @@ def open_program(
     elif live:
         prog, kind = _open_live(), "live"
     else:
-        from klpinspect.drgn.qmp import open_qmp
+        from klpinspect.backends.drgn.qmp import open_qmp
 
         assert qemu is not None
         prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"

@@ -35,8 +35,8 @@ from typing import Any
 
 import drgn
 
-from klpinspect.chunkcache import ChunkCache
-from klpinspect.drgn.program import find_vmcoreinfo_note, read_vmcoreinfo_file
+from klpinspect.backends.chunkcache import ChunkCache
+from klpinspect.backends.drgn.program import find_vmcoreinfo_note, read_vmcoreinfo_file
 from klpinspect.errors import TargetError
 
 __all__ = (

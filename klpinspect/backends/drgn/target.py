@@ -20,7 +20,7 @@ from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
-from klpinspect.drgn.program import core_notes, vmcoreinfo_release
+from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
 from klpinspect.target import (

@@ -17,7 +17,7 @@ and each module's own kallsyms (``mod->kallsyms``), since gdb knows only
 vmlinux.  Stacks: the back chain from ``thread.ksp``, with the functions gdb's
 DWARF says were inlined at each call as frames of their own (as drgn lists
 them).  Kernel differences are found by feature detection, as in
-:mod:`klpinspect.drgn.target`.
+:mod:`klpinspect.backends.drgn.target`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from klpinspect.chunkcache import ChunkCache
+from klpinspect.backends.chunkcache import ChunkCache
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.ppc64.lpstack import unwind_back_chain
 from klpinspect.ppc64.radix import (
