@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KlpError, MemoryReadError
+from .gcpause import without_cyclic_gc
+from .livepatch import audit_livepatch_stacks
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -32,8 +34,7 @@ from .report import (
     Report,
     Severity,
     StubRecord,
-    hexaddr,
-    without_cyclic_gc,
+    new_report,
 )
 from .target import KernelInfo, ModuleInfo, SymbolInfo, Target, try_symbolize
 
@@ -103,20 +104,6 @@ class _Symbols:
             pass
         sym = self._cache[address] = try_symbolize(self._target, address)
         return sym
-
-
-def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
-    """A report with the ``target`` and ``kernel`` headers filled in."""
-    return Report(
-        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
-        kernel={
-            "toc": hexaddr(kernel.toc),
-            "toc_source": kernel.toc_source,
-            "ftrace_caller": hexaddr(kernel.ftrace_caller),
-            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
-        },
-        sections=sections,
-    )
 
 
 def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
@@ -579,8 +566,6 @@ def audit(
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
     if tasks:
-        from .livepatch import audit_livepatch_stacks
-
         records, findings = audit_livepatch_stacks(
             target, module_toc_map(kernel, audits, everything), pids=pids
         )

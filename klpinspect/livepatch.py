@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from klpinspect.errors import KlpError, MemoryReadError
+from klpinspect.gcpause import without_cyclic_gc
 from klpinspect.ppc64 import insn
 from klpinspect.ppc64.lpstack import (
     LPSTACK_MISALIGNED,
@@ -30,7 +31,7 @@ from klpinspect.report import (
     Report,
     TaskRecord,
     hexaddr,
-    without_cyclic_gc,
+    new_report,
 )
 from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo, try_symbolize
 
@@ -392,8 +393,6 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
         _backtrace_entry(c, symbols, trace[c.index].inline if c.index < len(trace) else None)
         for c in corrected
     ]
-    from .audit import new_report  # audit imports this module lazily too
-
     report = new_report(
         target, kernel, ("backtrace", "findings") if findings else ("backtrace",)
     )

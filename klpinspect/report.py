@@ -7,15 +7,14 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 
 from __future__ import annotations
 
-import functools
-import gc
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 from .ppc64.stubs import Stub
+from .target import KernelInfo, Target
 
 __all__ = (
     "CODES",
@@ -30,10 +29,10 @@ __all__ = (
     "StubRecord",
     "TaskRecord",
     "hexaddr",
+    "new_report",
     "render",
     "render_json",
     "render_table",
-    "without_cyclic_gc",
 )
 
 _P = ParamSpec("_P")
@@ -287,28 +286,6 @@ def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     return text
 
 
-def without_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with the cyclic garbage collector paused.
-
-    A report holds a few small acyclic objects per stub slot or livepatch frame
-    (millions on a big kernel); each collection while it is built would rescan
-    them all, which doubled the audit time of 5,000 modules and made the walk
-    of 100,000 tasks superlinear.  Reference counting still frees everything.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return wrapper
-
-
 def render_json(report: Report) -> str:
     """The report as ``klpinspect/1`` JSON text."""
     return json.dumps(report.to_json(), indent=2)
@@ -504,3 +481,17 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "json":
         return render_json(report) + "\n"
     return render_table(report)
+
+
+def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
+    """A report with the ``target`` and ``kernel`` headers filled in."""
+    return Report(
+        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
+        kernel={
+            "toc": hexaddr(kernel.toc),
+            "toc_source": kernel.toc_source,
+            "ftrace_caller": hexaddr(kernel.ftrace_caller),
+            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
+        },
+        sections=sections,
+    )

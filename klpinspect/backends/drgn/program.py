@@ -40,7 +40,14 @@ from typing import BinaryIO
 import drgn
 
 from klpinspect.backends.drgn.debuginfo import prepare_debug_files
+from klpinspect.backends.vmcoreinfo import (
+    find_vmcoreinfo_note,
+    read_vmcoreinfo_file,
+    vmcoreinfo_build_id,
+    vmcoreinfo_value,
+)
 from klpinspect.errors import TargetError
+from klpinspect.ppc64.radix import PAGE_OFFSET
 
 __all__ = (
     "PAGE_OFFSET",
@@ -52,9 +59,6 @@ __all__ = (
     "translating_program",
     "vmcoreinfo_build_id",
 )
-
-# The ppc64 linear map: physical address p is at PAGE_OFFSET + p.
-PAGE_OFFSET = 0xC000000000000000
 
 EM_PPC64 = 21
 ET_CORE = 4
@@ -82,72 +86,6 @@ _MACHINES = {
 
 def _machine_name(e_machine: int) -> str:
     return _MACHINES.get(e_machine, f"e_machine {e_machine}")
-
-
-# --- VMCOREINFO ------------------------------------------------------------
-
-
-def read_vmcoreinfo_file(path: str | os.PathLike[str]) -> bytes:
-    """The VMCOREINFO text of a ``--vmcoreinfo`` file.
-
-    The file holds the text of the kernel's VMCOREINFO note (``OSRELEASE=...``
-    lines), as in the note's descriptor.
-
-    :raises TargetError: if the file is missing or holds something else
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TargetError(f"{path}: no such file") from None
-    except OSError as e:
-        raise TargetError(f"{path}: {e.strerror}") from None
-    data = data.rstrip(b"\0")
-    if b"OSRELEASE=" not in data:
-        if re.fullmatch(rb"\s*[0-9a-fA-F]+\s+[0-9a-fA-F]+\s*", data):
-            raise TargetError(
-                f"{path}: this is /sys/kernel/vmcoreinfo (address and size of the note); "
-                "give the note's text instead"
-            )
-        raise TargetError(f"{path}: not VMCOREINFO text (no OSRELEASE= line)")
-    return data
-
-
-def vmcoreinfo_build_id(vmcoreinfo: bytes | str) -> str | None:
-    """``BUILD-ID=`` of a VMCOREINFO text, lower-case hex."""
-    text = vmcoreinfo.decode("ascii", "replace") if isinstance(vmcoreinfo, bytes) else vmcoreinfo
-    m = re.search(r"^BUILD-ID=([0-9A-Fa-f]+)\s*$", text, re.M)
-    return m.group(1).lower() if m else None
-
-
-_NOTE_NEEDLE = b"VMCOREINFO\0\0OSRELEASE="
-
-
-def find_vmcoreinfo_note(memory: bytes | mmap.mmap, start: int = 0) -> tuple[bytes, str] | None:
-    """Find the kernel's VMCOREINFO ELF note in raw memory.
-
-    The kernel keeps it (``vmcoreinfo_note``, exported to kdump through
-    ``/sys/kernel/vmcoreinfo``) as an ELF note: ``namesz`` 11, ``descsz``,
-    type 0, ``"VMCOREINFO\\0"`` padded to 12, then ``OSRELEASE=...``.  The note
-    header's byte order is the guest's.
-
-    :returns: ``(descriptor text, "little" or "big")`` or ``None``
-    """
-    pos = start
-    while True:
-        i = memory.find(_NOTE_NEEDLE, pos)
-        if i < 0:
-            return None
-        pos = i + 1
-        if i < 12:
-            continue
-        hdr = bytes(memory[i - 12 : i])
-        for order, fmt in (("little", "<III"), ("big", ">III")):
-            namesz, descsz, ntype = struct.unpack(fmt, hdr)
-            if namesz == 11 and ntype == 0 and 0 < descsz <= 1 << 20:
-                desc = bytes(memory[i + 12 : i + 12 + descsz]).split(b"\0", 1)[0]
-                if b"\nPAGESIZE=" in desc or b"\nSYMBOL(" in desc:
-                    return desc, order
-    return None
 
 
 # --- ELF cores ---------------------------------------------------------------
@@ -537,8 +475,7 @@ def vmcoreinfo_release(prog: drgn.Program) -> str | None:
     info = _kernel_vmcoreinfo(prog)
     if info is None:
         return None
-    m = re.search(rb"^OSRELEASE=(.*)$", info, re.M)
-    return m.group(1).decode("utf-8", "replace").strip() if m else None
+    return vmcoreinfo_value(info, "OSRELEASE")
 
 
 def _kernel_debug_status(prog: drgn.Program) -> bool:
