@@ -431,4 +431,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # this checkout's klpinspect, not an installed one
     sys.exit(main())

@@ -319,7 +319,13 @@ def module_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, Struc
     if head is None or off is None:
         raise TargetError("no 'modules' list in the kernel debug info")
     for node in _walk(k, head, "modules", damage):
-        yield node - off, k.object("struct module", node - off)
+        address = node - off
+        try:
+            view = k.object("struct module", address)
+        except MemoryReadError:  # a back end that reads the whole struct at once
+            damage.add(address, f"struct module at {address:#x} unreadable")
+            continue
+        yield address, view
 
 
 def module_regions(k: KernelAccess, mod: StructView) -> list[tuple[int, int]]:
@@ -566,7 +572,12 @@ def task_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, StructV
         else:
             threads = [leader]
         for task in threads:
-            yield task, k.object("struct task_struct", task)
+            try:
+                view = k.object("struct task_struct", task)
+            except MemoryReadError:
+                damage.add(task, f"task_struct at {task:#x} unreadable")
+                continue
+            yield task, view
 
 
 def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) -> TaskInfo:

@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 import drgn
 from drgn import Object
 from drgn.helpers.linux.kallsyms import module_kallsyms
-from drgn.helpers.linux.pid import find_task
 
 from klpinspect.backends import layout
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
@@ -210,10 +209,12 @@ class DrgnTarget:
         return iter(layout.tasks(self._k, self.damage))
 
     def _find_task(self, pid: int) -> Object:
-        task = find_task(self.prog, pid)
-        if not task:
-            raise KlpError(f"no task with pid {pid}")
-        return task
+        # the task list, as tasks() walks it: find_task() walks the pid idr,
+        # which a damaged dump may have lost where the list survives
+        for task in self.tasks():
+            if task.pid == pid and task.address is not None:
+                return Object(self.prog, "struct task_struct *", value=task.address)
+        raise KlpError(f"no task with pid {pid}")
 
     def stack_trace(self, pid: int) -> Sequence[StackFrame]:
         """drgn's unwind of task ``pid``, innermost frame first.

@@ -15,6 +15,7 @@ import drgn
 from drgn import Object, offsetof, sizeof
 
 from klpinspect.errors import MemoryReadError, TargetError
+from klpinspect.ppc64.radix import HASH_MMU_MESSAGE
 
 __all__ = ("DrgnKernel", "DrgnView", "drgn_errors")
 
@@ -29,9 +30,10 @@ def drgn_errors(func: Callable[[], _T], address: int = 0, size: int = 0) -> _T:
         raise MemoryReadError(e.address, size, str(e)) from None
     except (ValueError, OverflowError) as e:
         raise MemoryReadError(address, size, str(e)) from None
-    except NotImplementedError as e:
-        # drgn 0.3.0's ppc64 page-table walker knows only the radix MMU
-        raise TargetError(f"cannot translate addresses of this kernel: {e}") from None
+    except NotImplementedError:
+        # drgn 0.3.0's ppc64 page-table walker knows only the radix MMU (and
+        # says "virtual address translation is only supported for Radix MMU")
+        raise TargetError(HASH_MMU_MESSAGE) from None
 
 
 class DrgnView:
