@@ -496,8 +496,7 @@ def _paca_tramp_kernel(
 
 def _damage_findings(target: Target) -> list[Finding]:
     """The back end's record of structures it could not walk (``Target.damage``)."""
-    damage: Sequence[tuple[int | None, str]] = getattr(target, "damage", ())
-    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
+    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in target.damage]
 
 
 @without_cyclic_gc

@@ -213,13 +213,19 @@ class Target(Protocol):
     ``kind`` is ``"vmcore"``, ``"live"``, ``"qemu"``, ``"gdb"`` or ``"synthetic"``.
     Implementations never write target memory.
 
-    Optional: an attribute ``damage``, a list of ``(address or None, message)`` for
-    structures the back end could not walk (a broken module or task list, an
-    unreadable ``struct module``); :func:`klpinspect.audit.audit` reports each as a
-    ``MEMORY_UNREADABLE`` finding instead of failing.
+    ``damage`` lists ``(address or None, message)`` for structures the back end
+    could not walk (a broken module or task list, an unreadable ``struct
+    module``, a truncated core file); the reports show each as a
+    ``MEMORY_UNREADABLE`` finding instead of failing.  It grows while
+    :meth:`modules` and :meth:`tasks` are walked.
     """
 
     kind: str
+
+    @property
+    def damage(self) -> Sequence[tuple[int | None, str]]:
+        """Structures that could not be walked: ``(address or None, message)``."""
+        ...
 
     def kernel(self) -> KernelInfo:
         """Kernel-wide facts (computed once)."""
