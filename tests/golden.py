@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import io
 import json
-import lzma
 import os
 import shutil
 import struct
@@ -40,13 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conftest import FIXTURES, LP61, unpacked
+
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "data" / "golden"
-FIXTURES = Path(
-    os.environ.get("KLPINSPECT_FIXTURES", REPO.parent / "shared" / "fixtures")
-).resolve()
-CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache")).resolve()
-LP61 = FIXTURES / "ppc64le-6.1-lp"
 LP72 = FIXTURES / "ppc64le-7.2-lp"
 GDB = "gdb-multiarch"
 # documents up to this size are stored whole
@@ -64,28 +60,12 @@ COMMANDS_72 = {**COMMANDS_61, "bt": ["bt", "134"]}
 BAD_ARGS = {"bt-nosuch": ["bt", "999999"], "stubs-nosuch": ["stubs", "xfz"]}
 
 
-def _unpacked(src: Path, dst: Path) -> Path:
-    """``src`` (``.xz``) decompressed to ``dst`` once (as tests/conftest.py does)."""
-    if not src.exists():
-        raise FileNotFoundError(f"fixture missing: {src}")
-    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(dst.suffix + ".tmp")
-    with lzma.open(src) as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 22)
-    tmp.replace(dst)
-    return dst
-
-
 def dump_61(name: str) -> Path:
-    if name.endswith(".xz"):
-        return _unpacked(LP61 / name, CACHE / "fixtures" / name.removesuffix(".xz"))
-    return LP61 / name
+    return unpacked(name) if name.endswith(".xz") else LP61 / name
 
 
 def dump_72() -> Path:
-    return _unpacked(LP72 / "vmcore.elf.xz", CACHE / "fixtures" / "ppc64le-7.2-lp" / "vmcore.elf")
+    return unpacked("vmcore.elf.xz", LP72)
 
 
 # -- damaged dumps (as tests/test_cli_dump.py and tests/test_gdb.py build them) ---------

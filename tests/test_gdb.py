@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from golden import cut_memory as _truncated_copy
 from labload import load_lab
 
 from klpinspect.backends.drgn.program import open_program
@@ -280,26 +281,6 @@ def test_native_x86_program(tmp_path: Path) -> None:
                    "-ex", "klp-stubs", "-ex", "kill")  # fmt: skip
     assert_clean(proc)
     assert "klp-stubs: not a ppc64 target: gdb architecture is i386:x86-64" in proc.stderr
-
-
-def _truncated_copy(
-    src: Path, dst: Path, size: int, patches: Sequence[tuple[int, bytes]] = ()
-) -> None:
-    """The first ``size`` bytes of memory of the fixture ELF vmcore, PT_LOAD cut to match."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        head = bytearray(fin.read(0x10000))
-        (phoff,) = struct.unpack_from("<Q", head, 0x20)
-        (phnum,) = struct.unpack_from("<H", head, 0x38)
-        for i in range(phnum):
-            ph = phoff + 56 * i
-            if struct.unpack_from("<I", head, ph)[0] == 1:  # PT_LOAD
-                assert struct.unpack_from("<Q", head, ph + 8)[0] == 0x10000
-                struct.pack_into("<QQ", head, ph + 32, size, size)
-        fout.write(head)
-        fout.write(fin.read(size))
-        for offset, data in patches:
-            fout.seek(0x10000 + offset)
-            fout.write(data)
 
 
 def test_module_memory_not_in_dump(
