@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .gcpause import without_cyclic_gc
 from .livepatch import audit_livepatch_stacks
@@ -36,7 +37,7 @@ from .report import (
     StubRecord,
     new_report,
 )
-from .target import KernelInfo, ModuleInfo, SymbolInfo, Target, try_symbolize
+from .target import KernelInfo, ModuleInfo, Target
 
 __all__ = (
     "ModuleAudit",
@@ -47,6 +48,7 @@ __all__ = (
     "select_modules",
     "stubs_report",
     "toc_report",
+    "toc_rule_plain",
     "tocs_for",
 )
 
@@ -70,40 +72,6 @@ class ModuleAudit:
     # ftrace trampolines load the kernel TOC (mprofile-kernel, 4.6+); -pg kernels
     # (ELFv1, or ELFv2 without -mprofile-kernel) build them as normal stubs by design.
     r2_tramp_findings: list[Finding] = field(default_factory=list)
-
-
-class _Symbols:
-    """Memoized ``target.symbolize``: many stubs share a target."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self._cache: dict[int, SymbolInfo | None] = {}
-        self._names: dict[int, tuple[str | None, str | None]] = {}
-
-    def name(self, address: int) -> tuple[str | None, str | None]:
-        """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
-        ``name+0xoff/0xsize`` inside one."""
-        try:
-            return self._names[address]
-        except KeyError:
-            pass
-        sym = self(address)
-        result: tuple[str | None, str | None] = (None, None)
-        if sym is not None:
-            text = sym.name if sym.address == address else sym.format(address)
-            if sym.owner != "vmlinux":
-                text = text.removesuffix(f" [{sym.owner}]")
-            result = (text, sym.owner)
-        self._names[address] = result
-        return result
-
-    def __call__(self, address: int) -> SymbolInfo | None:
-        try:
-            return self._cache[address]
-        except KeyError:
-            pass
-        sym = self._cache[address] = try_symbolize(self._target, address)
-        return sym
 
 
 def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
@@ -192,7 +160,7 @@ class _RecordBuilder:
     __slots__ = StubRecord.__slots__
 
 
-def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
+def _record(stub: Stub, index: int | None, symbols: Symbolizer) -> StubRecord:
     name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
     rec: Any = _new(_RecordBuilder)
     rec.stub = stub
@@ -209,7 +177,7 @@ def audit_module(
     mod: ModuleInfo,
     *,
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
-    symbols: _Symbols | None = None,
+    symbols: Symbolizer | None = None,
     kernel_writes_magic: bool | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
@@ -220,7 +188,7 @@ def audit_module(
     :param kernel_writes_magic: whether this kernel writes ``STUB_MAGIC`` (4.6+);
         ``None`` to decide from the module's own slots
     """
-    symbols = symbols or _Symbols(target)
+    symbols = symbols or Symbolizer(target)
     loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
     rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
     result = ModuleAudit(module=mod, record=rec)
@@ -419,20 +387,30 @@ def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> _TextRanges:
 
 
 def module_toc_map(
-    kernel: KernelInfo, audits: Iterable[ModuleAudit], others: Iterable[ModuleInfo] = ()
+    kernel: KernelInfo,
+    audits: Iterable[ModuleAudit],
+    others: Iterable[ModuleInfo] = (),
+    *,
+    plain: bool | None = None,
 ) -> dict[int, str]:
-    """TOC value -> owner (``"vmlinux"`` or a module name).
+    """TOC value -> owner (``"vmlinux"`` or a module name): the one TOC map of the
+    audit, the livepatch walk and ``klp-bt``.
 
-    :param others: modules not audited (a command limited to some modules): their
-        TOC from the section address alone, with the rule the audited ones showed
+    :param others: modules not audited (a command limited to some modules, or
+        ``klp-bt``, which decodes no stubs): their TOC from the section address
+        alone, with the kernel's ``my_r2()`` rule
+    :param plain: that rule (<= 4.9: no round-down), ``None`` to take it from ``audits``
     """
     tocs: dict[int, str] = {}
     audits = list(audits)
-    plain = any(a.toc.rule == "plain" for a in audits)
+    if plain is None:
+        plain = any(a.toc.rule == "plain" for a in audits)
     done = {a.module.name for a in audits}
     for mod in others:
         if mod.name in done:
             continue
+        if mod.toc_section is None and kernel.toc is None:
+            continue  # CONFIG_PPC_KERNEL_PCREL: modules have no TOC either
         section = mod.toc_section if mod.toc_section is not None else mod.stubs
         if mod.arch_toc:
             tocs[mod.arch_toc] = mod.name
@@ -446,13 +424,47 @@ def module_toc_map(
     return tocs
 
 
+def toc_rule_plain(target: Target, kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> bool:
+    """Whether this kernel's ``my_r2()`` adds 0x8000 without rounding down (<= 4.9).
+
+    Decided once, kernel-wide, from the first module whose TOC section is not
+    256-byte aligned (elsewhere both rules agree) and whose normal stubs imply
+    one of the two values: one ``.stubs`` read, usually none at all.
+    """
+    slot = stub_size(kernel.abi, kernel.func_desc_size)
+    for mod in mods:
+        section = mod.toc_section if mod.toc_section is not None else mod.stubs
+        if mod.arch_toc or section is None or mod.stubs is None or not section & 0xFF:
+            continue
+        try:
+            data, _reads = _read_stubs(target, mod, slot)
+        except MemoryReadError:
+            continue
+        stubs = for_each_stub(
+            data, mod.stubs, count=mod.stub_count, kernel_toc=kernel.toc,
+            kernelbase=kernel.kernelbase, byteorder=kernel.byteorder, abi=kernel.abi,
+            func_desc_size=kernel.func_desc_size if kernel.abi == 1 else None,
+            ool=(mod.ool_stubs, mod.ool_stub_count)
+            if mod.ool_stubs is not None and mod.ool_stub_count else None,
+        )
+        implied = {s.implied_toc for s in stubs}
+        if module_toc(section, rounded=False) in implied:
+            return True
+        if module_toc(section, rounded=True) in implied:
+            return False
+    return False
+
+
 def _audit_modules(
-    target: Target, kernel: KernelInfo, names: Sequence[str] | None
+    target: Target,
+    kernel: KernelInfo,
+    names: Sequence[str] | None,
+    symbols: Symbolizer | None = None,
 ) -> tuple[list[ModuleAudit], list[ModuleInfo]]:
     everything = list(target.modules())
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
-    symbols = _Symbols(target)
+    symbols = symbols or Symbolizer(target)
     audits = [
         audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
     ]
@@ -558,7 +570,8 @@ def audit(
     """``klp-audit``: every check over the named (or all) modules and every task."""
     kernel = target.kernel()
     report = new_report(target, kernel, ("modules", "tasks", "findings"))
-    audits, everything = _audit_modules(target, kernel, names)
+    symbols = Symbolizer(target)  # one per command: the tasks' addresses too
+    audits, everything = _audit_modules(target, kernel, names, symbols)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
@@ -566,7 +579,7 @@ def audit(
         report.extend(_callsite_findings(target, kernel, audits))
     if tasks:
         records, findings = audit_livepatch_stacks(
-            target, module_toc_map(kernel, audits, everything), pids=pids
+            target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
         )
         report.tasks = records
         report.extend(findings)
@@ -575,7 +588,9 @@ def audit(
 
 
 def tocs_for(target: Target) -> Mapping[int, str]:
-    """TOC value -> owner for every module of ``target`` (for livepatch commands)."""
+    """TOC value -> owner for every module of ``target`` (for ``klp-lpstack`` and
+    ``klp-bt``): from each module's ``.toc`` / ``arch.toc`` address, not its stubs."""
     kernel = target.kernel()
-    audits, _ = _audit_modules(target, kernel, None)
-    return module_toc_map(kernel, audits)
+    everything = list(target.modules())
+    plain = toc_rule_plain(target, kernel, everything)
+    return module_toc_map(kernel, (), everything, plain=plain)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from klpinspect.checks.symbols import Symbolizer
 from klpinspect.errors import KlpError, MemoryReadError
 from klpinspect.gcpause import without_cyclic_gc
 from klpinspect.ppc64 import insn
@@ -33,7 +34,7 @@ from klpinspect.report import (
     hexaddr,
     new_report,
 )
-from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo, try_symbolize
+from klpinspect.target import KernelInfo, StackFrame, Target, TaskInfo
 
 __all__ = (
     "MAX_FRAME_FINDINGS",
@@ -178,32 +179,8 @@ def check_livepatch_stack(
     return out + frame_findings
 
 
-class _Symbolizer:
-    """``target.symbolize`` with a cache: tasks share return addresses."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self._cache: dict[int, SymbolInfo | None] = {}
-        self._text: dict[int, str | None] = {}
-
-    def info(self, address: int) -> SymbolInfo | None:
-        try:
-            return self._cache[address]
-        except KeyError:
-            sym = self._cache[address] = try_symbolize(self._target, address)
-            return sym
-
-    def text(self, address: int) -> str | None:
-        try:
-            return self._text[address]
-        except KeyError:
-            sym = self.info(address)
-            text = self._text[address] = None if sym is None else sym.format(address)
-            return text
-
-
 def _frame_records(
-    stack: LivepatchStack, owners: Mapping[int, str], symbols: _Symbolizer
+    stack: LivepatchStack, owners: Mapping[int, str], symbols: Symbolizer
 ) -> list[FrameRecord]:
     return [
         FrameRecord(
@@ -229,7 +206,11 @@ def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
 
 @without_cyclic_gc
 def audit_livepatch_stacks(
-    target: Target, module_tocs: Mapping[int, str], *, pids: Sequence[int] | None = None
+    target: Target,
+    module_tocs: Mapping[int, str],
+    *,
+    pids: Sequence[int] | None = None,
+    symbols: Symbolizer | None = None,
 ) -> tuple[list[TaskRecord], list[Finding]]:
     """Every task's livepatch stack (``klp-lpstack``), with findings.
 
@@ -240,13 +221,14 @@ def audit_livepatch_stacks(
 
     :param module_tocs: module TOC (r2) value -> module name
     :param pids: only these tasks
+    :param symbols: the command's symbolizer, when it has one already
     :raises KlpError: if a pid in ``pids`` names no task
     """
     kernel = target.kernel()
     if not kernel.has_livepatch_sp:
         return [], [_unsupported()]
     owners = toc_owners(kernel, module_tocs)
-    symbols = _Symbolizer(target)
+    symbols = symbols or Symbolizer(target)
     wanted = None if pids is None else set(pids)
     records: list[TaskRecord] = []
     findings: list[Finding] = []
@@ -308,7 +290,7 @@ def _find_task(tasks: Iterable[TaskInfo], pid: int) -> TaskInfo:
     raise KlpError(f"no task with pid {pid}")
 
 
-def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
+def _handler_size(kernel: KernelInfo, symbols: Symbolizer) -> int | None:
     if kernel.livepatch_handler is None:
         return None
     sym = symbols.info(kernel.livepatch_handler)
@@ -318,7 +300,7 @@ def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
 
 
 def _backtrace_entry(
-    c: CorrectedFrame, symbols: _Symbolizer, inline: str | None = None
+    c: CorrectedFrame, symbols: Symbolizer, inline: str | None = None
 ) -> dict[str, Any]:
     text = symbols.text(c.pc)
     if inline and not c.corrected:
@@ -357,7 +339,7 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
     task = _find_task(target.tasks(), pid)
     trace = list(target.stack_trace(pid))
     pcs = [f.pc for f in trace]
-    symbols = _Symbolizer(target)
+    symbols = Symbolizer(target)
     owners = toc_owners(kernel, module_tocs)
     findings: list[Finding] = []
     notes: list[str] = []
