@@ -31,6 +31,7 @@ from .ppc64.stubs import (
 from .ppc64.toc import ModuleToc, module_toc, resolve_module_toc
 from .report import (
     Finding,
+    FindingCode,
     ModuleRecord,
     Report,
     Severity,
@@ -51,6 +52,14 @@ __all__ = (
     "toc_rule_plain",
     "tocs_for",
 )
+
+# What klp-toc reports of the audit: the stubs against the module TOC, the tramps against r2.
+_TOC_CODES = frozenset({
+    FindingCode.STUB_TOC_MISMATCH,
+    FindingCode.MEMORY_UNREADABLE,
+    FindingCode.TRAMP_NOT_FTRACE_STUB,
+    FindingCode.TRAMP_TARGET_MISMATCH,
+})
 
 # Without a known section size, read this much of .stubs at first and grow it
 # until the sentinel (zero funcdata) shows; most modules need one read.
@@ -206,7 +215,7 @@ def audit_module(
             data, result.reads = _read_stubs(target, mod, slot)
         except MemoryReadError as e:
             result.findings.append(
-                Finding("MEMORY_UNREADABLE", f".stubs unreadable: {e}", module=mod.name,
+                Finding(FindingCode.MEMORY_UNREADABLE, f".stubs unreadable: {e}", module=mod.name,
                         address=mod.stubs)
             )
         ool = None
@@ -230,8 +239,8 @@ def audit_module(
                 rec.ool_stubs.append(_record(o, None, symbols))
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
-                        Finding("STUB_UNKNOWN", "out-of-line ftrace stub matches no known "
-                                "layout: " + " ".join(f"{w:08x}" for w in o.words),
+                        Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "
+                                "known layout: " + " ".join(f"{w:08x}" for w in o.words),
                                 module=mod.name, address=o.address)
                     )
     stubs = result.stubs
@@ -250,21 +259,21 @@ def audit_module(
         kind = s.kind
         if kind is unknown:
             result.findings.append(
-                Finding("STUB_UNKNOWN", "used slot matches no known stub layout: "
+                Finding(FindingCode.STUB_UNKNOWN, "used slot matches no known stub layout: "
                         + " ".join(f"{w:08x}" for w in s.words), module=mod.name,
                         address=s.address)
             )
             continue
         if s.magic_ok is False and kernel_writes_magic:
             result.findings.append(
-                Finding("STUB_BAD_MAGIC", f"magic is {s.words[7]:#010x}, not STUB_MAGIC "
+                Finding(FindingCode.STUB_BAD_MAGIC, f"magic is {s.words[7]:#010x}, not STUB_MAGIC "
                         "0x73747562", module=mod.name, address=s.address)
             )
         implied = s.implied_toc
         if implied is not None and implied != mod_toc and mod_toc is not None:
             result.findings.append(
                 Finding(
-                    "STUB_TOC_MISMATCH",
+                    FindingCode.STUB_TOC_MISMATCH,
                     f"stub implies TOC {implied:#x}, module TOC is {mod_toc:#x} "
                     f"(from {rec.toc_source})",
                     module=mod.name,
@@ -279,7 +288,7 @@ def audit_module(
         ):
             result.findings.append(
                 Finding(
-                    "FTRACE_STUB_PACA_OFFSET",
+                    FindingCode.FTRACE_STUB_PACA_OFFSET,
                     f"ld r12,{s.paca_offset}(r13) does not load paca->kernel_toc "
                     f"(offset {paca_off})",
                     module=mod.name,
@@ -293,7 +302,7 @@ def audit_module(
             # harmless until that module comes back, so only a warning there.
             result.findings.append(
                 Finding(
-                    "STUB_TARGET_DANGLING",
+                    FindingCode.STUB_TARGET_DANGLING,
                     f"target {dest:#x} is in no loaded kernel or module text"
                     + (" (patched module unloaded?)" if mod.livepatch else ""),
                     severity=Severity.WARNING if mod.livepatch else None,
@@ -319,7 +328,7 @@ def audit_module(
                 result.reads += 1
             except MemoryReadError as e:
                 result.findings.append(
-                    Finding("MEMORY_UNREADABLE", f"arch.{attr} unreadable: {e}",
+                    Finding(FindingCode.MEMORY_UNREADABLE, f"arch.{attr} unreadable: {e}",
                             module=mod.name, address=addr)
                 )
                 continue
@@ -329,7 +338,7 @@ def audit_module(
         if tstub.kind.r2_relative:
             result.r2_tramp_findings.append(
                 Finding(
-                    "TRAMP_NOT_FTRACE_STUB",
+                    FindingCode.TRAMP_NOT_FTRACE_STUB,
                     f"arch.{attr} is a {tstub.kind.value} (r2-relative) stub: it only works "
                     "while r2 holds this module's TOC",
                     module=mod.name,
@@ -339,7 +348,7 @@ def audit_module(
         elif not tstub.kind.uses_kernel_toc and tstub.kind is not StubKind.PCREL:
             result.findings.append(
                 Finding(
-                    "TRAMP_NOT_FTRACE_STUB",
+                    FindingCode.TRAMP_NOT_FTRACE_STUB,
                     f"arch.{attr} is not a stub that loads the kernel TOC ({tstub.kind.value})",
                     module=mod.name,
                     address=addr,
@@ -350,7 +359,7 @@ def audit_module(
             where = sym.format(tstub.target) if sym else f"{tstub.target:#x}"
             result.findings.append(
                 Finding(
-                    "TRAMP_TARGET_MISMATCH",
+                    FindingCode.TRAMP_TARGET_MISMATCH,
                     f"arch.{attr} reaches {where}, not {want_name} ({want:#x})",
                     module=mod.name,
                     address=addr,
@@ -472,7 +481,7 @@ def _audit_modules(
     writes = any(s.magic_ok for a in audits for s in a.stubs)
     if not writes:
         for a in audits:
-            a.findings = [f for f in a.findings if f.code != "STUB_BAD_MAGIC"]
+            a.findings = [f for f in a.findings if f.code is not FindingCode.STUB_BAD_MAGIC]
     if _paca_tramp_kernel(target, kernel, audits, everything):
         for a in audits:
             a.findings.extend(a.r2_tramp_findings)
@@ -508,7 +517,8 @@ def _paca_tramp_kernel(
 
 def _damage_findings(target: Target) -> list[Finding]:
     """The back end's record of structures it could not walk (``Target.damage``)."""
-    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in target.damage]
+    unreadable = FindingCode.MEMORY_UNREADABLE
+    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]
 
 
 @without_cyclic_gc
@@ -550,7 +560,7 @@ def toc_report(
         report.extend(
             f
             for f in a.findings
-            if f.code in ("STUB_TOC_MISMATCH", "MEMORY_UNREADABLE") or f.code.startswith("TRAMP_")
+            if f.code in _TOC_CODES
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))

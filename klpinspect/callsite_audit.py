@@ -19,7 +19,7 @@ from .errors import MemoryReadError
 from .ppc64.callsites import CallFollow, CallSite, find_stub_calls
 from .ppc64.disasm import disassemble, disassemble_word
 from .ppc64.stubs import Stub, StubKind, decode_stub, stub_size
-from .report import Finding
+from .report import Finding, FindingCode
 from .target import KernelInfo, ModuleInfo, Target, try_symbolize
 
 __all__ = ("audit_module_callsites", "module_text_regions")
@@ -136,14 +136,14 @@ def _finding(
     restore = "ld r2,24(r1)" if kernel.abi == 2 else "ld r2,40(r1)"
     where = _describe_stub(target, site.target, stub)
     if site.follow is CallFollow.SIBLING:
-        code = "CALLSITE_SIBLING_VIA_STUB"
+        code = FindingCode.CALLSITE_SIBLING_VIA_STUB
         off = 24 if kernel.abi == 2 else 40
         msg = (
             f"sibling call (b, no link) into {where}: the stub's std r2,{off}(r1) "
             "overwrites the TOC saved by the caller's caller, which then restores the wrong r2"
         )
     else:
-        code = "CALLSITE_NO_TOC_RESTORE"
+        code = FindingCode.CALLSITE_NO_TOC_RESTORE
         if site.next_word is None:
             after = "nothing (end of text)"
         elif site.follow is CallFollow.NOP:
@@ -205,7 +205,7 @@ def audit_module_callsites(
         except MemoryReadError as e:
             findings.append(
                 Finding(
-                    code="MEMORY_UNREADABLE",
+                    code=FindingCode.MEMORY_UNREADABLE,
                     message=f"call-site audit skipped {label}: {e}",
                     module=mod.name,
                     address=start,

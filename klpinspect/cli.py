@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .commands import COMMANDS, add_command_arguments, run_parsed
 from .errors import KlpError
-from .report import EXIT_UNUSABLE, render
+from .report import EXIT_UNUSABLE, FindingCode, render
 from .target import Target
 
 __all__ = ("main", "make_parser", "open_target")
@@ -99,7 +99,7 @@ def _run(argv: Sequence[str] | None) -> int:
         report, status = lint_files(args.files)
         status = int(status)
         for f in report.findings:  # one line per file that could not be linted
-            if f.code == "KO_UNREADABLE":
+            if f.code is FindingCode.KO_UNREADABLE:
                 print(f"{PROG}: {f.file}: {f.message}", file=sys.stderr)
         sys.stdout.write(render(report, args.format or fmt))
         return status

@@ -69,7 +69,7 @@ from elftools.elf.elffile import ELFFile
 
 from .errors import KlpError
 from .ppc64.insn import NOP, toc_restore
-from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, Report
+from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, FindingCode, Report
 
 __all__ = ("KlpSym", "lint_files", "lint_ko", "parse_klp_sym")
 
@@ -336,7 +336,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
     if not relas:
         return [
             Finding(
-                code="KO_NO_RELOCATIONS",
+                code=FindingCode.KO_NO_RELOCATIONS,
                 message="no relocations: no call site to check",
                 file=obj.path,
                 module=obj.module,
@@ -392,7 +392,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
             if not bad_shape and why is None:
                 continue
             site = Finding(
-                code="KO_CALL_NEEDS_NOP",
+                code=FindingCode.KO_CALL_NEEDS_NOP,
                 message="",
                 file=obj.path,
                 module=obj.module,
@@ -405,7 +405,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 findings.append(
                     replace(
                         site,
-                        code="KO_SIBLING_CALL",
+                        code=FindingCode.KO_SIBLING_CALL,
                         message=(
                             f"sibling call (b) to {shown} goes through a stub whose "
                             f"std r2,{24 if obj.abi == 2 else 40}(r1) overwrites the TOC "
@@ -428,7 +428,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 findings.append(
                     replace(
                         site,
-                        code="KO_LOCAL_CALL_BECOMES_GLOBAL",
+                        code=FindingCode.KO_LOCAL_CALL_BECOMES_GLOBAL,
                         message=(
                             f"livepatch call to {shown}, local to its object ({why}), "
                             "now crosses TOCs through a stub"
@@ -472,7 +472,7 @@ def lint_ko(path: str) -> list[Finding]:
 
 def _unreadable(path: str, reason: str) -> Finding:
     return Finding(
-        code="KO_UNREADABLE",
+        code=FindingCode.KO_UNREADABLE,
         message=reason,
         file=path,
         module=_module_name(path, None),

@@ -28,6 +28,7 @@ from klpinspect.ppc64.lpstack import (
 )
 from klpinspect.report import (
     Finding,
+    FindingCode,
     FrameRecord,
     Report,
     TaskRecord,
@@ -54,7 +55,7 @@ UNSUPPORTED_MESSAGE = "kernel has no thread_info.livepatch_sp: not built with CO
 
 
 def _unsupported() -> Finding:
-    return Finding("LIVEPATCH_UNSUPPORTED", UNSUPPORTED_MESSAGE)
+    return Finding(FindingCode.LIVEPATCH_UNSUPPORTED, UNSUPPORTED_MESSAGE)
 
 
 def toc_owners(kernel: KernelInfo, module_tocs: Mapping[int, str]) -> dict[int, str]:
@@ -113,7 +114,7 @@ def check_livepatch_stack(
     if stack.status == LPSTACK_OUT_OF_BOUNDS:
         out.append(
             Finding(
-                "LPSTACK_OUT_OF_BOUNDS",
+                FindingCode.LPSTACK_OUT_OF_BOUNDS,
                 f"{where}: livepatch_sp {stack.livepatch_sp:#x} is outside "
                 f"[{stack.start:#x}, {stack.limit:#x}] (first frame slot .. end of stack)",
                 pid=pid,
@@ -123,7 +124,7 @@ def check_livepatch_stack(
     elif stack.status == LPSTACK_MISALIGNED:
         out.append(
             Finding(
-                "LPSTACK_OUT_OF_BOUNDS",
+                FindingCode.LPSTACK_OUT_OF_BOUNDS,
                 f"{where}: livepatch_sp {stack.livepatch_sp:#x} is not on a 24-byte frame "
                 f"boundary above {stack.start:#x}; {stack.depth} whole frame(s) read",
                 pid=pid,
@@ -133,7 +134,7 @@ def check_livepatch_stack(
     if stack.start_marker_ok is False:
         out.append(
             Finding(
-                "LPSTACK_BAD_MAGIC",
+                FindingCode.LPSTACK_BAD_MAGIC,
                 f"{where}: end_of_stack word at {stack.start - 8:#x} is "
                 f"{stack.start_marker:#x}, not STACK_END_MAGIC: stack overrun or corruption",
                 pid=pid,
@@ -145,7 +146,7 @@ def check_livepatch_stack(
         if not f.magic_ok:
             frame_findings.append(
                 Finding(
-                    "LPSTACK_BAD_MAGIC",
+                    FindingCode.LPSTACK_BAD_MAGIC,
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: end marker "
                     f"{f.magic:#x} is not STACK_END_MAGIC {insn.STACK_END_MAGIC:#x}",
                     pid=pid,
@@ -156,7 +157,7 @@ def check_livepatch_stack(
         if owners and f.r2 not in owners:
             frame_findings.append(
                 Finding(
-                    "LPSTACK_R2_UNKNOWN",
+                    FindingCode.LPSTACK_R2_UNKNOWN,
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: saved r2 "
                     f"{f.r2:#x} is neither the kernel TOC nor a module TOC",
                     pid=pid,
@@ -197,7 +198,7 @@ def _frame_records(
 
 def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
     return Finding(
-        "MEMORY_UNREADABLE",
+        FindingCode.MEMORY_UNREADABLE,
         f"pid {task.pid} ({task.comm}): livepatch stack: {err}",
         pid=task.pid,
         address=err.address,

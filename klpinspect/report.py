@@ -22,6 +22,7 @@ __all__ = (
     "EXIT_OK",
     "EXIT_UNUSABLE",
     "Finding",
+    "FindingCode",
     "FrameRecord",
     "ModuleRecord",
     "Report",
@@ -53,29 +54,46 @@ class Severity(StrEnum):
     INFO = "info"
 
 
-# Stable finding codes (design.md): add new ones, never rename.
-CODES: dict[str, Severity] = {
-    "TRAMP_NOT_FTRACE_STUB": Severity.ERROR,
-    "TRAMP_TARGET_MISMATCH": Severity.ERROR,
-    "STUB_TOC_MISMATCH": Severity.ERROR,
-    "STUB_UNKNOWN": Severity.WARNING,
-    "STUB_BAD_MAGIC": Severity.WARNING,
-    "STUB_TARGET_DANGLING": Severity.ERROR,
-    "CALLSITE_NO_TOC_RESTORE": Severity.ERROR,
-    "LPSTACK_BAD_MAGIC": Severity.ERROR,
-    "LPSTACK_OUT_OF_BOUNDS": Severity.ERROR,
-    "LPSTACK_R2_UNKNOWN": Severity.WARNING,
-    "CALLSITE_SIBLING_VIA_STUB": Severity.ERROR,
-    "KO_CALL_NEEDS_NOP": Severity.ERROR,
-    "KO_LOCAL_CALL_BECOMES_GLOBAL": Severity.WARNING,
-    "KO_SIBLING_CALL": Severity.ERROR,
+class FindingCode(StrEnum):
+    """Stable finding codes (design.md): add new ones, never rename.
+
+    Each carries its default :attr:`severity`; the value is the code as JSON
+    and the table print it, so a typo is a mypy error, not a ``KeyError``
+    when a report is rendered.
+    """
+
+    severity: Severity
+
+    def __new__(cls, code: str, severity: Severity) -> FindingCode:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.severity = severity
+        return member
+
+    TRAMP_NOT_FTRACE_STUB = ("TRAMP_NOT_FTRACE_STUB", Severity.ERROR)
+    TRAMP_TARGET_MISMATCH = ("TRAMP_TARGET_MISMATCH", Severity.ERROR)
+    STUB_TOC_MISMATCH = ("STUB_TOC_MISMATCH", Severity.ERROR)
+    STUB_UNKNOWN = ("STUB_UNKNOWN", Severity.WARNING)
+    STUB_BAD_MAGIC = ("STUB_BAD_MAGIC", Severity.WARNING)
+    STUB_TARGET_DANGLING = ("STUB_TARGET_DANGLING", Severity.ERROR)
+    CALLSITE_NO_TOC_RESTORE = ("CALLSITE_NO_TOC_RESTORE", Severity.ERROR)
+    LPSTACK_BAD_MAGIC = ("LPSTACK_BAD_MAGIC", Severity.ERROR)
+    LPSTACK_OUT_OF_BOUNDS = ("LPSTACK_OUT_OF_BOUNDS", Severity.ERROR)
+    LPSTACK_R2_UNKNOWN = ("LPSTACK_R2_UNKNOWN", Severity.WARNING)
+    CALLSITE_SIBLING_VIA_STUB = ("CALLSITE_SIBLING_VIA_STUB", Severity.ERROR)
+    KO_CALL_NEEDS_NOP = ("KO_CALL_NEEDS_NOP", Severity.ERROR)
+    KO_LOCAL_CALL_BECOMES_GLOBAL = ("KO_LOCAL_CALL_BECOMES_GLOBAL", Severity.WARNING)
+    KO_SIBLING_CALL = ("KO_SIBLING_CALL", Severity.ERROR)
     # Added by klpinspect beyond the design's first list.
-    "MEMORY_UNREADABLE": Severity.WARNING,
-    "LIVEPATCH_UNSUPPORTED": Severity.INFO,
-    "KO_UNREADABLE": Severity.WARNING,
-    "KO_NO_RELOCATIONS": Severity.INFO,
-    "FTRACE_STUB_PACA_OFFSET": Severity.ERROR,
-}
+    MEMORY_UNREADABLE = ("MEMORY_UNREADABLE", Severity.WARNING)
+    LIVEPATCH_UNSUPPORTED = ("LIVEPATCH_UNSUPPORTED", Severity.INFO)
+    KO_UNREADABLE = ("KO_UNREADABLE", Severity.WARNING)
+    KO_NO_RELOCATIONS = ("KO_NO_RELOCATIONS", Severity.INFO)
+    FTRACE_STUB_PACA_OFFSET = ("FTRACE_STUB_PACA_OFFSET", Severity.ERROR)
+
+
+#: code -> default severity (the table the codes were first kept in)
+CODES: dict[str, Severity] = {code.value: code.severity for code in FindingCode}
 
 
 def hexaddr(value: int | None) -> str | None:
@@ -87,7 +105,7 @@ def hexaddr(value: int | None) -> str | None:
 class Finding:
     """One problem found.  ``severity`` defaults to the code's registered one."""
 
-    code: str
+    code: FindingCode
     message: str
     severity: Severity | None = None
     module: str | None = None
@@ -100,7 +118,7 @@ class Finding:
 
     @property
     def level(self) -> Severity:
-        return self.severity if self.severity is not None else CODES[self.code]
+        return self.severity if self.severity is not None else self.code.severity
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
