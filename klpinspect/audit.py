@@ -28,7 +28,7 @@ from .ppc64.stubs import (
     ool_reserved_slots,
     stub_size,
 )
-from .ppc64.toc import ModuleToc, module_toc, resolve_module_toc
+from .ppc64.toc import ModuleToc, TocSource, module_toc, resolve_module_toc
 from .report import (
     Finding,
     FindingCode,
@@ -74,7 +74,7 @@ class ModuleAudit:
     module: ModuleInfo
     record: ModuleRecord
     stubs: list[Stub] = field(default_factory=list)
-    toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, "none"))
+    toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, TocSource.NONE))
     findings: list[Finding] = field(default_factory=list)
     reads: int = 0
     # TRAMP_NOT_FTRACE_STUB for r2-relative tramps: an error only on kernels whose

@@ -10,7 +10,6 @@ symbolizes saved return addresses, turns damage into findings, and builds the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from klpinspect.checks.symbols import Symbolizer
 from klpinspect.errors import KlpError, MemoryReadError
@@ -27,6 +26,7 @@ from klpinspect.ppc64.lpstack import (
     walk_livepatch_stack,
 )
 from klpinspect.report import (
+    BacktraceEntry,
     Finding,
     FindingCode,
     FrameRecord,
@@ -302,26 +302,23 @@ def _handler_size(kernel: KernelInfo, symbols: Symbolizer) -> int | None:
 
 def _backtrace_entry(
     c: CorrectedFrame, symbols: Symbolizer, inline: str | None = None
-) -> dict[str, Any]:
+) -> BacktraceEntry:
     text = symbols.text(c.pc)
     if inline and not c.corrected:
         # drgn lists an inlined call as a frame of its own, with its caller's pc
         text = f"{inline} (inlined in {text})"
-    entry: dict[str, Any] = {
-        "index": c.index,
-        "pc": hexaddr(c.pc),
-        "symbol": text,
-        "corrected": c.corrected,
-        "from_frame": None if c.from_frame is None else hexaddr(c.from_frame.address),
-    }
-    if c.from_frame is not None:
-        entry["frame_index"] = c.from_frame.index
-    if c.corrected:
-        entry["original_pc"] = hexaddr(c.original_pc)
-        entry["original_symbol"] = symbols.text(c.original_pc)
-    if c.note:
-        entry["note"] = c.note
-    return entry
+    frame = c.from_frame
+    return BacktraceEntry(
+        index=c.index,
+        pc=c.pc,
+        symbol=text,
+        corrected=c.corrected,
+        from_frame=None if frame is None else frame.address,
+        frame_index=None if frame is None else frame.index,
+        original_pc=c.original_pc if c.corrected else None,
+        original_symbol=symbols.text(c.original_pc) if c.corrected else None,
+        note=c.note or None,
+    )
 
 
 def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> Report:

@@ -14,9 +14,11 @@ from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 from .ppc64.stubs import Stub
+from .ppc64.toc import TocSource
 from .target import KernelInfo, Target
 
 __all__ = (
+    "BacktraceEntry",
     "CODES",
     "EXIT_ERROR_FINDING",
     "EXIT_OK",
@@ -192,7 +194,7 @@ class StubRecord:
 class ModuleRecord:
     name: str
     toc: int | None = None
-    toc_source: str = "none"
+    toc_source: TocSource = TocSource.NONE
     stubs_section: int | None = None
     stubs: list[StubRecord] = field(default_factory=list)
     tramp: StubRecord | None = None
@@ -238,13 +240,52 @@ class FrameRecord:
         return out
 
 
+@dataclass(frozen=True)
+class BacktraceEntry:
+    """One frame of ``klp-bt``'s corrected backtrace.
+
+    :param index: position in the back end's unwind (innermost 0)
+    :param symbol: ``%pS`` of ``pc``; ``"f (inlined in g+0x…)"`` for an inlined call
+    :param corrected: ``pc`` was a ``livepatch_handler`` return, replaced by the
+        return address saved in livepatch frame ``frame_index`` (at ``from_frame``)
+    :param original_pc: the unwound ``pc`` before the correction
+    """
+
+    index: int
+    pc: int
+    symbol: str | None
+    corrected: bool = False
+    from_frame: int | None = None
+    frame_index: int | None = None
+    original_pc: int | None = None
+    original_symbol: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "pc": hexaddr(self.pc),
+            "symbol": self.symbol,
+            "corrected": self.corrected,
+            "from_frame": hexaddr(self.from_frame),
+        }
+        if self.frame_index is not None:
+            out["frame_index"] = self.frame_index
+        if self.corrected:
+            out["original_pc"] = hexaddr(self.original_pc)
+            out["original_symbol"] = self.original_symbol
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
 @dataclass
 class TaskRecord:
     pid: int
     comm: str
     livepatch_sp: int | None = None
     frames: list[FrameRecord] = field(default_factory=list)
-    backtrace: list[dict[str, Any]] | None = None
+    backtrace: list[BacktraceEntry] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -254,7 +295,7 @@ class TaskRecord:
             "frames": [f.to_json() for f in self.frames],
         }
         if self.backtrace is not None:
-            out["backtrace"] = self.backtrace
+            out["backtrace"] = [e.to_json() for e in self.backtrace]
         return out
 
 
@@ -420,12 +461,14 @@ def _render_backtrace(report: Report) -> str:
             f"livepatch frames: {len(t.frames)}"
         ]
         for e in t.backtrace:
-            line = f"#{e['index']:<2} {e.get('symbol') or e['pc']} ({e['pc']})"
-            if e.get("corrected"):
-                was = e.get("original_symbol") or e.get("original_pc")
-                line += f"  <- livepatch frame {e.get('frame_index', '?')} (was {was})"
-            elif e.get("note"):
-                line += f"  ({e['note']})"
+            pc = hexaddr(e.pc)
+            line = f"#{e.index:<2} {e.symbol or pc} ({pc})"
+            if e.corrected:
+                was = e.original_symbol or hexaddr(e.original_pc)
+                index = "?" if e.frame_index is None else e.frame_index
+                line += f"  <- livepatch frame {index} (was {was})"
+            elif e.note:
+                line += f"  ({e.note})"
             lines.append(line)
         parts.append("\n".join(lines))
     return "\n\n".join(parts) if parts else "no backtrace"

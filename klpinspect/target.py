@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .errors import KlpError
+from .ppc64.toc import KernelTocSource
 
 __all__ = (
     "KernelInfo",
@@ -53,7 +54,7 @@ class KernelInfo:
     byteorder: str = "little"
     abi: int = 2
     toc: int | None = None
-    toc_source: str = "none"
+    toc_source: KernelTocSource = KernelTocSource.NONE
     kernelbase: int | None = None
     ftrace_caller: int | None = None
     ftrace_regs_caller: int | None = None

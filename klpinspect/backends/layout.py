@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from klpinspect.errors import MemoryReadError, TargetError
+from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
@@ -155,7 +156,7 @@ def _opt_int(view: StructView | None, member: str) -> int | None:
 # -- kernel ------------------------------------------------------------------------
 
 
-def kernel_toc(k: KernelAccess) -> tuple[int | None, str]:
+def kernel_toc(k: KernelAccess) -> tuple[int | None, KernelTocSource]:
     """The kernel TOC (r2) and where it came from.
 
     ``paca_ptrs[0]->kernel_toc`` is what module ftrace stubs load at run time
@@ -167,11 +168,11 @@ def kernel_toc(k: KernelAccess) -> tuple[int | None, str]:
     """
     toc = _paca0_member(k, "kernel_toc")
     if toc:
-        return toc, "paca"
+        return toc, KernelTocSource.PACA
     sym = k.symbol_address(".TOC.")
     if sym is not None:
-        return sym, ".TOC."
-    return None, "none"
+        return sym, KernelTocSource.TOC_SYMBOL
+    return None, KernelTocSource.NONE
 
 
 def _paca0_member(k: KernelAccess, member: str) -> int | None:

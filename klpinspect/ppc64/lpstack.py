@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 
 from klpinspect.ppc64 import insn
@@ -42,6 +43,7 @@ __all__ = (
     "LPSTACK_NO_START_MARKER",
     "LPSTACK_OK",
     "LPSTACK_OUT_OF_BOUNDS",
+    "LpstackStatus",
     "KLP_RETURN_HELPER_FRAME_SIZE",
     "CorrectedFrame",
     "KlpReturnHelperFrame",
@@ -63,10 +65,21 @@ LIVEPATCH_FRAME_SIZE = 24
 # handler (5.x .. 7.x), +0x38 for the 4.6 .. ~4.12 one that juggles r1.
 LIVEPATCH_HANDLER_RETURN_OFFSETS = (0x30, 0x38)
 
-LPSTACK_OK = "ok"
-LPSTACK_OUT_OF_BOUNDS = "out-of-bounds"
-LPSTACK_MISALIGNED = "misaligned"
-LPSTACK_NO_START_MARKER = "no-start-marker"
+
+
+class LpstackStatus(StrEnum):
+    """How a livepatch stack could be walked (:attr:`LivepatchStack.status`)."""
+
+    OK = "ok"
+    OUT_OF_BOUNDS = "out-of-bounds"
+    MISALIGNED = "misaligned"
+    NO_START_MARKER = "no-start-marker"
+
+
+LPSTACK_OK = LpstackStatus.OK
+LPSTACK_OUT_OF_BOUNDS = LpstackStatus.OUT_OF_BOUNDS
+LPSTACK_MISALIGNED = LpstackStatus.MISALIGNED
+LPSTACK_NO_START_MARKER = LpstackStatus.NO_START_MARKER
 
 KLP_RETURN_HELPER_FRAME_SIZE = 32
 
@@ -121,7 +134,7 @@ class LivepatchStack:
 
     start: int
     livepatch_sp: int
-    status: str
+    status: LpstackStatus
     frames: tuple[LivepatchFrame, ...]
     start_marker: int | None
     limit: int
