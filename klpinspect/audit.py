@@ -25,7 +25,8 @@ from .ppc64.stubs import (
     decode_stub,
     for_each_ool_stub,
     for_each_stub,
-    ool_reserved_slots,
+    ool_slots,
+    sentinel_slot,
     stub_size,
 )
 from .ppc64.toc import ModuleToc, TocSource, module_toc, resolve_module_toc
@@ -90,10 +91,8 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         return target.read(mod.stubs, mod.stubs_size), 1
     if mod.stub_count is not None:
         return target.read(mod.stubs, max(mod.stub_count, 1) * slot), 1
-    ool_lo = ool_hi = -1
-    if mod.ool_stubs and mod.ool_stub_count:
-        ool_lo = (mod.ool_stubs - mod.stubs) // slot * slot
-        ool_hi = ool_lo + ool_reserved_slots(mod.ool_stub_count, slot) * slot
+    ool = (mod.ool_stubs, mod.ool_stub_count) if mod.ool_stubs and mod.ool_stub_count else None
+    skip = ool_slots(mod.stubs, ool, slot)
     # Bound the read by the end of the text region holding .stubs, when known.
     limit = _MAX_STUBS_BYTES
     for start, end in mod.text_ranges:
@@ -119,13 +118,7 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
             size = len(data) + max(slot, ((size - len(data)) // 2) // slot * slot)
             limit = size
             continue
-        full = len(data) // slot * slot
-        for off in range(0, full, slot):
-            # OOL ftrace stubs (6.13+) fill their reserved slots with other data,
-            # whose "funcdata" word may be 0: no sentinel there.
-            if not ool_lo <= off < ool_hi and not any(data[off + 32 : off + 40]):
-                return data, reads
-        if size >= limit:
+        if sentinel_slot(data, slot, skip) is not None or size >= limit:
             return data, reads
         size = limit if limit < _MAX_STUBS_BYTES else min(size * 4, limit)
 

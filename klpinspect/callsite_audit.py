@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .errors import MemoryReadError
 from .ppc64.callsites import CallFollow, CallSite, find_stub_calls
 from .ppc64.disasm import disassemble, disassemble_word
-from .ppc64.stubs import Stub, StubKind, decode_stub, stub_size
+from .ppc64.stubs import OOL_STUB_SIZE, Stub, StubKind, decode_stub, stub_size
 from .report import Finding, FindingCode
 from .target import KernelInfo, ModuleInfo, Target, try_symbolize
 
@@ -190,8 +190,8 @@ def audit_module_callsites(
     """
     stubs = set(stub_addresses)
     if mod.ool_stubs is not None and mod.ool_stub_count:
-        # struct ftrace_ool_stub is 24 bytes; "b ool_stub" is ftrace, not a call.
-        ool_end = mod.ool_stubs + 24 * mod.ool_stub_count
+        # "b ool_stub" is ftrace, not a call.
+        ool_end = mod.ool_stubs + OOL_STUB_SIZE * mod.ool_stub_count
         stubs = {s for s in stubs if not mod.ool_stubs <= s < ool_end}
     tramps = {t for t in (mod.tramp, mod.tramp_regs) if t is not None}
     stubs |= tramps

@@ -67,6 +67,15 @@ from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
+from .elf64 import (
+    ELF64_RELA_SIZE,
+    ELF64_SHDR_SIZE,
+    ELF64_SYM_SIZE,
+    iter_syms,
+    rela_struct,
+    shdr_struct,
+    sym_struct,
+)
 from .errors import KlpError
 from .ppc64.insn import NOP, toc_restore
 from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, FindingCode, Report
@@ -187,8 +196,8 @@ class _Object:
     _funcs: dict[int, tuple[list[int], list[tuple[str, int]]]] = field(default_factory=dict)
 
     @property
-    def _symfmt(self) -> str:
-        return "<IBBHQQ" if self.byteorder == "little" else ">IBBHQQ"
+    def _symfmt(self) -> struct.Struct:
+        return sym_struct(self.byteorder)
 
     def section_data(self, index: int) -> bytes:
         sec = self.sections[index]
@@ -209,12 +218,10 @@ class _Object:
         hit = self._syms.get(index)
         if hit is not None:
             return hit
-        off = index * 24
-        if off + 24 > len(self.symtab):
+        off = index * ELF64_SYM_SIZE
+        if off + ELF64_SYM_SIZE > len(self.symtab):
             raise KlpError(f"relocation against symbol {index}, past the symbol table")
-        st_name, info, _other, shndx, _value, _size = struct.unpack_from(
-            self._symfmt, self.symtab, off
-        )
+        st_name, info, _other, shndx, _value, _size = self._symfmt.unpack_from(self.symtab, off)
         hit = (_cstr(self.strtab, st_name), info >> 4, shndx)
         self._syms[index] = hit
         return hit
@@ -224,9 +231,7 @@ class _Object:
         if shndx in self._funcs:
             return self._funcs[shndx]
         found: dict[int, str] = {}
-        for st_name, info, _other, sh, value, _size in struct.iter_unpack(
-            self._symfmt, self.symtab
-        ):
+        for st_name, info, _other, sh, value, _size in iter_syms(self.symtab, self.byteorder):
             if sh == shndx and info & 0xF == STT_FUNC:
                 found.setdefault(value, _cstr(self.strtab, st_name))
         if not found and self.abi == 1:
@@ -241,16 +246,16 @@ class _Object:
         if opd is None:
             return {}
         names: dict[int, str] = {}
-        syms = list(struct.iter_unpack(self._symfmt, self.symtab))
+        syms = list(iter_syms(self.symtab, self.byteorder))
         for st_name, info, _other, sh, value, _size in syms:
             if sh == opd and info & 0xF == STT_FUNC:
                 names[value] = _cstr(self.strtab, st_name)
         out: dict[int, str] = {}
-        rfmt = "<QQq" if self.byteorder == "little" else ">QQq"
+        rfmt = rela_struct(self.byteorder)
         for index, sec in enumerate(self.sections):
             if sec.type != SHT_RELA or sec.info != opd:
                 continue
-            for r_offset, r_info, addend in struct.iter_unpack(rfmt, self.section_data(index)):
+            for r_offset, r_info, addend in rfmt.iter_unpack(self.section_data(index)):
                 sym = r_info >> 32
                 if r_offset in names and sym < len(syms) and syms[sym][3] == shndx:
                     out[syms[sym][4] + addend] = names[r_offset]
@@ -270,10 +275,10 @@ def _section_headers(elf: ELFFile, raw: bytes, byteorder: str) -> list[_Shdr]:
     """All section headers, unpacked in bulk (pyelftools parses one at a time)."""
     shoff = elf.header["e_shoff"]
     count = elf.num_sections()
-    if elf.header["e_shentsize"] != 64 or shoff + 64 * count > len(raw):
+    size = ELF64_SHDR_SIZE
+    if elf.header["e_shentsize"] != size or shoff + size * count > len(raw):
         raise KlpError("truncated or damaged section header table")
-    fmt = ("<" if byteorder == "little" else ">") + "IIQQQQIIQQ"
-    heads = list(struct.iter_unpack(fmt, raw[shoff : shoff + 64 * count]))
+    heads = list(shdr_struct(byteorder).iter_unpack(raw[shoff : shoff + size * count]))
     strndx = elf.get_shstrndx()
     if not 0 <= strndx < count:
         raise KlpError("damaged ELF file: no section name table")
@@ -352,7 +357,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
     obj.strtab = obj.section_data(link)
 
     little = obj.byteorder == "little"
-    rfmt = "<QQq" if little else ">QQq"
+    rfmt = rela_struct(obj.byteorder)
     word = struct.Struct("<I" if little else ">I").unpack_from
     restore = toc_restore(obj.abi)
     findings: list[Finding] = []
@@ -365,10 +370,12 @@ def _lint_object(obj: _Object) -> list[Finding]:
             continue  # branches only live in code; skips the big .rela.debug_*
         klp_sec = rela.name.startswith(KLP_RELA_PREFIX) or bool(rela.flags & SHF_RELA_LIVEPATCH)
         rdata = obj.section_data(ridx)
-        if len(rdata) % 24:
-            raise KlpError(f"{rela.name}: size {len(rdata)} is not a multiple of 24")
+        if len(rdata) % ELF64_RELA_SIZE:
+            raise KlpError(
+                f"{rela.name}: size {len(rdata)} is not a multiple of {ELF64_RELA_SIZE}"
+            )
         text: bytes | None = None
-        for r_offset, r_info, _addend in struct.iter_unpack(rfmt, rdata):
+        for r_offset, r_info, _addend in rfmt.iter_unpack(rdata):
             if r_info & 0xFFFFFFFF != R_PPC64_REL24:
                 continue  # REL24_NOTOC: PCREL, nothing to restore
             name, bind, shndx = obj.symbol(r_info >> 32)

@@ -23,11 +23,11 @@ imports drgn or gdb.
 from __future__ import annotations
 
 import bisect
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from klpinspect.elf64 import ELF64_SHDR_SIZE, shdr_struct
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
@@ -61,10 +61,6 @@ MAX_LIST = 1 << 20
 MAX_SECTIONS = 4096
 # SHF_ALLOC (include/uapi/linux/elf.h)
 _SHF_ALLOC = 2
-# Elf64_Shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link,
-# sh_info, sh_addralign, sh_entsize
-_SHDR = "IIQQQQIIQQ"
-_SHDR_SIZE = 64
 # THREAD_SIZE when the debug info has no union thread_union (16 KiB, the ppc64 default)
 _DEFAULT_THREAD_SIZE = 16384
 
@@ -448,9 +444,8 @@ def klp_sechdrs(k: KernelAccess, mod: StructView) -> list[tuple[str, int, int, i
     sechdrs, secstrings = _opt_int(info, "sechdrs"), _opt_int(info, "secstrings")
     if not shnum or not sechdrs or not secstrings or not 0 < shstrndx < shnum:
         return []
-    raw = k.read(sechdrs, shnum * _SHDR_SIZE)
-    fmt = struct.Struct(("<" if k.byteorder == "little" else ">") + _SHDR)
-    shdrs = [fmt.unpack_from(raw, i * _SHDR_SIZE) for i in range(shnum)]
+    raw = k.read(sechdrs, shnum * ELF64_SHDR_SIZE)
+    shdrs = list(shdr_struct(k.byteorder).iter_unpack(raw))
     strtab = k.read(secstrings, shdrs[shstrndx][5])
     out = []
     for sh in shdrs[1:]:

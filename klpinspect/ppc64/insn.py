@@ -20,6 +20,7 @@ __all__ = (
     "MTCTR_R12",
     "MTLR_R0",
     "NOP",
+    "R2_STACK_OFFSET",
     "STACK_END_MAGIC",
     "STD_R0_16_R1",
     "STD_R2_24_R1",
@@ -54,10 +55,16 @@ __all__ = (
 )
 
 NOP = 0x60000000  # ori r0,r0,0
-LD_R2_24_R1 = 0xE8410018  # ld r2,24(r1): ELFv2 TOC restore after a call through a stub
-LD_R2_40_R1 = 0xE8410028  # ld r2,40(r1): ELFv1
-STD_R2_24_R1 = 0xF8410018  # std r2,24(r1): the stub's TOC save (ELFv2)
-STD_R2_40_R1 = 0xF8410028  # std r2,40(r1): ELFv1
+# R2_STACK_OFFSET (arch/powerpc/kernel/module_64.c): the ABI's TOC save slot,
+# where a stub stores the caller's r2 and restore_r2() reloads it: 24(r1) on
+# ELFv2, 40(r1) on ELFv1.  The one place this offset is written down.
+R2_STACK_OFFSET = {2: 24, 1: 40}
+_LD, _STD = 58 << 26, 62 << 26  # DS-form primary opcodes
+_R2_R1 = (2 << 21) | (1 << 16)  # RT/RS = r2, RA = r1
+LD_R2_24_R1 = _LD | _R2_R1 | R2_STACK_OFFSET[2]  # ld r2,24(r1): ELFv2 TOC restore (0xe8410018)
+LD_R2_40_R1 = _LD | _R2_R1 | R2_STACK_OFFSET[1]  # ld r2,40(r1): ELFv1 (0xe8410028)
+STD_R2_24_R1 = _STD | _R2_R1 | R2_STACK_OFFSET[2]  # std r2,24(r1): the stub's TOC save
+STD_R2_40_R1 = _STD | _R2_R1 | R2_STACK_OFFSET[1]  # std r2,40(r1): ELFv1
 STD_R0_16_R1 = 0xF8010010  # std r0,16(r1): gcc 5's -mprofile-kernel prologue
 MTCTR_R12 = 0x7D8903A6
 BCTR = 0x4E800420
@@ -189,7 +196,7 @@ def bl(offset: int) -> int:
 
 
 def toc_save(abi: int = 2) -> int:
-    """``std r2,R2_STACK_OFFSET(r1)`` for the ABI (24 on ELFv2, 40 on ELFv1)."""
+    """``std r2,R2_STACK_OFFSET(r1)`` for the ABI (:data:`R2_STACK_OFFSET`)."""
     return STD_R2_24_R1 if abi == 2 else STD_R2_40_R1
 
 

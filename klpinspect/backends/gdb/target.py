@@ -23,6 +23,7 @@ from klpinspect.backends import layout
 from klpinspect.backends.elfcore import core_file_truncation
 from klpinspect.backends.gdb.memory import CHUNK_SIZE, GdbMemory, RadixSetup, core_file_path
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
+from klpinspect.elf64 import ELF64_SYM_SIZE, iter_syms
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.ppc64.lpstack import unwind_back_chain
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
@@ -253,8 +254,8 @@ class GdbTarget:
         n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
         if not n or not symtab_addr or not strtab_addr or n > _MAX_LIST:
             return []
-        symtab = self.read(symtab_addr, n * 24)
-        last = max(self._k.to_int(symtab[i * 24 : i * 24 + 4]) for i in range(n))
+        symtab = self.read(symtab_addr, n * ELF64_SYM_SIZE)
+        last = max(sym[0] for sym in iter_syms(symtab, self._byteorder))
         strtab = self.read(strtab_addr, last + 1)
         while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
             strtab = self.read(strtab_addr, len(strtab) + 64)
