@@ -47,6 +47,7 @@ __all__ = (
     "StubKind",
     "decode_ool_stub",
     "decode_stub",
+    "decode_stub_general",
     "for_each_ool_stub",
     "for_each_stub",
     "ool_reserved_slots",
@@ -350,6 +351,27 @@ def decode_stub(
             b.magic_ok = w7 == 0x73747562
             b.__class__ = Stub
             return b  # type: ignore[no-any-return]
+    return decode_stub_general(
+        data, address, kernel_toc=kernel_toc, byteorder=byteorder, abi=abi,
+        kernelbase=kernelbase,
+    )
+
+
+def decode_stub_general(
+    data: bytes,
+    address: int,
+    *,
+    kernel_toc: int | None = None,
+    byteorder: str = "little",
+    abi: int = 2,
+    kernelbase: int | None = None,
+) -> Stub:
+    """:func:`decode_stub` without its fast path: every layout, one matcher at a time.
+
+    The fast path must give exactly what this gives (a test holds them to it).
+    """
+    if byteorder not in _W8:
+        byteorder = "little"
     w = _slot_words(data, byteorder)
     n = len(w)
     magic_ok = (w[7] == STUB_MAGIC) if n >= 8 else None
