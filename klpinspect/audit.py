@@ -226,8 +226,9 @@ def audit_module(
         )
         if ool is not None:
             # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
-            # a normal stub written over this area (the bug JL2025 2/3 fixed) shows
-            # up as an unknown entry here.
+            # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
+            # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
+            # fixed) shows up as an unknown entry here.
             for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
                 rec.ool_stubs.append(_record(o, None, symbols))
                 if o.kind is not StubKind.OOL_FTRACE:
@@ -487,8 +488,9 @@ def _paca_tramp_kernel(
     """Whether this kernel's ftrace trampolines load the kernel TOC from the paca.
 
     Feature detection instead of a config or version test: mprofile-kernel kernels
-    (4.6+, 336a7b5dd80a) make ``ftrace_caller``/``_mcount`` stubs that load the
-    kernel TOC; -pg kernels make none.  Decided from the audited modules' stubs,
+    (336a7b5dd80a "powerpc/module: Create a special stub for ftrace_caller()",
+    v4.6) make ``ftrace_caller``/``_mcount`` stubs that load the kernel TOC; -pg
+    kernels make none.  Decided from the audited modules' stubs,
     else from the other modules' ``arch.tramp`` slots (one read each, rarely needed).
     """
     if any(s.kind.uses_kernel_toc for a in audits for s in a.stubs):

@@ -3,7 +3,7 @@
 Glue between a :class:`~klpinspect.target.Target` and the pure scanner in
 :mod:`klpinspect.ppc64.callsites`: one bulk read per executable region of the
 module, then a finding for every call site that breaks the kernel's TOC rules
-(facts §6): ``CALLSITE_NO_TOC_RESTORE`` for a ``bl`` into a stub not followed
+(docs/kernel-facts.md §3): ``CALLSITE_NO_TOC_RESTORE`` for a ``bl`` into a stub not followed
 by ``ld r2,24(r1)`` (40 on ELFv1), ``CALLSITE_SIBLING_VIA_STUB`` for a ``b``
 into a stub.  The ``-mprofile-kernel`` ``mflr r0; bl <tramp>`` ftrace sites are
 correct without a restore and give no finding; neither does a call through a

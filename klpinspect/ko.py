@@ -2,7 +2,7 @@
 
 No kernel needed: the ELF file is read with pyelftools and every branch
 relocation is judged exactly as the kernel's ``apply_relocate_add()`` and
-``restore_r2()`` will judge it at load time (facts §6), for ELFv2 (ppc64le)
+``restore_r2()`` will judge it at load time (docs/kernel-facts.md §3), for ELFv2 (ppc64le)
 and ELFv1 (big-endian) objects:
 
 * An ``R_PPC64_REL24`` against an undefined (``SHN_UNDEF``) or a livepatch
@@ -96,7 +96,8 @@ R_PPC64_REL24 = 10
 R_PPC64_REL24_NOTOC = 116
 KLP_SYM_PREFIX = ".klp.sym."
 KLP_RELA_PREFIX = ".klp.rela."
-# is_mprofile_ftrace_call() (arch/powerpc/kernel/module_64.c, since N2020).
+# is_mprofile_ftrace_call() (arch/powerpc/kernel/module_64.c, since the 2020
+# -mprofile-kernel stub series; docs/kernel-facts.md §1).
 _MPROFILE_NAMES = frozenset({"_mcount", "ftrace_caller", "ftrace_regs_caller"})
 _CLONE_MARKS = (".constprop.", ".isra.", ".part.", ".cold", ".localalias")
 # Errors pyelftools and the decompressors raise on damaged input.

@@ -134,9 +134,11 @@ def make_module_info(
         arch_toc=arch("toc"),
         tramp=arch("tramp"),
         tramp_regs=arch("tramp_regs"),
-        # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
+        # b137312fbf2d ("powerpc64/modules: replace stub allocation sentinel with an
+        # explicit counter", v6.18)
         stub_count=arch("stub_count"),
-        # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
+        # eec37961a56a ("powerpc64/ftrace: Move ftrace sequence out of line", 6.13;
+        # docs/kernel-facts.md §1)
         ool_stubs=arch("ool_stubs"),
         ool_stub_count=arch("ool_stub_count"),
         livepatch=livepatch,

@@ -3,7 +3,7 @@
 Pure integer arithmetic on 32-bit instruction words; the byte order only
 matters when words are read from or written to bytes (:func:`words`,
 :func:`to_bytes`).  Encodings follow Power ISA v3.1 and were checked against
-binutils 2.40 (facts §11).
+binutils 2.40 (tests assemble tests/asm/*.s with it).
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ BCTRL = 0x4E800421
 MFLR_R0 = 0x7C0802A6
 MTLR_R0 = 0x7C0803A6
 
-# struct ppc64_stub_entry.magic, 4.6+ (commit f17c4e01e906): "stub" read as a u32.
+# struct ppc64_stub_entry.magic since f17c4e01e906 ("powerpc/module: Mark module
+# stubs with a magic value", v4.6): "stub" read as a u32.
 STUB_MAGIC = 0x73747562
 # include/uapi/linux/magic.h; the livepatch stack end marker.
 STACK_END_MAGIC = 0x57AC6E9D

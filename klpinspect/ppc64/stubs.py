@@ -65,9 +65,11 @@ class StubKind(StrEnum):
     PCREL_FTRACE = "pcrel-ftrace"  # ld r12,kernelbase(r13); paddi
     OOL_FTRACE = "ool-ftrace"  # struct ftrace_ool_stub (6.13+)
     # 4.6 .. ~5.7 -mprofile-kernel: the _mcount stub is a normal stub whose
-    # std r2 was replaced by a nop (squash_toc_save_inst()); N2020 removed it.
+    # std r2 was replaced by a nop (squash_toc_save_inst()); gone by 5.10, when
+    # _mcount calls use the paca stub (docs/kernel-facts.md §1).
     LEGACY_MCOUNT = "legacy-mcount"
-    # ELFv1 stub of old trees whose word 4 is 0xe84b0026 (lwa r2,36(r11)), torvalds@008d7a914efe.
+    # ELFv1 stub of old trees whose word 4 is 0xe84b0026 (lwa r2,36(r11)), seen in
+    # torvalds/linux at 008d7a914efe (pre-4.5; docs/kernel-facts.md §1).
     LEGACY_ELFV1_LWA = "legacy-elfv1-lwa"
     # pre-3.16 ELFv1 stub with r12/r11 swapped (addis r12,r2; ld r11,32(r12); ld r2,40(r12)).
     LEGACY_R12 = "legacy-r12"
@@ -105,7 +107,7 @@ _PACA_KINDS = frozenset(
 )
 
 _LD_R2_40_R11 = 0xE84B0028  # ELFv1 stub: the callee's TOC from funcdata
-_LWA_R2_36_R11 = 0xE84B0026  # the same, mis-encoded in old trees (facts TV10)
+_LWA_R2_36_R11 = 0xE84B0026  # the same, mis-encoded in old trees (kernel-facts.md §1)
 
 _K_NORMAL = StubKind.NORMAL  # enum attribute look-ups are slow on the hot path
 _K_FTRACE = StubKind.FTRACE
@@ -529,9 +531,10 @@ def for_each_stub(
     """Walk the used slots of a ``.stubs`` section the way ``stub_for_addr()`` fills them.
 
     Up to 7.1 the kernel walks slots while ``funcdata`` is non-zero and fills the
-    first zero one, so the used slots end at the first zero ``funcdata``.  7.2+
-    (JL2025, "replace stub allocation sentinel with an explicit counter") keeps
-    ``mod->arch.stub_count`` instead: pass it as ``count`` to walk exactly that many.
+    first zero one, so the used slots end at the first zero ``funcdata``.  Since
+    b137312fbf2d ("powerpc64/modules: replace stub allocation sentinel with an
+    explicit counter", v6.18) the kernel keeps ``mod->arch.stub_count`` instead:
+    pass it as ``count`` to walk exactly that many.
 
     :param section: the bytes of ``.stubs`` (read in one go)
     :param address: address of ``.stubs``

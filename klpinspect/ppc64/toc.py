@@ -4,7 +4,7 @@
 with and the base its normal stubs are built against:
 
 * <= 4.9: ``sechdrs[toc_section].sh_addr + 0x8000``;
-* 5.x+ (torvalds@77346a704c91 era and D5.10 on): ``(sh_addr & ~0xff) + 0x8000``
+* 5.x+ (5.10 on; docs/kernel-facts.md §2): ``(sh_addr & ~0xff) + 0x8000``
   (the round-down covers r2 set up without a ``.toc``).
 
 Without ``.toc`` the kernel uses ``.stubs`` as the TOC section.  Rather than
