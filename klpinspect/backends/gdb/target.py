@@ -25,7 +25,7 @@ from klpinspect.backends.gdb.memory import CHUNK_SIZE, GdbMemory, RadixSetup, co
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
 from klpinspect.elf64 import ELF64_SYM_SIZE, iter_syms
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
-from klpinspect.ppc64.lpstack import unwind_back_chain
+from klpinspect.livepatch import back_chain_stack_trace
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
@@ -319,17 +319,14 @@ class GdbTarget:
         if task.ksp is None or not task.stack:
             raise KlpError(f"cannot unwind pid {pid}: no saved stack pointer")
         try:
-            data = self.read(task.stack, task.stack_size)
+            # the kernel's arch_stack_walk order, from __switch_to's frame
+            chain = back_chain_stack_trace(self, task, self._byteorder)
         except MemoryReadError as err:
             raise KlpError(f"cannot unwind pid {pid}: {err}") from None
-        chain = unwind_back_chain(data, task.stack, task.ksp, byteorder=self._byteorder)
-        # ksp is _switch's own frame: nothing it called saved an LR into it,
-        # so its LR slot is stale; the walk starts at __switch_to's frame
-        # (as the kernel's arch_stack_walk output does).
         frames: list[StackFrame] = []
-        for sp, lr in chain[1:]:
-            frames.extend(StackFrame(pc=lr, sp=sp, inline=name) for name in _inlined_at(lr))
-            frames.append(StackFrame(pc=lr, sp=sp))
+        for f in chain:
+            frames.extend(StackFrame(pc=f.pc, sp=f.sp, inline=n) for n in _inlined_at(f.pc))
+            frames.append(f)
         return frames
 
 
