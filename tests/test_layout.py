@@ -165,10 +165,16 @@ def test_kernel_info_abi_from_func_desc_t() -> None:
     v1 = Kernel(byteorder="big", variables=base, sizes={"func_desc_t": 24},
                 symbols=_text_symbols())
     assert (layout.kernel_info(v1).abi, layout.kernel_info(v1).func_desc_size) == (1, 24)
-    # no func_desc_t in the debug info: the byte order decides (BE ELFv1, LE ELFv2)
+    # no func_desc_t in the debug info: the ABI decides, and the era's descriptor struct
     be = Kernel(byteorder="big", variables=base, symbols=_text_symbols())
     le = Kernel(variables=base, symbols=_text_symbols())
-    assert layout.kernel_info(be).abi == 1 and layout.kernel_info(le).abi == 2
+    assert (layout.kernel_info(be).abi, layout.kernel_info(be).func_desc_size) == (1, 24)
+    assert (layout.kernel_info(le).abi, layout.kernel_info(le).func_desc_size) == (2, 8)
+    opd_510 = Kernel(byteorder="big", variables=base, sizes={"struct ppc64_opd_entry": 16},
+                     symbols={**_text_symbols(), "__start_opd": 0xC000000001000000})
+    assert layout.func_desc(opd_510) == (16, 1)
+    dotted_le = Kernel(variables=base, symbols={**_text_symbols(), ".schedule": TEXT[0]})
+    assert layout.func_desc(dotted_le) == (24, 1)  # ELFv1 by its symbols, whatever the order
     info = layout.kernel_info(le)
     assert info.release == "4.4.0" and info.text_ranges == (TEXT,)
     assert info.has_livepatch_sp is False and info.paca_toc_offset is None
@@ -228,6 +234,15 @@ def test_sect_attrs_two_eras() -> None:
         Ptr(0, None),
     ]}})))
     assert layout.sect_attrs_sections(k, new) == want
+    # before 5.8 (ed66f991bb19): attrs[i] = {mattr, char *name, address}
+    pre58 = View(_module(sect_attrs=Ptr(0xC000000004000000, {
+        "nsections": 2,
+        "attrs": [{"mattr": {}, "name": Ptr(0xC000000005000000, ".toc"),
+                   "address": 0xC008000000F10100},
+                  {"mattr": {}, "name": Ptr(0xC000000005000010, ".stubs"),
+                   "address": 0xC008000000EF0068}],
+    })))
+    assert layout.sect_attrs_sections(k, pre58) == want
     # !CONFIG_SYSFS, or no attributes
     assert layout.sect_attrs_sections(k, View(_module())) == {}
     assert layout.sect_attrs_sections(k, View(_module(sect_attrs=Ptr(0)))) == {}
