@@ -8,6 +8,8 @@ for ``info target`` is what gdb-multiarch 13 prints for the fixture dumps
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from klpinspect.backends.gdb.memory import (
@@ -16,6 +18,7 @@ from klpinspect.backends.gdb.memory import (
     RadixSetup,
     core_file_path,
     core_file_ranges,
+    vmcoreinfo_page_size,
 )
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.radix import HASH_MMU_MESSAGE, PAGE_OFFSET
@@ -124,3 +127,11 @@ def test_page_tables_unreadable_is_a_target_error() -> None:
     mem = GdbMemory(FakeInferior({}).read, lambda: True, lambda: INFO_LINEAR, setup)
     with pytest.raises(TargetError, match="cannot walk the kernel page tables"):
         mem.read(0xC008000000000000, 8)
+
+
+def test_page_size_from_vmcoreinfo(lp61: Path) -> None:
+    """Radix-only kernels have no ``mmu_virtual_psize`` variable: VMCOREINFO says it."""
+    assert vmcoreinfo_page_size((lp61 / "vmcoreinfo.txt").read_bytes()) == 65536
+    assert vmcoreinfo_page_size("OSRELEASE=6.12.0\nPAGESIZE=4096\n") == 4096
+    for text in ("OSRELEASE=6.12.0\n", "PAGESIZE=8192\n", "PAGESIZE=\n", "", None):
+        assert vmcoreinfo_page_size(text) is None
