@@ -347,3 +347,26 @@ def test_task_walk_by_pid(era: str) -> None:
     got = layout.tasks(k, damage)
     assert [t.pid for t in got] == [10, 15, 20] and damage == []
     assert all(t.stack_size == 16384 for t in got)
+
+
+def test_idle_tasks_one_per_online_cpu() -> None:
+    """swapper/N of each CPU in cpu_online_mask, from per_cpu(runqueues, cpu).idle, before
+    the other tasks (pid 0); an offline CPU's runqueue is not read."""
+    runqueues, offsets = 0xC000000001600000, [0x100000, 0x200000, 0x300000]
+    idle = [0xC000000001410000, 0xC000000006800000, 0xC000000006900000]
+    k = Kernel(symbols={"runqueues": runqueues, "init_task": 0xC000000001400000},
+               offsets={("struct rq", "idle"): 0x900,
+                        ("struct task_struct", "tasks"): 0x100},
+               variables={"__per_cpu_offset": offsets, "nr_cpu_ids": 3,
+                          "__cpu_online_mask": {"bits": [0b101]}})
+    _list(k, 0xC000000001400000 + 0x100, [])  # no other tasks
+    for cpu in (0, 2):
+        k.objects[("struct rq", runqueues + offsets[cpu])] = {"idle": idle[cpu]}
+        k.objects[("struct task_struct", idle[cpu])] = _task(0, comm=f"swapper/{cpu}",
+                                                            thread_info={})
+    damage = layout.Damage()
+    got = layout.tasks(k, damage)
+    assert [(t.pid, t.comm, t.address) for t in got] == [
+        (0, "swapper/0", idle[0]), (0, "swapper/2", idle[2])]
+    assert damage == []
+    assert layout.online_cpus(k) == [0, 2]

@@ -23,6 +23,7 @@ imports drgn or gdb.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,7 @@ __all__ = (
     "StructView",
     "func_desc",
     "function_entry",
+    "idle_task_structs",
     "kernel_info",
     "kernel_toc",
     "klp_sechdrs",
@@ -50,6 +52,8 @@ __all__ = (
     "module_section_sizes",
     "module_structs",
     "module_text_ranges",
+    "modules",
+    "online_cpus",
     "sect_attrs_sections",
     "task_info",
     "task_structs",
@@ -607,6 +611,51 @@ def task_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, StructV
             yield task, view
 
 
+def online_cpus(k: KernelAccess) -> list[int]:
+    """The CPUs set in ``__cpu_online_mask`` (``cpu_online_mask``), below ``nr_cpu_ids``."""
+    mask = k.variable("__cpu_online_mask")
+    bits = mask.member("bits") if mask is not None else None
+    count = k.variable("nr_cpu_ids")
+    if bits is None or count is None:
+        return []
+    n = count.integer()
+    if not 0 < n <= 1 << 16:
+        return []
+    cpus: list[int] = []
+    for word in range((n + 63) // 64):
+        value = bits.element(word).integer()
+        cpus.extend(word * 64 + b for b in range(64) if value >> b & 1 and word * 64 + b < n)
+    return cpus
+
+
+def idle_task_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, StructView]]:
+    """The idle task (``swapper/N``, pid 0) of each online CPU: ``per_cpu(runqueues,
+    cpu).idle``.  ``livepatch_handler`` pushes onto the *current* task's livepatch
+    stack, so an interrupt on an idle CPU pushes onto its idle task's (drgn's
+    ``for_each_task(idle=True)`` lists them the same way)."""
+    runqueues = k.symbol_address("runqueues")
+    offsets = k.variable("__per_cpu_offset")
+    if runqueues is None or offsets is None or k.offsetof("struct rq", "idle") is None:
+        return
+    try:
+        cpus = online_cpus(k)
+    except MemoryReadError:
+        damage.add(None, "cpu_online_mask unreadable: idle tasks left out")
+        return
+    for cpu in cpus:
+        try:
+            rq = k.object("struct rq", runqueues + offsets.element(cpu).integer())
+            idle = rq.member("idle")
+            address = idle.integer() if idle is not None else 0
+            if not address:
+                continue
+            view = k.object("struct task_struct", address)
+        except MemoryReadError:
+            damage.add(None, f"idle task of CPU {cpu} unreadable")
+            continue
+        yield address, view
+
+
 def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) -> TaskInfo:
     """Plain facts about one ``struct task_struct``."""
     stack = _member_int(task, "stack")
@@ -633,10 +682,11 @@ def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) 
 
 
 def tasks(k: KernelAccess, damage: Damage) -> list[TaskInfo]:
-    """Every task (threads included), by pid; unreadable ones left out and recorded."""
+    """Every task (threads included) and each online CPU's idle task, by pid (the idle
+    tasks first, in CPU order); unreadable ones left out and recorded."""
     size = thread_size(k)
     out = []
-    for address, task in task_structs(k, damage):
+    for address, task in itertools.chain(idle_task_structs(k, damage), task_structs(k, damage)):
         try:
             out.append(task_info(k, address, task, size))
         except MemoryReadError:
