@@ -34,6 +34,7 @@ from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
+    "IRQ_STACK_PID",
     "Damage",
     "KernelAccess",
     "ListDamaged",
@@ -42,6 +43,7 @@ __all__ = (
     "func_desc",
     "function_entry",
     "idle_task_structs",
+    "irq_stacks",
     "kernel_info",
     "kernel_toc",
     "klp_sechdrs",
@@ -681,9 +683,55 @@ def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) 
     )
 
 
+#: the ``pid`` of an interrupt stack's entry in :func:`tasks` (it is no task)
+IRQ_STACK_PID = -1
+
+
+def irq_stacks(k: KernelAccess, stack_size: int, damage: Damage) -> list[TaskInfo]:
+    """Before ``THREAD_INFO_IN_TASK``: each CPU's interrupt stacks, as task-like entries.
+
+    There, ``livepatch_handler`` finds ``thread_info`` from r1, so a patched call
+    made on an interrupt stack pushes onto that stack's own ``thread_info``
+    livepatch stack (``irq_ctx_init()`` calls ``klp_init_thread_info()`` for each
+    ``softirq_ctx``/``hardirq_ctx``; docs/kernel-facts.md §4).  With
+    ``THREAD_INFO_IN_TASK`` interrupt stacks have none: nothing to walk.
+    """
+    if k.offsetof("struct task_struct", "thread_info") is not None:
+        return []
+    ti_size = k.type_size("struct thread_info") or 0
+    out = []
+    try:
+        cpus = online_cpus(k)
+    except MemoryReadError:
+        return []
+    for name in ("hardirq_ctx", "softirq_ctx"):
+        array = k.variable(name)  # struct thread_info *[NR_CPUS]
+        if array is None:
+            continue
+        for cpu in cpus:
+            try:
+                base = array.element(cpu).integer()
+                if not base:
+                    continue
+                ti = k.object("struct thread_info", base)
+                out.append(TaskInfo(
+                    pid=IRQ_STACK_PID,
+                    comm=f"{name}/{cpu}",
+                    stack=base,
+                    stack_size=stack_size,
+                    livepatch_sp=_opt_int(ti, "livepatch_sp"),
+                    thread_info_in_task=False,
+                    thread_info_size=ti_size,
+                ))
+            except MemoryReadError:
+                damage.add(None, f"{name}[{cpu}] unreadable")
+    return out
+
+
 def tasks(k: KernelAccess, damage: Damage) -> list[TaskInfo]:
     """Every task (threads included) and each online CPU's idle task, by pid (the idle
-    tasks first, in CPU order); unreadable ones left out and recorded."""
+    tasks first, in CPU order), after the interrupt stacks of kernels before
+    ``THREAD_INFO_IN_TASK`` (:func:`irq_stacks`); unreadable ones left out and recorded."""
     size = thread_size(k)
     out = []
     for address, task in itertools.chain(idle_task_structs(k, damage), task_structs(k, damage)):
@@ -692,4 +740,4 @@ def tasks(k: KernelAccess, damage: Damage) -> list[TaskInfo]:
         except MemoryReadError:
             damage.add(address, f"task_struct at {address:#x} unreadable")
     out.sort(key=lambda t: t.pid)
-    return out
+    return irq_stacks(k, size, damage) + out
