@@ -57,6 +57,7 @@ class ScaleTarget:
     """N modules x S slots (3 ftrace + the rest normal), one region per module."""
 
     kind = "synthetic"
+    damage: tuple[tuple[int | None, str], ...] = ()
 
     def __init__(self, nmods: int, slots: int) -> None:
         self.reads = 0

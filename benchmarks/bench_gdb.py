@@ -99,10 +99,10 @@ def run_gdb_measure(target_args: list[str], symbols: Path, repeat: int) -> dict[
 
 def qmp_audit(qmp: str, symbols: Path, repeat: int) -> dict[str, Any]:
     """The drgn back end's audit over QMP, as ``klpinspect --qemu`` runs it."""
+    from klpinspect.backends.drgn.program import open_program
+    from klpinspect.backends.drgn.target import DrgnTarget
     from klpinspect.cli import make_parser
     from klpinspect.commands import run_parsed
-    from klpinspect.drgn.program import open_program
-    from klpinspect.drgn.target import DrgnTarget
 
     best: dict[str, Any] | None = None
     for _ in range(repeat):

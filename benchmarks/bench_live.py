@@ -33,15 +33,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 from labload import load_lab  # noqa: E402
 
-from klpinspect.commands import run_parsed  # noqa: E402
-from klpinspect.drgn.program import open_program  # noqa: E402
-from klpinspect.drgn.qmp import (  # noqa: E402
+from klpinspect.backends.drgn.program import open_program  # noqa: E402
+from klpinspect.backends.drgn.qmp import (  # noqa: E402
     QMPClient,
     QMPPhysicalMemory,
     open_qmp,
     qmp_read_stats,
 )
-from klpinspect.drgn.target import DrgnTarget  # noqa: E402
+from klpinspect.backends.drgn.target import DrgnTarget  # noqa: E402
+from klpinspect.commands import run_parsed  # noqa: E402
 
 
 def _audit_args() -> argparse.Namespace:

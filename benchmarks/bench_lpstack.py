@@ -31,6 +31,7 @@ class BenchTarget:
     """Stacks stored sparsely: each task's bytes up to its ``livepatch_sp``."""
 
     kind = "synthetic"
+    damage: tuple[tuple[int | None, str], ...] = ()
 
     def __init__(self, tasks: list[TaskInfo], stacks: dict[int, bytes], syms: list[SymbolInfo]):
         self._tasks = tasks

@@ -3,7 +3,7 @@
 Load it with ``source gdb/klpinspect.py``, or let gdb auto-load it beside
 vmlinux (``gdb/vmlinux-gdb.py``; see the README).  The commands take the same
 arguments as the ``klpinspect`` subcommands and print through the same
-renderers, over :class:`klpinspect.gdbtarget.GdbTarget`::
+renderers, over :class:`klpinspect.backends.gdb.target.GdbTarget`::
 
     gdb-multiarch -ex 'set architecture powerpc:common64' \\
         -ex 'file vmlinux' -ex 'symbol-file vmlinux.debug' -ex 'core-file vmcore' \\
@@ -84,7 +84,7 @@ def _connection_key() -> tuple[int, str] | None:
 
 
 def _target() -> Any:
-    from klpinspect.gdbtarget import GdbTarget
+    from klpinspect.backends.gdb.target import GdbTarget
 
     target = _STATE["target"]
     key = _connection_key()

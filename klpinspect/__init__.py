@@ -2,7 +2,7 @@
 
 The decoding and checking logic lives in :mod:`klpinspect.ppc64`,
 :mod:`klpinspect.audit` and :mod:`klpinspect.report`; it imports neither drgn
-nor gdb.  Back ends (:mod:`klpinspect.drgn`, ``gdb/klpinspect.py``) read
+nor gdb.  Back ends (:mod:`klpinspect.backends.drgn`, ``gdb/klpinspect.py``) read
 memory and hand plain data to it.
 """
 

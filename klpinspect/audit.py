@@ -15,39 +15,54 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks.stub_rules import KernelTraits, stub_findings, tramp_findings
+from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
+from .gcpause import without_cyclic_gc
+from .livepatch import audit_livepatch_stacks
 from .ppc64.stubs import (
     Stub,
     StubKind,
     decode_stub,
     for_each_ool_stub,
     for_each_stub,
-    ool_reserved_slots,
+    ool_slots,
+    sentinel_slot,
     stub_size,
 )
-from .ppc64.toc import ModuleToc, module_toc, resolve_module_toc
+from .ppc64.toc import ModuleToc, TocSource, module_toc, resolve_module_toc
 from .report import (
     Finding,
+    FindingCode,
     ModuleRecord,
     Report,
-    Severity,
     StubRecord,
-    hexaddr,
-    without_cyclic_gc,
+    new_report,
 )
-from .target import KernelInfo, ModuleInfo, SymbolInfo, Target, try_symbolize
+from .target import KernelInfo, ModuleInfo, Target
 
 __all__ = (
     "ModuleAudit",
     "audit",
     "audit_module",
+    "check_module",
+    "decode_module",
     "module_toc_map",
     "new_report",
     "select_modules",
     "stubs_report",
     "toc_report",
+    "toc_rule_plain",
     "tocs_for",
 )
+
+# What klp-toc reports of the audit: the stubs against the module TOC, the tramps against r2.
+_TOC_CODES = frozenset({
+    FindingCode.STUB_TOC_MISMATCH,
+    FindingCode.MEMORY_UNREADABLE,
+    FindingCode.TRAMP_NOT_FTRACE_STUB,
+    FindingCode.TRAMP_TARGET_MISMATCH,
+})
 
 # Without a known section size, read this much of .stubs at first and grow it
 # until the sentinel (zero funcdata) shows; most modules need one read.
@@ -62,61 +77,12 @@ class ModuleAudit:
     module: ModuleInfo
     record: ModuleRecord
     stubs: list[Stub] = field(default_factory=list)
-    toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, "none"))
+    toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, TocSource.NONE))
     findings: list[Finding] = field(default_factory=list)
     reads: int = 0
-    # TRAMP_NOT_FTRACE_STUB for r2-relative tramps: an error only on kernels whose
-    # ftrace trampolines load the kernel TOC (mprofile-kernel, 4.6+); -pg kernels
-    # (ELFv1, or ELFv2 without -mprofile-kernel) build them as normal stubs by design.
-    r2_tramp_findings: list[Finding] = field(default_factory=list)
-
-
-class _Symbols:
-    """Memoized ``target.symbolize``: many stubs share a target."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self._cache: dict[int, SymbolInfo | None] = {}
-        self._names: dict[int, tuple[str | None, str | None]] = {}
-
-    def name(self, address: int) -> tuple[str | None, str | None]:
-        """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
-        ``name+0xoff/0xsize`` inside one."""
-        try:
-            return self._names[address]
-        except KeyError:
-            pass
-        sym = self(address)
-        result: tuple[str | None, str | None] = (None, None)
-        if sym is not None:
-            text = sym.name if sym.address == address else sym.format(address)
-            if sym.owner != "vmlinux":
-                text = text.removesuffix(f" [{sym.owner}]")
-            result = (text, sym.owner)
-        self._names[address] = result
-        return result
-
-    def __call__(self, address: int) -> SymbolInfo | None:
-        try:
-            return self._cache[address]
-        except KeyError:
-            pass
-        sym = self._cache[address] = try_symbolize(self._target, address)
-        return sym
-
-
-def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
-    """A report with the ``target`` and ``kernel`` headers filled in."""
-    return Report(
-        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
-        kernel={
-            "toc": hexaddr(kernel.toc),
-            "toc_source": kernel.toc_source,
-            "ftrace_caller": hexaddr(kernel.ftrace_caller),
-            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
-        },
-        sections=sections,
-    )
+    # (arch.tramp / tramp_regs, the function it must reach, its address, the decoded
+    # stub or the MEMORY_UNREADABLE finding of its read), for check_module
+    tramps: list[tuple[str, str, int | None, Stub | Finding]] = field(default_factory=list)
 
 
 def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
@@ -126,10 +92,8 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
         return target.read(mod.stubs, mod.stubs_size), 1
     if mod.stub_count is not None:
         return target.read(mod.stubs, max(mod.stub_count, 1) * slot), 1
-    ool_lo = ool_hi = -1
-    if mod.ool_stubs and mod.ool_stub_count:
-        ool_lo = (mod.ool_stubs - mod.stubs) // slot * slot
-        ool_hi = ool_lo + ool_reserved_slots(mod.ool_stub_count, slot) * slot
+    ool = (mod.ool_stubs, mod.ool_stub_count) if mod.ool_stubs and mod.ool_stub_count else None
+    skip = ool_slots(mod.stubs, ool, slot)
     # Bound the read by the end of the text region holding .stubs, when known.
     limit = _MAX_STUBS_BYTES
     for start, end in mod.text_ranges:
@@ -155,13 +119,7 @@ def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]
             size = len(data) + max(slot, ((size - len(data)) // 2) // slot * slot)
             limit = size
             continue
-        full = len(data) // slot * slot
-        for off in range(0, full, slot):
-            # OOL ftrace stubs (6.13+) fill their reserved slots with other data,
-            # whose "funcdata" word may be 0: no sentinel there.
-            if not ool_lo <= off < ool_hi and not any(data[off + 32 : off + 40]):
-                return data, reads
-        if size >= limit:
+        if sentinel_slot(data, slot, skip) is not None or size >= limit:
             return data, reads
         size = limit if limit < _MAX_STUBS_BYTES else min(size * 4, limit)
 
@@ -205,7 +163,7 @@ class _RecordBuilder:
     __slots__ = StubRecord.__slots__
 
 
-def _record(stub: Stub, index: int | None, symbols: _Symbols) -> StubRecord:
+def _record(stub: Stub, index: int | None, symbols: Symbolizer) -> StubRecord:
     name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
     rec: Any = _new(_RecordBuilder)
     rec.stub = stub
@@ -222,19 +180,36 @@ def audit_module(
     mod: ModuleInfo,
     *,
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
-    symbols: _Symbols | None = None,
-    kernel_writes_magic: bool | None = None,
+    symbols: Symbolizer | None = None,
+    traits: KernelTraits | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
 
     :param mod: the module (from ``struct module *``)
     :param loaded_text: every ``[start, end)`` of loaded text (kernel and modules),
         for ``STUB_TARGET_DANGLING``; empty to skip that check
-    :param kernel_writes_magic: whether this kernel writes ``STUB_MAGIC`` (4.6+);
-        ``None`` to decide from the module's own slots
+    :param traits: the kernel-wide traits; ``None`` to decide them from this module's
+        own slots (:func:`audit` decides them once, from every audited module)
     """
-    symbols = symbols or _Symbols(target)
-    loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
+    symbols = symbols or Symbolizer(target)
+    result = decode_module(target, kernel, mod, symbols)
+    if traits is None:
+        traits = KernelTraits(
+            writes_stub_magic=any(s.magic_ok for s in result.stubs),
+            paca_tramps=any(s.kind.uses_kernel_toc for s in result.stubs),
+        )
+    check_module(result, kernel, traits, loaded_text, symbols)
+    return result
+
+
+def decode_module(
+    target: Target, kernel: KernelInfo, mod: ModuleInfo, symbols: Symbolizer
+) -> ModuleAudit:
+    """Read and decode one module's ``.stubs``, OOL stubs and trampolines; resolve its TOC.
+
+    Only what reading finds is a finding here (``MEMORY_UNREADABLE``, an OOL stub of
+    no known layout); the rules run in :func:`check_module`.
+    """
     rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
     result = ModuleAudit(module=mod, record=rec)
     order = kernel.byteorder
@@ -251,7 +226,7 @@ def audit_module(
             data, result.reads = _read_stubs(target, mod, slot)
         except MemoryReadError as e:
             result.findings.append(
-                Finding("MEMORY_UNREADABLE", f".stubs unreadable: {e}", module=mod.name,
+                Finding(FindingCode.MEMORY_UNREADABLE, f".stubs unreadable: {e}", module=mod.name,
                         address=mod.stubs)
             )
         ool = None
@@ -269,14 +244,15 @@ def audit_module(
         )
         if ool is not None:
             # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
-            # a normal stub written over this area (the bug JL2025 2/3 fixed) shows
-            # up as an unknown entry here.
+            # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
+            # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
+            # fixed) shows up as an unknown entry here.
             for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
                 rec.ool_stubs.append(_record(o, None, symbols))
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
-                        Finding("STUB_UNKNOWN", "out-of-line ftrace stub matches no known "
-                                "layout: " + " ".join(f"{w:08x}" for w in o.words),
+                        Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "
+                                "known layout: " + " ".join(f"{w:08x}" for w in o.words),
                                 module=mod.name, address=o.address)
                     )
     stubs = result.stubs
@@ -285,67 +261,6 @@ def audit_module(
     # index = slot number in .stubs (the OOL area's slots are not stubs but count)
     base = mod.stubs or 0
     rec.stubs = [_record(s, (s.address - base) // slot, symbols) for s in stubs]
-
-    if kernel_writes_magic is None:
-        kernel_writes_magic = any(s.magic_ok for s in stubs)
-    paca_off = kernel.paca_toc_offset
-    mod_toc = rec.toc
-    unknown, ftrace = StubKind.UNKNOWN, StubKind.FTRACE  # hot loop: no enum look-ups
-    for s in stubs:
-        kind = s.kind
-        if kind is unknown:
-            result.findings.append(
-                Finding("STUB_UNKNOWN", "used slot matches no known stub layout: "
-                        + " ".join(f"{w:08x}" for w in s.words), module=mod.name,
-                        address=s.address)
-            )
-            continue
-        if s.magic_ok is False and kernel_writes_magic:
-            result.findings.append(
-                Finding("STUB_BAD_MAGIC", f"magic is {s.words[7]:#010x}, not STUB_MAGIC "
-                        "0x73747562", module=mod.name, address=s.address)
-            )
-        implied = s.implied_toc
-        if implied is not None and implied != mod_toc and mod_toc is not None:
-            result.findings.append(
-                Finding(
-                    "STUB_TOC_MISMATCH",
-                    f"stub implies TOC {implied:#x}, module TOC is {mod_toc:#x} "
-                    f"(from {rec.toc_source})",
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
-        if (
-            kind is ftrace
-            and paca_off is not None
-            and s.paca_offset is not None
-            and s.paca_offset != paca_off
-        ):
-            result.findings.append(
-                Finding(
-                    "FTRACE_STUB_PACA_OFFSET",
-                    f"ld r12,{s.paca_offset}(r13) does not load paca->kernel_toc "
-                    f"(offset {paca_off})",
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
-        dest = s.target
-        if dest is not None and loaded and dest not in loaded:
-            # A livepatch module keeps its klp relocations' stubs after the patched
-            # module is unloaded (restore_r2() accepts them again on reload, 6.12+):
-            # harmless until that module comes back, so only a warning there.
-            result.findings.append(
-                Finding(
-                    "STUB_TARGET_DANGLING",
-                    f"target {dest:#x} is in no loaded kernel or module text"
-                    + (" (patched module unloaded?)" if mod.livepatch else ""),
-                    severity=Severity.WARNING if mod.livepatch else None,
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
 
     by_addr = {s.address: (i, s) for i, s in enumerate(stubs)}
     for attr, want_name, want in (
@@ -363,45 +278,43 @@ def audit_module(
                 raw = target.read(addr, slot)
                 result.reads += 1
             except MemoryReadError as e:
-                result.findings.append(
-                    Finding("MEMORY_UNREADABLE", f"arch.{attr} unreadable: {e}",
-                            module=mod.name, address=addr)
+                result.tramps.append(
+                    (attr, want_name, want, Finding(FindingCode.MEMORY_UNREADABLE,
+                                                    f"arch.{attr} unreadable: {e}",
+                                                    module=mod.name, address=addr))
                 )
                 continue
             tstub = decode_stub(raw, addr, **opts)
             trec = _record(tstub, None, symbols)
         setattr(rec, attr, trec)
-        if tstub.kind.r2_relative:
-            result.r2_tramp_findings.append(
-                Finding(
-                    "TRAMP_NOT_FTRACE_STUB",
-                    f"arch.{attr} is a {tstub.kind.value} (r2-relative) stub: it only works "
-                    "while r2 holds this module's TOC",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
-        elif not tstub.kind.uses_kernel_toc and tstub.kind is not StubKind.PCREL:
-            result.findings.append(
-                Finding(
-                    "TRAMP_NOT_FTRACE_STUB",
-                    f"arch.{attr} is not a stub that loads the kernel TOC ({tstub.kind.value})",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
-        if want is not None and tstub.target is not None and tstub.target != want:
-            sym = symbols(tstub.target)
-            where = sym.format(tstub.target) if sym else f"{tstub.target:#x}"
-            result.findings.append(
-                Finding(
-                    "TRAMP_TARGET_MISMATCH",
-                    f"arch.{attr} reaches {where}, not {want_name} ({want:#x})",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
+        result.tramps.append((attr, want_name, want, tstub))
     return result
+
+
+def check_module(
+    result: ModuleAudit,
+    kernel: KernelInfo,
+    traits: KernelTraits,
+    loaded_text: Iterable[tuple[int, int]] | _TextRanges,
+    symbols: Symbolizer,
+) -> None:
+    """Run the finding rules (:mod:`klpinspect.checks.stub_rules`) over a decoded module."""
+    loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
+    mod = result.module
+    result.findings.extend(
+        stub_findings(
+            mod, result.stubs, kernel=kernel, traits=traits, mod_toc=result.record.toc,
+            toc_source=result.record.toc_source, loaded=loaded if loaded else None,
+        )
+    )
+    for attr, want_name, want, tstub in result.tramps:
+        if isinstance(tstub, Finding):
+            result.findings.append(tstub)
+            continue
+        result.findings.extend(
+            tramp_findings(mod, attr, tstub, want_name=want_name, want=want, traits=traits,
+                           symbols=symbols)
+        )
 
 
 def select_modules(mods: Sequence[ModuleInfo], names: Sequence[str] | None) -> list[ModuleInfo]:
@@ -432,20 +345,30 @@ def _loaded_text(kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> _TextRanges:
 
 
 def module_toc_map(
-    kernel: KernelInfo, audits: Iterable[ModuleAudit], others: Iterable[ModuleInfo] = ()
+    kernel: KernelInfo,
+    audits: Iterable[ModuleAudit],
+    others: Iterable[ModuleInfo] = (),
+    *,
+    plain: bool | None = None,
 ) -> dict[int, str]:
-    """TOC value -> owner (``"vmlinux"`` or a module name).
+    """TOC value -> owner (``"vmlinux"`` or a module name): the one TOC map of the
+    audit, the livepatch walk and ``klp-bt``.
 
-    :param others: modules not audited (a command limited to some modules): their
-        TOC from the section address alone, with the rule the audited ones showed
+    :param others: modules not audited (a command limited to some modules, or
+        ``klp-bt``, which decodes no stubs): their TOC from the section address
+        alone, with the kernel's ``my_r2()`` rule
+    :param plain: that rule (<= 4.9: no round-down), ``None`` to take it from ``audits``
     """
     tocs: dict[int, str] = {}
     audits = list(audits)
-    plain = any(a.toc.rule == "plain" for a in audits)
+    if plain is None:
+        plain = any(a.toc.rule == "plain" for a in audits)
     done = {a.module.name for a in audits}
     for mod in others:
         if mod.name in done:
             continue
+        if mod.toc_section is None and kernel.toc is None:
+            continue  # CONFIG_PPC_KERNEL_PCREL: modules have no TOC either
         section = mod.toc_section if mod.toc_section is not None else mod.stubs
         if mod.arch_toc:
             tocs[mod.arch_toc] = mod.name
@@ -459,24 +382,55 @@ def module_toc_map(
     return tocs
 
 
+def toc_rule_plain(target: Target, kernel: KernelInfo, mods: Iterable[ModuleInfo]) -> bool:
+    """Whether this kernel's ``my_r2()`` adds 0x8000 without rounding down (<= 4.9).
+
+    Decided once, kernel-wide, from the first module whose TOC section is not
+    256-byte aligned (elsewhere both rules agree) and whose normal stubs imply
+    one of the two values: one ``.stubs`` read, usually none at all.
+    """
+    slot = stub_size(kernel.abi, kernel.func_desc_size)
+    for mod in mods:
+        section = mod.toc_section if mod.toc_section is not None else mod.stubs
+        if mod.arch_toc or section is None or mod.stubs is None or not section & 0xFF:
+            continue
+        try:
+            data, _reads = _read_stubs(target, mod, slot)
+        except MemoryReadError:
+            continue
+        stubs = for_each_stub(
+            data, mod.stubs, count=mod.stub_count, kernel_toc=kernel.toc,
+            kernelbase=kernel.kernelbase, byteorder=kernel.byteorder, abi=kernel.abi,
+            func_desc_size=kernel.func_desc_size if kernel.abi == 1 else None,
+            ool=(mod.ool_stubs, mod.ool_stub_count)
+            if mod.ool_stubs is not None and mod.ool_stub_count else None,
+        )
+        implied = {s.implied_toc for s in stubs}
+        if module_toc(section, rounded=False) in implied:
+            return True
+        if module_toc(section, rounded=True) in implied:
+            return False
+    return False
+
+
 def _audit_modules(
-    target: Target, kernel: KernelInfo, names: Sequence[str] | None
+    target: Target,
+    kernel: KernelInfo,
+    names: Sequence[str] | None,
+    symbols: Symbolizer | None = None,
 ) -> tuple[list[ModuleAudit], list[ModuleInfo]]:
     everything = list(target.modules())
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
-    symbols = _Symbols(target)
-    audits = [
-        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
-    ]
-    # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
-    writes = any(s.magic_ok for a in audits for s in a.stubs)
-    if not writes:
-        for a in audits:
-            a.findings = [f for f in a.findings if f.code != "STUB_BAD_MAGIC"]
-    if _paca_tramp_kernel(target, kernel, audits, everything):
-        for a in audits:
-            a.findings.extend(a.r2_tramp_findings)
+    symbols = symbols or Symbolizer(target)
+    audits = [decode_module(target, kernel, m, symbols) for m in chosen]
+    # the kernel-wide traits, once, from every audited module, before any is checked
+    traits = KernelTraits(
+        writes_stub_magic=any(s.magic_ok for a in audits for s in a.stubs),
+        paca_tramps=_paca_tramp_kernel(target, kernel, audits, everything),
+    )
+    for a in audits:
+        check_module(a, kernel, traits, loaded, symbols)
     return audits, everything
 
 
@@ -486,8 +440,9 @@ def _paca_tramp_kernel(
     """Whether this kernel's ftrace trampolines load the kernel TOC from the paca.
 
     Feature detection instead of a config or version test: mprofile-kernel kernels
-    (4.6+, 336a7b5dd80a) make ``ftrace_caller``/``_mcount`` stubs that load the
-    kernel TOC; -pg kernels make none.  Decided from the audited modules' stubs,
+    (336a7b5dd80a "powerpc/module: Create a special stub for ftrace_caller()",
+    v4.6) make ``ftrace_caller``/``_mcount`` stubs that load the kernel TOC; -pg
+    kernels make none.  Decided from the audited modules' stubs,
     else from the other modules' ``arch.tramp`` slots (one read each, rarely needed).
     """
     if any(s.kind.uses_kernel_toc for a in audits for s in a.stubs):
@@ -509,8 +464,8 @@ def _paca_tramp_kernel(
 
 def _damage_findings(target: Target) -> list[Finding]:
     """The back end's record of structures it could not walk (``Target.damage``)."""
-    damage: Sequence[tuple[int | None, str]] = getattr(target, "damage", ())
-    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
+    unreadable = FindingCode.MEMORY_UNREADABLE
+    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]
 
 
 @without_cyclic_gc
@@ -552,7 +507,7 @@ def toc_report(
         report.extend(
             f
             for f in a.findings
-            if f.code in ("STUB_TOC_MISMATCH", "MEMORY_UNREADABLE") or f.code.startswith("TRAMP_")
+            if f.code in _TOC_CODES
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
@@ -572,17 +527,16 @@ def audit(
     """``klp-audit``: every check over the named (or all) modules and every task."""
     kernel = target.kernel()
     report = new_report(target, kernel, ("modules", "tasks", "findings"))
-    audits, everything = _audit_modules(target, kernel, names)
+    symbols = Symbolizer(target)  # one per command: the tasks' addresses too
+    audits, everything = _audit_modules(target, kernel, names, symbols)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
     if tasks:
-        from .livepatch import audit_livepatch_stacks
-
         records, findings = audit_livepatch_stacks(
-            target, module_toc_map(kernel, audits, everything), pids=pids
+            target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
         )
         report.tasks = records
         report.extend(findings)
@@ -591,7 +545,9 @@ def audit(
 
 
 def tocs_for(target: Target) -> Mapping[int, str]:
-    """TOC value -> owner for every module of ``target`` (for livepatch commands)."""
+    """TOC value -> owner for every module of ``target`` (for ``klp-lpstack`` and
+    ``klp-bt``): from each module's ``.toc`` / ``arch.toc`` address, not its stubs."""
     kernel = target.kernel()
-    audits, _ = _audit_modules(target, kernel, None)
-    return module_toc_map(kernel, audits)
+    everything = list(target.modules())
+    plain = toc_rule_plain(target, kernel, everything)
+    return module_toc_map(kernel, (), everything, plain=plain)

@@ -3,7 +3,7 @@
 Glue between a :class:`~klpinspect.target.Target` and the pure scanner in
 :mod:`klpinspect.ppc64.callsites`: one bulk read per executable region of the
 module, then a finding for every call site that breaks the kernel's TOC rules
-(facts §6): ``CALLSITE_NO_TOC_RESTORE`` for a ``bl`` into a stub not followed
+(docs/kernel-facts.md §3): ``CALLSITE_NO_TOC_RESTORE`` for a ``bl`` into a stub not followed
 by ``ld r2,24(r1)`` (40 on ELFv1), ``CALLSITE_SIBLING_VIA_STUB`` for a ``b``
 into a stub.  The ``-mprofile-kernel`` ``mflr r0; bl <tramp>`` ftrace sites are
 correct without a restore and give no finding; neither does a call through a
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from .errors import MemoryReadError
 from .ppc64.callsites import CallFollow, CallSite, find_stub_calls
 from .ppc64.disasm import disassemble, disassemble_word
-from .ppc64.stubs import Stub, StubKind, decode_stub, stub_size
-from .report import Finding
+from .ppc64.stubs import OOL_STUB_SIZE, Stub, StubKind, decode_stub, stub_size
+from .report import Finding, FindingCode
 from .target import KernelInfo, ModuleInfo, Target, try_symbolize
 
 __all__ = ("audit_module_callsites", "module_text_regions")
@@ -136,14 +136,14 @@ def _finding(
     restore = "ld r2,24(r1)" if kernel.abi == 2 else "ld r2,40(r1)"
     where = _describe_stub(target, site.target, stub)
     if site.follow is CallFollow.SIBLING:
-        code = "CALLSITE_SIBLING_VIA_STUB"
+        code = FindingCode.CALLSITE_SIBLING_VIA_STUB
         off = 24 if kernel.abi == 2 else 40
         msg = (
             f"sibling call (b, no link) into {where}: the stub's std r2,{off}(r1) "
             "overwrites the TOC saved by the caller's caller, which then restores the wrong r2"
         )
     else:
-        code = "CALLSITE_NO_TOC_RESTORE"
+        code = FindingCode.CALLSITE_NO_TOC_RESTORE
         if site.next_word is None:
             after = "nothing (end of text)"
         elif site.follow is CallFollow.NOP:
@@ -190,8 +190,8 @@ def audit_module_callsites(
     """
     stubs = set(stub_addresses)
     if mod.ool_stubs is not None and mod.ool_stub_count:
-        # struct ftrace_ool_stub is 24 bytes; "b ool_stub" is ftrace, not a call.
-        ool_end = mod.ool_stubs + 24 * mod.ool_stub_count
+        # "b ool_stub" is ftrace, not a call.
+        ool_end = mod.ool_stubs + OOL_STUB_SIZE * mod.ool_stub_count
         stubs = {s for s in stubs if not mod.ool_stubs <= s < ool_end}
     tramps = {t for t in (mod.tramp, mod.tramp_regs) if t is not None}
     stubs |= tramps
@@ -205,7 +205,7 @@ def audit_module_callsites(
         except MemoryReadError as e:
             findings.append(
                 Finding(
-                    code="MEMORY_UNREADABLE",
+                    code=FindingCode.MEMORY_UNREADABLE,
                     message=f"call-site audit skipped {label}: {e}",
                     module=mod.name,
                     address=start,

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .commands import COMMANDS, add_command_arguments, run_parsed
 from .errors import KlpError
-from .report import EXIT_UNUSABLE, render
+from .report import EXIT_UNUSABLE, FindingCode, render
 from .target import Target
 
 __all__ = ("main", "make_parser", "open_target")
@@ -82,8 +82,8 @@ def open_target(args: argparse.Namespace) -> Target:
     if len(chosen) > 1:
         raise KlpError("give only one of -c VMCORE, --live, --qemu QMP_SOCKET")
     try:
-        from .drgn.program import open_program
-        from .drgn.target import DrgnTarget
+        from .backends.drgn.program import open_program
+        from .backends.drgn.target import DrgnTarget
     except ImportError as e:
         raise KlpError(f"the drgn back end is not available: {e}") from None
     prog, kind = open_program(
@@ -111,7 +111,7 @@ def _run(argv: Sequence[str] | None) -> int:
         report, status = lint_files(args.files)
         status = int(status)
         for f in report.findings:  # one line per file that could not be linted
-            if f.code == "KO_UNREADABLE":
+            if f.code is FindingCode.KO_UNREADABLE:
                 print(f"{PROG}: {f.file}: {f.message}", file=sys.stderr)
         sys.stdout.write(render(report, args.format or fmt))
         return status

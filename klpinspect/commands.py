@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .errors import KlpError
-from .report import Report, render
+from .report import Report, new_report, render
 from .target import Target
 
 __all__ = (
@@ -115,7 +115,7 @@ def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
     tocs = _audit.tocs_for(target)
     if name == "lpstack":
         kernel = target.kernel()
-        report = _audit.new_report(target, kernel, ("tasks", "findings"))
+        report = new_report(target, kernel, ("tasks", "findings"))
         records, findings = audit_livepatch_stacks(target, tocs, pids=args.pids or None)
         report.tasks = records
         report.extend(findings)

@@ -2,7 +2,7 @@
 
 No kernel needed: the ELF file is read with pyelftools and every branch
 relocation is judged exactly as the kernel's ``apply_relocate_add()`` and
-``restore_r2()`` will judge it at load time (facts §6), for ELFv2 (ppc64le)
+``restore_r2()`` will judge it at load time (docs/kernel-facts.md §3), for ELFv2 (ppc64le)
 and ELFv1 (big-endian) objects:
 
 * An ``R_PPC64_REL24`` against an undefined (``SHN_UNDEF``) or a livepatch
@@ -67,9 +67,18 @@ from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
+from .elf64 import (
+    ELF64_RELA_SIZE,
+    ELF64_SHDR_SIZE,
+    ELF64_SYM_SIZE,
+    iter_syms,
+    rela_struct,
+    shdr_struct,
+    sym_struct,
+)
 from .errors import KlpError
 from .ppc64.insn import NOP, toc_restore
-from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, Report
+from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, FindingCode, Report
 
 __all__ = ("KlpSym", "lint_files", "lint_ko", "parse_klp_sym")
 
@@ -87,7 +96,8 @@ R_PPC64_REL24 = 10
 R_PPC64_REL24_NOTOC = 116
 KLP_SYM_PREFIX = ".klp.sym."
 KLP_RELA_PREFIX = ".klp.rela."
-# is_mprofile_ftrace_call() (arch/powerpc/kernel/module_64.c, since N2020).
+# is_mprofile_ftrace_call() (arch/powerpc/kernel/module_64.c, since the 2020
+# -mprofile-kernel stub series; docs/kernel-facts.md §1).
 _MPROFILE_NAMES = frozenset({"_mcount", "ftrace_caller", "ftrace_regs_caller"})
 _CLONE_MARKS = (".constprop.", ".isra.", ".part.", ".cold", ".localalias")
 # Errors pyelftools and the decompressors raise on damaged input.
@@ -187,8 +197,8 @@ class _Object:
     _funcs: dict[int, tuple[list[int], list[tuple[str, int]]]] = field(default_factory=dict)
 
     @property
-    def _symfmt(self) -> str:
-        return "<IBBHQQ" if self.byteorder == "little" else ">IBBHQQ"
+    def _symfmt(self) -> struct.Struct:
+        return sym_struct(self.byteorder)
 
     def section_data(self, index: int) -> bytes:
         sec = self.sections[index]
@@ -209,12 +219,10 @@ class _Object:
         hit = self._syms.get(index)
         if hit is not None:
             return hit
-        off = index * 24
-        if off + 24 > len(self.symtab):
+        off = index * ELF64_SYM_SIZE
+        if off + ELF64_SYM_SIZE > len(self.symtab):
             raise KlpError(f"relocation against symbol {index}, past the symbol table")
-        st_name, info, _other, shndx, _value, _size = struct.unpack_from(
-            self._symfmt, self.symtab, off
-        )
+        st_name, info, _other, shndx, _value, _size = self._symfmt.unpack_from(self.symtab, off)
         hit = (_cstr(self.strtab, st_name), info >> 4, shndx)
         self._syms[index] = hit
         return hit
@@ -224,9 +232,7 @@ class _Object:
         if shndx in self._funcs:
             return self._funcs[shndx]
         found: dict[int, str] = {}
-        for st_name, info, _other, sh, value, _size in struct.iter_unpack(
-            self._symfmt, self.symtab
-        ):
+        for st_name, info, _other, sh, value, _size in iter_syms(self.symtab, self.byteorder):
             if sh == shndx and info & 0xF == STT_FUNC:
                 found.setdefault(value, _cstr(self.strtab, st_name))
         if not found and self.abi == 1:
@@ -241,16 +247,16 @@ class _Object:
         if opd is None:
             return {}
         names: dict[int, str] = {}
-        syms = list(struct.iter_unpack(self._symfmt, self.symtab))
+        syms = list(iter_syms(self.symtab, self.byteorder))
         for st_name, info, _other, sh, value, _size in syms:
             if sh == opd and info & 0xF == STT_FUNC:
                 names[value] = _cstr(self.strtab, st_name)
         out: dict[int, str] = {}
-        rfmt = "<QQq" if self.byteorder == "little" else ">QQq"
+        rfmt = rela_struct(self.byteorder)
         for index, sec in enumerate(self.sections):
             if sec.type != SHT_RELA or sec.info != opd:
                 continue
-            for r_offset, r_info, addend in struct.iter_unpack(rfmt, self.section_data(index)):
+            for r_offset, r_info, addend in rfmt.iter_unpack(self.section_data(index)):
                 sym = r_info >> 32
                 if r_offset in names and sym < len(syms) and syms[sym][3] == shndx:
                     out[syms[sym][4] + addend] = names[r_offset]
@@ -270,10 +276,10 @@ def _section_headers(elf: ELFFile, raw: bytes, byteorder: str) -> list[_Shdr]:
     """All section headers, unpacked in bulk (pyelftools parses one at a time)."""
     shoff = elf.header["e_shoff"]
     count = elf.num_sections()
-    if elf.header["e_shentsize"] != 64 or shoff + 64 * count > len(raw):
+    size = ELF64_SHDR_SIZE
+    if elf.header["e_shentsize"] != size or shoff + size * count > len(raw):
         raise KlpError("truncated or damaged section header table")
-    fmt = ("<" if byteorder == "little" else ">") + "IIQQQQIIQQ"
-    heads = list(struct.iter_unpack(fmt, raw[shoff : shoff + 64 * count]))
+    heads = list(shdr_struct(byteorder).iter_unpack(raw[shoff : shoff + size * count]))
     strndx = elf.get_shstrndx()
     if not 0 <= strndx < count:
         raise KlpError("damaged ELF file: no section name table")
@@ -336,7 +342,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
     if not relas:
         return [
             Finding(
-                code="KO_NO_RELOCATIONS",
+                code=FindingCode.KO_NO_RELOCATIONS,
                 message="no relocations: no call site to check",
                 file=obj.path,
                 module=obj.module,
@@ -352,7 +358,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
     obj.strtab = obj.section_data(link)
 
     little = obj.byteorder == "little"
-    rfmt = "<QQq" if little else ">QQq"
+    rfmt = rela_struct(obj.byteorder)
     word = struct.Struct("<I" if little else ">I").unpack_from
     restore = toc_restore(obj.abi)
     findings: list[Finding] = []
@@ -365,10 +371,12 @@ def _lint_object(obj: _Object) -> list[Finding]:
             continue  # branches only live in code; skips the big .rela.debug_*
         klp_sec = rela.name.startswith(KLP_RELA_PREFIX) or bool(rela.flags & SHF_RELA_LIVEPATCH)
         rdata = obj.section_data(ridx)
-        if len(rdata) % 24:
-            raise KlpError(f"{rela.name}: size {len(rdata)} is not a multiple of 24")
+        if len(rdata) % ELF64_RELA_SIZE:
+            raise KlpError(
+                f"{rela.name}: size {len(rdata)} is not a multiple of {ELF64_RELA_SIZE}"
+            )
         text: bytes | None = None
-        for r_offset, r_info, _addend in struct.iter_unpack(rfmt, rdata):
+        for r_offset, r_info, _addend in rfmt.iter_unpack(rdata):
             if r_info & 0xFFFFFFFF != R_PPC64_REL24:
                 continue  # REL24_NOTOC: PCREL, nothing to restore
             name, bind, shndx = obj.symbol(r_info >> 32)
@@ -392,7 +400,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
             if not bad_shape and why is None:
                 continue
             site = Finding(
-                code="KO_CALL_NEEDS_NOP",
+                code=FindingCode.KO_CALL_NEEDS_NOP,
                 message="",
                 file=obj.path,
                 module=obj.module,
@@ -405,7 +413,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 findings.append(
                     replace(
                         site,
-                        code="KO_SIBLING_CALL",
+                        code=FindingCode.KO_SIBLING_CALL,
                         message=(
                             f"sibling call (b) to {shown} goes through a stub whose "
                             f"std r2,{24 if obj.abi == 2 else 40}(r1) overwrites the TOC "
@@ -428,7 +436,7 @@ def _lint_object(obj: _Object) -> list[Finding]:
                 findings.append(
                     replace(
                         site,
-                        code="KO_LOCAL_CALL_BECOMES_GLOBAL",
+                        code=FindingCode.KO_LOCAL_CALL_BECOMES_GLOBAL,
                         message=(
                             f"livepatch call to {shown}, local to its object ({why}), "
                             "now crosses TOCs through a stub"
@@ -472,7 +480,7 @@ def lint_ko(path: str) -> list[Finding]:
 
 def _unreadable(path: str, reason: str) -> Finding:
     return Finding(
-        code="KO_UNREADABLE",
+        code=FindingCode.KO_UNREADABLE,
         message=reason,
         file=path,
         module=_module_name(path, None),

@@ -10,9 +10,10 @@ symbolizes saved return addresses, turns damage into findings, and builds the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
+from klpinspect.checks.symbols import Symbolizer
 from klpinspect.errors import KlpError, MemoryReadError
+from klpinspect.gcpause import without_cyclic_gc
 from klpinspect.ppc64 import insn
 from klpinspect.ppc64.lpstack import (
     LPSTACK_MISALIGNED,
@@ -25,14 +26,16 @@ from klpinspect.ppc64.lpstack import (
     walk_livepatch_stack,
 )
 from klpinspect.report import (
+    BacktraceEntry,
     Finding,
+    FindingCode,
     FrameRecord,
     Report,
     TaskRecord,
     hexaddr,
-    without_cyclic_gc,
+    new_report,
 )
-from klpinspect.target import KernelInfo, StackFrame, SymbolInfo, Target, TaskInfo, try_symbolize
+from klpinspect.target import KernelInfo, StackFrame, Target, TaskInfo
 
 __all__ = (
     "MAX_FRAME_FINDINGS",
@@ -52,7 +55,7 @@ UNSUPPORTED_MESSAGE = "kernel has no thread_info.livepatch_sp: not built with CO
 
 
 def _unsupported() -> Finding:
-    return Finding("LIVEPATCH_UNSUPPORTED", UNSUPPORTED_MESSAGE)
+    return Finding(FindingCode.LIVEPATCH_UNSUPPORTED, UNSUPPORTED_MESSAGE)
 
 
 def toc_owners(kernel: KernelInfo, module_tocs: Mapping[int, str]) -> dict[int, str]:
@@ -111,7 +114,7 @@ def check_livepatch_stack(
     if stack.status == LPSTACK_OUT_OF_BOUNDS:
         out.append(
             Finding(
-                "LPSTACK_OUT_OF_BOUNDS",
+                FindingCode.LPSTACK_OUT_OF_BOUNDS,
                 f"{where}: livepatch_sp {stack.livepatch_sp:#x} is outside "
                 f"[{stack.start:#x}, {stack.limit:#x}] (first frame slot .. end of stack)",
                 pid=pid,
@@ -121,7 +124,7 @@ def check_livepatch_stack(
     elif stack.status == LPSTACK_MISALIGNED:
         out.append(
             Finding(
-                "LPSTACK_OUT_OF_BOUNDS",
+                FindingCode.LPSTACK_OUT_OF_BOUNDS,
                 f"{where}: livepatch_sp {stack.livepatch_sp:#x} is not on a 24-byte frame "
                 f"boundary above {stack.start:#x}; {stack.depth} whole frame(s) read",
                 pid=pid,
@@ -131,7 +134,7 @@ def check_livepatch_stack(
     if stack.start_marker_ok is False:
         out.append(
             Finding(
-                "LPSTACK_BAD_MAGIC",
+                FindingCode.LPSTACK_BAD_MAGIC,
                 f"{where}: end_of_stack word at {stack.start - 8:#x} is "
                 f"{stack.start_marker:#x}, not STACK_END_MAGIC: stack overrun or corruption",
                 pid=pid,
@@ -143,7 +146,7 @@ def check_livepatch_stack(
         if not f.magic_ok:
             frame_findings.append(
                 Finding(
-                    "LPSTACK_BAD_MAGIC",
+                    FindingCode.LPSTACK_BAD_MAGIC,
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: end marker "
                     f"{f.magic:#x} is not STACK_END_MAGIC {insn.STACK_END_MAGIC:#x}",
                     pid=pid,
@@ -154,7 +157,7 @@ def check_livepatch_stack(
         if owners and f.r2 not in owners:
             frame_findings.append(
                 Finding(
-                    "LPSTACK_R2_UNKNOWN",
+                    FindingCode.LPSTACK_R2_UNKNOWN,
                     f"{where}: livepatch frame {f.index} at {f.address:#x}: saved r2 "
                     f"{f.r2:#x} is neither the kernel TOC nor a module TOC",
                     pid=pid,
@@ -177,32 +180,8 @@ def check_livepatch_stack(
     return out + frame_findings
 
 
-class _Symbolizer:
-    """``target.symbolize`` with a cache: tasks share return addresses."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self._cache: dict[int, SymbolInfo | None] = {}
-        self._text: dict[int, str | None] = {}
-
-    def info(self, address: int) -> SymbolInfo | None:
-        try:
-            return self._cache[address]
-        except KeyError:
-            sym = self._cache[address] = try_symbolize(self._target, address)
-            return sym
-
-    def text(self, address: int) -> str | None:
-        try:
-            return self._text[address]
-        except KeyError:
-            sym = self.info(address)
-            text = self._text[address] = None if sym is None else sym.format(address)
-            return text
-
-
 def _frame_records(
-    stack: LivepatchStack, owners: Mapping[int, str], symbols: _Symbolizer
+    stack: LivepatchStack, owners: Mapping[int, str], symbols: Symbolizer
 ) -> list[FrameRecord]:
     return [
         FrameRecord(
@@ -219,7 +198,7 @@ def _frame_records(
 
 def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
     return Finding(
-        "MEMORY_UNREADABLE",
+        FindingCode.MEMORY_UNREADABLE,
         f"pid {task.pid} ({task.comm}): livepatch stack: {err}",
         pid=task.pid,
         address=err.address,
@@ -228,7 +207,11 @@ def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
 
 @without_cyclic_gc
 def audit_livepatch_stacks(
-    target: Target, module_tocs: Mapping[int, str], *, pids: Sequence[int] | None = None
+    target: Target,
+    module_tocs: Mapping[int, str],
+    *,
+    pids: Sequence[int] | None = None,
+    symbols: Symbolizer | None = None,
 ) -> tuple[list[TaskRecord], list[Finding]]:
     """Every task's livepatch stack (``klp-lpstack``), with findings.
 
@@ -239,13 +222,14 @@ def audit_livepatch_stacks(
 
     :param module_tocs: module TOC (r2) value -> module name
     :param pids: only these tasks
+    :param symbols: the command's symbolizer, when it has one already
     :raises KlpError: if a pid in ``pids`` names no task
     """
     kernel = target.kernel()
     if not kernel.has_livepatch_sp:
         return [], [_unsupported()]
     owners = toc_owners(kernel, module_tocs)
-    symbols = _Symbolizer(target)
+    symbols = symbols or Symbolizer(target)
     wanted = None if pids is None else set(pids)
     records: list[TaskRecord] = []
     findings: list[Finding] = []
@@ -307,7 +291,7 @@ def _find_task(tasks: Iterable[TaskInfo], pid: int) -> TaskInfo:
     raise KlpError(f"no task with pid {pid}")
 
 
-def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
+def _handler_size(kernel: KernelInfo, symbols: Symbolizer) -> int | None:
     if kernel.livepatch_handler is None:
         return None
     sym = symbols.info(kernel.livepatch_handler)
@@ -317,27 +301,24 @@ def _handler_size(kernel: KernelInfo, symbols: _Symbolizer) -> int | None:
 
 
 def _backtrace_entry(
-    c: CorrectedFrame, symbols: _Symbolizer, inline: str | None = None
-) -> dict[str, Any]:
+    c: CorrectedFrame, symbols: Symbolizer, inline: str | None = None
+) -> BacktraceEntry:
     text = symbols.text(c.pc)
     if inline and not c.corrected:
         # drgn lists an inlined call as a frame of its own, with its caller's pc
         text = f"{inline} (inlined in {text})"
-    entry: dict[str, Any] = {
-        "index": c.index,
-        "pc": hexaddr(c.pc),
-        "symbol": text,
-        "corrected": c.corrected,
-        "from_frame": None if c.from_frame is None else hexaddr(c.from_frame.address),
-    }
-    if c.from_frame is not None:
-        entry["frame_index"] = c.from_frame.index
-    if c.corrected:
-        entry["original_pc"] = hexaddr(c.original_pc)
-        entry["original_symbol"] = symbols.text(c.original_pc)
-    if c.note:
-        entry["note"] = c.note
-    return entry
+    frame = c.from_frame
+    return BacktraceEntry(
+        index=c.index,
+        pc=c.pc,
+        symbol=text,
+        corrected=c.corrected,
+        from_frame=None if frame is None else frame.address,
+        frame_index=None if frame is None else frame.index,
+        original_pc=c.original_pc if c.corrected else None,
+        original_symbol=symbols.text(c.original_pc) if c.corrected else None,
+        note=c.note or None,
+    )
 
 
 def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> Report:
@@ -356,7 +337,7 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
     task = _find_task(target.tasks(), pid)
     trace = list(target.stack_trace(pid))
     pcs = [f.pc for f in trace]
-    symbols = _Symbolizer(target)
+    symbols = Symbolizer(target)
     owners = toc_owners(kernel, module_tocs)
     findings: list[Finding] = []
     notes: list[str] = []
@@ -392,8 +373,6 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
         _backtrace_entry(c, symbols, trace[c.index].inline if c.index < len(trace) else None)
         for c in corrected
     ]
-    from .audit import new_report  # audit imports this module lazily too
-
     report = new_report(
         target, kernel, ("backtrace", "findings") if findings else ("backtrace",)
     )

@@ -7,22 +7,24 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 
 from __future__ import annotations
 
-import functools
-import gc
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 from .ppc64.stubs import Stub
+from .ppc64.toc import TocSource
+from .target import KernelInfo, Target
 
 __all__ = (
+    "BacktraceEntry",
     "CODES",
     "EXIT_ERROR_FINDING",
     "EXIT_OK",
     "EXIT_UNUSABLE",
     "Finding",
+    "FindingCode",
     "FrameRecord",
     "ModuleRecord",
     "Report",
@@ -30,10 +32,10 @@ __all__ = (
     "StubRecord",
     "TaskRecord",
     "hexaddr",
+    "new_report",
     "render",
     "render_json",
     "render_table",
-    "without_cyclic_gc",
 )
 
 _P = ParamSpec("_P")
@@ -54,29 +56,46 @@ class Severity(StrEnum):
     INFO = "info"
 
 
-# Stable finding codes (design.md): add new ones, never rename.
-CODES: dict[str, Severity] = {
-    "TRAMP_NOT_FTRACE_STUB": Severity.ERROR,
-    "TRAMP_TARGET_MISMATCH": Severity.ERROR,
-    "STUB_TOC_MISMATCH": Severity.ERROR,
-    "STUB_UNKNOWN": Severity.WARNING,
-    "STUB_BAD_MAGIC": Severity.WARNING,
-    "STUB_TARGET_DANGLING": Severity.ERROR,
-    "CALLSITE_NO_TOC_RESTORE": Severity.ERROR,
-    "LPSTACK_BAD_MAGIC": Severity.ERROR,
-    "LPSTACK_OUT_OF_BOUNDS": Severity.ERROR,
-    "LPSTACK_R2_UNKNOWN": Severity.WARNING,
-    "CALLSITE_SIBLING_VIA_STUB": Severity.ERROR,
-    "KO_CALL_NEEDS_NOP": Severity.ERROR,
-    "KO_LOCAL_CALL_BECOMES_GLOBAL": Severity.WARNING,
-    "KO_SIBLING_CALL": Severity.ERROR,
+class FindingCode(StrEnum):
+    """Stable finding codes (design.md): add new ones, never rename.
+
+    Each carries its default :attr:`severity`; the value is the code as JSON
+    and the table print it, so a typo is a mypy error, not a ``KeyError``
+    when a report is rendered.
+    """
+
+    severity: Severity
+
+    def __new__(cls, code: str, severity: Severity) -> FindingCode:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.severity = severity
+        return member
+
+    TRAMP_NOT_FTRACE_STUB = ("TRAMP_NOT_FTRACE_STUB", Severity.ERROR)
+    TRAMP_TARGET_MISMATCH = ("TRAMP_TARGET_MISMATCH", Severity.ERROR)
+    STUB_TOC_MISMATCH = ("STUB_TOC_MISMATCH", Severity.ERROR)
+    STUB_UNKNOWN = ("STUB_UNKNOWN", Severity.WARNING)
+    STUB_BAD_MAGIC = ("STUB_BAD_MAGIC", Severity.WARNING)
+    STUB_TARGET_DANGLING = ("STUB_TARGET_DANGLING", Severity.ERROR)
+    CALLSITE_NO_TOC_RESTORE = ("CALLSITE_NO_TOC_RESTORE", Severity.ERROR)
+    LPSTACK_BAD_MAGIC = ("LPSTACK_BAD_MAGIC", Severity.ERROR)
+    LPSTACK_OUT_OF_BOUNDS = ("LPSTACK_OUT_OF_BOUNDS", Severity.ERROR)
+    LPSTACK_R2_UNKNOWN = ("LPSTACK_R2_UNKNOWN", Severity.WARNING)
+    CALLSITE_SIBLING_VIA_STUB = ("CALLSITE_SIBLING_VIA_STUB", Severity.ERROR)
+    KO_CALL_NEEDS_NOP = ("KO_CALL_NEEDS_NOP", Severity.ERROR)
+    KO_LOCAL_CALL_BECOMES_GLOBAL = ("KO_LOCAL_CALL_BECOMES_GLOBAL", Severity.WARNING)
+    KO_SIBLING_CALL = ("KO_SIBLING_CALL", Severity.ERROR)
     # Added by klpinspect beyond the design's first list.
-    "MEMORY_UNREADABLE": Severity.WARNING,
-    "LIVEPATCH_UNSUPPORTED": Severity.INFO,
-    "KO_UNREADABLE": Severity.WARNING,
-    "KO_NO_RELOCATIONS": Severity.INFO,
-    "FTRACE_STUB_PACA_OFFSET": Severity.ERROR,
-}
+    MEMORY_UNREADABLE = ("MEMORY_UNREADABLE", Severity.WARNING)
+    LIVEPATCH_UNSUPPORTED = ("LIVEPATCH_UNSUPPORTED", Severity.INFO)
+    KO_UNREADABLE = ("KO_UNREADABLE", Severity.WARNING)
+    KO_NO_RELOCATIONS = ("KO_NO_RELOCATIONS", Severity.INFO)
+    FTRACE_STUB_PACA_OFFSET = ("FTRACE_STUB_PACA_OFFSET", Severity.ERROR)
+
+
+#: code -> default severity (the table the codes were first kept in)
+CODES: dict[str, Severity] = {code.value: code.severity for code in FindingCode}
 
 
 def hexaddr(value: int | None) -> str | None:
@@ -88,7 +107,7 @@ def hexaddr(value: int | None) -> str | None:
 class Finding:
     """One problem found.  ``severity`` defaults to the code's registered one."""
 
-    code: str
+    code: FindingCode
     message: str
     severity: Severity | None = None
     module: str | None = None
@@ -101,7 +120,7 @@ class Finding:
 
     @property
     def level(self) -> Severity:
-        return self.severity if self.severity is not None else CODES[self.code]
+        return self.severity if self.severity is not None else self.code.severity
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -175,7 +194,7 @@ class StubRecord:
 class ModuleRecord:
     name: str
     toc: int | None = None
-    toc_source: str = "none"
+    toc_source: TocSource = TocSource.NONE
     stubs_section: int | None = None
     stubs: list[StubRecord] = field(default_factory=list)
     tramp: StubRecord | None = None
@@ -221,13 +240,52 @@ class FrameRecord:
         return out
 
 
+@dataclass(frozen=True)
+class BacktraceEntry:
+    """One frame of ``klp-bt``'s corrected backtrace.
+
+    :param index: position in the back end's unwind (innermost 0)
+    :param symbol: ``%pS`` of ``pc``; ``"f (inlined in g+0x…)"`` for an inlined call
+    :param corrected: ``pc`` was a ``livepatch_handler`` return, replaced by the
+        return address saved in livepatch frame ``frame_index`` (at ``from_frame``)
+    :param original_pc: the unwound ``pc`` before the correction
+    """
+
+    index: int
+    pc: int
+    symbol: str | None
+    corrected: bool = False
+    from_frame: int | None = None
+    frame_index: int | None = None
+    original_pc: int | None = None
+    original_symbol: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "pc": hexaddr(self.pc),
+            "symbol": self.symbol,
+            "corrected": self.corrected,
+            "from_frame": hexaddr(self.from_frame),
+        }
+        if self.frame_index is not None:
+            out["frame_index"] = self.frame_index
+        if self.corrected:
+            out["original_pc"] = hexaddr(self.original_pc)
+            out["original_symbol"] = self.original_symbol
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
 @dataclass
 class TaskRecord:
     pid: int
     comm: str
     livepatch_sp: int | None = None
     frames: list[FrameRecord] = field(default_factory=list)
-    backtrace: list[dict[str, Any]] | None = None
+    backtrace: list[BacktraceEntry] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -237,7 +295,7 @@ class TaskRecord:
             "frames": [f.to_json() for f in self.frames],
         }
         if self.backtrace is not None:
-            out["backtrace"] = self.backtrace
+            out["backtrace"] = [e.to_json() for e in self.backtrace]
         return out
 
 
@@ -285,28 +343,6 @@ def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     # Python may have Debian's older one)
     text: str = _tabulate(rows, headers=headers, numalign="right", stralign="left")
     return text
-
-
-def without_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with the cyclic garbage collector paused.
-
-    A report holds a few small acyclic objects per stub slot or livepatch frame
-    (millions on a big kernel); each collection while it is built would rescan
-    them all, which doubled the audit time of 5,000 modules and made the walk
-    of 100,000 tasks superlinear.  Reference counting still frees everything.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return wrapper
 
 
 def render_json(report: Report) -> str:
@@ -425,12 +461,14 @@ def _render_backtrace(report: Report) -> str:
             f"livepatch frames: {len(t.frames)}"
         ]
         for e in t.backtrace:
-            line = f"#{e['index']:<2} {e.get('symbol') or e['pc']} ({e['pc']})"
-            if e.get("corrected"):
-                was = e.get("original_symbol") or e.get("original_pc")
-                line += f"  <- livepatch frame {e.get('frame_index', '?')} (was {was})"
-            elif e.get("note"):
-                line += f"  ({e['note']})"
+            pc = hexaddr(e.pc)
+            line = f"#{e.index:<2} {e.symbol or pc} ({pc})"
+            if e.corrected:
+                was = e.original_symbol or hexaddr(e.original_pc)
+                index = "?" if e.frame_index is None else e.frame_index
+                line += f"  <- livepatch frame {index} (was {was})"
+            elif e.note:
+                line += f"  ({e.note})"
             lines.append(line)
         parts.append("\n".join(lines))
     return "\n\n".join(parts) if parts else "no backtrace"
@@ -504,3 +542,17 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "json":
         return render_json(report) + "\n"
     return render_table(report)
+
+
+def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
+    """A report with the ``target`` and ``kernel`` headers filled in."""
+    return Report(
+        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
+        kernel={
+            "toc": hexaddr(kernel.toc),
+            "toc_source": kernel.toc_source,
+            "ftrace_caller": hexaddr(kernel.ftrace_caller),
+            "ftrace_regs_caller": hexaddr(kernel.ftrace_regs_caller),
+        },
+        sections=sections,
+    )

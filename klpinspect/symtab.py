@@ -13,6 +13,7 @@ import itertools
 import struct
 from collections.abc import Iterable
 
+from .elf64 import iter_syms, shdr_struct
 from .errors import TargetError
 
 __all__ = ("ElfSymbols", "SymEntry", "parse_elf_symbols", "read_elf_symbols")
@@ -166,11 +167,8 @@ def parse_elf_symbols(
     :param boundaries: if given, gets the addresses of section symbols
     :param lazy_names: keep ``st_name`` offsets for :class:`ElfSymbols` to decode
     """
-    fmt = struct.Struct(("<" if byteorder == "little" else ">") + "IBBHQQ")
-    out = []
-    for st_name, st_info, _other, shndx, st_value, st_size in fmt.iter_unpack(
-        symtab[: len(symtab) // 24 * 24]
-    ):
+    out: list[SymEntry] = []
+    for st_name, st_info, _other, shndx, st_value, st_size in iter_syms(symtab, byteorder):
         kind = st_info & 15
         if not shndx:
             continue
@@ -202,7 +200,8 @@ def read_elf_symbols(path: str) -> ElfSymbols:
             shentsize, shnum = struct.unpack_from(e + "HH", ident, 0x3A)
             f.seek(shoff)
             shdrs = [
-                struct.unpack_from(e + "IIQQQQIIQQ", f.read(shentsize)) for _ in range(shnum)
+                shdr_struct("little" if e == "<" else "big").unpack_from(f.read(shentsize))
+                for _ in range(shnum)
             ]
             sections = {i: (sh[3], sh[5]) for i, sh in enumerate(shdrs)}
             for _name, sh_type, _fl, _addr, off, size, link, _info, _al, _es in shdrs:

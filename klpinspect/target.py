@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .errors import KlpError
+from .ppc64.toc import KernelTocSource
 
 __all__ = (
     "KernelInfo",
@@ -53,7 +54,7 @@ class KernelInfo:
     byteorder: str = "little"
     abi: int = 2
     toc: int | None = None
-    toc_source: str = "none"
+    toc_source: KernelTocSource = KernelTocSource.NONE
     kernelbase: int | None = None
     ftrace_caller: int | None = None
     ftrace_regs_caller: int | None = None
@@ -133,9 +134,11 @@ def make_module_info(
         arch_toc=arch("toc"),
         tramp=arch("tramp"),
         tramp_regs=arch("tramp_regs"),
-        # 7.2+ (JL2025 "replace stub allocation sentinel with an explicit counter")
+        # b137312fbf2d ("powerpc64/modules: replace stub allocation sentinel with an
+        # explicit counter", v6.18)
         stub_count=arch("stub_count"),
-        # 6.13+ (commit eec37961a56a, out-of-line ftrace stubs)
+        # eec37961a56a ("powerpc64/ftrace: Move ftrace sequence out of line", 6.13;
+        # docs/kernel-facts.md §1)
         ool_stubs=arch("ool_stubs"),
         ool_stub_count=arch("ool_stub_count"),
         livepatch=livepatch,
@@ -213,13 +216,19 @@ class Target(Protocol):
     ``kind`` is ``"vmcore"``, ``"live"``, ``"qemu"``, ``"gdb"`` or ``"synthetic"``.
     Implementations never write target memory.
 
-    Optional: an attribute ``damage``, a list of ``(address or None, message)`` for
-    structures the back end could not walk (a broken module or task list, an
-    unreadable ``struct module``); :func:`klpinspect.audit.audit` reports each as a
-    ``MEMORY_UNREADABLE`` finding instead of failing.
+    ``damage`` lists ``(address or None, message)`` for structures the back end
+    could not walk (a broken module or task list, an unreadable ``struct
+    module``, a truncated core file); the reports show each as a
+    ``MEMORY_UNREADABLE`` finding instead of failing.  It grows while
+    :meth:`modules` and :meth:`tasks` are walked.
     """
 
     kind: str
+
+    @property
+    def damage(self) -> Sequence[tuple[int | None, str]]:
+        """Structures that could not be walked: ``(address or None, message)``."""
+        ...
 
     def kernel(self) -> KernelInfo:
         """Kernel-wide facts (computed once)."""

@@ -29,10 +29,13 @@ def fixture_file(name: str) -> Path:
     return path
 
 
-def unpacked(name: str) -> Path:
-    """The fixture ``name`` (``foo.xz``) decompressed into the cache, once."""
-    src = fixture_file(name)
-    dst = CACHE / "fixtures" / src.name.removesuffix(".xz")
+def unpacked(name: str, fixture: Path = LP61) -> Path:
+    """The fixture ``name`` (``foo.xz``) of ``fixture`` decompressed into the cache, once."""
+    src = fixture / name
+    if not src.exists():
+        raise FileNotFoundError(f"fixture missing: {src} (../shared must sit beside the checkout)")
+    sub = CACHE / "fixtures" if fixture == LP61 else CACHE / "fixtures" / fixture.name
+    dst = sub / src.name.removesuffix(".xz")
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)

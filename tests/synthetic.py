@@ -23,6 +23,7 @@ class SyntheticTarget:
     traces: dict[int, list[StackFrame]] = field(default_factory=dict)
     kind: str = "synthetic"
     reads: list[tuple[int, int]] = field(default_factory=list)
+    damage: list[tuple[int | None, str]] = field(default_factory=list)
 
     def kernel(self) -> KernelInfo:
         return self.kernel_info

@@ -223,8 +223,8 @@ def test_real_dump_call_sites(vmcore_elf: Path, vmlinux_debug: Path, modules_dir
     livepatched functions.
     """
     from klpinspect.audit import stubs_report
-    from klpinspect.drgn.program import open_program
-    from klpinspect.drgn.target import DrgnTarget
+    from klpinspect.backends.drgn.program import open_program
+    from klpinspect.backends.drgn.target import DrgnTarget
 
     prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
     target = DrgnTarget(prog, kind)

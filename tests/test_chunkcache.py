@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from klpinspect.chunkcache import ChunkCache
+from klpinspect.backends.chunkcache import ChunkCache
 
 MEM = bytes(range(256)) * 64  # 16 KiB of known bytes
 

@@ -18,13 +18,13 @@ import pytest
 from drgn.helpers.linux.module import find_module, for_each_module
 from elftools.elf.elffile import ELFFile
 
-from klpinspect.drgn.debuginfo import (
+from klpinspect.backends.drgn.debuginfo import (
     SHF_COMPRESSED,
     decompressed_debug_file,
     has_compressed_sections,
     read_build_id,
 )
-from klpinspect.drgn.program import (
+from klpinspect.backends.drgn.program import (
     PAGE_OFFSET,
     find_vmcoreinfo_note,
     open_core,

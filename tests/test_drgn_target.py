@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from klpinspect.drgn.program import open_program
-from klpinspect.drgn.target import DrgnTarget
+from klpinspect.backends.drgn.program import open_program
+from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError, MemoryReadError
 from klpinspect.target import Target
 

@@ -34,7 +34,7 @@ import drgn
 import pytest
 from labload import load_lab
 
-from klpinspect.drgn.qmp import QMPClient, QMPPhysicalMemory, open_qmp, qmp_read_stats
+from klpinspect.backends.drgn.qmp import QMPClient, QMPPhysicalMemory, open_qmp, qmp_read_stats
 from klpinspect.errors import TargetError
 
 pytestmark = pytest.mark.lab
@@ -202,7 +202,7 @@ def test_module_memory_equal_live_and_dump(guest: Any, guest_dump: Path,
 def test_drgn_klp_stubs_command_over_qmp(guest: Any, vmlinux_debug: Path) -> None:
     import drgn.commands
 
-    import klpinspect.drgn.commands  # noqa: F401  (registers %klp-*)
+    import klpinspect.backends.drgn.commands  # noqa: F401  (registers %klp-*)
 
     prog = open_qmp(guest.qmp_path)
     try:
@@ -387,10 +387,10 @@ def test_guest_dies_mid_audit(guest: Any, live_audit: dict[str, Any], tmp_path: 
 
 
 def test_audit_reads_are_cached_and_batched(guest: Any, vmlinux_debug: Path) -> None:
+    from klpinspect.backends.drgn.program import open_program
+    from klpinspect.backends.drgn.target import DrgnTarget
     from klpinspect.cli import make_parser
     from klpinspect.commands import run_parsed
-    from klpinspect.drgn.program import open_program
-    from klpinspect.drgn.target import DrgnTarget
 
     prog, kind = open_program(qemu=guest.qmp_path, symbols=[str(vmlinux_debug)])
     try:

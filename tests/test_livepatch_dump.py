@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from klpinspect.drgn.program import open_program
-from klpinspect.drgn.target import DrgnTarget
+from klpinspect.backends.drgn.program import open_program
+from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError
 from klpinspect.livepatch import audit_livepatch_stacks, back_chain_stack_trace, klp_backtrace
 from klpinspect.ppc64 import insn
@@ -107,15 +107,15 @@ def test_klp_bt_130(target: DrgnTarget, tocs: dict[int, str]) -> None:
     assert report.findings == [] and report.notes == []
     (rec,) = report.tasks or []
     assert rec.backtrace is not None and len(rec.backtrace) == len(plain)
-    names = [_name(e["symbol"]) for e in rec.backtrace]
+    names = [_name(e.symbol) for e in rec.backtrace]
     assert "livepatch_handler" not in names
     # The callers take the handler's places, innermost handler <-> top frame.
     h1, h2 = (i for i, n in enumerate(plain) if n == "livepatch_handler")
     assert names[h1] == "livepatch_rk_target_work" and names[h2] == "rk_target_thread"
-    assert rec.backtrace[h1]["from_frame"] == hex(FRAMES[1])
-    assert rec.backtrace[h2]["from_frame"] == hex(FRAMES[0])
-    assert rec.backtrace[h1]["original_pc"] == hex(LIVEPATCH_HANDLER + 0x30)
-    assert sum(e["corrected"] for e in rec.backtrace) == 2
+    assert rec.backtrace[h1].from_frame == FRAMES[1]
+    assert rec.backtrace[h2].from_frame == FRAMES[0]
+    assert rec.backtrace[h1].original_pc == LIVEPATCH_HANDLER + 0x30
+    assert sum(e.corrected for e in rec.backtrace) == 2
     # README: ... msleep <- rk_lib_sleep <- livepatch_rk_target_inner <- (handler x2) <-
     # kthread <- ret_from_kernel_thread, with the callers restored.
     tail = [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]][-7:]

@@ -601,13 +601,13 @@ def test_klp_backtrace() -> None:
     assert report.sections == ("backtrace",) and report.findings == [] and report.notes == []
     (rec,) = report.tasks or []
     assert len(rec.frames) == 2 and rec.backtrace is not None
-    assert [(e["symbol"], e["corrected"], e["from_frame"]) for e in rec.backtrace] == [
+    assert [(e.symbol, e.corrected, e.from_frame) for e in rec.backtrace] == [
         ("livepatch_rk_target_inner+0x44/0x80 [rk_lp]", False, None),
-        ("livepatch_rk_target_work+0x30/0x60 [rk_lp]", True, hex(rec.frames[1].address)),
-        ("rk_target_thread+0x2c/0x80 [rk_target]", True, hex(rec.frames[0].address)),
+        ("livepatch_rk_target_work+0x30/0x60 [rk_lp]", True, rec.frames[1].address),
+        ("rk_target_thread+0x2c/0x80 [rk_target]", True, rec.frames[0].address),
         ("kthread+0x118/0x120", False, None),
     ]
-    assert rec.backtrace[1]["original_pc"] == hex(H30)
+    assert rec.backtrace[1].original_pc == H30
     text = render_table(report)
     assert f"#0  livepatch_rk_target_inner+0x44/0x80 [rk_lp] ({INNER:#x})\n" in text
     assert (
@@ -639,7 +639,7 @@ def test_klp_backtrace_without_livepatch() -> None:
     report = klp_backtrace(t, 3, {})
     assert [f.code for f in report.findings] == ["LIVEPATCH_UNSUPPORTED"]
     assert report.tasks is not None and report.tasks[0].backtrace is not None
-    assert report.tasks[0].backtrace[0]["symbol"] == "kthread+0x118/0x120"
+    assert report.tasks[0].backtrace[0].symbol == "kthread+0x118/0x120"
     assert "LIVEPATCH_UNSUPPORTED" in render_table(report)
 
 

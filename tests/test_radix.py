@@ -17,8 +17,8 @@ import drgn
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from klpinspect.drgn.program import open_core
-from klpinspect.drgn.target import DrgnTarget
+from klpinspect.backends.drgn.program import open_core
+from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.radix import (
     HASH_MMU_MESSAGE,

@@ -27,6 +27,7 @@ from klpinspect.ppc64.stubs import (
     StubKind,
     decode_ool_stub,
     decode_stub,
+    decode_stub_general,
     for_each_ool_stub,
     for_each_stub,
     ool_reserved_slots,
@@ -532,3 +533,69 @@ def test_ha_lo_roundtrip_through_ftrace_stub(rel: int, ktoc: int) -> None:
     stub = decode_stub(data, 0xC008000000F90128, kernel_toc=ktoc)
     assert stub.kind is StubKind.FTRACE
     assert stub.reladdr == rel and stub.target == (ktoc + rel) & MASK64 == stub.funcdata
+
+
+# -- the fast path of decode_stub gives what the general path gives -------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fast_path_agrees_on_every_kind(case: Case) -> None:
+    """Every assembled stub kind (both byte orders, both ABIs), through both paths."""
+    data = _slot(case)
+    opts: dict[str, Any] = {"byteorder": case.byteorder, "abi": case.abi, **case.decode}
+    assert decode_stub(data, case.address, **opts) == decode_stub_general(
+        data, case.address, **opts
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ws=st.lists(st.sampled_from(_PREFIX_WORDS) | st.integers(0, 0xFFFFFFFF), min_size=8,
+                max_size=14),
+    funcdata=st.integers(0, MASK64),
+    address=st.integers(0, MASK64),
+    order=st.sampled_from(["little", "big", "pdp"]),
+    abi=st.sampled_from([1, 2]),
+    kernel_toc=st.none() | st.integers(0, MASK64),
+)
+def test_fast_path_agrees_on_random_words(
+    ws: list[int], funcdata: int, address: int, order: str, abi: int, kernel_toc: int | None
+) -> None:
+    """Random words, many of them real stub words, so both fast-path kinds and their
+    near misses are reached; also an unknown byte order (read as little-endian)."""
+    pack = "little" if order == "pdp" else order
+    data = insn.to_bytes(ws[:8], pack) + funcdata.to_bytes(8, pack)  # type: ignore[arg-type]
+    data += insn.to_bytes(ws[8:], pack)
+    opts: dict[str, Any] = {"byteorder": order, "abi": abi, "kernel_toc": kernel_toc,
+                            "kernelbase": 3}
+    assert decode_stub(data, address, **opts) == decode_stub_general(data, address, **opts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ftrace=st.booleans(),
+    rel=st.integers(-(1 << 31), 0x7FFF7FFF),
+    mutate=st.none() | st.tuples(st.integers(0, 8), st.integers(0, 0xFFFFFFFF)),
+    magic=st.sampled_from([insn.STUB_MAGIC, 0, 0x12345678]),
+    order=st.sampled_from(["little", "big"]),
+)
+def test_fast_path_agrees_near_its_two_kinds(
+    ftrace: bool, rel: int, mutate: tuple[int, int] | None, magic: int, order: str
+) -> None:
+    """The two kinds the fast path takes (ELFv2 normal, paca ftrace), whole or with one
+    word changed: fast-path hits and near misses both."""
+    if ftrace:
+        ws = [insn.ld(12, 16, 13), insn.addis(12, 12, insn.ha(rel)),
+              insn.addi(12, 12, insn.lo(rel)), insn.MTCTR_R12, insn.BCTR, 0, 0, magic]
+    else:
+        ws = [insn.addis(11, 2, insn.ha(rel)), insn.addi(11, 11, insn.lo(rel)),
+              insn.STD_R2_24_R1, insn.ld(12, 32, 11), insn.MTCTR_R12, insn.BCTR, 0, magic]
+    ws.append(0)  # funcdata, low half
+    if mutate is not None:
+        ws[mutate[0]] = mutate[1]
+    data = insn.to_bytes(ws, order) + b"\0" * 4
+    for ktoc in (None, 0xC000000000BE8000):
+        opts: dict[str, Any] = {"byteorder": order, "kernel_toc": ktoc}
+        assert decode_stub(data, 0xC008000000F90128, **opts) == decode_stub_general(
+            data, 0xC008000000F90128, **opts
+        )

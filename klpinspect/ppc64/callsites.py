@@ -3,7 +3,7 @@
 Every cross-TOC call from a module goes ``bl <stub>`` and the stub saves the
 caller's r2 at ``R2_STACK_OFFSET(r1)`` (``std r2,24(r1)``; 40 on ELFv1).
 ``apply_relocate_add()`` then has ``restore_r2()`` turn the ``nop`` after the
-``bl`` into ``ld r2,24(r1)`` (facts §6).  This module finds every I-form
+``bl`` into ``ld r2,24(r1)`` (docs/kernel-facts.md §3).  This module finds every I-form
 ``bl``/``b`` whose target is a stub slot and says what follows it:
 
 * ``toc-restore``: ``ld r2,24(r1)`` (``ld r2,40(r1)`` on ELFv1), correct;
@@ -78,7 +78,7 @@ class CallSite:
 
 def _is_mprofile_site(prev: int | None, prev2: int | None) -> bool:
     # -mprofile-kernel: "mflr r0; bl _mcount", gcc 5 puts "std r0,16(r1)"
-    # between them (facts §7.1).  r0 is volatile in the ABI, so a compiler never
+    # between them (docs/kernel-facts.md §3).  r0 is volatile in the ABI, so a compiler never
     # leaves "mflr r0" right before an ordinary call.
     return prev == MFLR_R0 or (prev == STD_R0_16_R1 and prev2 == MFLR_R0)
 

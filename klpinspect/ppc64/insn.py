@@ -3,7 +3,7 @@
 Pure integer arithmetic on 32-bit instruction words; the byte order only
 matters when words are read from or written to bytes (:func:`words`,
 :func:`to_bytes`).  Encodings follow Power ISA v3.1 and were checked against
-binutils 2.40 (facts §11).
+binutils 2.40 (tests assemble tests/asm/*.s with it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = (
     "MTCTR_R12",
     "MTLR_R0",
     "NOP",
+    "R2_STACK_OFFSET",
     "STACK_END_MAGIC",
     "STD_R0_16_R1",
     "STD_R2_24_R1",
@@ -54,10 +55,16 @@ __all__ = (
 )
 
 NOP = 0x60000000  # ori r0,r0,0
-LD_R2_24_R1 = 0xE8410018  # ld r2,24(r1): ELFv2 TOC restore after a call through a stub
-LD_R2_40_R1 = 0xE8410028  # ld r2,40(r1): ELFv1
-STD_R2_24_R1 = 0xF8410018  # std r2,24(r1): the stub's TOC save (ELFv2)
-STD_R2_40_R1 = 0xF8410028  # std r2,40(r1): ELFv1
+# R2_STACK_OFFSET (arch/powerpc/kernel/module_64.c): the ABI's TOC save slot,
+# where a stub stores the caller's r2 and restore_r2() reloads it: 24(r1) on
+# ELFv2, 40(r1) on ELFv1.  The one place this offset is written down.
+R2_STACK_OFFSET = {2: 24, 1: 40}
+_LD, _STD = 58 << 26, 62 << 26  # DS-form primary opcodes
+_R2_R1 = (2 << 21) | (1 << 16)  # RT/RS = r2, RA = r1
+LD_R2_24_R1 = _LD | _R2_R1 | R2_STACK_OFFSET[2]  # ld r2,24(r1): ELFv2 TOC restore (0xe8410018)
+LD_R2_40_R1 = _LD | _R2_R1 | R2_STACK_OFFSET[1]  # ld r2,40(r1): ELFv1 (0xe8410028)
+STD_R2_24_R1 = _STD | _R2_R1 | R2_STACK_OFFSET[2]  # std r2,24(r1): the stub's TOC save
+STD_R2_40_R1 = _STD | _R2_R1 | R2_STACK_OFFSET[1]  # std r2,40(r1): ELFv1
 STD_R0_16_R1 = 0xF8010010  # std r0,16(r1): gcc 5's -mprofile-kernel prologue
 MTCTR_R12 = 0x7D8903A6
 BCTR = 0x4E800420
@@ -65,7 +72,8 @@ BCTRL = 0x4E800421
 MFLR_R0 = 0x7C0802A6
 MTLR_R0 = 0x7C0803A6
 
-# struct ppc64_stub_entry.magic, 4.6+ (commit f17c4e01e906): "stub" read as a u32.
+# struct ppc64_stub_entry.magic since f17c4e01e906 ("powerpc/module: Mark module
+# stubs with a magic value", v4.6): "stub" read as a u32.
 STUB_MAGIC = 0x73747562
 # include/uapi/linux/magic.h; the livepatch stack end marker.
 STACK_END_MAGIC = 0x57AC6E9D
@@ -189,7 +197,7 @@ def bl(offset: int) -> int:
 
 
 def toc_save(abi: int = 2) -> int:
-    """``std r2,R2_STACK_OFFSET(r1)`` for the ABI (24 on ELFv2, 40 on ELFv1)."""
+    """``std r2,R2_STACK_OFFSET(r1)`` for the ABI (:data:`R2_STACK_OFFSET`)."""
     return STD_R2_24_R1 if abi == 2 else STD_R2_40_R1
 
 

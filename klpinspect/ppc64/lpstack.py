@@ -4,7 +4,8 @@ When ftrace redirects a call from A to a patched function C in another
 module, ``livepatch_handler`` (``arch/powerpc/kernel/trace/ftrace_mprofile.S``
 on 6.1, ``ftrace_entry.S`` on 6.12+) saves A's r2 and the real return address
 into A on a small per-task *livepatch stack* and calls C with ``bctrl``, so C
-returns into the handler (commit 85baa095497f, v4.6).  The stack starts just
+returns into the handler (85baa095497f "powerpc/livepatch: Add live patching
+support on ppc64le", v4.6).  The stack starts just
 above the ``STACK_END_MAGIC`` word at the bottom of the kernel stack and grows
 up to ``thread_info.livepatch_sp``; each frame is 24 bytes::
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 
 from klpinspect.ppc64 import insn
@@ -42,6 +44,7 @@ __all__ = (
     "LPSTACK_NO_START_MARKER",
     "LPSTACK_OK",
     "LPSTACK_OUT_OF_BOUNDS",
+    "LpstackStatus",
     "KLP_RETURN_HELPER_FRAME_SIZE",
     "CorrectedFrame",
     "KlpReturnHelperFrame",
@@ -59,14 +62,25 @@ __all__ = (
 )
 
 LIVEPATCH_FRAME_SIZE = 24
-# Return address after the handler's bctrl (facts §8.5): +0x30 for the r11
+# Return address after the handler's bctrl (docs/kernel-facts.md §4): +0x30 for the r11
 # handler (5.x .. 7.x), +0x38 for the 4.6 .. ~4.12 one that juggles r1.
 LIVEPATCH_HANDLER_RETURN_OFFSETS = (0x30, 0x38)
 
-LPSTACK_OK = "ok"
-LPSTACK_OUT_OF_BOUNDS = "out-of-bounds"
-LPSTACK_MISALIGNED = "misaligned"
-LPSTACK_NO_START_MARKER = "no-start-marker"
+
+
+class LpstackStatus(StrEnum):
+    """How a livepatch stack could be walked (:attr:`LivepatchStack.status`)."""
+
+    OK = "ok"
+    OUT_OF_BOUNDS = "out-of-bounds"
+    MISALIGNED = "misaligned"
+    NO_START_MARKER = "no-start-marker"
+
+
+LPSTACK_OK = LpstackStatus.OK
+LPSTACK_OUT_OF_BOUNDS = LpstackStatus.OUT_OF_BOUNDS
+LPSTACK_MISALIGNED = LpstackStatus.MISALIGNED
+LPSTACK_NO_START_MARKER = LpstackStatus.NO_START_MARKER
 
 KLP_RETURN_HELPER_FRAME_SIZE = 32
 
@@ -121,7 +135,7 @@ class LivepatchStack:
 
     start: int
     livepatch_sp: int
-    status: str
+    status: LpstackStatus
     frames: tuple[LivepatchFrame, ...]
     start_marker: int | None
     limit: int
@@ -335,7 +349,7 @@ def unwind_back_chain(
     return out
 
 
-# -- the 2016 klp_return_helper design (never merged; facts §9) -------------------
+# -- the 2016 klp_return_helper design (never merged; docs/kernel-facts.md §5) ------
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from klpinspect.errors import MemoryReadError, TargetError
 __all__ = (
     "HASH_MMU_MESSAGE",
     "LINEAR_MAP_BASE",
+    "PAGE_OFFSET",
     "MMU_FTR_HPTE_TABLE",
     "MMU_FTR_TYPE_RADIX",
     "RADIX_4K",
@@ -48,7 +49,10 @@ __all__ = (
 )
 
 # PAGE_OFFSET of ppc64 Book3S: the linear map of physical memory.
-LINEAR_MAP_BASE = 0xC000000000000000
+# The ppc64 linear map: physical address p is at PAGE_OFFSET + p (the kernel's
+# PAGE_OFFSET, arch/powerpc/include/asm/page.h, for 64-bit Book3S).
+PAGE_OFFSET = 0xC000000000000000
+LINEAR_MAP_BASE = PAGE_OFFSET
 # The linear map ends where vmalloc space starts (0xc008… with 64K pages on
 # radix, commit 0034d395f89d "powerpc/mm/hash64: Map all the kernel regions in
 # the same 0xc range"); anything below it is a linear-map address.

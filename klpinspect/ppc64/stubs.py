@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from .insn import (
@@ -40,10 +41,13 @@ from .insn import (
 
 __all__ = (
     "OOL_STUB_SIZE",
+    "ool_slots",
+    "sentinel_slot",
     "Stub",
     "StubKind",
     "decode_ool_stub",
     "decode_stub",
+    "decode_stub_general",
     "for_each_ool_stub",
     "for_each_stub",
     "ool_reserved_slots",
@@ -61,9 +65,11 @@ class StubKind(StrEnum):
     PCREL_FTRACE = "pcrel-ftrace"  # ld r12,kernelbase(r13); paddi
     OOL_FTRACE = "ool-ftrace"  # struct ftrace_ool_stub (6.13+)
     # 4.6 .. ~5.7 -mprofile-kernel: the _mcount stub is a normal stub whose
-    # std r2 was replaced by a nop (squash_toc_save_inst()); N2020 removed it.
+    # std r2 was replaced by a nop (squash_toc_save_inst()); gone by 5.10, when
+    # _mcount calls use the paca stub (docs/kernel-facts.md §1).
     LEGACY_MCOUNT = "legacy-mcount"
-    # ELFv1 stub of old trees whose word 4 is 0xe84b0026 (lwa r2,36(r11)), torvalds@008d7a914efe.
+    # ELFv1 stub of old trees whose word 4 is 0xe84b0026 (lwa r2,36(r11)), seen in
+    # torvalds/linux at 008d7a914efe (pre-4.5; docs/kernel-facts.md §1).
     LEGACY_ELFV1_LWA = "legacy-elfv1-lwa"
     # pre-3.16 ELFv1 stub with r12/r11 swapped (addis r12,r2; ld r11,32(r12); ld r2,40(r12)).
     LEGACY_R12 = "legacy-r12"
@@ -101,7 +107,7 @@ _PACA_KINDS = frozenset(
 )
 
 _LD_R2_40_R11 = 0xE84B0028  # ELFv1 stub: the callee's TOC from funcdata
-_LWA_R2_36_R11 = 0xE84B0026  # the same, mis-encoded in old trees (facts TV10)
+_LWA_R2_36_R11 = 0xE84B0026  # the same, mis-encoded in old trees (kernel-facts.md §1)
 
 _K_NORMAL = StubKind.NORMAL  # enum attribute look-ups are slow on the hot path
 _K_FTRACE = StubKind.FTRACE
@@ -303,7 +309,7 @@ def decode_stub(
     else:
         # Fast path for the two kinds every module has (ELFv2 normal, paca ftrace): one
         # unpack, plain attribute stores, one class switch (see _StubBuilder).
-        if w2 == 0xF8410018:  # std r2,24(r1)
+        if w2 == STD_R2_24_R1:
             if (
                 w3 == 0xE98B0020  # ld r12,32(r11)
                 and w0 >> 16 == 0x3D62  # addis r11,r2,HA
@@ -347,6 +353,27 @@ def decode_stub(
             b.magic_ok = w7 == 0x73747562
             b.__class__ = Stub
             return b  # type: ignore[no-any-return]
+    return decode_stub_general(
+        data, address, kernel_toc=kernel_toc, byteorder=byteorder, abi=abi,
+        kernelbase=kernelbase,
+    )
+
+
+def decode_stub_general(
+    data: bytes,
+    address: int,
+    *,
+    kernel_toc: int | None = None,
+    byteorder: str = "little",
+    abi: int = 2,
+    kernelbase: int | None = None,
+) -> Stub:
+    """:func:`decode_stub` without its fast path: every layout, one matcher at a time.
+
+    The fast path must give exactly what this gives (a test holds them to it).
+    """
+    if byteorder not in _W8:
+        byteorder = "little"
     w = _slot_words(data, byteorder)
     n = len(w)
     magic_ok = (w[7] == STUB_MAGIC) if n >= 8 else None
@@ -450,6 +477,45 @@ def ool_reserved_slots(ool_stub_count: int, slot_size: int = 40) -> int:
     return (total + slot_size - 1) // slot_size
 
 
+def ool_slots(address: int, ool: tuple[int, int] | None, slot_size: int) -> range:
+    """Slot numbers the out-of-line ftrace area occupies in ``.stubs`` (6.13+).
+
+    :param address: address of ``.stubs``
+    :param ool: ``(mod->arch.ool_stubs, mod->arch.ool_stub_count)``, or ``None``
+    :returns: an empty range without one
+    """
+    if ool is None or not ool[0] or ool[1] <= 0:
+        return range(0)
+    first = (ool[0] - address) // slot_size
+    return range(first, first + ool_reserved_slots(ool[1], slot_size))
+
+
+def sentinel_slot(section: bytes, slot_size: int, skip: range = range(0)) -> int | None:
+    """The first whole slot whose ``funcdata`` (the doubleword at +32) is zero.
+
+    Kernels before 6.18 end the used stubs with such a slot (``get_stubs_size()``
+    adds one; 6.18's b137312fbf2d "powerpc64/modules: replace stub allocation
+    sentinel with an explicit counter" replaced it with ``mod->arch.stub_count``).
+    The OOL ftrace area's slots (``skip``) hold other data, whose "funcdata" may
+    be 0: they never end the list.
+    """
+    n = len(section) // slot_size
+    if n == 0:
+        return None
+    # every slot's funcdata in one C-level pass (the walk is per slot, millions of them)
+    funcdata = _funcdata_struct(slot_size).iter_unpack(section[: n * slot_size])
+    for i, (word,) in enumerate(funcdata):
+        if not word and i not in skip:
+            return i
+    return None
+
+
+@lru_cache(maxsize=8)
+def _funcdata_struct(slot_size: int) -> struct.Struct:
+    """One slot read as just its ``funcdata`` (byte order does not matter for == 0)."""
+    return struct.Struct(f"<32xQ{slot_size - 40}x")
+
+
 def for_each_stub(
     section: bytes,
     address: int,
@@ -465,9 +531,10 @@ def for_each_stub(
     """Walk the used slots of a ``.stubs`` section the way ``stub_for_addr()`` fills them.
 
     Up to 7.1 the kernel walks slots while ``funcdata`` is non-zero and fills the
-    first zero one, so the used slots end at the first zero ``funcdata``.  7.2+
-    (JL2025, "replace stub allocation sentinel with an explicit counter") keeps
-    ``mod->arch.stub_count`` instead: pass it as ``count`` to walk exactly that many.
+    first zero one, so the used slots end at the first zero ``funcdata``.  Since
+    b137312fbf2d ("powerpc64/modules: replace stub allocation sentinel with an
+    explicit counter", v6.18) the kernel keeps ``mod->arch.stub_count`` instead:
+    pass it as ``count`` to walk exactly that many.
 
     :param section: the bytes of ``.stubs`` (read in one go)
     :param address: address of ``.stubs``
@@ -477,18 +544,17 @@ def for_each_stub(
     """
     size = stub_size(abi, func_desc_size)
     nslots = len(section) // size
+    skip = ool_slots(address, ool, size)
     if count is not None:
         nslots = min(nslots, max(count, 0))
-    skip_lo = skip_hi = -1
-    if ool is not None and ool[0] and ool[1] > 0:
-        first = (ool[0] - address) // size
-        skip_lo, skip_hi = first, first + ool_reserved_slots(ool[1], size)
-    sentinel = count is None
+    else:
+        end = sentinel_slot(section, size, skip)
+        nslots = nslots if end is None else end
     for i in range(nslots):
-        if skip_lo <= i < skip_hi:
+        if i in skip:
             continue
         off = i * size
-        stub = decode_stub(
+        yield decode_stub(
             section[off : off + size],
             address + off,
             kernel_toc=kernel_toc,
@@ -496,10 +562,6 @@ def for_each_stub(
             abi=abi,
             kernelbase=kernelbase,
         )
-        # funcdata (decoded anyway) is the first doubleword at +32: zero ends the list
-        if sentinel and stub.funcdata == 0:
-            break
-        yield stub
 
 
 def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> Stub:
@@ -512,7 +574,8 @@ def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> 
     if byteorder not in _W8:
         byteorder = "little"
     op = _u64(data, 0, byteorder)
-    w = _slot_words(data[8:24], byteorder)
+    insns = data[8:OOL_STUB_SIZE]  # after the ftrace_op pointer
+    w = _slot_words(insns, byteorder)
     if (
         len(w) == 4
         and w[0] == MFLR_R0
@@ -523,14 +586,14 @@ def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> 
         return _make(
             address,
             StubKind.OOL_FTRACE,
-            data[8:24],
+            insns,
             byteorder,
             target=branch_target(w[1], address + 12),
             funcdata=op,
             site=(branch_target(w[3], address + 20) - 4) & _MASK64,
         )
-    kind = StubKind.EMPTY if not any(data[:24]) else StubKind.UNKNOWN
-    return _make(address, kind, data[8:24], byteorder, funcdata=op)
+    kind = StubKind.EMPTY if not any(data[:OOL_STUB_SIZE]) else StubKind.UNKNOWN
+    return _make(address, kind, insns, byteorder, funcdata=op)
 
 
 def for_each_ool_stub(

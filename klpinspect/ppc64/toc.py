@@ -4,7 +4,7 @@
 with and the base its normal stubs are built against:
 
 * <= 4.9: ``sechdrs[toc_section].sh_addr + 0x8000``;
-* 5.x+ (torvalds@77346a704c91 era and D5.10 on): ``(sh_addr & ~0xff) + 0x8000``
+* 5.x+ (5.10 on; docs/kernel-facts.md §2): ``(sh_addr & ~0xff) + 0x8000``
   (the round-down covers r2 set up without a ``.toc``).
 
 Without ``.toc`` the kernel uses ``.stubs`` as the TOC section.  Rather than
@@ -18,19 +18,40 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .stubs import Stub, StubKind
 
 __all__ = (
+    "KernelTocSource",
     "ModuleToc",
     "TOC_BIAS",
     "check_stub_tocs",
     "implied_tocs",
     "module_toc",
     "resolve_module_toc",
+    "TocSource",
 )
 
 TOC_BIAS = 0x8000
+
+
+class TocSource(StrEnum):
+    """Where a module's TOC came from (``modules[].toc_source`` in the JSON)."""
+
+    TOC = ".toc"  # the .toc section, with my_r2()'s rule
+    STUBS_SECTION = ".stubs"  # no .toc: the kernel uses .stubs then
+    ARCH_TOC = "arch.toc"  # <= 4.x mod->arch.toc
+    STUBS = "stubs"  # only the stubs' implied value
+    NONE = "none"  # PCREL modules have no TOC
+
+
+class KernelTocSource(StrEnum):
+    """Where the kernel TOC came from (``kernel.toc_source`` in the JSON)."""
+
+    PACA = "paca"  # paca_ptrs[0]->kernel_toc, what ftrace stubs load
+    TOC_SYMBOL = ".TOC."  # the link-time vmlinux symbol
+    NONE = "none"  # PCREL kernels have no TOC
 _PCREL_KINDS = frozenset({StubKind.PCREL, StubKind.PCREL_FTRACE})
 
 
@@ -60,7 +81,7 @@ class ModuleToc:
     """
 
     toc: int | None
-    source: str
+    source: TocSource
     rule: str | None = None
 
 
@@ -79,20 +100,22 @@ def resolve_module_toc(
     :param arch_toc: ``mod->arch.toc`` on kernels that have it (<= 4.x)
     """
     if arch_toc:
-        return ModuleToc(arch_toc, "arch.toc")
+        return ModuleToc(arch_toc, TocSource.ARCH_TOC)
     stubs = list(stubs)
     if toc_section is None and any(s.kind in _PCREL_KINDS for s in stubs):
         if not any(s.kind.r2_relative for s in stubs):
             # CONFIG_PPC_KERNEL_PCREL: my_r2() is -1, the module has no TOC at all.
-            return ModuleToc(None, "none")
+            return ModuleToc(None, TocSource.NONE)
     section, source = (
-        (toc_section, ".toc") if toc_section is not None else (stubs_section, ".stubs")
+        (toc_section, TocSource.TOC)
+        if toc_section is not None
+        else (stubs_section, TocSource.STUBS_SECTION)
     )
     seen = implied_tocs(stubs)
     if section is None:
         if seen:
-            return ModuleToc(seen.most_common(1)[0][0], "stubs")
-        return ModuleToc(None, "none")
+            return ModuleToc(seen.most_common(1)[0][0], TocSource.STUBS)
+        return ModuleToc(None, TocSource.NONE)
     rounded = module_toc(section, rounded=True)
     plain = module_toc(section, rounded=False)
     if rounded != plain and plain in seen and rounded not in seen:

@@ -60,7 +60,7 @@ if str(REPO) not in sys.path:
 
 from qemucore import CoreFixup, QemuCoreError, fixup_qemu_core  # noqa: E402
 
-from klpinspect.drgn.qmp import QMPClient  # noqa: E402
+from klpinspect.backends.drgn.qmp import QMPClient  # noqa: E402
 from klpinspect.errors import TargetError  # noqa: E402
 
 __all__ = (

@@ -35,9 +35,10 @@ from typing import Any
 
 import drgn
 
-from klpinspect.chunkcache import ChunkCache
-from klpinspect.drgn.program import find_vmcoreinfo_note, read_vmcoreinfo_file
+from klpinspect.backends.chunkcache import ChunkCache
+from klpinspect.backends.vmcoreinfo import find_vmcoreinfo_note, read_vmcoreinfo_file
 from klpinspect.errors import TargetError
+from klpinspect.ppc64.radix import PAGE_OFFSET
 
 __all__ = (
     "PAGE_OFFSET",
@@ -48,9 +49,6 @@ __all__ = (
     "open_qmp",
     "qmp_read_stats",
 )
-
-#: ppc64 ``PAGE_OFFSET``: the kernel's linear map of all RAM (arch/powerpc/include/asm/page.h).
-PAGE_OFFSET = 0xC000000000000000
 
 # Key under which open_qmp() leaves its QMPPhysicalMemory in ``prog.cache``.
 _CACHE_KEY = "klpinspect.qmp"

@@ -16,8 +16,9 @@ import drgn
 from drgn.commands import argument
 from drgn.commands.linux import linux_kernel_command
 
-from ..commands import COMMANDS, command_arguments, run_parsed
-from ..errors import KlpError
+from klpinspect.commands import COMMANDS, command_arguments, run_parsed
+from klpinspect.errors import KlpError
+
 from .program import translating_program
 from .target import DrgnTarget
 

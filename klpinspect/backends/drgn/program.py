@@ -20,7 +20,7 @@ walker, plus a virtual segment for the linear map at ``PAGE_OFFSET``:
 Debug info: ``-s`` files (vmlinux, ``vmlinux.debug``, ``.ko`` files or
 directories of them) are checked against the kernel's build ID and
 compressed ``.ko`` files are decompressed into a cache first
-(:mod:`klpinspect.drgn.debuginfo`).  Without ``-s``, drgn's default search
+(:mod:`klpinspect.backends.drgn.debuginfo`).  Without ``-s``, drgn's default search
 is used.  Kernel debug info is required; module debug info is not.
 """
 
@@ -33,14 +33,23 @@ import re
 import stat
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import drgn
 
-from klpinspect.drgn.debuginfo import prepare_debug_files
+from klpinspect.backends.drgn.debuginfo import prepare_debug_files
+from klpinspect.backends.elfcore import MSR_LE
+from klpinspect.backends.elfcore import ElfCore as _ElfCore
+from klpinspect.backends.elfcore import ElfLoad as _Load
+from klpinspect.backends.elfcore import read_elf_core as _read_elf_core
+from klpinspect.backends.vmcoreinfo import (
+    find_vmcoreinfo_note,
+    read_vmcoreinfo_file,
+    vmcoreinfo_build_id,
+    vmcoreinfo_value,
+)
 from klpinspect.errors import TargetError
+from klpinspect.ppc64.radix import PAGE_OFFSET
 
 __all__ = (
     "PAGE_OFFSET",
@@ -53,134 +62,6 @@ __all__ = (
     "vmcoreinfo_build_id",
 )
 
-# The ppc64 linear map: physical address p is at PAGE_OFFSET + p.
-PAGE_OFFSET = 0xC000000000000000
-
-EM_PPC64 = 21
-ET_CORE = 4
-PT_LOAD = 1
-PT_NOTE = 4
-NT_PRSTATUS = 1
-MSR_LE = 1
-# offsetof(struct elf_prstatus, pr_reg) + 33 * 8 (gpr[32], nip, msr) on ppc64
-_PRSTATUS_MSR = 112 + 33 * 8
-
-_MACHINES = {
-    2: "SPARC",
-    3: "i386",
-    8: "MIPS",
-    20: "ppc (32-bit)",
-    22: "s390",
-    40: "ARM",
-    43: "SPARC64",
-    62: "x86_64",
-    183: "aarch64",
-    243: "RISC-V",
-    258: "LoongArch",
-}
-
-
-def _machine_name(e_machine: int) -> str:
-    return _MACHINES.get(e_machine, f"e_machine {e_machine}")
-
-
-# --- VMCOREINFO ------------------------------------------------------------
-
-
-def read_vmcoreinfo_file(path: str | os.PathLike[str]) -> bytes:
-    """The VMCOREINFO text of a ``--vmcoreinfo`` file.
-
-    The file holds the text of the kernel's VMCOREINFO note (``OSRELEASE=...``
-    lines), as in the note's descriptor.
-
-    :raises TargetError: if the file is missing or holds something else
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TargetError(f"{path}: no such file") from None
-    except OSError as e:
-        raise TargetError(f"{path}: {e.strerror}") from None
-    data = data.rstrip(b"\0")
-    if b"OSRELEASE=" not in data:
-        if re.fullmatch(rb"\s*[0-9a-fA-F]+\s+[0-9a-fA-F]+\s*", data):
-            raise TargetError(
-                f"{path}: this is /sys/kernel/vmcoreinfo (address and size of the note); "
-                "give the note's text instead"
-            )
-        raise TargetError(f"{path}: not VMCOREINFO text (no OSRELEASE= line)")
-    return data
-
-
-def vmcoreinfo_build_id(vmcoreinfo: bytes | str) -> str | None:
-    """``BUILD-ID=`` of a VMCOREINFO text, lower-case hex."""
-    text = vmcoreinfo.decode("ascii", "replace") if isinstance(vmcoreinfo, bytes) else vmcoreinfo
-    m = re.search(r"^BUILD-ID=([0-9A-Fa-f]+)\s*$", text, re.M)
-    return m.group(1).lower() if m else None
-
-
-_NOTE_NEEDLE = b"VMCOREINFO\0\0OSRELEASE="
-
-
-def find_vmcoreinfo_note(memory: bytes | mmap.mmap, start: int = 0) -> tuple[bytes, str] | None:
-    """Find the kernel's VMCOREINFO ELF note in raw memory.
-
-    The kernel keeps it (``vmcoreinfo_note``, exported to kdump through
-    ``/sys/kernel/vmcoreinfo``) as an ELF note: ``namesz`` 11, ``descsz``,
-    type 0, ``"VMCOREINFO\\0"`` padded to 12, then ``OSRELEASE=...``.  The note
-    header's byte order is the guest's.
-
-    :returns: ``(descriptor text, "little" or "big")`` or ``None``
-    """
-    pos = start
-    while True:
-        i = memory.find(_NOTE_NEEDLE, pos)
-        if i < 0:
-            return None
-        pos = i + 1
-        if i < 12:
-            continue
-        hdr = bytes(memory[i - 12 : i])
-        for order, fmt in (("little", "<III"), ("big", ">III")):
-            namesz, descsz, ntype = struct.unpack(fmt, hdr)
-            if namesz == 11 and ntype == 0 and 0 < descsz <= 1 << 20:
-                desc = bytes(memory[i + 12 : i + 12 + descsz]).split(b"\0", 1)[0]
-                if b"\nPAGESIZE=" in desc or b"\nSYMBOL(" in desc:
-                    return desc, order
-    return None
-
-
-# --- ELF cores ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Load:
-    offset: int
-    paddr: int
-    filesz: int
-    memsz: int
-
-
-@dataclass(frozen=True)
-class _ElfCore:
-    byteorder: str
-    loads: tuple[_Load, ...]
-    vmcoreinfo: bytes | None
-    all_vaddr_zero: bool
-    msr: int | None
-    size: int = 0  # bytes in the file
-    needed: int = 0  # bytes its program headers describe
-
-    @property
-    def truncated(self) -> str | None:
-        if self.size >= self.needed:
-            return None
-        return (
-            f"core file truncated: {self.size:,} of the {self.needed:,} bytes its program "
-            "headers describe; memory past the cut is unreadable"
-        )
-
-
 # Things to tell the user about a program open_core() made (a truncated file);
 # drgn.Program takes neither attributes nor weak references, so keyed by id().
 _CORE_NOTES: dict[int, tuple[drgn.Program, list[str]]] = {}
@@ -190,69 +71,6 @@ def core_notes(prog: drgn.Program) -> list[str]:
     """What :func:`open_core` noticed about the file behind ``prog`` (e.g. truncation)."""
     entry = _CORE_NOTES.get(id(prog))
     return list(entry[1]) if entry is not None and entry[0] is prog else []
-
-
-def _parse_notes(data: bytes, end: str) -> tuple[bytes | None, int | None]:
-    vmcoreinfo, msr = None, None
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from(end + "III", data, pos)
-        name = data[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
-        desc_off = pos + 12 + ((namesz + 3) & ~3)
-        desc = data[desc_off : desc_off + descsz]
-        if name == b"VMCOREINFO" and vmcoreinfo is None:
-            vmcoreinfo = desc.rstrip(b"\0")
-        elif name == b"CORE" and ntype == NT_PRSTATUS and msr is None:
-            if len(desc) >= _PRSTATUS_MSR + 8:
-                (msr,) = struct.unpack_from(end + "Q", desc, _PRSTATUS_MSR)
-        nxt = desc_off + ((descsz + 3) & ~3)
-        if nxt <= pos:
-            break
-        pos = nxt
-    return vmcoreinfo, msr
-
-
-def _read_elf_core(path: Path, f: BinaryIO, head: bytes) -> _ElfCore:
-    """Parse an ELF core's header, program headers and notes (never sections)."""
-    if head[4] != 2:
-        raise TargetError(f"{path}: 32-bit ELF file; klpinspect reads ppc64 kernel dumps")
-    end = "<" if head[5] == 1 else ">"
-    (e_type, e_machine) = struct.unpack_from(end + "HH", head, 16)
-    if e_type != ET_CORE:
-        raise TargetError(f"{path}: ELF file but not a core dump (e_type {e_type})")
-    if e_machine != EM_PPC64:
-        raise TargetError(
-            f"{path}: {_machine_name(e_machine)} core dump, not ppc64; "
-            "klpinspect reads ppc64 kernels only"
-        )
-    (e_phoff,) = struct.unpack_from(end + "Q", head, 32)
-    e_phentsize, e_phnum = struct.unpack_from(end + "HH", head, 54)
-    f.seek(e_phoff)
-    phdrs = f.read(e_phentsize * e_phnum)
-    if e_phnum == 0 or len(phdrs) < e_phentsize * e_phnum or e_phentsize < 56:
-        raise TargetError(f"{path}: truncated or malformed ELF core (program headers)")
-    loads = []
-    vmcoreinfo, msr = None, None
-    all_vaddr_zero = True
-    for i in range(e_phnum):
-        p_type, _, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz = struct.unpack_from(
-            end + "IIQQQQQ", phdrs, i * e_phentsize
-        )
-        if p_type == PT_LOAD:
-            loads.append(_Load(p_offset, p_paddr, p_filesz, p_memsz))
-            all_vaddr_zero &= p_vaddr == 0
-        elif p_type == PT_NOTE and p_filesz < 1 << 24:
-            f.seek(p_offset)
-            v, m = _parse_notes(f.read(p_filesz), end)
-            vmcoreinfo = vmcoreinfo or v
-            msr = m if msr is None else msr
-    if not loads:
-        raise TargetError(f"{path}: ELF core without memory (no PT_LOAD)")
-    return _ElfCore(
-        "little" if end == "<" else "big", tuple(loads), vmcoreinfo, all_vaddr_zero, msr,
-        size=os.fstat(f.fileno()).st_size,
-        needed=max(ld.offset + ld.filesz for ld in loads),
-    )
 
 
 def _ppc64_platform(byteorder: str) -> drgn.Platform:
@@ -537,8 +355,7 @@ def vmcoreinfo_release(prog: drgn.Program) -> str | None:
     info = _kernel_vmcoreinfo(prog)
     if info is None:
         return None
-    m = re.search(rb"^OSRELEASE=(.*)$", info, re.M)
-    return m.group(1).decode("utf-8", "replace").strip() if m else None
+    return vmcoreinfo_value(info, "OSRELEASE")
 
 
 def _kernel_debug_status(prog: drgn.Program) -> bool:
@@ -623,7 +440,7 @@ def open_program(
     elif live:
         prog, kind = _open_live(), "live"
     else:
-        from klpinspect.drgn.qmp import open_qmp
+        from klpinspect.backends.drgn.qmp import open_qmp
 
         assert qemu is not None
         prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"

@@ -1,0 +1,204 @@
+"""Kernel virtual memory of a gdb inferior: core-file dispatch, radix translation, cache.
+
+A vmcore opened with ``core-file`` exposes only the linear map; module
+memory (vmalloc space) is translated with the kernel's radix page tables
+(:mod:`klpinspect.ppc64.radix`); QEMU's own dump (PT_LOAD at physical 0) is
+read at ``vaddr - PAGE_OFFSET``.  Over a gdbstub QEMU translates.  Every
+read goes through a page-chunk cache and is counted.
+
+Nothing here imports gdb: :class:`GdbMemory` is given the inferior's raw
+read, whether it is a core file, and gdb's ``info target`` text as
+callables, so it is tested with plain functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from klpinspect.backends.chunkcache import ChunkCache
+from klpinspect.backends.vmcoreinfo import vmcoreinfo_value
+from klpinspect.errors import MemoryReadError, TargetError
+from klpinspect.ppc64.radix import (
+    PAGE_OFFSET,
+    RadixPageTables,
+    check_radix,
+    is_linear_map,
+    radix_geometry,
+)
+
+__all__ = (
+    "CHUNK_SIZE",
+    "MAX_READ",
+    "GdbMemory",
+    "RadixSetup",
+    "core_file_path",
+    "core_file_ranges",
+    "vmcoreinfo_page_size",
+)
+
+# Cache granularity: small enough for a gdbstub round trip, large enough
+# that a struct module or a .stubs section is one read.
+CHUNK_SIZE = 4096
+# Refuse absurd sizes read from a damaged dump.
+MAX_READ = 64 << 20
+
+
+def core_file_ranges(info_target: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of the core file's sections in gdb's ``info target`` text."""
+    ranges = []
+    in_core = False
+    for line in info_target.splitlines():
+        if line.startswith("Local core dump file"):
+            in_core = True
+        elif line and not line[0].isspace():
+            in_core = False
+        elif in_core and " is " in line and line.strip().startswith("0x"):
+            start, _sep, rest = line.strip().partition(" - ")
+            ranges.append((int(start, 16), int(rest.split()[0], 16)))
+    return ranges
+
+
+def core_file_path(info_target: str) -> str | None:
+    """The core file gdb opened, from its ``info target`` text."""
+    lines = info_target.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("Local core dump file"):
+            text = lines[i + 1].strip()
+            if text.startswith("`") and "'" in text:
+                return text[1 : text.rindex("'")]
+    return None
+
+
+def vmcoreinfo_page_size(vmcoreinfo: bytes | str | None) -> int | None:
+    """``PAGESIZE`` of a VMCOREINFO text, if it is one the radix walker knows (4K, 64K)."""
+    if not vmcoreinfo:
+        return None
+    value = vmcoreinfo_value(vmcoreinfo, "PAGESIZE")
+    if value is None or not value.isdigit() or int(value) not in (4096, 65536):
+        return None
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RadixSetup:
+    """What the page-table walker needs from the kernel.
+
+    :param mmu_features: ``cur_cpu_spec->mmu_features``
+    :param pgd: ``init_mm.pgd`` (a linear-map address)
+    :param page_size: the base page size (``1 << mmu_psize_defs[mmu_virtual_psize].shift``)
+    """
+
+    mmu_features: int
+    pgd: int
+    page_size: int
+
+
+class GdbMemory:
+    """Reads of kernel virtual memory, never writes.
+
+    :param raw_read: the inferior's ``read_memory`` (raises :class:`MemoryReadError`)
+    :param is_core: whether the inferior is a core file (else live: gdbstub)
+    :param info_target: gdb's ``info target`` text
+    :param radix_setup: reads what the page-table walker needs (through this
+        object's :meth:`read`; linear-map reads only)
+    """
+
+    def __init__(
+        self,
+        raw_read: Callable[[int, int], bytes],
+        is_core: Callable[[], bool],
+        info_target: Callable[[], str],
+        radix_setup: Callable[[], RadixSetup],
+    ) -> None:
+        self._gdb_read = raw_read
+        self._is_core = is_core
+        self._info_target = info_target
+        self._radix_setup = radix_setup
+        self._radix: RadixPageTables | None = None
+        self._radix_error: TargetError | None = None
+        self._physical_core: bool | None = None
+        self._cache = ChunkCache(self._raw_read, CHUNK_SIZE)
+        #: raw reads (module memory on a core: translated reads)
+        self.reads = 0
+        #: bytes those reads asked for
+        self.bytes_read = 0
+        #: physical (linear-map) reads made by the page-table walker
+        self.phys_reads = 0
+
+    def clear(self) -> None:
+        """Forget cached memory and page tables (the target ran)."""
+        self._cache.clear()
+        self._radix = None
+
+    def read(self, address: int, size: int) -> bytes:
+        """Read kernel virtual memory.
+
+        :raises MemoryReadError: if any byte is unreadable
+        """
+        if size > MAX_READ or address < 0 or address + size > 1 << 64:
+            raise MemoryReadError(address, size, "implausible read")  # a damaged length
+        return self._cache.read(address, size)
+
+    def core_maps_physical(self) -> bool:
+        """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).
+
+        QEMU's ``dump-guest-memory`` (``paging`` false) writes them so; the
+        kernel's ``/proc/vmcore`` and the lab's fix-up put the linear map
+        there.  gdb would read kernel addresses from the vmlinux file instead
+        (zeros for .data/.bss of a debug file), so linear-map reads go to
+        ``vaddr - PAGE_OFFSET`` themselves.
+        """
+        if self._physical_core is None:
+            ranges = core_file_ranges(self._info_target())
+            self._physical_core = bool(ranges) and all(end <= PAGE_OFFSET for _s, end in ranges)
+        return self._physical_core
+
+    def _raw_read(self, address: int, size: int) -> bytes:
+        self.reads += 1
+        self.bytes_read += size
+        if not self._is_core():
+            return self._gdb_read(address, size)
+        if is_linear_map(address):
+            if self.core_maps_physical():
+                try:
+                    return self._gdb_read(address - PAGE_OFFSET, size)
+                except MemoryReadError as err:
+                    raise MemoryReadError(address, size, err.reason) from None
+            return self._gdb_read(address, size)
+        if self._radix is not None:
+            return self._radix.read(address, size)
+        try:
+            return self._gdb_read(address, size)
+        except MemoryReadError:
+            # vmalloc/module memory: no PT_LOAD maps it; walk the page tables.
+            return self.page_tables().read(address, size)
+
+    def _read_phys(self, paddr: int, size: int) -> bytes:
+        self.phys_reads += 1
+        base = 0 if self.core_maps_physical() else PAGE_OFFSET
+        return self._gdb_read(base + paddr, size)
+
+    def page_tables(self) -> RadixPageTables:
+        """The radix walker for module memory in a core file, built once.
+
+        :raises TargetError: on a hash-MMU dump, or if the page tables cannot be read
+        """
+        if self._radix is not None:
+            return self._radix
+        if self._radix_error is not None:
+            raise self._radix_error
+        try:
+            setup = self._radix_setup()
+            # The hash MMU keeps translations elsewhere: say so plainly.
+            check_radix(setup.mmu_features)
+            self._radix = RadixPageTables.from_pgd_vaddr(
+                self._read_phys, setup.pgd, radix_geometry(setup.page_size)
+            )
+        except TargetError as err:
+            self._radix_error = err
+            raise
+        except MemoryReadError as err:
+            self._radix_error = TargetError(f"cannot walk the kernel page tables: {err}")
+            raise self._radix_error from None
+        return self._radix

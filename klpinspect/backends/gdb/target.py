@@ -1,0 +1,400 @@
+"""The gdb back end of the Target protocol: plain facts from gdb's selected inferior.
+
+Runs inside gdb's embedded Python (``import gdb``); the core never imports it.
+Memory is :class:`~klpinspect.backends.gdb.memory.GdbMemory` (core-file
+dispatch, radix translation, chunk cache), types and the struct view are in
+:mod:`klpinspect.backends.gdb.types`, and the kernel's layouts (modules,
+tasks, the paca) come from :mod:`klpinspect.backends.layout`, shared with the
+drgn back end.  Symbols: vmlinux's ELF ``.symtab`` from the file gdb loaded
+(names with sizes, as ``%pS`` and drgn print them; gdb's Python API has no
+minimal symbol sizes) and each module's own kallsyms (``mod->kallsyms``),
+since gdb knows only vmlinux.  Stacks: the back chain from ``thread.ksp``,
+with the functions gdb's DWARF says were inlined at each call as frames of
+their own (as drgn lists them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from klpinspect.backends import layout
+from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
+from klpinspect.backends.gdb.memory import (
+    CHUNK_SIZE,
+    GdbMemory,
+    RadixSetup,
+    core_file_path,
+    vmcoreinfo_page_size,
+)
+from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
+from klpinspect.elf64 import ELF64_SYM_SIZE, iter_syms
+from klpinspect.errors import KlpError, MemoryReadError, TargetError
+from klpinspect.livepatch import back_chain_stack_trace
+from klpinspect.ppc64.radix import check_radix
+from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
+from klpinspect.target import (
+    KernelInfo,
+    ModuleInfo,
+    StackFrame,
+    SymbolInfo,
+    TaskInfo,
+)
+
+# gdb's own module, only inside gdb.  Imported by name so that type checkers
+# do not mistake the checkout's gdb/ directory for it.  Outside gdb only the
+# pure helpers (ElfSymbols, read_elf_symbols) work; tests use them.
+try:
+    gdb: Any = importlib.import_module("gdb")
+except ImportError:
+    gdb = None
+
+__all__ = (
+    "CHUNK_SIZE",
+    "ElfSymbols",
+    "GdbTarget",
+    "read_elf_symbols",
+)  # ElfSymbols and read_elf_symbols live in klpinspect.symtab
+
+# Refuse absurd symbol counts read from a damaged dump.
+_MAX_LIST = 1 << 20
+
+
+def _gdb_error_text(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
+
+def _gdb_read(address: int, size: int) -> bytes:
+    try:
+        return bytes(gdb.selected_inferior().read_memory(address, size))
+    except (gdb.MemoryError, gdb.error, OverflowError, ValueError) as err:
+        raise MemoryReadError(address, size, _gdb_error_text(err)) from None
+
+
+def _is_core() -> bool:
+    conn = gdb.selected_inferior().connection
+    return conn is not None and conn.type == "core"
+
+
+def _info_target() -> str:
+    text: str = gdb.execute("info target", to_string=True)
+    return text
+
+
+class GdbTarget:
+    """The :class:`klpinspect.target.Target` protocol over gdb's selected inferior.
+
+    :raises TargetError: when gdb has no kernel, no target, or not a ppc64 one
+    """
+
+    kind = "gdb"
+
+    def __init__(self) -> None:
+        self.types = GdbTypes()
+        self._kernel: KernelInfo | None = None
+        self._symbols: ElfSymbols | None = None
+        self._module_symbols: dict[int, ElfSymbols] = {}
+        self._owners: layout.ModuleOwners | None = None
+        self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
+        self._check()
+        self._k = GdbKernel(self.types, self.read, self._symbol_address, self._byteorder)
+        #: structures that could not be walked (see Target.damage)
+        self.damage = layout.Damage()
+        if _is_core():
+            path = core_file_path(_info_target())
+            note = core_file_truncation(path) if path else None
+            if note:
+                self.damage.add(None, note)
+
+    @property
+    def reads(self) -> int:
+        """Raw ``read_memory`` calls (module memory on a core: translated reads)."""
+        return self.memory.reads
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes those calls asked for."""
+        return self.memory.bytes_read
+
+    @property
+    def phys_reads(self) -> int:
+        """Physical (linear-map) reads made by the page-table walker."""
+        return self.memory.phys_reads
+
+    # --- setup ------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not gdb.objfiles():
+            raise TargetError(
+                "no kernel loaded: load vmlinux with debug info first "
+                "('file vmlinux' or 'symbol-file vmlinux.debug')"
+            )
+        try:
+            self._type("struct module")
+        except TargetError:
+            raise TargetError(
+                "no kernel debug info: 'struct module' is unknown; load vmlinux with "
+                "DWARF (e.g. 'symbol-file vmlinux.debug')"
+            ) from None
+        inferior = gdb.selected_inferior()
+        if inferior.connection is None or inferior.pid == 0 and not _is_core():
+            raise TargetError(
+                "no target: open a dump with 'core-file VMCORE' or connect with "
+                "'target remote HOST:PORT'"
+            )
+        arch = inferior.architecture().name()
+        if not arch.startswith("powerpc") or self._type("long").sizeof != 8:
+            raise TargetError(f"not a ppc64 target: gdb architecture is {arch}")
+        endian = gdb.execute("show endian", to_string=True)
+        self._byteorder: str = "big" if "big endian" in endian else "little"
+
+    @property
+    def live(self) -> bool:
+        """Whether memory can change under us (anything but a core file)."""
+        return not _is_core()
+
+    def clear_memory_cache(self) -> None:
+        """Forget cached memory (the target ran); types and symbols stay."""
+        self.memory.clear()
+        self._owners = None
+        self._module_symbols = {}
+
+    def _type(self, name: str) -> Any:
+        return self.types.type(name)
+
+    # --- memory -------------------------------------------------------------------
+
+    def read(self, address: int, size: int) -> bytes:
+        """Read kernel virtual memory (never writes).
+
+        :raises MemoryReadError: if any byte is unreadable
+        """
+        return self.memory.read(address, size)
+
+    def _radix_setup(self) -> RadixSetup:
+        k = self._k
+        spec = k.u64(self._symbol_address_required("cur_cpu_spec"))
+        features = k.u32(spec + self.types.offsetof("struct cpu_spec", "mmu_features"))
+        check_radix(features)  # a hash-MMU dump: say that, before asking for the page size
+        init_mm = self._symbol_address_required("init_mm")
+        pgd = k.u64(init_mm + self.types.offsetof("struct mm_struct", "pgd"))
+        return RadixSetup(features, pgd, 1 << self._page_shift())
+
+    def _page_shift(self) -> int:
+        """PAGE_SHIFT, from the kernel's own data, never a default.
+
+        ``mmu_psize_defs[mmu_virtual_psize].shift`` where the kernel has that
+        variable (hash MMU built in); on radix-only kernels
+        (``CONFIG_PPC_64S_HASH_MMU=n``) ``mmu_virtual_psize`` is a macro, and the
+        VMCOREINFO ``PAGESIZE`` tells it (the core file's note, else the
+        kernel's ``vmcoreinfo_data``).  A 4K kernel walked with 64K geometry
+        would read the wrong pages.
+
+        :raises TargetError: if nothing tells the page size
+        """
+        try:
+            idx = self._k.u32(self._symbol_address_required("mmu_virtual_psize"))
+            defs = self._symbol_address_required("mmu_psize_defs")
+            t = self._type("struct mmu_psize_def")
+            shift = self._k.u32(defs + idx * t.sizeof + self.types.offsetof(t, "shift"))
+            if shift in (12, 16):
+                return shift
+        except (TargetError, MemoryReadError):
+            pass
+        size = vmcoreinfo_page_size(self._vmcoreinfo())
+        if size is None:
+            raise TargetError(
+                "cannot tell the kernel's page size: no mmu_virtual_psize and no "
+                "VMCOREINFO PAGESIZE"
+            )
+        return size.bit_length() - 1
+
+    def _vmcoreinfo(self) -> bytes | None:
+        """The VMCOREINFO text: the core file's note, else ``vmcoreinfo_data`` in memory."""
+        if _is_core():
+            path = core_file_path(_info_target())
+            if path:
+                try:
+                    with open(path, "rb") as f:
+                        head = f.read(64)
+                        if head[:4] == b"\x7fELF":
+                            note = read_elf_core(Path(path), f, head).vmcoreinfo
+                            if note:
+                                return note
+                except (OSError, TargetError):
+                    pass
+        try:
+            data = self._k.u64(self._symbol_address_required("vmcoreinfo_data"))
+            size = self._k.u64(self._symbol_address_required("vmcoreinfo_size"))
+            if data and 0 < size <= 1 << 16:
+                return self.read(data, size)
+        except (TargetError, MemoryReadError):
+            pass
+        return None
+
+    # --- symbols ---------------------------------------------------------------------
+
+    def _symbol_address(self, name: str) -> int | None:
+        """Address of a kernel symbol: the ``.symtab`` of the file gdb loaded, else gdb's
+        own lookup (a vmlinux without ``.symtab``; ~10 ms a name, so second)."""
+        address = self._elf_symbols().address_of(name)
+        if address is None and (name[0].isalpha() or name[0] == "_"):
+            try:
+                return int(gdb.parse_and_eval(f"&'{name}'").cast(self._type("unsigned long")))
+            except gdb.error:
+                return None
+        return address
+
+    def _symbol_address_required(self, name: str) -> int:
+        address = self._symbol_address(name)
+        if address is None:
+            raise TargetError(f"no symbol '{name}' in the kernel")
+        return address
+
+    def _elf_symbols(self) -> ElfSymbols:
+        if self._symbols is None:
+            best: ElfSymbols | None = None
+            for objfile in gdb.objfiles():
+                if not objfile.filename:
+                    continue
+                try:
+                    syms = read_elf_symbols(objfile.filename)
+                except TargetError:
+                    continue
+                if best is None or len(syms) > len(best):
+                    best = syms
+            self._symbols = best if best is not None else ElfSymbols([])
+        return self._symbols
+
+    def _module_kallsyms(self, mod_addr: int) -> ElfSymbols:
+        """The kallsyms of the module at ``mod_addr`` that name its own memory.
+
+        Read only for modules an address falls in (two bulk reads each).  A
+        livepatch module also keeps its resolved undefined/klp symbols (type
+        ``u``) pointing elsewhere: only addresses in its own regions count.
+        """
+        table = self._module_symbols.get(mod_addr)
+        if table is None:
+            regions = [(s, e) for s, e, _n, a in self._module_owners().ranges if a == mod_addr]
+            try:
+                entries = [
+                    e
+                    for e in self._kallsyms_entries(mod_addr)
+                    if any(s <= e[0] < end for s, end in regions)
+                ]
+            except (MemoryReadError, TargetError):
+                entries = []  # a module whose kallsyms cannot be read: no names
+            table = self._module_symbols[mod_addr] = ElfSymbols(entries)
+        return table
+
+    def _kallsyms_entries(self, mod_addr: int) -> list[SymEntry]:
+        mod = self._k.object("struct module", mod_addr)
+        # Before 4.5 (commit 8244062ef1e5 "modules: fix longstanding
+        # /proc/kallsyms vs module insertion race.") the fields were in
+        # struct module.
+        ks = mod.member("kallsyms") or mod
+        num = ks.member("num_symtab")
+        symtab_view, strtab_view = ks.member("symtab"), ks.member("strtab")
+        if num is None or symtab_view is None or strtab_view is None:
+            return []
+        n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
+        if not n or not symtab_addr or not strtab_addr or n > _MAX_LIST:
+            return []
+        symtab = self.read(symtab_addr, n * ELF64_SYM_SIZE)
+        last = max(sym[0] for sym in iter_syms(symtab, self._byteorder))
+        strtab = self.read(strtab_addr, last + 1)
+        while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
+            strtab = self.read(strtab_addr, len(strtab) + 64)
+        return parse_elf_symbols(symtab, strtab, self._byteorder)
+
+    def _module_owners(self) -> layout.ModuleOwners:
+        if self._owners is None:
+            self._owners = layout.ModuleOwners.build(self._k, self.damage)
+        return self._owners
+
+    def symbolize(self, address: int) -> SymbolInfo | None:
+        """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
+        elf = self._elf_symbols()
+        # vmlinux's table names only the image: a size-0 label such as _end
+        # must not swallow module (vmalloc) addresses.
+        end = elf.address_of("_end")
+        table = elf
+        hit = elf.lookup(address) if end is None or address < end else None
+        owner, mod_addr = self._module_owners().owner(address)
+        if hit is None and mod_addr is not None:
+            table = self._module_kallsyms(mod_addr)
+            hit = table.lookup(address)
+        if hit is None:
+            return None
+        start, size, name = hit
+        if not size:
+            size = table.size_to_next(start)
+        return SymbolInfo(name, start, size, owner)
+
+    # --- kernel -----------------------------------------------------------------------
+
+    def kernel(self) -> KernelInfo:
+        """Kernel-wide facts, computed once."""
+        if self._kernel is None:
+            try:
+                self._kernel = layout.kernel_info(self._k)
+            except MemoryReadError as err:
+                raise TargetError(f"cannot read init_uts_ns: {err}") from None
+        return self._kernel
+
+    # --- modules and tasks: the layout layer ----------------------------------------------
+
+    def modules(self) -> Iterator[ModuleInfo]:
+        """Every loaded module, in ``modules`` list order; damage recorded, not raised."""
+        return layout.modules(self._k, self.damage)
+
+    def tasks(self) -> Iterator[TaskInfo]:
+        """Every task (threads included), by pid; damage recorded as for :meth:`modules`."""
+        return iter(layout.tasks(self._k, self.damage))
+
+    def stack_trace(self, pid: int) -> Sequence[StackFrame]:
+        """Back-chain unwind of task ``pid`` from ``task->thread.ksp``, innermost first.
+
+        :raises KlpError: if there is no such task or its stack cannot be read
+        """
+        for task in self.tasks():
+            if task.pid == pid:
+                break
+        else:
+            raise KlpError(f"no task with pid {pid}")
+        if task.ksp is None or not task.stack:
+            raise KlpError(f"cannot unwind pid {pid}: no saved stack pointer")
+        try:
+            # the kernel's arch_stack_walk order, from __switch_to's frame
+            chain = back_chain_stack_trace(self, task, self._byteorder)
+        except MemoryReadError as err:
+            raise KlpError(f"cannot unwind pid {pid}: {err}") from None
+        frames: list[StackFrame] = []
+        for f in chain:
+            frames.extend(StackFrame(pc=f.pc, sp=f.sp, inline=n) for n in _inlined_at(f.pc))
+            frames.append(f)
+        return frames
+
+
+# -- gdb.Value helpers ---------------------------------------------------------------
+
+
+def _inlined_at(return_address: int) -> list[str]:
+    """Functions inlined at the call before ``return_address``, innermost first.
+
+    From the DWARF lexical blocks gdb keeps (vmlinux only): drgn lists each
+    as a frame of its own, and so do we.  The call instruction is the one
+    before the return address, hence ``- 4``.
+    """
+    try:
+        block = gdb.block_for_pc(return_address - 4)
+    except (RuntimeError, gdb.error):
+        return []
+    names: list[str] = []
+    while block is not None and not block.is_global and not block.is_static:
+        if block.function is not None:
+            names.append(block.function.name)
+        block = block.superblock
+    return names[:-1]  # the last one is the function the frame belongs to

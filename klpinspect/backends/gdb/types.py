@@ -1,0 +1,234 @@
+"""gdb's types, and the layout layer's struct view over them.
+
+Types are looked up lazily and cached; every object is read in one bulk read
+(through :class:`~klpinspect.backends.gdb.memory.GdbMemory`) and its members
+are sliced out of those bytes, so gdb never chases pointers on its own.
+:class:`GdbView` and :class:`GdbKernel` implement the
+:class:`~klpinspect.backends.layout.StructView` and
+:class:`~klpinspect.backends.layout.KernelAccess` protocols.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from klpinspect.errors import TargetError
+
+# gdb's own module, only inside gdb.  Imported by name so that type checkers
+# do not mistake the checkout's gdb/ directory for it.
+try:
+    gdb: Any = importlib.import_module("gdb")
+except ImportError:
+    gdb = None
+
+__all__ = ("GdbKernel", "GdbTypes", "GdbView", "find_field")
+
+
+def find_field(t: Any, name: str) -> tuple[int, Any] | None:
+    """``(byte offset, type)`` of member ``name``, looking into anonymous members."""
+    for f in t.fields():
+        if f.name == name:
+            return f.bitpos // 8, f.type
+        if not f.name and f.type.strip_typedefs().code in (gdb.TYPE_CODE_STRUCT,
+                                                           gdb.TYPE_CODE_UNION):
+            inner = find_field(f.type.strip_typedefs(), name)
+            if inner is not None:
+                return f.bitpos // 8 + inner[0], inner[1]
+    return None
+
+
+class GdbTypes:
+    """Type look-ups, cached per target."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, Any] = {}
+
+    def type(self, name: str) -> Any:
+        """The ``gdb.Type`` called ``name``.
+
+        :raises TargetError: if the debug info has none
+        """
+        try:
+            return self._types[name]
+        except KeyError:
+            pass
+        try:
+            t = gdb.lookup_type(name)
+        except gdb.error:
+            if name.startswith("struct ") or name.startswith("union "):
+                raise TargetError(f"no type '{name}' in the kernel debug info") from None
+            raise TargetError(f"no type '{name}'") from None
+        self._types[name] = t
+        return t
+
+    def complete(self, t: Any) -> Any:
+        """``t`` without typedefs; a struct only declared where it is used is looked
+        up by name (``struct module_sect_attrs`` is defined in one .c file)."""
+        t = t.strip_typedefs()
+        if t.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION) and not t.fields() and t.tag:
+            kind = "struct" if t.code == gdb.TYPE_CODE_STRUCT else "union"
+            try:
+                return self.type(f"{kind} {t.tag}").strip_typedefs()
+            except TargetError:
+                return t
+        return t
+
+    def offsetof(self, type_: Any, path: str) -> int:
+        """Byte offset of member ``path`` (``a.b``) in ``type_``.
+
+        :raises TargetError: if there is no such member
+        """
+        t = self.type(type_) if isinstance(type_, str) else type_
+        off = 0
+        for name in path.split("."):
+            t = t.strip_typedefs()
+            found = find_field(t, name)
+            if found is None:
+                raise TargetError(f"no member '{name}' in {t}")
+            field_off, t = found
+            off += field_off
+        return off
+
+
+class GdbView:
+    """One object of type ``t`` at ``address``, its bytes read in one go.
+
+    :param data: the object's bytes (``t.sizeof`` of them; fewer for a
+        flexible array, whose elements are read when asked for)
+    """
+
+    __slots__ = ("_k", "_t", "_address", "_data")
+
+    def __init__(self, k: GdbKernel, t: Any, address: int, data: bytes) -> None:
+        self._k = k
+        self._t = t.strip_typedefs()
+        self._address = address
+        self._data = data
+
+    def _pointee(self) -> GdbView:
+        return self._k.object_of(self._k.types.complete(self._t.target()), self.integer())
+
+    def member(self, name: str) -> GdbView | None:
+        t = self._t
+        if t.code == gdb.TYPE_CODE_PTR:
+            t = self._k.types.complete(t.target())
+            if find_field(t, name) is None:
+                return None
+            return self._pointee().member(name)
+        if t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            return None
+        found = find_field(t, name)
+        if found is None:
+            return None
+        off, ft = found
+        ft = ft.strip_typedefs()
+        return GdbView(self._k, ft, self._address + off, self._data[off : off + ft.sizeof])
+
+    def integer(self) -> int:
+        if self._t.code == gdb.TYPE_CODE_PTR:
+            return self._k.to_int(self._data[:8])
+        return int(gdb.Value(self._data, self._t))
+
+    def string(self) -> str:
+        if self._t.code == gdb.TYPE_CODE_PTR:
+            return self._k.string(self.integer())
+        return self._data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def address(self) -> int:
+        return self.integer() if self._t.code == gdb.TYPE_CODE_PTR else self._address
+
+    def element(self, index: int) -> GdbView:
+        et = self._k.types.complete(self._t.target())
+        size = et.sizeof
+        if self._t.code == gdb.TYPE_CODE_PTR:
+            return self._k.object_of(et, self.integer() + index * size)
+        off = index * size
+        if off + size <= len(self._data):
+            return GdbView(self._k, et, self._address + off, self._data[off : off + size])
+        # a flexible array member: its elements follow the object
+        return self._k.object_of(et, self._address + off)
+
+
+class GdbKernel:
+    """The layout layer's view of the kernel gdb has loaded.
+
+    :param read: kernel virtual memory (:meth:`GdbMemory.read`)
+    :param symbol_address: an ELF symbol's address in vmlinux
+    """
+
+    def __init__(
+        self,
+        types: GdbTypes,
+        read: Callable[[int, int], bytes],
+        symbol_address: Callable[[str], int | None],
+        byteorder: str,
+    ) -> None:
+        self.types = types
+        self.read = read
+        self.symbol_address = symbol_address
+        self.byteorder = byteorder
+        self._constants: dict[str, int | None] = {}
+
+    def object_of(self, t: Any, address: int) -> GdbView:
+        """The object of ``gdb.Type`` ``t`` at ``address`` (one read)."""
+        t = t.strip_typedefs()
+        return GdbView(self, t, address, self.read(address, t.sizeof) if t.sizeof else b"")
+
+    def object(self, type_name: str, address: int) -> GdbView:
+        return self.object_of(self.types.type(type_name), address)
+
+    def variable(self, name: str) -> GdbView | None:
+        address = self.symbol_address(name)
+        if address is None:
+            return None
+        try:
+            sym = gdb.lookup_global_symbol(name) or gdb.lookup_static_symbol(name)
+        except gdb.error:
+            sym = None
+        if sym is None:
+            return None
+        return self.object_of(self.types.complete(sym.type), address)
+
+    def type_size(self, type_name: str) -> int | None:
+        try:
+            return int(self.types.type(type_name).sizeof) or None
+        except TargetError:
+            return None
+
+    def offsetof(self, type_name: str, member: str) -> int | None:
+        try:
+            return self.types.offsetof(type_name, member)
+        except TargetError:
+            return None
+
+    def constant(self, name: str) -> int | None:
+        if name not in self._constants:
+            try:
+                self._constants[name] = int(gdb.parse_and_eval(name))
+            except gdb.error:
+                self._constants[name] = None
+        return self._constants[name]
+
+    def to_int(self, data: bytes) -> int:
+        """An unsigned integer in the target's byte order."""
+        return int.from_bytes(data, "little" if self.byteorder == "little" else "big")
+
+    def u64(self, address: int) -> int:
+        return self.to_int(self.read(address, 8))
+
+    def u32(self, address: int) -> int:
+        return self.to_int(self.read(address, 4))
+
+    def string(self, address: int, limit: int = 256, chunk: int = 4096) -> str:
+        """A NUL-terminated string in target memory (read a page chunk at a time)."""
+        out = b""
+        while len(out) < limit:
+            n = chunk - (address + len(out)) % chunk
+            data = self.read(address + len(out), min(n, limit - len(out)))
+            end = data.find(b"\0")
+            if end >= 0:
+                return (out + data[:end]).decode("utf-8", "replace")
+            out += data
+        return out.decode("utf-8", "replace")

@@ -1,0 +1,57 @@
+"""One memoizing symbolizer for every check of a command.
+
+Stubs share targets and tasks share return addresses: each address is
+symbolized once per command, whichever check asks first.
+"""
+
+from __future__ import annotations
+
+from klpinspect.target import SymbolInfo, Target, try_symbolize
+
+__all__ = ("Symbolizer",)
+
+
+class Symbolizer:
+    """``target.symbolize`` with a cache, and the two ways the reports print a symbol."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._info: dict[int, SymbolInfo | None] = {}
+        self._text: dict[int, str | None] = {}
+        self._names: dict[int, tuple[str | None, str | None]] = {}
+
+    def info(self, address: int) -> SymbolInfo | None:
+        """The symbol containing ``address``, if any."""
+        try:
+            return self._info[address]
+        except KeyError:
+            sym = self._info[address] = try_symbolize(self._target, address)
+            return sym
+
+    __call__ = info
+
+    def text(self, address: int) -> str | None:
+        """``name+0xoff/0xsize [owner]`` as the kernel's ``%pS`` prints it."""
+        try:
+            return self._text[address]
+        except KeyError:
+            sym = self.info(address)
+            text = self._text[address] = None if sym is None else sym.format(address)
+            return text
+
+    def name(self, address: int) -> tuple[str | None, str | None]:
+        """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
+        ``name+0xoff/0xsize`` inside one (the owner apart)."""
+        try:
+            return self._names[address]
+        except KeyError:
+            pass
+        sym = self.info(address)
+        result: tuple[str | None, str | None] = (None, None)
+        if sym is not None:
+            text = sym.name if sym.address == address else sym.format(address)
+            if sym.owner != "vmlinux":
+                text = text.removesuffix(f" [{sym.owner}]")
+            result = (text, sym.owner)
+        self._names[address] = result
+        return result
