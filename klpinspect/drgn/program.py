@@ -553,11 +553,19 @@ def load_kernel_debug_info(
     prog: drgn.Program,
     symbols: Sequence[str | os.PathLike[str]] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    debug_directories: Sequence[str | os.PathLike[str]] = (),
+    default_symbols: bool = False,
 ) -> None:
     """Load debug info for the kernel and whichever modules ``symbols`` cover.
 
-    :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` files or directories
-        of ``.ko`` files; empty: drgn's default search
+    :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` / ``.ko.debug`` files
+        or directories of them; empty: drgn's default search.  A directory is
+        also searched the way drgn searches ``/usr/lib/debug`` (``.build-id/``,
+        ``lib/modules/RELEASE/``)
+    :param debug_directories: more directories for drgn's own search
+        (``drgn --debug-directory``)
+    :param default_symbols: run drgn's default search as well as loading ``symbols``
     :raises TargetError: for a missing or non-ELF file, a vmlinux of another
         build, or when no kernel debug info is found
     """
@@ -568,6 +576,11 @@ def load_kernel_debug_info(
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
     files = prepare_debug_files(symbols, cache_dir)
+    search = [os.fspath(d) for d in debug_directories]
+    search += [os.fspath(p) for p in symbols if os.path.isdir(p)]
+    if search:
+        opts = prog.debug_info_options
+        opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
     for orig, _, build_id, rel in files:
         if not rel and kernel_id and build_id and build_id != kernel_id:
             raise TargetError(
@@ -575,8 +588,12 @@ def load_kernel_debug_info(
                 f"the kernel's is {kernel_id})"
             )
     try:
-        if files:
-            prog.load_debug_info([str(load) for _, load, _, _ in files], main=True)
+        if files or search:
+            prog.load_debug_info(
+                [str(load) for _, load, _, _ in files],
+                main=True,
+                default=default_symbols or bool(search),
+            )
         else:
             prog.load_default_debug_info()
     except drgn.MissingDebugInfoError:
@@ -599,6 +616,8 @@ def open_program(
     live: bool = False,
     qemu: str | None = None,
     cache_dir: str | None = None,
+    debug_directories: Sequence[str] = (),
+    default_symbols: bool = False,
 ) -> tuple[drgn.Program, str]:
     """Open the target the command line names, with its debug info.
 
@@ -627,5 +646,11 @@ def open_program(
 
         assert qemu is not None
         prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"
-    load_kernel_debug_info(prog, symbols, cache_dir)
+    load_kernel_debug_info(
+        prog,
+        symbols,
+        cache_dir,
+        debug_directories=debug_directories,
+        default_symbols=default_symbols,
+    )
     return prog, kind
