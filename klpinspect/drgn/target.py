@@ -410,7 +410,11 @@ class DrgnTarget:
 
     def _compute_kernel(self) -> KernelInfo:
         prog = self.prog
-        little = bool(prog.platform and prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+        if prog.platform is None or prog.platform.arch != drgn.Architecture.PPC64:
+            # Only ppc64 has these stubs; "ppc64le" must not name any little-endian kernel.
+            arch = "unknown" if prog.platform is None else prog.platform.arch.name.lower()
+            raise TargetError(f"not a ppc64 kernel: the program's architecture is {arch}")
+        little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
         release = _string(prog["init_uts_ns"].name.release)
         expected = vmcoreinfo_release(prog)
         if expected is not None and release != expected:

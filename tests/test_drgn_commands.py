@@ -1,0 +1,157 @@
+"""The drgn plugin in a real drgn session (``python3 -m drgn -c … -s … SCRIPT``).
+
+The session loads this checkout's plugin (``DRGN_PLUGINS``) and not any
+installed copy, runs a script that uses ``run_command`` the way a user or a
+drgn script would, and prints what it sees as JSON lines for the asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import drgn
+import pytest
+from drgn.commands import DEFAULT_COMMAND_NAMESPACE, CommandNotFoundError
+
+from klpinspect.commands import COMMANDS
+
+pytestmark = pytest.mark.dump
+
+REPO = Path(__file__).resolve().parent.parent
+
+SESSION = r'''
+import json, sys
+from drgn.commands import CommandError, run_command
+from drgn.helpers.linux.module import for_each_module
+from drgn.helpers.linux.pid import find_task
+
+def out(**kw):
+    print("@@" + json.dumps(kw), flush=True)
+
+# the plugin is loaded, the checks are not (imported on first use)
+out(lazy=[m for m in ("klpinspect.api", "klpinspect.report", "klpinspect.audit", "tabulate")
+          if m in sys.modules])
+# drgn's own helper on the user's own program reads module memory
+out(modules=sorted(m.name.string_().decode() for m in for_each_module(prog)))
+report = run_command(prog, "klp-stubs rk_lib")
+out(type=type(report).__name__, status=report.exit_status,
+    names=[m.name for m in report.modules], kind=report.target["kind"])
+run_command(prog, "klp-audit --help")
+for cmd in ("klp-toc xfz", "klp-bt", "klp-bt nonsense", "klp-audit --format xml"):
+    try:
+        run_command(prog, cmd)
+        out(cmd=cmd, raised=None)
+    except CommandError as e:
+        out(cmd=cmd, raised=type(e).__name__, message=str(e))
+task = find_task(prog, 130)
+bt = run_command(prog, f"klp-bt {task.value_():x}")
+out(bt=[t.pid for t in bt.tasks], frames=len(bt.tasks[0].frames))
+crash = run_command(prog, "crash klp-lpstack --format json")
+out(crash=[t.pid for t in crash.tasks])
+# a report with an error finding: printed, then drgn's exit-status error carrying it
+import klpinspect.commands
+from klpinspect.report import Finding, Report
+bad = Report(sections=("findings",), findings=[Finding("STUB_TOC_MISMATCH", "made up")])
+klpinspect.commands.run_report = lambda target, name, args: bad
+errors = []
+run_command(prog, "klp-audit", onerror=errors.append)
+e = errors[0]
+out(onerror=type(e).__name__, mro=[c.__name__ for c in type(e).__mro__],
+    exit_status=e.exit_status, same=e.report is bad, message=str(e))
+'''
+
+
+def drgn_session(core: Path, vmlinux_debug: Path, tmp_path: Path) -> tuple[list[dict[str, Any]],
+                                                                           str, str]:
+    script = tmp_path / "session.py"
+    script.write_text(SESSION)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        DRGN_DISABLE_PLUGINS="klpinspect",  # an installed copy
+        DRGN_PLUGINS="klpinspect=klpinspect.drgn_commands",  # this checkout's
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(vmlinux_debug),
+         str(script)],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [json.loads(ln[2:]) for ln in proc.stdout.splitlines() if ln.startswith("@@")]
+    return lines, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("core_name", ["vmcore_elf", "vmcore_kdump"])
+def test_drgn_session(
+    core_name: str, request: pytest.FixtureRequest, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    core: Path = request.getfixturevalue(core_name)
+    lines, stdout, _stderr = drgn_session(core, vmlinux_debug, tmp_path)
+    got = {k: v for line in lines for k, v in line.items() if k != "cmd"}
+    assert got["lazy"] == []
+    mods = got["modules"]
+    assert len(mods) == 40 and "rk_lib" in mods and "rk_lp" in mods
+    assert (got["type"], got["status"], got["names"]) == ("Report", 0, ["rk_lib"])
+    # --help: drgn-style help from the argument specs
+    assert "usage: klp-audit [-h] [--format {table,json}] [--no-callsites] [--no-tasks]" in stdout
+    assert "--no-callsites" in stdout and "skip the call-site scan" in stdout
+    errors = {line["cmd"]: (line["raised"], line.get("message")) for line in lines if "cmd" in line}
+    assert errors["klp-toc xfz"] == ("CommandError", "klp-toc: no module named 'xfz'")
+    # this dump records no panic: klp-bt without an argument says so
+    raised, message = errors["klp-bt"]
+    assert raised == "CommandError" and "no crashed task" in message
+    assert errors["klp-bt nonsense"][0] == "CommandArgumentError"
+    assert "not a pid or task address: 'nonsense'" in errors["klp-bt nonsense"][1]
+    assert errors["klp-audit --format xml"][0] == "CommandArgumentError"
+    assert (got["bt"], got["frames"]) == ([130], 2)  # klp-bt TASK_ADDRESS (hex)
+    assert got["crash"] == [130]  # the %crash namespace has the commands too
+    assert got["onerror"] == "KlpFindingsError"
+    assert "CommandExitStatusError" in got["mro"] and got["exit_status"] == 1 and got["same"]
+    assert got["message"] == "klp-audit: 1 error finding(s) (exit status 1)"
+
+
+def _custom_program(arch: drgn.Architecture, lp61: Path) -> drgn.Program:
+    prog = drgn.Program(drgn.Platform(arch, drgn.PlatformFlags.IS_64_BIT
+                                      | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    prog.set_linux_kernel_custom((lp61 / "vmcoreinfo.txt").read_bytes(), False)
+    return prog
+
+
+def test_commands_only_on_ppc64_kernels(lp61: Path) -> None:
+    import klpinspect.drgn_commands  # noqa: F401  (registers the commands)
+    from klpinspect.api import target_from_drgn
+    from klpinspect.errors import TargetError
+
+    x86 = _custom_program(drgn.Architecture.X86_64, lp61)
+    ppc = _custom_program(drgn.Architecture.PPC64, lp61)
+    for sub in COMMANDS:
+        with pytest.raises(CommandNotFoundError):
+            DEFAULT_COMMAND_NAMESPACE.lookup(x86, f"klp-{sub}")
+        DEFAULT_COMMAND_NAMESPACE.lookup(ppc, f"klp-{sub}")
+    assert not any(name.startswith("klp-") for name, _ in DEFAULT_COMMAND_NAMESPACE.enabled(x86))
+    with pytest.raises(TargetError, match="not a ppc64 kernel: the program's architecture is "
+                       "x86_64"):
+        target_from_drgn(x86)
+
+
+def test_help_from_the_same_specs() -> None:
+    """drgn's help text and the CLI's subcommand help list the same options."""
+    import klpinspect.drgn_commands  # noqa: F401
+    from klpinspect.cli import make_parser
+
+    cli = make_parser()
+    subparsers = next(a for a in cli._actions if a.dest == "command").choices  # type: ignore
+    for sub in COMMANDS:
+        theirs = DEFAULT_COMMAND_NAMESPACE._commands[f"klp-{sub}"].format_help()
+        ours = subparsers[sub].format_help()
+        for action in subparsers[sub]._actions:
+            for opt in action.option_strings:
+                assert opt in theirs and opt in ours, (sub, opt)
+            if action.help and action.help != "==SUPPRESS==":
+                assert action.help.split("(")[0].strip() in theirs, (sub, action.help)
