@@ -16,6 +16,8 @@ so ``import klpinspect`` (the drgn plugin, gdb's start-up) costs nothing.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -67,6 +69,24 @@ __all__ = (
     "target_from_drgn",
     "toc",
 )
+
+
+class _Package(types.ModuleType):
+    """``klpinspect.audit`` is the API function, not the submodule of the same name.
+
+    Importing a submodule sets it as an attribute of the package; for
+    ``klpinspect/audit.py`` that would hide :func:`klpinspect.api.audit`.  The
+    submodule stays importable (``from klpinspect.audit import …`` reads
+    ``sys.modules``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "audit" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
