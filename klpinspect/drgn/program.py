@@ -575,9 +575,11 @@ def load_kernel_debug_info(
     if vmcoreinfo:
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
-    files = prepare_debug_files(symbols, cache_dir)
     search = [os.fspath(d) for d in debug_directories]
     search += [os.fspath(p) for p in symbols if os.path.isdir(p)]
+    # module files in search directories are prepared (decompressed) like -s ones:
+    # drgn's own search would hand libelf compressed .ko sections it cannot read
+    files = prepare_debug_files([*symbols, *debug_directories], cache_dir)
     if search:
         opts = prog.debug_info_options
         opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
@@ -599,6 +601,8 @@ def load_kernel_debug_info(
     except drgn.MissingDebugInfoError:
         pass  # modules without debug info are fine; the kernel is checked below
     except (OSError, ValueError) as e:
+        raise TargetError(f"cannot load debug info: {e}") from None
+    except Exception as e:  # drgn raises plain Exception for libelf/libdw errors
         raise TargetError(f"cannot load debug info: {e}") from None
     if not _kernel_debug_status(prog):
         given = "the -s files given" if files else "drgn's default search paths"
