@@ -217,7 +217,8 @@ def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Repor
 
 
 def crashed_task(target: Target) -> int:
-    """The pid of the task that crashed (drgn's ``panic_task()``).
+    """The address of the ``struct task_struct`` that crashed (drgn's ``panic_task()``:
+    the task running on ``panic_cpu``; often a CPU's idle task, pid 0).
 
     :raises KlpError: if the dump records no crash, or the back end cannot tell
     """
@@ -234,7 +235,16 @@ def crashed_task(target: Target) -> int:
         ) from None
     if not task:
         raise KlpError("no crashed task in this target: give a PID or task address")
-    return int(task.pid)
+    return int(task.value_())
+
+
+def _task_ref(task: int | TaskRef | Any) -> TaskRef:
+    if isinstance(task, TaskRef):
+        return task
+    if hasattr(task, "value_"):  # a drgn.Object: struct task_struct *
+        return TaskRef("task", int(task.value_()))
+    value = int(task)
+    return TaskRef("pid" if value <= PID_MAX_LIMIT else "task", value)
 
 
 def resolve_task(target: Target, task: int | TaskRef | Any) -> int:
@@ -243,19 +253,72 @@ def resolve_task(target: Target, task: int | TaskRef | Any) -> int:
 
     :raises KlpError: if no task has that address
     """
-    if isinstance(task, TaskRef):
-        kind, value = task
-    elif hasattr(task, "value_"):  # a drgn.Object: struct task_struct *
-        kind, value = "task", int(task.value_())
-    else:
-        value = int(task)
-        kind = "pid" if value <= PID_MAX_LIMIT else "task"
-    if kind == "pid":
-        return value
+    return _backtrace_target(target, _task_ref(task))[1]
+
+
+class _IdleTask:
+    """``target`` narrowed to one task missing from the task list (a CPU's idle
+    task, which ``for_each_task()`` does not visit), unwound by address: what
+    :func:`~klpinspect.livepatch.klp_backtrace` needs, everything else delegated."""
+
+    def __init__(self, target: Any, info: Any, task: Any) -> None:
+        self._target, self._info, self._task = target, info, task
+        self.kind: str = target.kind
+
+    def kernel(self) -> Any:
+        return self._target.kernel()
+
+    def read(self, address: int, size: int) -> bytes:
+        data: bytes = self._target.read(address, size)
+        return data
+
+    def symbolize(self, address: int) -> Any:
+        return self._target.symbolize(address)
+
+    def modules(self) -> Any:
+        return self._target.modules()
+
+    def tasks(self) -> Any:
+        return [self._info]
+
+    def stack_trace(self, pid: int) -> Any:
+        from .target import StackFrame
+
+        frames = []
+        for frame in self._task.prog_.stack_trace(self._task):
+            try:
+                sp: int | None = int(frame.sp)
+            except LookupError:
+                sp = None
+            frames.append(
+                StackFrame(pc=int(frame.pc), sp=sp, inline=frame.name if frame.is_inline else None)
+            )
+        return frames
+
+
+def _backtrace_target(target: Target, ref: TaskRef) -> tuple[Target, int]:
+    """The target to unwind ``ref`` on and its pid."""
+    if ref.kind == "pid":
+        return target, ref.value
     for info in target.tasks():
-        if info.address == value:
-            return info.pid
-    raise KlpError(f"no task at address {value:#x}")
+        if info.address == ref.value:
+            return target, info.pid
+    prog = getattr(target, "prog", None)
+    if prog is not None and hasattr(target, "task_info"):
+        # Idle tasks are not on the task list; the crashed task often is one.
+        import drgn
+        from drgn.helpers.linux.cpumask import for_each_online_cpu
+        from drgn.helpers.linux.sched import idle_task
+
+        try:
+            for cpu in for_each_online_cpu(prog):
+                task = idle_task(prog, cpu)
+                if int(task.value_()) == ref.value:
+                    info = target.task_info(task)
+                    return _IdleTask(target, info, task), info.pid
+        except (LookupError, drgn.FaultError):
+            pass
+    raise KlpError(f"no task at address {ref.value:#x}")
 
 
 def backtrace(target: Target, task: int | TaskRef | Any | None = None) -> Report:
@@ -263,15 +326,16 @@ def backtrace(target: Target, task: int | TaskRef | Any | None = None) -> Report
 
     :param task: a pid, a ``struct task_struct`` address (any number above
         ``PID_MAX_LIMIT``), a :class:`TaskRef` or a drgn task object;
-        ``None``: the task that crashed
+        ``None``: the task that crashed (:func:`crashed_task`)
     :returns: a report whose single task record holds ``frames`` and ``backtrace``
     :raises KlpError: if there is no such task
     """
     from .audit import tocs_for
     from .livepatch import klp_backtrace
 
-    pid = crashed_task(target) if task is None else resolve_task(target, task)
-    return klp_backtrace(target, pid, tocs_for(target))
+    ref = TaskRef("task", crashed_task(target)) if task is None else _task_ref(task)
+    unwind_on, pid = _backtrace_target(target, ref)
+    return klp_backtrace(unwind_on, pid, tocs_for(target))
 
 
 def lint_ko(paths: Sequence[PathLike]) -> Report:

@@ -63,6 +63,16 @@ run_command(prog, "klp-audit", onerror=errors.append)
 e = errors[0]
 out(onerror=type(e).__name__, mro=[c.__name__ for c in type(e).__mro__],
     exit_status=e.exit_status, same=e.report is bad, message=str(e))
+# The dump records no panic; make it say CPU 1 panicked (a 4-byte overlay on
+# panic_cpu, whose task is that CPU's idle task, off the task list): klp-bt
+# with no argument unwinds it.
+import importlib, struct
+importlib.reload(klpinspect.commands)
+panic_cpu = prog["panic_cpu"].address_
+prog.add_memory_segment(panic_cpu, 4, lambda a, c, o, p: struct.pack("<i", 1)[o:o + c], False)
+crashed = run_command(prog, "klp-bt")
+t = crashed.tasks[0]
+out(crashed=[t.pid, t.comm, t.backtrace[-1]["symbol"]])
 '''
 
 
@@ -114,6 +124,7 @@ def test_drgn_session(
     assert got["onerror"] == "KlpFindingsError"
     assert "CommandExitStatusError" in got["mro"] and got["exit_status"] == 1 and got["same"]
     assert got["message"] == "klp-audit: 1 error finding(s) (exit status 1)"
+    assert got["crashed"] == [0, "swapper/1", "start_secondary_prolog+0x10/0x14"]
 
 
 def _custom_program(arch: drgn.Architecture, lp61: Path) -> drgn.Program:
