@@ -1,8 +1,9 @@
 """The subcommands every front end shares: parsing and running them over a Target.
 
-The CLI, the drgn plugin (``%klp-stubs`` …) and the gdb commands (``klp-stubs``
-…) all call :func:`run_command`, so names, options and output are the same
-everywhere.
+The CLI, the drgn plugin (``%klp-stubs`` …) and the gdb commands (``klp stubs``
+…) all parse with :func:`command_arguments` and run through :func:`run_report`
+(the :mod:`klpinspect.api` calls), so names, options and output are the same
+everywhere.  Light on purpose: the drgn plugin and gdb import it at start-up.
 """
 
 from __future__ import annotations
@@ -56,11 +57,6 @@ def _pid(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"not a pid: '{text}'")
     return value
-
-
-# PID_MAX_LIMIT (include/linux/threads.h): 4M on 64-bit.  A number above it
-# cannot be a pid, so the API takes it as a task_struct address.
-PID_MAX_LIMIT = 4 * 1024 * 1024
 
 
 def pid_or_task(text: str) -> tuple[str, int]:
