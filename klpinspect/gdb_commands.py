@@ -83,6 +83,26 @@ def _target() -> Any:
     return target
 
 
+def _crashed_task(target: Any) -> int:
+    """The ``struct task_struct`` that crashed: ``paca_ptrs[panic_cpu]->__current``
+    (what drgn's ``panic_task()`` finds), read through the target (gdb alone reads
+    zeros for kernel data in some dumps)."""
+    try:
+        cpu_addr = int(gdb.parse_and_eval("&panic_cpu"))
+        pacas = int(gdb.parse_and_eval("&paca_ptrs"))
+        current_off = int(gdb.parse_and_eval("&((struct paca_struct *)0)->__current"))
+    except gdb.error as e:
+        raise KlpError(f"cannot find the crashed task ({e}): give a PID or task address") from None
+    order = target.kernel().byteorder
+    cpu = int.from_bytes(target.read(cpu_addr, 4), order, signed=True)
+    if cpu < 0:
+        raise KlpError("no crashed task in this target (panic_cpu is not set): "
+                       "give a PID or task address")
+    array = int.from_bytes(target.read(pacas, 8), order)  # struct paca_struct **paca_ptrs
+    paca = int.from_bytes(target.read(array + 8 * cpu, 8), order)
+    return int.from_bytes(target.read(paca + current_off, 8), order)
+
+
 def _help_text(sub: str, name: str) -> str:
     """gdb's help for ``name``: the description, then argparse's help, from the specs."""
     parser = make_command_parser(sub, name)
@@ -130,7 +150,10 @@ class KlpCommand(gdb.Command):  # type: ignore[misc]
                 args = parser.parse_args(argv)
             except SystemExit:  # --help printed its text
                 return
-            text, _status = run_parsed(_target(), self.sub, args)
+            target = _target()
+            if self.sub == "bt" and args.task is None:
+                args.task = ("task", _crashed_task(target))
+            text, _status = run_parsed(target, self.sub, args)
         except KlpError as err:
             raise gdb.GdbError(f"{name}: {str(err).removeprefix(f'{name}: ')}") from None
         except gdb.GdbError:

@@ -225,8 +225,9 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
     assert "usage: klp-stubs [-h] [--format {table,json}] [MODULE ...]" in out
     assert "0xc008000000ef0068  normal  0xc0000000001931c0  msleep" in out
     assert "klp-stubs: no module named 'nosuch'" in err
-    # gdb cannot tell which task crashed: a plain request for one
-    assert "klp-bt: this back end cannot find the crashed task: give a PID or task address" in err
+    # the dump records no panic: klp-bt without a task says so
+    assert ("klp-bt: no crashed task in this target (panic_cpu is not set): give a PID or "
+            "task address") in err
     assert "klp-bt: argument PID|TASK: not a pid or task address: 'pid'" in err
     assert "klp-bt: no task with pid 99999" in err
     assert "klp-toc: unrecognized arguments: --bogus" in err
@@ -566,3 +567,32 @@ def test_elf_symbols_name_addresses_like_drgn(vmcore_elf: Path, vmlinux_debug: P
     assert not mismatches, mismatches[:10]
     for name in ("ftrace_caller", "livepatch_handler", "_stext", "_end", "init_uts_ns", "modules"):
         assert syms.address_of(name) == prog.symbol(name).address, name
+
+
+def test_bt_without_pid_takes_the_crashed_task(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """``klp bt``: the task on ``panic_cpu`` (``paca_ptrs[cpu]->__current``).
+
+    The fixture records no panic; a copy says CPU 1 panicked while running
+    pid 130 (two 8-byte patches in the linear map)."""
+    from drgn import offsetof
+    from drgn.helpers.linux.pid import find_task
+
+    prog, _kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    page_offset = 0xC000000000000000
+    panic_cpu = int(prog["panic_cpu"].address_) - page_offset
+    paca = int(prog["paca_ptrs"][1].value_())
+    current = paca + offsetof(prog.type("struct paca_struct"), "__current") - page_offset
+    task = int(find_task(prog, 130).value_())
+    core = tmp_path / "panicked.elf"
+    size = vmcore_elf.stat().st_size - 0x10000
+    _truncated_copy(vmcore_elf, core, size,
+                    [(panic_cpu, struct.pack("<i", 1)), (current, struct.pack("<Q", task))])
+    proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", "klp bt")  # fmt: skip
+    core.unlink()  # 512 MiB
+    assert_clean(proc)
+    assert "pid 130 (rk_target)  livepatch_sp=0xc0000000037e8038  livepatch frames: 2" in (
+        proc.stdout
+    ), proc.stderr
