@@ -71,6 +71,17 @@ class TaskRef(NamedTuple):
     value: int
 
 
+def _settled(report: Report) -> Report:
+    """Every finding with its severity filled in (``Finding.severity`` is ``None``
+    when the code's default applies; API users read ``.severity``)."""
+    from dataclasses import replace
+
+    report.findings = [
+        f if f.severity is not None else replace(f, severity=f.level) for f in report.findings
+    ]
+    return report
+
+
 def open_target(
     core: PathLike | None = None,
     *,
@@ -166,7 +177,7 @@ def stubs(target: Target, modules: Sequence[str] | None = None) -> Report:
     """
     from .audit import stubs_report
 
-    return stubs_report(target, list(modules) if modules else None)
+    return _settled(stubs_report(target, list(modules) if modules else None))
 
 
 def toc(
@@ -175,7 +186,9 @@ def toc(
     """Each module's TOC (r2) and whether its stubs imply it (``klp-toc``)."""
     from .audit import toc_report
 
-    return toc_report(target, list(modules) if modules else None, callsites=callsites)
+    return _settled(
+        toc_report(target, list(modules) if modules else None, callsites=callsites)
+    )
 
 
 def audit(
@@ -193,7 +206,9 @@ def audit(
     """
     from .audit import audit as _audit
 
-    return _audit(target, list(modules) if modules else None, callsites=callsites, tasks=lpstack)
+    return _settled(
+        _audit(target, list(modules) if modules else None, callsites=callsites, tasks=lpstack)
+    )
 
 
 def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Report:
@@ -213,7 +228,7 @@ def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Repor
     )
     report.tasks = records
     report.extend(findings)
-    return report
+    return _settled(report)
 
 
 def crashed_task(target: Target) -> int:
@@ -335,7 +350,7 @@ def backtrace(target: Target, task: int | TaskRef | Any | None = None) -> Report
 
     ref = TaskRef("task", crashed_task(target)) if task is None else _task_ref(task)
     unwind_on, pid = _backtrace_target(target, ref)
-    return klp_backtrace(unwind_on, pid, tocs_for(target))
+    return _settled(klp_backtrace(unwind_on, pid, tocs_for(target)))
 
 
 def lint_ko(paths: Sequence[PathLike]) -> Report:
@@ -346,4 +361,4 @@ def lint_ko(paths: Sequence[PathLike]) -> Report:
     from .ko import lint_files
 
     report, _status = lint_files([os.fspath(p) for p in paths])
-    return report
+    return _settled(report)
