@@ -166,3 +166,47 @@ def test_help_from_the_same_specs() -> None:
                 assert opt in theirs and opt in ours, (sub, opt)
             if action.help and action.help != "==SUPPRESS==":
                 assert action.help.split("(")[0].strip() in theirs, (sub, action.help)
+
+
+def test_interactive_session(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    """What a user types at drgn's prompt (a pseudo-terminal): ``%klp-…``, ``--help``,
+    one-line errors, and the report left in ``_``."""
+    import pty
+    import select
+
+    lines = ["%klp-toc --help", "%klp-toc rk_lp", "%klp-toc xfz", "%klp-bt",
+             "print('@@', type(_).__name__, [m.name for m in _.modules])", "exit()"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TERM="dumb", DRGN_DISABLE_PLUGINS="klpinspect",
+               DRGN_PLUGINS="klpinspect=klpinspect.drgn_commands")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drgn", "-q", "-c", str(vmcore_elf), "-s", str(vmlinux_debug)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    try:
+        for line in lines:
+            os.write(master, line.encode() + b"\n")
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        proc.wait(timeout=120)
+        os.close(master)
+    text = out.decode(errors="replace").replace("\r", "")
+    assert "usage: klp-toc [-h] [--format {table,json}] [--callsites] [MODULE ...]" in text
+    assert "rk_lp     0xc008000000fb8000  .toc" in text
+    assert "drgn: error: klp-toc: no module named 'xfz'\n" in text
+    assert ("drgn: error: klp-bt: no crashed task in this target (panic_cpu is not set): "
+            "give a PID or task address\n") in text
+    assert "@@ Report ['rk_lp']" in text
+    assert "Traceback" not in text
