@@ -36,7 +36,10 @@ def out(**kw):
 # the plugin is loaded, the checks are not (imported on first use)
 out(lazy=[m for m in ("klpinspect.api", "klpinspect.report", "klpinspect.audit", "tabulate")
           if m in sys.modules])
-# drgn's own helper on the user's own program reads module memory
+# drgn's own helper on the user's own program reads module memory, and drgn
+# itself found the loaded modules when it loaded debug info
+import drgn
+out(drgn_modules=sum(isinstance(m, drgn.RelocatableModule) for m in prog.modules()))
 out(modules=sorted(m.name.string_().decode() for m in for_each_module(prog)))
 report = run_command(prog, "klp-stubs rk_lib")
 out(type=type(report).__name__, status=report.exit_status,
@@ -105,6 +108,7 @@ def test_drgn_session(
     lines, stdout, _stderr = drgn_session(core, vmlinux_debug, tmp_path)
     got = {k: v for line in lines for k, v in line.items() if k != "cmd"}
     assert got["lazy"] == []
+    assert got["drgn_modules"] == 40
     mods = got["modules"]
     assert len(mods) == 40 and "rk_lib" in mods and "rk_lp" in mods
     assert (got["type"], got["status"], got["names"]) == ("Report", 0, ["rk_lib"])
