@@ -3,7 +3,8 @@
 Times ``python3 -m drgn -q -c VMCORE -s VMLINUX -e pass`` on the fixture dump
 with the plugin loaded (``DRGN_PLUGINS``) and without (goal: no measurable
 difference), the import of the plugin module alone (``-X importtime``), and
-the first ``%klp-stubs`` of a session (where the checks are imported).
+the first ``%klp-stubs`` of a session (where the checks are imported), and
+what the kdump program hook adds to a session on a kdump-compressed dump.
 
 Run: python3 benchmarks/bench_drgn_plugin.py [--runs N] [--module MOD]
 (``--module klpinspect.drgn.commands`` on an older checkout measures "before").
@@ -26,8 +27,10 @@ LP61 = FIXTURES / "ppc64le-6.1-lp"
 CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache"))
 
 
-def session(core: Path, code: str, plugin: str | None) -> float:
+def session(core: Path, code: str, plugin: str | None, hook: bool = True) -> float:
     env = dict(os.environ, PYTHONPATH=str(REPO), DRGN_DISABLE_PLUGINS="klpinspect")
+    if not hook:
+        env["KLPINSPECT_NO_PROGRAM_HOOK"] = "1"
     if plugin:
         env["DRGN_PLUGINS"] = f"klpinspect={plugin}"
     start = time.perf_counter()
@@ -72,6 +75,13 @@ def main() -> None:
                      "run_command(prog, 'klp-stubs rk_lib > /dev/null')", args.module)
              for _ in range(max(1, args.runs // 2))]
     print(f"session with one %klp-stubs: median {statistics.median(first) * 1000:.0f} ms")
+    # kdump-compressed: the program hook lets drgn read modules (it then walks
+    # the module list while loading debug info, through a second program)
+    kdump = LP61 / "vmcore.kdump"
+    for label, hook in (("without the hook", False), ("with the hook", True)):
+        times = [session(kdump, "pass", args.module, hook) for _ in range(args.runs)]
+        print(f"kdump session start {label:16s}: median {statistics.median(times) * 1000:.0f} ms "
+              f"(min {min(times) * 1000:.0f})")
 
 
 if __name__ == "__main__":
