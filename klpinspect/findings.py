@@ -87,11 +87,13 @@ EXPLANATIONS: dict[str, Explanation] = {
     "STUB_BAD_MAGIC": Explanation(
         meaning="The slot's magic word is not `STUB_MAGIC` (0x73747562, \"stub\") on a "
         "kernel whose other stubs carry it.",
-        mechanism="Since the livepatch stack-walk fixes, `create_stub()` stores "
-        "`STUB_MAGIC` in each `ppc64_stub_entry` so `is_mprofile_ftrace_call()`/unwinders "
-        "can recognise a stub.",
+        mechanism="Since v4.6 (commit f17c4e01e906, \"Mark module stubs with a magic "
+        "value\") the loader writes `STUB_MAGIC` into word 7 of each `ppc64_stub_entry`; "
+        "`module_trampoline_target()` refuses a stub without it (\"bad magic for stub\"), "
+        "so ftrace cannot nop or patch a call site that goes through this slot.",
         action="The slot was overwritten after the module loaded; check the rest of the "
-        "module's stubs and the code that owns the memory around it.",
+        "module's stubs and the code that owns the memory around it.  ftrace on the "
+        "functions calling through it fails until the module is reloaded.",
         example="magic is 0x00000000, not STUB_MAGIC 0x73747562",
     ),
     "STUB_TARGET_DANGLING": Explanation(
