@@ -45,9 +45,11 @@ EXPLANATIONS: dict[str, Explanation] = {
         "`bl` the module's trampoline, which must reach `ftrace_caller` from any r2. "
         "`create_ftrace_stub()` builds it from `paca->kernel_toc` (`ld r12,PACATOC(r13)`); "
         "a normal stub (`addis r11,r2,...`) computes its target from the module TOC in r2.",
-        action="A kernel that builds such a trampoline is missing the ftrace-stub fix for "
-        "its ABI; report it against the kernel build. Tracing a function of this module "
-        "while r2 holds another TOC (a livepatch, a callback) jumps to a wrong address.",
+        action="Before v4.6 (336a7b5dd80a \"powerpc/module: Create a special stub for "
+        "ftrace_caller()\") the trampoline was a normal stub: such a kernel (or a backport "
+        "missing that commit) needs it; report it against the kernel build.  Tracing a "
+        "function of this module while r2 holds another TOC (a livepatch, a callback) "
+        "jumps to a wrong address.",
         example="rk_lib  0xc008000000ef00e0  arch.tramp is a normal (r2-relative) stub: "
         "it only works while r2 holds this module's TOC",
     ),
@@ -115,8 +117,8 @@ EXPLANATIONS: dict[str, Explanation] = {
         "rewrites the `nop` after each `bl` into the stub to `ld r2,24(r1)` when the "
         "module is relocated. A `nop` left there (a livepatch relocation applied without "
         "it) or another instruction means the caller's TOC is lost.",
-        action="Rebuild the module so every external call is `bl` + `nop` (no "
-        "`-fno-plt`-style inline calls into another TOC); for a livepatch, check that the "
+        action="Rebuild the module so every call into another object is `bl` followed by "
+        "`nop` (what GCC emits for an external call); for a livepatch, check that the "
         "patched call sites were relocated by the kernel (klp relocations).",
         example="bl into stub 0xc008000000ef0068 (-> msleep+0x0/0x70) is followed by a nop "
         "that restore_r2() never patched, not ld r2,24(r1)",
@@ -215,8 +217,8 @@ EXPLANATIONS: dict[str, Explanation] = {
     ),
     "LIVEPATCH_UNSUPPORTED": Explanation(
         meaning="The kernel has no `thread_info.livepatch_sp`: no livepatch stacks to walk.",
-        mechanism="`livepatch_sp` exists only with CONFIG_LIVEPATCH on ppc64 "
-        "(`livepatch_handler`, arch/powerpc/kernel/trace/ftrace_64_mprofile.S).",
+        mechanism="`thread_info.livepatch_sp` exists only with CONFIG_LIVEPATCH on ppc64, "
+        "for `livepatch_handler` in the ftrace entry code.",
         action="Nothing: information only.",
         example="kernel has no thread_info.livepatch_sp: not built with CONFIG_LIVEPATCH",
     ),
