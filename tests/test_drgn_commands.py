@@ -54,6 +54,7 @@ for cmd in ("klp-toc xfz", "klp-bt", "klp-bt nonsense", "klp-audit --format xml"
 task = find_task(prog, 130)
 bt = run_command(prog, f"klp-bt {task.value_():x}")
 out(bt=[t.pid for t in bt.tasks], frames=len(bt.tasks[0].frames))
+run_command(prog, "crash help klp-bt")  # crash's help lists and explains them
 crash = run_command(prog, "crash klp-lpstack --format json")
 out(crash=[t.pid for t in crash.tasks])
 # a report with an error finding: printed, then drgn's exit-status error carrying it
@@ -125,6 +126,8 @@ def test_drgn_session(
     assert errors["klp-audit --format xml"][0] == "CommandArgumentError"
     assert (got["bt"], got["frames"]) == ([130], 2)  # klp-bt TASK_ADDRESS (hex)
     assert got["crash"] == [130]  # the %crash namespace has the commands too
+    assert "klp-bt - backtrace of a task corrected through livepatch_handler frames" in stdout
+    assert "klp-bt [-h] [--format {table,json}] [PID|TASK]" in stdout
     assert got["onerror"] == "KlpFindingsError"
     assert "CommandExitStatusError" in got["mro"] and got["exit_status"] == 1 and got["same"]
     assert got["message"] == "klp-audit: 1 error finding(s) (exit status 1)"
