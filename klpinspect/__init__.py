@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .api import (
         CODES,
         Finding,
+        FindingCode,
         KlpError,
         ModuleRecord,
         Report,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CODES",
     "Finding",
+    "FindingCode",
     "KlpError",
     "ModuleRecord",
     "Report",

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import KlpError, TargetError
-from .report import CODES, Finding, ModuleRecord, Report, Severity, TaskRecord
+from .report import CODES, Finding, FindingCode, ModuleRecord, Report, Severity, TaskRecord
 from .target import Target
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CODES",
     "Finding",
+    "FindingCode",
     "KlpError",
     "ModuleRecord",
     "Report",

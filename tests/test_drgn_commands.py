@@ -59,8 +59,8 @@ crash = run_command(prog, "crash klp-lpstack --format json")
 out(crash=[t.pid for t in crash.tasks])
 # a report with an error finding: printed, then drgn's exit-status error carrying it
 import klpinspect.commands
-from klpinspect.report import Finding, Report
-bad = Report(sections=("findings",), findings=[Finding("STUB_TOC_MISMATCH", "made up")])
+from klpinspect.report import Finding, FindingCode, Report
+bad = Report(sections=("findings",), findings=[Finding(FindingCode.STUB_TOC_MISMATCH, "made up")])
 klpinspect.commands.run_report = lambda target, name, args: bad
 errors = []
 run_command(prog, "klp-audit", onerror=errors.append)
@@ -76,7 +76,7 @@ panic_cpu = prog["panic_cpu"].address_
 prog.add_memory_segment(panic_cpu, 4, lambda a, c, o, p: struct.pack("<i", 1)[o:o + c], False)
 crashed = run_command(prog, "klp-bt")
 t = crashed.tasks[0]
-out(crashed=[t.pid, t.comm, t.backtrace[-1]["symbol"]])
+out(crashed=[t.pid, t.comm, t.backtrace[-1].symbol])
 '''
 
 
