@@ -37,9 +37,10 @@ from labload import load_lab  # noqa: E402
 
 SCRIPT = REPO / "gdb" / "klpinspect.py"
 
-# Runs inside gdb, after ``source gdb/klpinspect.py`` (its globals: _STATE, _target).
+# Runs inside gdb, after ``source gdb/klpinspect.py`` (the commands' _STATE, _target).
 _MEASURE = r"""
 import gdb, json, time
+from klpinspect.backends.gdb.commands import _STATE, _target
 _out = {}
 for _cmd in %(commands)r:
     _best = None

@@ -140,7 +140,9 @@ def _finding(
         off = 24 if kernel.abi == 2 else 40
         msg = (
             f"sibling call (b, no link) into {where}: the stub's std r2,{off}(r1) "
-            "overwrites the TOC saved by the caller's caller, which then restores the wrong r2"
+            "overwrites the TOC saved by the caller's caller, which restores the wrong r2 "
+            "if it reached this function through a stub; fix: "
+            '__attribute__((optimize("-fno-optimize-sibling-calls"))) on the caller'
         )
     else:
         code = FindingCode.CALLSITE_NO_TOC_RESTORE

@@ -1,7 +1,7 @@
 """``klpinspect``: the command line for vmcores, the running kernel and QEMU guests.
 
     klpinspect [-c VMCORE] [-s FILE]... [--vmcoreinfo FILE] [--live] [--qemu QMP_SOCKET]
-               [--format table|json] {stubs,toc,audit,lpstack,bt,ko,prologue} ...
+               [--format table|json] {stubs,toc,audit,lpstack,bt,ko,prologue,explain} ...
 
 Exit status: 0 no error finding, 1 at least one error finding, 2 the target or
 the arguments could not be used (one line on stderr, never a traceback).
@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from . import __version__
 from .commands import COMMANDS, add_command_arguments, run_parsed
 from .errors import KlpError
 from .report import EXIT_UNUSABLE, FindingCode, render
@@ -42,15 +43,27 @@ def make_parser() -> argparse.ArgumentParser:
     tgt.add_argument("-c", "--core", metavar="VMCORE", help="ELF or kdump-compressed vmcore, "
                      "or a QEMU dump-guest-memory file")
     tgt.add_argument("-s", "--symbols", metavar="FILE", action="append", default=[],
-                     help="vmlinux / debug file / module .ko (repeatable)")
+                     help="vmlinux / debug file / module .ko or .ko.debug, or a directory "
+                     "of them such as /usr/lib/debug (repeatable)")
     tgt.add_argument("--vmcoreinfo", metavar="FILE",
                      help="VMCOREINFO text for dumps that carry none (ppc64 QEMU dumps)")
     tgt.add_argument("--live", action="store_true", help="the running kernel (/proc/kcore)")
     tgt.add_argument("--qemu", metavar="QMP_SOCKET", help="a live QEMU guest's QMP socket")
+    dbg = parser.add_argument_group("drgn debug info search")
+    dbg.add_argument("--debug-directory", dest="debug_directories", metavar="DIR",
+                     action="append", default=[],
+                     help="also search DIR for debug info, by build ID (DIR/.build-id/) "
+                     "and kernel release (DIR/lib/modules/RELEASE/) (drgn's option; repeatable)")
+    dbg.add_argument("--default-symbols", action="store_true",
+                     help="also run drgn's default debug info search (/usr/lib/debug, "
+                     "/lib/modules/RELEASE, debuginfod) for modules -s does not cover")
     # The subcommands take --format too (after the command name); the global one
     # gets its own dest so a subcommand's default does not overwrite it.
     parser.add_argument("--format", dest="global_format", choices=("table", "json"),
                         default="table", help="output format (default: table)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--gdb-script", action=_GdbScriptAction,
+                        help="print the gdb 'source' line that loads the klp commands, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, description in COMMANDS.items():
         p = sub.add_parser(name, help=description, description=description)
@@ -71,29 +84,41 @@ def make_parser() -> argparse.ArgumentParser:
                      help="list every traced function with its class and the reason")
     pro.add_argument("files", nargs="+", metavar="FILE",
                      help="vmlinux or module (.ko, .ko.xz, .ko.gz)")
+    explain = sub.add_parser("explain", help="explain a finding code: meaning, kernel "
+                             "mechanism, what to do", description="Explain finding codes "
+                             "(docs/findings.md holds the same text).")
+    explain.add_argument("codes", nargs="*", metavar="CODE",
+                         help="finding codes (default: list every code)")
     return parser
 
 
+class _GdbScriptAction(argparse.Action):
+    """``--gdb-script``: print the ``source`` line for gdb and exit (like ``--version``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from .gdb import source_line
+
+        print(source_line())
+        parser.exit()
+
+
 def open_target(args: argparse.Namespace) -> Target:
-    """Open the target the global options name (drgn back end)."""
-    chosen = [x for x in (args.core, args.live or None, args.qemu) if x]
-    if not chosen:
-        raise KlpError("no target: give -c VMCORE, --live or --qemu QMP_SOCKET")
-    if len(chosen) > 1:
-        raise KlpError("give only one of -c VMCORE, --live, --qemu QMP_SOCKET")
-    try:
-        from .backends.drgn.program import open_program
-        from .backends.drgn.target import DrgnTarget
-    except ImportError as e:
-        raise KlpError(f"the drgn back end is not available: {e}") from None
-    prog, kind = open_program(
-        core=args.core,
+    """Open the target the global options name (:func:`klpinspect.api.open_target`)."""
+    from .api import open_target as _open_target
+
+    return _open_target(
+        args.core,
         symbols=args.symbols,
         vmcoreinfo=args.vmcoreinfo,
         live=args.live,
         qemu=args.qemu,
+        debug_directories=args.debug_directories,
+        default_symbols=args.default_symbols,
     )
-    return DrgnTarget(prog, kind)
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -103,8 +128,15 @@ def _run(argv: Sequence[str] | None) -> int:
         logging.getLogger("drgn").setLevel(logging.CRITICAL)
     args = make_parser().parse_args(argv)
     if args.command is None:
-        raise KlpError(f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko', 'prologue'])}")
+        raise KlpError(
+            f"{PROG}: give a command: {', '.join([*COMMANDS, 'ko', 'prologue', 'explain'])}")
     fmt = args.global_format
+    if args.command == "explain":
+        from .findings import explain
+
+        text, status = explain(args.codes)
+        sys.stdout.write(text)
+        return status
     if args.command == "ko":
         from .ko import lint_files
 

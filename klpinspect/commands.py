@@ -1,19 +1,22 @@
 """The subcommands every front end shares: parsing and running them over a Target.
 
-The CLI, the drgn plugin (``%klp-stubs`` …) and the gdb commands (``klp-stubs``
-…) all call :func:`run_command`, so names, options and output are the same
-everywhere.
+The CLI, the drgn plugin (``%klp-stubs`` …) and the gdb commands (``klp stubs``
+…) all parse with :func:`command_arguments` and run through :func:`run_report`
+(the :mod:`klpinspect.api` calls), so names, options and output are the same
+everywhere.  Light on purpose: the drgn plugin and gdb import it at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import KlpError
-from .report import Report, new_report, render
-from .target import Target
+
+if TYPE_CHECKING:  # imported on first use: the drgn plugin and gdb load this module at start
+    from .report import Report
+    from .target import Target
 
 __all__ = (
     "COMMANDS",
@@ -21,8 +24,10 @@ __all__ = (
     "add_command_arguments",
     "command_arguments",
     "make_command_parser",
+    "pid_or_task",
     "run_command",
     "run_parsed",
+    "run_report",
 )
 
 # name -> one-line description (the front ends use it for help text)
@@ -54,6 +59,25 @@ def _pid(text: str) -> int:
     return value
 
 
+def pid_or_task(text: str) -> tuple[str, int]:
+    """``("pid", N)`` for a decimal number, else ``("task", ADDRESS)`` for a hex one.
+
+    The rule of drgn's crash commands (``bt 130``, ``bt c000000003a8c200``).
+    """
+    try:
+        value = int(text, 10)
+        kind = "pid"
+    except ValueError:
+        try:
+            value = int(text, 16)
+            kind = "task"
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a pid or task address: '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a pid or task address: '{text}'")
+    return kind, value
+
+
 ArgSpec = tuple[tuple[str, ...], dict[str, Any]]
 
 
@@ -80,7 +104,9 @@ def command_arguments(name: str) -> list[ArgSpec]:
         specs.append((("pids",), {"nargs": "*", "type": _pid, "metavar": "PID",
                                   "help": "task pids"}))
     if name == "bt":
-        specs.append((("pid",), {"type": _pid, "metavar": "PID", "help": "task pid"}))
+        specs.append((("task",), {"nargs": "?", "type": pid_or_task, "metavar": "PID|TASK",
+                                  "help": "decimal pid or hex task_struct address "
+                                          "(default: the task that crashed)"}))
     return specs
 
 
@@ -99,29 +125,24 @@ def make_command_parser(name: str, prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
-    from . import audit as _audit
+def run_report(target: Target, name: str, args: argparse.Namespace) -> Report:
+    """Run subcommand ``name`` with parsed ``args`` over ``target``: the
+    :mod:`klpinspect.api` call behind each command."""
+    from . import api
 
     if name == "stubs":
-        return _audit.stubs_report(target, args.modules)
+        return api.stubs(target, args.modules)
     if name == "toc":
-        return _audit.toc_report(target, args.modules, callsites=args.callsites)
+        return api.toc(target, args.modules, callsites=args.callsites)
     if name == "audit":
-        return _audit.audit(
-            target, args.modules, callsites=not args.no_callsites, tasks=not args.no_tasks
+        return api.audit(
+            target, args.modules, callsites=not args.no_callsites, lpstack=not args.no_tasks
         )
-    from .livepatch import audit_livepatch_stacks, klp_backtrace
-
-    tocs = _audit.tocs_for(target)
     if name == "lpstack":
-        kernel = target.kernel()
-        report = new_report(target, kernel, ("tasks", "findings"))
-        records, findings = audit_livepatch_stacks(target, tocs, pids=args.pids or None)
-        report.tasks = records
-        report.extend(findings)
-        return report
+        return api.livepatch_stacks(target, args.pids or None)
     if name == "bt":
-        return klp_backtrace(target, args.pid, tocs)
+        task = None if args.task is None else api.TaskRef(*args.task)
+        return api.backtrace(target, task)
     raise CommandError(f"unknown command '{name}'")
 
 
@@ -129,8 +150,8 @@ def run_parsed(
     target: Target, name: str, args: argparse.Namespace, fmt: str = "table"
 ) -> tuple[str, int]:
     """Run subcommand ``name`` with parsed ``args``; returns (output text, exit status)."""
-    report = _report_for(target, name, args)
-    return render(report, args.format or fmt), report.exit_status
+    report = run_report(target, name, args)
+    return report.render(args.format or fmt), report.exit_status
 
 
 def run_command(

@@ -417,7 +417,10 @@ def _lint_object(obj: _Object) -> list[Finding]:
                         message=(
                             f"sibling call (b) to {shown} goes through a stub whose "
                             f"std r2,{24 if obj.abi == 2 else 40}(r1) overwrites the TOC "
-                            "saved by the caller's caller"
+                            "saved by the caller's caller (restore_r2() accepts it; the "
+                            "caller's caller may reload a wrong r2); fix: "
+                            '__attribute__((optimize("-fno-optimize-sibling-calls"))) '
+                            "on the caller"
                         ),
                     )
                 )

@@ -21,6 +21,14 @@ FIXTURES = Path(
 LP61 = FIXTURES / "ppc64le-6.1-lp"
 CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache")).resolve()
 
+# drgn loads its plugins once per process, when a test first makes a kernel
+# program: an installed klpinspect (an older wheel, another checkout's editable
+# install with its own entry point) must not register its %klp-* commands over
+# this checkout's.  Subprocess tests name this checkout's plugin in DRGN_PLUGINS.
+_disabled = [p for p in os.environ.get("DRGN_DISABLE_PLUGINS", "").split(",") if p]
+if "klpinspect" not in _disabled:
+    os.environ["DRGN_DISABLE_PLUGINS"] = ",".join([*_disabled, "klpinspect"])
+
 
 def fixture_file(name: str) -> Path:
     path = LP61 / name

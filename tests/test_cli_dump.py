@@ -201,13 +201,15 @@ def test_drgn_plugin_commands(
         "from drgn.commands import run_command\n"
         "run_command(prog, 'klp-stubs rk_lib')\n"
         "run_command(prog, 'klp-toc --format json rk_target')\n"
-        "run_command(prog, 'klp-toc xfz')\n"
+        "import sys\n"
+        "run_command(prog, 'klp-toc xfz', onerror=lambda e: print(e, file=sys.stderr))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(vmlinux_debug),
          "-e", code],
         capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=dict(os.environ, PYTHONPATH=str(REPO), DRGN_DISABLE_PLUGINS="klpinspect",
+                 DRGN_PLUGINS="klpinspect=klpinspect.backends.drgn.commands"),
     )
     assert proc.returncode == 0, proc.stderr
     assert "msleep" in proc.stdout

@@ -32,7 +32,9 @@ from klpinspect.commands import run_command
 pytestmark = pytest.mark.dump
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "gdb" / "klpinspect.py"
+# what `klpinspect --gdb-script` names: the loader installed with the package
+SCRIPT = REPO / "klpinspect" / "backends" / "gdb" / "load.py"
+SHIM = REPO / "gdb" / "klpinspect.py"  # the older `source gdb/klpinspect.py`
 GDB = "gdb-multiarch"
 PPC64 = ("-ex", "set architecture powerpc:common64")
 
@@ -204,7 +206,7 @@ def test_bt_same_as_drgn(gdb_json: dict[str, Any], drgn_json: dict[str, Any]) ->
 def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Path) -> None:
     proc = run_gdb(
         *vmcore_args(vmcore_elf, vmlinux_debug),
-        "-ex", f"source {SCRIPT}",
+        "-ex", f"source {SHIM}",
         "-ex", "help klp-stubs",
         "-ex", "klp-stubs rk_lib",
         "-ex", "klp-stubs nosuch",
@@ -220,18 +222,72 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
     assert_clean(proc)
     out, err = proc.stdout, proc.stderr
     assert "Decode every used .stubs slot" in out
-    assert "Usage: klp-stubs [--format table|json] [MODULE...]" in out
+    # help generated from the argument specs, not copied by hand
+    assert "usage: klp-stubs [-h] [--format {table,json}] [MODULE ...]" in out
     assert "0xc008000000ef0068  normal  0xc0000000001931c0  msleep" in out
     assert "klp-stubs: no module named 'nosuch'" in err
-    assert "klp-bt: the following arguments are required: PID" in err
-    assert "klp-bt: argument PID: not a pid: 'pid'" in err
+    # the dump records no panic: klp-bt without a task says so
+    assert ("klp-bt: no crashed task in this target (panic_cpu is not set): give a PID or "
+            "task address") in err
+    assert "klp-bt: argument PID|TASK: not a pid or task address: 'pid'" in err
     assert "klp-bt: no task with pid 99999" in err
     assert "klp-toc: unrecognized arguments: --bogus" in err
     assert "klp-audit: argument --format: invalid choice: 'xml'" in err
     assert "rk_target" in out and "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in out
-    assert "usage: klp-stubs [-h] [--format {table,json}] [MODULE ...]" in out
     # gdb does not need drgn, and the commands never load it
     assert "drgn imported: False" in out
+    klp_lines = [ln for ln in err.splitlines() if ln.startswith("klp-")]
+    assert len(klp_lines) == 6, err  # one line per failing command
+
+
+def test_klp_prefix_help_and_completion(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    """``help klp`` lists the family; TAB completes modules, pids and options."""
+    from drgn.helpers.linux.pid import find_task
+
+    from klpinspect.commands import COMMANDS as SUBCOMMANDS
+    from klpinspect.commands import make_command_parser
+
+    prog, _kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    task = int(find_task(prog, 130).value_())  # klp bt takes a task_struct address too
+    proc = run_gdb(
+        *vmcore_args(vmcore_elf, vmlinux_debug),
+        "-ex", f"source {SCRIPT}",
+        "-ex", "help klp",
+        "-ex", "help klp toc",
+        "-ex", "complete klp stubs rk_l",
+        "-ex", "complete klp bt 13",
+        "-ex", "complete klp audit --no-c",
+        "-ex", "klp toc rk_lp",
+        "-ex", "klp frobnicate",
+        "-ex", "klp bt c000000003a8c200",
+        "-ex", f"klp bt {task:x}",
+    )  # fmt: skip
+    assert_clean(proc)
+    out, err = proc.stdout, proc.stderr
+    for sub, description in SUBCOMMANDS.items():
+        assert f"klp {sub} -- {description[0].upper()}{description[1:]}" in out
+    usage = make_command_parser("toc", "klp toc").format_usage().strip()
+    assert usage in out
+    assert "klp stubs rk_lib\n" in out and "klp stubs rk_lp\n" in out
+    assert "klp bt 130\n" in out
+    assert "klp audit --no-callsites\n" in out
+    assert "0xc008000000fb8000" in out
+    assert "klp: unknown command 'frobnicate' (help klp lists them)" in err
+    assert "klp bt: no task at address 0xc000000003a8c200" in err
+    assert "pid 130 (rk_target)  livepatch_sp=0xc0000000037e8038  livepatch frames: 2" in out
+
+
+def test_gdb_script_line_loads_the_commands(vmcore_elf: Path, vmlinux_debug: Path) -> None:
+    """The line ``klpinspect --gdb-script`` prints is all gdb needs."""
+    line = subprocess.run(
+        [sys.executable, "-m", "klpinspect", "--gdb-script"], capture_output=True, text=True,
+        check=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    ).stdout.strip()
+    assert line == f"source {SCRIPT}"
+    proc = run_gdb(*vmcore_args(vmcore_elf, vmlinux_debug), "-ex", line,
+                   "-ex", "klp lpstack")  # fmt: skip
+    assert_clean(proc)
+    assert "rk_target" in proc.stdout, proc.stderr
 
 
 def test_no_kernel_loaded() -> None:
@@ -494,3 +550,32 @@ def test_elf_symbols_name_addresses_like_drgn(vmcore_elf: Path, vmlinux_debug: P
     assert not mismatches, mismatches[:10]
     for name in ("ftrace_caller", "livepatch_handler", "_stext", "_end", "init_uts_ns", "modules"):
         assert syms.address_of(name) == prog.symbol(name).address, name
+
+
+def test_bt_without_pid_takes_the_crashed_task(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """``klp bt``: the task on ``panic_cpu`` (``paca_ptrs[cpu]->__current``).
+
+    The fixture records no panic; a copy says CPU 1 panicked while running
+    pid 130 (two 8-byte patches in the linear map)."""
+    from drgn import offsetof
+    from drgn.helpers.linux.pid import find_task
+
+    prog, _kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+    page_offset = 0xC000000000000000
+    panic_cpu = int(prog["panic_cpu"].address_) - page_offset
+    paca = int(prog["paca_ptrs"][1].value_())
+    current = paca + offsetof(prog.type("struct paca_struct"), "__current") - page_offset
+    task = int(find_task(prog, 130).value_())
+    core = tmp_path / "panicked.elf"
+    size = vmcore_elf.stat().st_size - 0x10000
+    _truncated_copy(vmcore_elf, core, size,
+                    [(panic_cpu, struct.pack("<i", 1)), (current, struct.pack("<Q", task))])
+    proc = run_gdb(*vmcore_args(core, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", "klp bt")  # fmt: skip
+    core.unlink()  # 512 MiB
+    assert_clean(proc)
+    assert "pid 130 (rk_target)  livepatch_sp=0xc0000000037e8038  livepatch frames: 2" in (
+        proc.stdout
+    ), proc.stderr

@@ -254,6 +254,9 @@ def test_handwritten_elfv1_big_endian(built: dict[str, Path]) -> None:
     }
     sib = next(f for f in findings if f.code == "KO_SIBLING_CALL")
     assert "std r2,40(r1)" in sib.message
+    # restore_r2() accepts sibling calls deliberately: a warning that names the fix
+    assert sib.level is Severity.WARNING
+    assert '__attribute__((optimize("-fno-optimize-sibling-calls")))' in sib.message
 
 
 def test_parse_klp_sym() -> None:

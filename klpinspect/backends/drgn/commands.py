@@ -1,70 +1,200 @@
 """drgn plugin: ``%klp-stubs``, ``%klp-toc``, ``%klp-audit``, ``%klp-lpstack``, ``%klp-bt``.
 
-Registered through the ``drgn.plugins`` entry point (``setup.cfg``), so after
-``pip install .`` a plain ``drgn -c VMCORE -s VMLINUX`` has them.  They take
-the same arguments as the ``klpinspect`` subcommands and print through the
-same renderers (:mod:`klpinspect.commands`).
+Registered through the ``drgn.plugins`` entry point, so after ``pip install``
+a plain ``drgn -c VMCORE -s VMLINUX`` has them, and ``%crash`` (drgn's
+crash-compatible namespace) has them too.  They behave like drgn's own
+commands:
+
+* ``--help`` prints help built from the same argument specs as the
+  ``klpinspect`` subcommands (:func:`klpinspect.commands.command_arguments`);
+* the command returns the :class:`~klpinspect.report.Report`, so
+  ``report = run_command(prog, "klp-audit")`` works in a script;
+* a target or argument problem raises :class:`drgn.commands.CommandError`; a
+  report with error findings raises :class:`KlpFindingsError` (drgn's
+  :class:`~drgn.commands.CommandExitStatusError`, exit status 1) after
+  printing it, carrying the report;
+* they are enabled only for ppc64 Linux kernels.
+
+Importing this module costs drgn's start-up almost nothing: the argument
+specs are plain data, and the checks (and their dependencies) are imported
+the first time a command runs.
+
+For a kdump-compressed ppc64 dump opened by drgn itself, the
+``drgn_prog_set`` hook adds one virtual memory segment to the user's own
+program: libkdumpfile cannot translate module (vmalloc) addresses on ppc64,
+so the segment translates them with drgn's own radix page-table walker,
+reading physical memory through libkdumpfile.  drgn's helpers then read
+module memory too (``for_each_module(prog)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import drgn
-from drgn.commands import argument
-from drgn.commands.linux import linux_kernel_command
+from drgn.commands import CommandError, CommandExitStatusError, argument, command
 
-from klpinspect.commands import COMMANDS, command_arguments, run_parsed
+from klpinspect.commands import COMMANDS, command_arguments
 from klpinspect.errors import KlpError
+from klpinspect.ppc64.radix import PAGE_OFFSET
 
-from .program import translating_program
-from .target import DrgnTarget
+if TYPE_CHECKING:
+    from klpinspect.report import Report
 
-__all__ = ("drgn_target",)
+__all__ = ("KlpFindingsError", "drgn_prog_set", "is_ppc64_kernel")
 
-# One DrgnTarget per program, so kernel facts, the module list and the symbol
-# table are read once per session.  drgn.Program takes no weak references:
-# keyed by id(), holding the program (a session has one, for its lifetime).
-_TARGETS: dict[int, tuple[drgn.Program, DrgnTarget]] = {}
-
-
-def _kind(prog: drgn.Program) -> str:
-    if prog.flags & drgn.ProgramFlags.IS_LIVE:
-        return "live"
-    return "vmcore"
+# Where the ppc64 linear map ends: vmalloc / module space starts here on Book3S
+# (0xc008… radix 64K); vmemmap and I/O space follow, up to 0xc010….
+_LINEAR_MAP_END = 0xC008000000000000
+_NON_LINEAR_END = 0xC010000000000000
 
 
-def drgn_target(prog: drgn.Program) -> DrgnTarget:
-    """The cached :class:`DrgnTarget` for ``prog``."""
-    entry = _TARGETS.get(id(prog))
-    if entry is not None and entry[0] is prog:
-        return entry[1]
-    # A kdump-compressed ppc64 dump opened by drgn itself cannot read module
-    # (vmalloc) memory; translating_program() swaps in one that can.
-    target = DrgnTarget(translating_program(prog), _kind(prog))
-    _TARGETS[id(prog)] = (prog, target)
-    return target
+def is_ppc64_kernel(prog: drgn.Program) -> bool:
+    """The ``enabled=`` test of every klp command: a ppc64 Linux kernel."""
+    return bool(
+        prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
+        and prog.platform is not None
+        and prog.platform.arch == drgn.Architecture.PPC64
+    )
 
 
-def _register(sub: str) -> None:
-    name = f"klp-{sub}"
+class KlpFindingsError(CommandExitStatusError):
+    """A klp command found errors: exit status 1, with the printed report attached."""
 
-    def run(prog: drgn.Program, _name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    def __init__(self, command: str, report: Report) -> None:
+        super().__init__(command, report.exit_status)
+        self.report = report
+
+    def __str__(self) -> str:
+        errors = sum(1 for f in self.report.findings if f.level.value == "error")
+        return f"{self.command}: {errors} error finding(s) (exit status {self.exit_status})"
+
+
+_HELP = (("-h", "--help"), {"action": "store_true", "help": "show this help message and exit"})
+
+
+def _arguments(sub: str) -> list[argument]:
+    return [argument(*a, **kw) for a, kw in [_HELP, *command_arguments(sub)]]
+
+
+def _make_command(sub: str) -> Any:
+    def run(
+        prog: drgn.Program,
+        name: str,
+        args: argparse.Namespace,
+        *,
+        parser: argparse.ArgumentParser,
+        **kwargs: Any,
+    ) -> Report | None:
+        if args.help:
+            sys.stdout.write(parser.format_help())
+            return None
+        from klpinspect.api import target_from_drgn
+        from klpinspect.commands import run_report
+
         try:
-            text, _status = run_parsed(drgn_target(prog), sub, args)
+            report = run_report(target_from_drgn(prog), sub, args)
         except KlpError as e:
-            print(f"{name}: {e}", file=sys.stderr)
-            return
-        sys.stdout.write(text)
+            raise CommandError(f"{name}: {str(e).removeprefix(name + ': ')}") from None
+        sys.stdout.write(report.render(args.format or "table"))
+        if report.exit_status:
+            raise KlpFindingsError(name, report)
+        return report
 
-    linux_kernel_command(
-        name=name,
-        description=COMMANDS[sub],
-        arguments=[argument(*a, **kw) for a, kw in command_arguments(sub)],
-    )(run)
+    run.__name__ = f"_cmd_klp_{sub}"
+    return run
 
 
-for _sub in COMMANDS:
-    _register(_sub)
+def _register() -> None:
+    namespaces: list[Any] = [None]
+    try:
+        # drgn's crash-compatible namespace (``%crash klp-audit``, drgn-crash).
+        from drgn.commands._crash.common import CRASH_COMMAND_NAMESPACE
+
+        namespaces.append(CRASH_COMMAND_NAMESPACE)
+    except ImportError:  # a drgn without the crash commands
+        pass
+    for sub, description in COMMANDS.items():
+        func = _make_command(sub)
+        for namespace in namespaces:
+            kwargs: dict[str, Any] = {} if namespace is None else {"namespace": namespace}
+            command(
+                name=f"klp-{sub}",
+                description=description,
+                long_description=f"{description[0].upper()}{description[1:]}.",
+                arguments=_arguments(sub),
+                enabled=is_ppc64_kernel,
+                **kwargs,
+            )(func)
+
+
+_register()
+
+
+def _is_kdump_file(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head in (b"KDUMP   ", b"DISKDUMP")
+
+
+def _add_module_memory_segment(prog: drgn.Program) -> None:
+    """One virtual segment over non-linear kernel space, read through drgn's own
+    page-table walk of a helper program whose linear map reads ``prog``'s
+    physical memory (made on the first read, when the kernel's debug info
+    is loaded)."""
+    platform = prog.platform
+    assert platform is not None
+    state: dict[str, drgn.Program] = {}
+
+    def physical(address: int, count: int, offset: int, physical: bool) -> bytes:
+        data: bytes = prog.read(offset, count, True)
+        return data
+
+    def read(address: int, count: int, offset: int, physical_: bool) -> bytes:
+        helper = state.get("helper")
+        if helper is None:
+            from .program import _custom_kernel_program, _kernel_vmcoreinfo
+
+            info = _kernel_vmcoreinfo(prog)
+            if not info:
+                raise drgn.FaultError("no VMCOREINFO to translate module addresses", address)
+            helper = _custom_kernel_program(
+                platform, info, [(0, _LINEAR_MAP_END - PAGE_OFFSET, physical)]
+            )
+            # drgn's ppc64 walker reads cur_cpu_spec (radix or hash): it needs the
+            # kernel's debug info, which the user's program has loaded by now.
+            try:
+                vmlinux = prog.main_module().debug_file_path
+            except LookupError:
+                vmlinux = None
+            if not vmlinux:
+                raise drgn.FaultError("no kernel debug info yet to translate", address)
+            helper.load_debug_info([vmlinux], main=True)
+            state["helper"] = helper
+        data: bytes = helper.read(address, count)
+        return data
+
+    prog.add_memory_segment(
+        _LINEAR_MAP_END, _NON_LINEAR_END - _LINEAR_MAP_END, read, False
+    )
+    prog.cache["klpinspect_module_segment"] = True
+
+
+def drgn_prog_set(prog: drgn.Program) -> None:
+    """drgn's plugin hook: let a drgn-opened kdump-compressed ppc64 dump read modules."""
+    if os.environ.get("KLPINSPECT_NO_PROGRAM_HOOK"):
+        return
+    if not is_ppc64_kernel(prog) or prog.flags & drgn.ProgramFlags.IS_LIVE:
+        return
+    if prog.cache.get("klpinspect_module_segment"):
+        return  # loaded under two plugin names
+    if _is_kdump_file(getattr(prog, "core_dump_path", None)):
+        _add_module_memory_segment(prog)

@@ -32,6 +32,7 @@ from klpinspect.errors import TargetError
 __all__ = (
     "debug_cache_dir",
     "decompressed_debug_file",
+    "MODULE_DEBUG_PATTERNS",
     "expand_debug_paths",
     "has_compressed_sections",
     "prepare_debug_files",
@@ -200,12 +201,24 @@ def decompressed_debug_file(
     return out
 
 
+# Module debug files as distributions and kernel builds leave them: the .ko
+# itself (make modules_install, INSTALL_MOD_STRIP unset) or its split debug
+# file under /usr/lib/debug/lib/modules/RELEASE/ (Fedora/RHEL .ko.debug).
+# Build-ID trees (.build-id/xx/yyyy.debug) are left to drgn's own search.
+MODULE_DEBUG_PATTERNS = ("*.ko", "*.ko.debug")
+
+
 def expand_debug_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Each path, with a directory replaced by the ``*.ko`` files below it."""
+    """Each path, with a directory replaced by the module debug files below it
+    (:data:`MODULE_DEBUG_PATTERNS`, outside ``.build-id``)."""
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            yield from sorted(path.rglob("*.ko"))
+            found = {
+                f for pattern in MODULE_DEBUG_PATTERNS for f in path.rglob(pattern)
+                if ".build-id" not in f.relative_to(path).parts and f.is_file()
+            }
+            yield from sorted(found)
         else:
             yield path
 

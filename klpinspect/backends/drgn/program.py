@@ -370,11 +370,19 @@ def load_kernel_debug_info(
     prog: drgn.Program,
     symbols: Sequence[str | os.PathLike[str]] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    debug_directories: Sequence[str | os.PathLike[str]] = (),
+    default_symbols: bool = False,
 ) -> None:
     """Load debug info for the kernel and whichever modules ``symbols`` cover.
 
-    :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` files or directories
-        of ``.ko`` files; empty: drgn's default search
+    :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` / ``.ko.debug`` files
+        or directories of them; empty: drgn's default search.  A directory is
+        also searched the way drgn searches ``/usr/lib/debug`` (``.build-id/``,
+        ``lib/modules/RELEASE/``)
+    :param debug_directories: more directories for drgn's own search
+        (``drgn --debug-directory``)
+    :param default_symbols: run drgn's default search as well as loading ``symbols``
     :raises TargetError: for a missing or non-ELF file, a vmlinux of another
         build, or when no kernel debug info is found
     """
@@ -384,7 +392,14 @@ def load_kernel_debug_info(
     if vmcoreinfo:
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
-    files = prepare_debug_files(symbols, cache_dir)
+    search = [os.fspath(d) for d in debug_directories]
+    search += [os.fspath(p) for p in symbols if os.path.isdir(p)]
+    # module files in search directories are prepared (decompressed) like -s ones:
+    # drgn's own search would hand libelf compressed .ko sections it cannot read
+    files = prepare_debug_files([*symbols, *debug_directories], cache_dir)
+    if search:
+        opts = prog.debug_info_options
+        opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
     for orig, _, build_id, rel in files:
         if not rel and kernel_id and build_id and build_id != kernel_id:
             raise TargetError(
@@ -392,13 +407,19 @@ def load_kernel_debug_info(
                 f"the kernel's is {kernel_id})"
             )
     try:
-        if files:
-            prog.load_debug_info([str(load) for _, load, _, _ in files], main=True)
+        if files or search:
+            prog.load_debug_info(
+                [str(load) for _, load, _, _ in files],
+                main=True,
+                default=default_symbols or bool(search),
+            )
         else:
             prog.load_default_debug_info()
     except drgn.MissingDebugInfoError:
         pass  # modules without debug info are fine; the kernel is checked below
     except (OSError, ValueError) as e:
+        raise TargetError(f"cannot load debug info: {e}") from None
+    except Exception as e:  # drgn raises plain Exception for libelf/libdw errors
         raise TargetError(f"cannot load debug info: {e}") from None
     if not _kernel_debug_status(prog):
         given = "the -s files given" if files else "drgn's default search paths"
@@ -416,6 +437,8 @@ def open_program(
     live: bool = False,
     qemu: str | None = None,
     cache_dir: str | None = None,
+    debug_directories: Sequence[str] = (),
+    default_symbols: bool = False,
 ) -> tuple[drgn.Program, str]:
     """Open the target the command line names, with its debug info.
 
@@ -444,5 +467,11 @@ def open_program(
 
         assert qemu is not None
         prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"
-    load_kernel_debug_info(prog, symbols, cache_dir)
+    load_kernel_debug_info(
+        prog,
+        symbols,
+        cache_dir,
+        debug_directories=debug_directories,
+        default_symbols=default_symbols,
+    )
     return prog, kind

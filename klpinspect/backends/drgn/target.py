@@ -184,6 +184,11 @@ class DrgnTarget:
         return self._kernel
 
     def _compute_kernel(self) -> KernelInfo:
+        platform = self.prog.platform
+        if platform is None or platform.arch != drgn.Architecture.PPC64:
+            # Only ppc64 has these stubs; "ppc64le" must not name any little-endian kernel.
+            arch = "unknown" if platform is None else platform.arch.name.lower()
+            raise TargetError(f"not a ppc64 kernel: the program's architecture is {arch}")
         info = layout.kernel_info(self._k)
         expected = vmcoreinfo_release(self.prog)
         if expected is not None and info.release != expected:
@@ -207,6 +212,16 @@ class DrgnTarget:
     def tasks(self) -> Iterator[TaskInfo]:
         """Every task (threads included), by pid; damage recorded as for :meth:`modules`."""
         return iter(layout.tasks(self._k, self.damage))
+
+    def task_info(self, task: Object) -> TaskInfo:
+        """Plain facts about one task, also one :meth:`tasks` does not visit (a
+        CPU's idle task): what :func:`klpinspect.api.backtrace` unwinds by address.
+
+        :param task: ``struct task_struct *``
+        """
+        address = int(task.value_())
+        view = self._k.object("struct task_struct", address)
+        return layout.task_info(self._k, address, view, layout.thread_size(self._k))
 
     def _find_task(self, pid: int) -> Object:
         # the task list, as tasks() walks it: find_task() walks the pid idr,
