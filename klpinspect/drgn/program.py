@@ -43,6 +43,7 @@ from klpinspect.drgn.debuginfo import prepare_debug_files
 from klpinspect.errors import TargetError
 
 __all__ = (
+    "DEBUGINFO_KEY",
     "PAGE_OFFSET",
     "find_vmcoreinfo_note",
     "load_kernel_debug_info",
@@ -52,6 +53,10 @@ __all__ = (
     "translating_program",
     "vmcoreinfo_build_id",
 )
+
+# prog.cache key: where the kernel's types and symbols came from, "dwarf" or
+# "btf+kallsyms" (klpinspect.drgn.btf_finder).
+DEBUGINFO_KEY = "klpinspect_debuginfo"
 
 # The ppc64 linear map: physical address p is at PAGE_OFFSET + p.
 PAGE_OFFSET = 0xC000000000000000
@@ -443,6 +448,14 @@ def translating_program(prog: drgn.Program) -> drgn.Program:
         new.load_debug_info(files, main=True)
     except drgn.MissingDebugInfoError:
         pass
+    if not _kernel_debug_status(new):
+        from klpinspect.drgn.btf_finder import enable_btf
+
+        try:
+            enable_btf(new)
+            new.cache[DEBUGINFO_KEY] = "btf+kallsyms"
+        except LookupError:
+            pass
     try:
         new.read(first, 8)
     except drgn.FaultError:
@@ -564,10 +577,22 @@ def load_kernel_debug_info(
     vmcoreinfo = _kernel_vmcoreinfo(prog)
     kernel_id = vmcoreinfo_build_id(vmcoreinfo) if vmcoreinfo else None
     release = "?"
+    btf_problem = ""
     if vmcoreinfo:
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
     files = prepare_debug_files(symbols, cache_dir)
+    if not files:
+        # No -s: the kernel's own BTF and kallsyms, when it has them, and no
+        # DWARF search at all (klpinspect.drgn.btf_finder).
+        from klpinspect.drgn.btf_finder import enable_btf
+
+        try:
+            enable_btf(prog)
+            prog.cache[DEBUGINFO_KEY] = "btf+kallsyms"
+            return
+        except LookupError as e:
+            btf_problem = str(e)
     for orig, _, build_id, rel in files:
         if not rel and kernel_id and build_id and build_id != kernel_id:
             raise TargetError(
@@ -584,11 +609,19 @@ def load_kernel_debug_info(
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot load debug info: {e}") from None
     if not _kernel_debug_status(prog):
-        given = "the -s files given" if files else "drgn's default search paths"
+        if files:
+            raise TargetError(
+                f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}) "
+                "in the -s files given; pass -s VMLINUX (or its .debug file)"
+            )
+        from klpinspect.drgn.btf_finder import debuginfo_hint
+
         raise TargetError(
-            f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}) "
-            f"in {given}; pass -s VMLINUX (or its .debug file)"
+            f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}): "
+            f"{btf_problem}, and drgn's default search paths have no vmlinux; "
+            f"pass -s VMLINUX (or its .debug file){debuginfo_hint(release)}"
         )
+    prog.cache[DEBUGINFO_KEY] = "dwarf"
 
 
 def open_program(

@@ -20,6 +20,7 @@ from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
+from klpinspect.drgn.btf_finder import debuginfo_source, kallsyms_symtab
 from klpinspect.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
@@ -266,6 +267,8 @@ class DrgnTarget:
         self._symbol_starts: list[int] | None = None
         self._vmlinux_symbols: ElfSymbols | None = None
         self._vmlinux_symbols_tried = False
+        # Where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms".
+        self.debuginfo: str | None = debuginfo_source(prog)
         # (address, message) of structures that could not be walked; see Target
         self.damage: list[tuple[int | None, str]] = [(None, n) for n in core_notes(prog)]
 
@@ -367,6 +370,8 @@ class DrgnTarget:
                     self._vmlinux_symbols = read_elf_symbols(path)
                 except TargetError:
                     pass
+            else:
+                self._vmlinux_symbols = kallsyms_symtab(self.prog)
         return self._vmlinux_symbols
 
     def symbolize(self, address: int) -> SymbolInfo | None:
