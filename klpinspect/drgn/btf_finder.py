@@ -28,8 +28,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import drgn
-from drgn import Object, Program, Qualifiers, Type, TypeEnumerator, TypeKind
-from drgn import TypeMember, TypeParameter
+from drgn import (
+    Object,
+    Program,
+    Qualifiers,
+    Type,
+    TypeEnumerator,
+    TypeKind,
+    TypeMember,
+    TypeParameter,
+)
 
 from klpinspect.btf import Btf, BtfError, BtfKind
 from klpinspect.symtab import ElfSymbols, SymEntry
@@ -222,7 +230,9 @@ def _read_vmlinux_btf(prog: Program) -> Btf:
     start = _symbol_address(prog, "__start_BTF")
     stop = _symbol_address(prog, "__stop_BTF")
     if start is None or stop is None or not 0 < stop - start < 1 << 30:
-        raise LookupError("the kernel has no BTF (no __start_BTF/__stop_BTF: CONFIG_DEBUG_INFO_BTF)")
+        raise LookupError(
+            "the kernel has no BTF (no __start_BTF/__stop_BTF: CONFIG_DEBUG_INFO_BTF)"
+        )
     try:
         data = prog.read(start, stop - start)
     except drgn.FaultError as e:
@@ -308,7 +318,9 @@ class KernelBtf:
             size = t.size or 4
             signed = t.is_signed_enum
             compat_name = {1: "char", 2: "short", 4: "int", 8: "long"}.get(size, "int")
-            compat = prog.int_type(compat_name if signed else "unsigned " + compat_name, size, signed)
+            compat = prog.int_type(
+                compat_name if signed else "unsigned " + compat_name, size, signed
+            )
             return prog.enum_type(
                 t.name or None,
                 compat,
