@@ -16,6 +16,7 @@ from .report import Report, render
 from .target import Target
 
 __all__ = (
+    "BTF_BACKTRACE_NOTE",
     "COMMANDS",
     "CommandError",
     "add_command_arguments",
@@ -33,6 +34,15 @@ COMMANDS: dict[str, str] = {
     "lpstack": "walk the per-task livepatch stacks (saved r2, saved LR, end marker)",
     "bt": "backtrace of a task corrected through livepatch_handler frames",
 }
+
+
+# What a backtrace lacks when types and symbols come from BTF and kallsyms
+# (klpinspect.drgn.btf_finder) rather than DWARF.
+BTF_BACKTRACE_NOTE = (
+    "no debug info: types from the kernel's BTF, symbols from kallsyms; "
+    "no inlined frames and no source lines (give -s VMLINUX for them), "
+    "symbol sizes run to the next kallsyms symbol as in the kernel's %pS"
+)
 
 
 class CommandError(KlpError):
@@ -121,7 +131,10 @@ def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
         report.extend(findings)
         return report
     if name == "bt":
-        return klp_backtrace(target, args.pid, tocs)
+        report = klp_backtrace(target, args.pid, tocs)
+        if getattr(target, "debuginfo", None) == "btf+kallsyms":
+            report.notes.append(BTF_BACKTRACE_NOTE)
+        return report
     raise CommandError(f"unknown command '{name}'")
 
 

@@ -96,6 +96,7 @@ KNOWN_GLOBALS: dict[str, str] = {
 _CACHE_KEY = "klpinspect_btf"
 _FINDER = "klpinspect_btf"
 _KALLSYMS = "klpinspect_vmlinux_kallsyms"
+_LAZY = "klpinspect_btf_lazy"  # the drgn plugin's finders (register_lazy_btf)
 
 _QUALIFIERS = {
     BtfKind.CONST: Qualifiers.CONST,
@@ -172,8 +173,8 @@ def _enable_vmlinux_kallsyms(prog: Program) -> None:
     from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
     try:
-        index = load_vmlinux_kallsyms(prog)
-    except (ValueError, drgn.FaultError, LookupError, OSError) as e:
+        index = prog.cache.get(_KALLSYMS) or load_vmlinux_kallsyms(prog)
+    except (ValueError, drgn.FaultError, LookupError, OSError, drgn.MissingDebugInfoError) as e:
         raise LookupError(
             f"no kallsyms in its VMCOREINFO (Linux 6.0+, commit f09bddbd8661: {e})"
         ) from None
@@ -258,8 +259,10 @@ class KernelBtf:
         self._loading_modules = False
         self._enumerators: dict[str, tuple[Btf, int, int]] | None = None
         self._vars: dict[str, int] | None = None
-        self._ptr_size = 8 if prog.platform is None else (
-            8 if prog.platform.flags & drgn.PlatformFlags.IS_64_BIT else 4
+        self._ptr_size = (
+            8
+            if prog.platform is None
+            else (8 if prog.platform.flags & drgn.PlatformFlags.IS_64_BIT else 4)
         )
 
     # --- BTF -> drgn.Type ------------------------------------------------------------
@@ -364,25 +367,55 @@ class KernelBtf:
             if self._loading_modules:
                 return []
             self._loading_modules = True
-            mods: list[Btf] = []
             try:
-                from drgn.helpers.linux.module import for_each_module
-
-                for mod in for_each_module(self.prog):
-                    try:
-                        size = int(mod.btf_data_size)
-                        addr = int(mod.btf_data.value_())
-                        if not addr or not 0 < size < 1 << 28:
-                            continue
-                        mods.append(Btf(self.prog.read(addr, size), base=self.vmlinux))
-                    except (AttributeError, LookupError, drgn.FaultError, BtfError):
-                        continue  # no module BTF, or damaged: its types stay unknown
-            except (LookupError, drgn.FaultError):
-                pass
+                self._modules = self._read_module_btfs()
             finally:
                 self._loading_modules = False
-            self._modules = mods
         return self._modules
+
+    def _read_module_btfs(self) -> list[Btf]:
+        """Module BTF from the BPF subsystem's copies, else from ``mod->btf_data``.
+
+        ``do_init_module()`` sets ``mod->btf_data`` to NULL once the module is
+        live (``.BTF`` is not ``SHF_ALLOC``: freed with the init sections);
+        ``btf_module_notify()`` has kept a copy by then: ``struct btf_module``
+        on the ``btf_modules`` list (kernel/bpf/btf.c), ``->btf->data`` of
+        ``->btf->data_size`` bytes.
+        """
+        prog = self.prog
+        blobs: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        try:
+            from drgn.helpers.linux.list import list_for_each_entry
+
+            head = Object(prog, "struct list_head", address=int(prog.symbol("btf_modules").address))
+            for bm in list_for_each_entry("struct btf_module", head.address_of_(), "list"):
+                btf = bm.btf
+                blobs.append((int(btf.data.value_()), int(btf.data_size)))
+                seen.add(int(bm.module.value_()))
+        except (LookupError, AttributeError, drgn.FaultError):
+            pass  # !CONFIG_DEBUG_INFO_BTF_MODULES or no BPF BTF list: try the modules
+        try:
+            from drgn.helpers.linux.module import for_each_module
+
+            for mod in for_each_module(prog):
+                if int(mod.value_()) in seen:
+                    continue
+                try:
+                    blobs.append((int(mod.btf_data.value_()), int(mod.btf_data_size)))
+                except (AttributeError, LookupError):
+                    break  # no btf_data member: no module BTF in this kernel
+        except (LookupError, drgn.FaultError):
+            pass
+        mods: list[Btf] = []
+        for addr, size in blobs:
+            if not addr or not 0 < size < 1 << 28:
+                continue
+            try:
+                mods.append(Btf(prog.read(addr, size), base=self.vmlinux))
+            except (drgn.FaultError, BtfError):
+                continue  # unreadable or damaged: that module's own types stay unknown
+        return mods
 
     def _find_ids(self, name: str, kinds: Sequence[BtfKind]) -> list[tuple[Btf, int]]:
         return [(self.vmlinux, i) for i in self.vmlinux.find(name, kinds)]
@@ -405,9 +438,7 @@ class KernelBtf:
             t = btf.type(type_id)
             if t.kind == BtfKind.INT:
                 is_bool = bool(t.int_info and t.int_info.bool)
-                if is_bool != (TypeKind.BOOL in kinds) and (
-                    TypeKind.INT not in kinds or is_bool
-                ):
+                if is_bool != (TypeKind.BOOL in kinds) and (TypeKind.INT not in kinds or is_bool):
                     continue
             if t.kind in (BtfKind.STRUCT, BtfKind.UNION) and not (t.members or t.size):
                 continue  # prefer a complete definition
@@ -481,11 +512,8 @@ def enable_btf(prog: Program) -> KernelBtf:
     :raises LookupError: if the kernel has no kallsyms in VMCOREINFO or no BTF
         (the text says which)
     """
-    found = kernel_btf(prog)
-    if found is not None:
-        return found
     _enable_vmlinux_kallsyms(prog)
-    kbtf = KernelBtf(prog, _read_vmlinux_btf(prog))
+    kbtf = kernel_btf(prog) or KernelBtf(prog, _read_vmlinux_btf(prog))
     prog.cache[_CACHE_KEY] = kbtf
 
     def find_type(p: Program, kinds: Any, name: str, filename: str | None) -> Type | None:
@@ -508,27 +536,60 @@ def register_lazy_btf(prog: Program) -> None:
 
     For the drgn plugin: when drgn opens a kernel the debug info is not loaded
     yet, so the decision is taken at the first type, object or symbol that
-    drgn's own finders do not find.  With vmlinux DWARF loaded they answer
-    nothing.
+    drgn's own finders do not find.  With vmlinux DWARF loaded, or once
+    :func:`enable_btf` registered its own finders, they answer nothing.
     """
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         return
-    state: dict[str, KernelBtf | None | bool] = {"kbtf": None, "failed": False}
+    # busy: loading kallsyms ("symbols") or the BTF ("types"), no re-entry
+    state: dict[str, Any] = {"symbols": False, "types": False, "failed": False}
+
+    def active(what: str) -> bool:
+        return not (
+            state[what]
+            or state["failed"]
+            or _FINDER in prog.registered_type_finders()
+            or has_kernel_dwarf(prog)
+        )
+
+    def get_kallsyms() -> Any:
+        index = prog.cache.get(_KALLSYMS)
+        if index is None:
+            from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+            state["symbols"] = True
+            try:
+                index = load_vmlinux_kallsyms(prog)
+            except (
+                ValueError,
+                drgn.FaultError,
+                LookupError,
+                OSError,
+                drgn.MissingDebugInfoError,
+            ):
+                state["failed"] = True
+                return None
+            finally:
+                state["symbols"] = False
+            prog.cache[_KALLSYMS] = index
+        return index
 
     def get() -> KernelBtf | None:
-        if state["failed"] or has_kernel_dwarf(prog):
+        if state["symbols"] or not active("types"):
             return None
-        kbtf = state["kbtf"]
-        if isinstance(kbtf, KernelBtf):
-            return kbtf
-        state["failed"] = True  # also stops re-entry while loading
-        try:
-            kbtf = KernelBtf(prog, _read_vmlinux_btf(prog))
-        except LookupError:
-            return None
-        prog.cache[_CACHE_KEY] = kbtf
-        state["kbtf"] = kbtf
-        state["failed"] = False
+        kbtf = kernel_btf(prog)
+        if kbtf is None:
+            if get_kallsyms() is None:
+                return None
+            state["types"] = True
+            try:
+                kbtf = KernelBtf(prog, _read_vmlinux_btf(prog))
+            except LookupError:
+                state["failed"] = True
+                return None
+            finally:
+                state["types"] = False
+            prog.cache[_CACHE_KEY] = kbtf
         return kbtf
 
     def find_type(p: Program, kinds: Any, name: str, filename: str | None) -> Type | None:
@@ -541,30 +602,37 @@ def register_lazy_btf(prog: Program) -> None:
         kbtf = get()
         return kbtf.find_object(name, flags) if kbtf is not None else None
 
-    kallsyms: dict[str, Any] = {}
-
     def find_symbols(
         p: Program, name: str | None, address: int | None, one: bool
     ) -> Sequence[drgn.Symbol]:
-        if has_kernel_dwarf(prog) or kallsyms.get("failed"):
+        if not active("symbols") or _KALLSYMS in prog.registered_symbol_finders():
             return []
-        index = kallsyms.get("index")
+        index = get_kallsyms()
         if index is None:
-            kallsyms["failed"] = True
-            from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+            return []
+        result: Sequence[drgn.Symbol] = index(p, name, address, one)
+        if result or state.get("in_modules"):
+            return result
+        # Then the modules' own kallsyms (read once; needs struct module,
+        # which is now found through BTF).
+        mods = state.get("modules")
+        if mods is None:
+            state["in_modules"] = True  # no re-entry while reading them
+            from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
             try:
-                index = load_vmlinux_kallsyms(prog)
-            except (ValueError, drgn.FaultError, LookupError, OSError):
-                return []
-            kallsyms["index"] = index
-            kallsyms["failed"] = False
-        result: Sequence[drgn.Symbol] = index(p, name, address, one)
-        return result
+                mods = load_module_kallsyms(prog)
+            except (ValueError, drgn.FaultError, LookupError, AttributeError):
+                mods = drgn.SymbolIndex([])
+            finally:
+                state["in_modules"] = False
+            state["modules"] = mods
+        found: Sequence[drgn.Symbol] = mods(p, name, address, one)
+        return found
 
-    if _FINDER not in prog.registered_type_finders():
-        prog.register_type_finder(_FINDER, find_type, enable_index=-1)
-    if _FINDER not in prog.registered_object_finders():
-        prog.register_object_finder(_FINDER, find_object, enable_index=-1)
-    if _KALLSYMS not in prog.registered_symbol_finders():
-        prog.register_symbol_finder(_KALLSYMS, find_symbols, enable_index=-1)
+    if _LAZY not in prog.registered_type_finders():
+        prog.register_type_finder(_LAZY, find_type, enable_index=-1)
+    if _LAZY not in prog.registered_object_finders():
+        prog.register_object_finder(_LAZY, find_object, enable_index=-1)
+    if _LAZY not in prog.registered_symbol_finders():
+        prog.register_symbol_finder(_LAZY, find_symbols, enable_index=-1)

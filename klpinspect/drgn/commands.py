@@ -18,10 +18,11 @@ from drgn.commands.linux import linux_kernel_command
 
 from ..commands import COMMANDS, command_arguments, run_parsed
 from ..errors import KlpError
+from .btf_finder import register_lazy_btf
 from .program import translating_program
 from .target import DrgnTarget
 
-__all__ = ("drgn_target",)
+__all__ = ("drgn_prog_set", "drgn_target")
 
 # One DrgnTarget per program, so kernel facts, the module list and the symbol
 # table are read once per session.  drgn.Program takes no weak references:
@@ -67,3 +68,13 @@ def _register(sub: str) -> None:
 
 for _sub in COMMANDS:
     _register(_sub)
+
+
+def drgn_prog_set(prog: drgn.Program) -> None:
+    """drgn plugin hook, called when a program's target is set.
+
+    Registers finders that give types, globals and symbols from the kernel's
+    own BTF and kallsyms when vmlinux has no DWARF (no ``-s``, no debug
+    package), so drgn's helpers work on a debuginfo-less vmcore.
+    """
+    register_lazy_btf(prog)

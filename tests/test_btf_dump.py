@@ -1,0 +1,313 @@
+"""Auditing the fixture dumps with no debug file: BTF and kallsyms from the dump.
+
+Every subcommand's JSON report with no ``-s`` (types from the kernel's BTF,
+symbols from kallsyms: ``target.debuginfo == "btf+kallsyms"``) must equal
+the report with the full debug vmlinux (``"dwarf"``) field by field, on every
+fixture dump.  Where DWARF knows more (``bt``: inlined frames, ELF symbol
+sizes) the difference is spelled out in :func:`test_bt_differs_only_where_dwarf_knows_more`.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import drgn
+import pytest
+from conftest import CACHE, FIXTURES, REPO
+
+from klpinspect.commands import BTF_BACKTRACE_NOTE, run_command
+from klpinspect.drgn.btf_finder import KernelBtf, debuginfo_hint, has_kernel_dwarf, kernel_btf
+from klpinspect.drgn.program import open_core, open_program
+from klpinspect.drgn.target import DrgnTarget
+from klpinspect.errors import TargetError
+
+pytestmark = pytest.mark.dump
+
+LP61 = FIXTURES / "ppc64le-6.1-lp"
+LP72 = FIXTURES / "ppc64le-7.2-lp"
+
+
+def _unpacked(fixture: Path, name: str) -> Path:
+    """``fixture/name`` (``.xz``) decompressed into the cache once (as conftest does)."""
+    src = fixture / name
+    if not src.exists():
+        raise FileNotFoundError(f"fixture missing: {src}")
+    if fixture == LP61:
+        dst = CACHE / "fixtures" / src.name.removesuffix(".xz")
+    else:
+        dst = CACHE / "fixtures" / fixture.name / src.name.removesuffix(".xz")
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(dst.suffix + f".tmp{os.getpid()}")
+    with lzma.open(src) as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    tmp.replace(dst)
+    return dst
+
+
+# (id, fixture, dump file, pid of a task in a livepatched function)
+DUMPS = [
+    ("6.1-elf", LP61, "vmcore.elf.xz", 130),
+    ("6.1-kdump", LP61, "vmcore.kdump", 130),
+    ("6.1-qemu", LP61, "vmcore.qemu.elf.xz", 130),
+    ("7.2-elf", LP72, "vmcore.elf.xz", 134),
+]
+COMMANDS = [
+    ("audit", []),
+    ("stubs", []),
+    ("toc", ["--callsites"]),
+    ("lpstack", []),
+    ("bt", None),  # the dump's pid
+]
+
+
+def _core(fixture: Path, name: str) -> Path:
+    return _unpacked(fixture, name) if name.endswith(".xz") else fixture / name
+
+
+def _reports(core: Path, symbols: list[str], pid: int) -> dict[str, dict[str, Any]]:
+    prog, kind = open_program(core=str(core), symbols=symbols)
+    out = {}
+    for name, argv in COMMANDS:
+        text, _status = run_command(
+            DrgnTarget(prog, kind), name, argv if argv is not None else [str(pid)], fmt="json"
+        )
+        out[name] = json.loads(text)
+    return out
+
+
+@pytest.fixture(scope="module", params=DUMPS, ids=[d[0] for d in DUMPS])
+def both(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    _id, fixture, name, pid = request.param
+    core = _core(fixture, name)
+    btf = _reports(core, [], pid)
+    dwarf = _reports(core, [str(fixture / "vmlinux.debug")], pid)
+    yield btf, dwarf
+
+
+def _without_debuginfo(report: dict[str, Any]) -> dict[str, Any]:
+    out = dict(report)
+    out["target"] = {k: v for k, v in report["target"].items() if k != "debuginfo"}
+    return out
+
+
+@pytest.mark.parametrize("command", [c for c, _ in COMMANDS if c != "bt"])
+def test_reports_identical_without_debug_files(
+    both: tuple[dict[str, Any], dict[str, Any]], command: str
+) -> None:
+    btf, dwarf = both[0][command], both[1][command]
+    assert btf["target"]["debuginfo"] == "btf+kallsyms"
+    assert dwarf["target"]["debuginfo"] == "dwarf"
+    assert _without_debuginfo(btf) == _without_debuginfo(dwarf)
+    if command == "audit":
+        assert len(btf["modules"]) >= 40
+        assert sum(len(m["stubs"]) for m in btf["modules"]) > 300
+
+
+def _name(symbol: str | None) -> str | None:
+    """``name+off/size [mod]`` without ``/size``."""
+    if symbol is None:
+        return None
+    head, _, rest = symbol.partition("/")
+    mod = rest.partition(" ")[2]
+    return f"{head} {mod}".strip()
+
+
+def _size(symbol: str | None) -> int:
+    """The ``/size`` of ``name+off/size [mod]`` (0 if none)."""
+    if not symbol or "/" not in symbol:
+        return 0
+    return int(symbol.partition("/")[2].partition(" ")[0], 16)
+
+
+def test_bt_differs_only_where_dwarf_knows_more(
+    both: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """The documented difference: DWARF adds inlined frames and ELF symbol sizes.
+
+    With BTF + kallsyms, ``bt`` has the same real frames (pc, sp, livepatch
+    corrections, symbol names and offsets) but no ``(inlined in ...)``
+    frames, and each symbol's size runs to the next kallsyms symbol (the
+    kernel's ``%pS``), not the ELF ``st_size``.
+    """
+    btf, dwarf = both[0]["bt"], both[1]["bt"]
+    assert _without_debuginfo(btf)["kernel"] == _without_debuginfo(dwarf)["kernel"]
+    (bt_task,) = btf["tasks"]
+    (dw_task,) = dwarf["tasks"]
+    real = [f for f in dw_task["backtrace"] if "(inlined in " not in (f["symbol"] or "")]
+    inlined = len(dw_task["backtrace"]) - len(real)
+    assert inlined >= 1  # the fixtures' stacks have inlined frames: the test can fail
+    frames = bt_task["backtrace"]
+    assert len(frames) == len(real)
+    assert any(f["corrected"] for f in frames)
+    for ours, theirs in zip(frames, real, strict=True):
+        for key in set(ours) | set(theirs):
+            if key in ("index", "symbol", "original_symbol", "frame_index"):
+                continue
+            assert ours.get(key) == theirs.get(key), key
+        for key in ("symbol", "original_symbol"):
+            assert _name(ours.get(key)) == _name(theirs.get(key))
+            assert _size(ours.get(key)) >= _size(theirs.get(key))
+    for key in ("pid", "comm", "livepatch_sp"):
+        assert bt_task.get(key) == dw_task.get(key)
+
+
+def test_cli_table_says_where_types_came_from() -> None:
+    core = _core(LP61, "vmcore.elf.xz")
+    proc = subprocess.run(
+        [sys.executable, "-m", "klpinspect", "-c", str(core), "bt", "130"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.splitlines()
+    assert head[0].endswith("debuginfo=btf+kallsyms")
+    assert f"note: {BTF_BACKTRACE_NOTE}" in head
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "klpinspect",
+            "-c",
+            str(core),
+            "-s",
+            str(LP61 / "vmlinux.debug"),
+            "stubs",
+            "rk_lib",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith("debuginfo=dwarf")
+
+
+# --- the drgn program itself -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def btf_prog() -> drgn.Program:
+    prog, _ = open_program(core=str(_core(LP61, "vmcore.elf.xz")))
+    return prog
+
+
+def test_types_and_globals_from_btf(btf_prog: drgn.Program) -> None:
+    prog = btf_prog
+    kbtf = kernel_btf(prog)
+    assert isinstance(kbtf, KernelBtf)
+    assert not has_kernel_dwarf(prog)
+    for tag in (
+        "module",
+        "task_struct",
+        "thread_info",
+        "paca_struct",
+        "mod_arch_specific",
+        "module_sect_attrs",
+    ):
+        assert prog.type(f"struct {tag}").size
+    assert prog["init_uts_ns"].name.release.string_() == b"6.1.192"
+    assert prog["init_task"].comm.string_() == b"swapper/0"
+    assert prog["modules"].type_.type_name() == "struct list_head"
+    assert int(prog["paca_ptrs"][0].paca_index) == 0
+    # a per-CPU variable typed by its BTF VAR, an enumerator, a function
+    assert prog["runqueues"].type_.type_name() == "struct rq"
+    assert prog.constant("MODULE_STATE_LIVE").value_() == 0
+    assert prog.function("schedule").type_.kind == drgn.TypeKind.FUNCTION
+    # a type only a module's BTF has (virtio_net's, split BTF read from mod->btf_data)
+    assert prog.type("struct virtnet_info").size
+    assert kbtf.module_btfs()
+
+
+def test_no_btf_no_symbols_one_line(tmp_path: Path) -> None:
+    """Without kallsyms in VMCOREINFO (pre-6.0) and no -s: one line saying what is missing."""
+    core = _core(LP61, "vmcore.elf.xz")
+    lines = (LP61 / "vmcoreinfo.txt").read_text().splitlines()
+    kept = [ln for ln in lines if "kallsyms" not in ln]
+    kept = ["OSRELEASE=6.1.0-28-powerpc64le" if ln.startswith("OSRELEASE=") else ln for ln in kept]
+    prog = open_core(core, ("\n".join(kept) + "\n").encode())
+    from klpinspect.drgn.program import load_kernel_debug_info
+
+    with pytest.raises(TargetError) as e:
+        load_kernel_debug_info(prog, [])
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("no debug info for the kernel 6.1.0-28-powerpc64le")
+    assert "no kallsyms in its VMCOREINFO" in msg
+    assert msg.endswith("(Debian: apt install linux-image-6.1.0-28-powerpc64le-dbg)")
+
+
+@pytest.mark.parametrize(
+    "release, hint",
+    [
+        ("6.1.0-28-powerpc64le", "linux-image-6.1.0-28-powerpc64le-dbg"),
+        ("6.12.48+deb13-powerpc64le", "linux-image-6.12.48+deb13-powerpc64le-dbg"),
+        ("5.15.0-91-generic", "linux-image-unsigned-5.15.0-91-generic-dbgsym"),
+        ("5.14.0-362.8.1.el9_3.ppc64le", "kernel-5.14.0-362.8.1.el9_3.ppc64le"),
+        ("6.1.192", ""),
+    ],
+)
+def test_debuginfo_hint(release: str, hint: str) -> None:
+    assert hint in debuginfo_hint(release)
+    assert bool(hint) == bool(debuginfo_hint(release))
+
+
+@pytest.mark.parametrize("core_name", ["vmcore.elf.xz", "vmcore.kdump"])
+def test_drgn_cli_helpers_without_debug_info(core_name: str) -> None:
+    """``drgn -c VMCORE`` with no -s: the plugin's BTF finders make drgn's helpers work."""
+    core = _core(LP61, core_name)
+    # drgn 0.3.0 cannot read module (vmalloc) memory of a kdump-compressed
+    # ppc64 dump, debug info or not (libkdumpfile: "No way to translate");
+    # klpinspect's own commands swap in a program that can
+    # (translating_program), drgn's for_each_module cannot.
+    modules = core_name != "vmcore.kdump"
+    code = (
+        "from drgn.helpers.linux.module import for_each_module\n"
+        "from drgn.helpers.linux.pid import for_each_task, find_task\n"
+        "import json\n"
+        + (
+            "print('modules', json.dumps([m.name.string_().decode() "
+            "for m in for_each_module(prog)]))\n"
+            if modules
+            else ""
+        )
+        + "print('tasks', len(list(for_each_task(prog))))\n"
+        "print('release', prog['init_uts_ns'].name.release.string_().decode())\n"
+        "print(prog.stack_trace(find_task(prog, 1)))\n"
+        "from drgn.commands import run_command\n"
+        "run_command(prog, 'klp-toc --format json rk_target')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-e", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS=""),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    if modules:
+        names = json.loads(out.split("modules ", 1)[1].splitlines()[0])
+        assert len(names) == 40 and "rk_target" in names
+    assert int(out.split("tasks ", 1)[1].splitlines()[0]) > 30
+    assert "release 6.1.192" in out
+    assert "schedule" in out  # a real unwind of pid 1
+    doc = json.loads(out[out.index("{\n") :])
+    assert doc["target"]["debuginfo"] == "btf+kallsyms"
+    assert doc["modules"][0]["toc"] == "0xc008000000f68100"
