@@ -15,6 +15,9 @@ APT_PKGS=(
   python3-tabulate                 # gdb's embedded (system) Python renders tables with it
   gcc                              # a native program for the gdb wrong-architecture test
   xz-utils
+  bpftool                          # BTF reader tests: bpftool's dump is the oracle
+  clang                            # BTF with every kind (DECL_TAG, TYPE_TAG) for the BTF tests
+  dwarves                          # pahole -J: ENUM64 BTF for the BTF tests
 )
 
 missing=()
