@@ -257,9 +257,11 @@ class Btf:
         self._str_base: int = base._str_base + len(base._strs) if base is not None else 0
         self._offsets: list[int] = []
         self._kinds: list[int] = []
+        self._name_offs: list[int] = []
         self._scan()
         self._cache: dict[int, BtfType] = {}
-        self._by_name: dict[str, list[int]] | None = None
+        self._by_name_off: dict[int, list[int]] | None = None
+        self._enumerators: dict[int, list[tuple[int, int]]] | None = None
 
     # --- scanning -----------------------------------------------------------
 
@@ -267,12 +269,12 @@ class Btf:
         data, end = self._types, self._end
         unpack = struct.Struct(end + "III").unpack_from
         pos, n = 0, len(data)
-        offsets, kinds = self._offsets, self._kinds
+        offsets, kinds, name_offs = self._offsets, self._kinds, self._name_offs
         fixed, per_vlen = _FIXED, _PER_VLEN
         while pos < n:
             if pos + 12 > n:
                 raise BtfError(f"BTF type {self.start_id + len(offsets)} truncated")
-            _name_off, info, _size = unpack(data, pos)
+            name_off, info, _size = unpack(data, pos)
             kind = (info >> 24) & 0x1F
             if kind > _MAX_KIND or kind == 0:
                 raise BtfError(
@@ -281,6 +283,7 @@ class Btf:
                 )
             offsets.append(pos)
             kinds.append(kind)
+            name_offs.append(name_off)
             pos += 12 + fixed.get(kind, 0) + per_vlen.get(kind, 0) * (info & 0xFFFF)
         if pos != n:
             raise BtfError("BTF type section ends inside a type")
@@ -432,49 +435,88 @@ class Btf:
 
     # --- look-up by name -----------------------------------------------------------
 
-    def _name_index(self) -> dict[str, list[int]]:
-        if self._by_name is None:
-            index: dict[str, list[int]] = {}
-            data, end = self._types, self._end
-            unpack = struct.Struct(end + "I").unpack_from
-            strs, str_base = self._strs, self._str_base
-            base_strings = self.base
-            for i, pos in enumerate(self._offsets):
-                (name_off,) = unpack(data, pos)
-                if not name_off:
-                    continue
-                if name_off < str_base:
-                    assert base_strings is not None
-                    name = base_strings.string(name_off)
-                else:
-                    off = name_off - str_base
-                    name = strs[off : strs.find(b"\0", off)].decode("utf-8", "replace")
-                index.setdefault(name, []).append(self.start_id + i)
-            self._by_name = index
-        return self._by_name
+    def _name_off_index(self) -> dict[int, list[int]]:
+        """``name_off`` -> IDs of this blob's types with that name (no string decoded)."""
+        if self._by_name_off is None:
+            index: dict[int, list[int]] = {}
+            start = self.start_id
+            for i, off in enumerate(self._name_offs):
+                if off:
+                    index.setdefault(off, []).append(start + i)
+            self._by_name_off = index
+        return self._by_name_off
 
-    def find(self, name: str, kinds: Iterable[BtfKind] | None = None) -> list[int]:
+    def _string_offsets(self, name: str) -> list[int]:
+        """Every offset (in this blob's numbering) where the string ``name`` starts."""
+        needle = b"\0" + name.encode() + b"\0"
+        out = []
+        strs = self._strs
+        pos = strs.find(needle)
+        while pos >= 0:
+            out.append(self._str_base + pos + 1)
+            pos = strs.find(needle, pos + 1)
+        if self.base is not None:
+            out.extend(self.base._string_offsets(name))
+        return out
+
+    def find(self, name: str, kinds: Iterable[int] | None = None) -> list[int]:
         """IDs of the types named ``name`` (of ``kinds`` if given), this blob
         first, then the base's.
 
         Struct, union and enum names are tags: ``find("module", [STRUCT])``
-        for ``struct module``.
+        for ``struct module``.  Found through the string section (a name is
+        stored once), so nothing is decoded up front.
         """
-        wanted = frozenset(kinds) if kinds is not None else None
-        ids = [
-            t
-            for t in self._name_index().get(name, ())
-            if wanted is None or self._kinds[t - self.start_id] in wanted
-        ]
+        wanted = frozenset(int(k) for k in kinds) if kinds is not None else None
+        ids: list[int] = []
+        if name:
+            index = self._name_off_index()
+            for off in self._string_offsets(name):
+                for t in index.get(off, ()):
+                    if wanted is None or self._kinds[t - self.start_id] in wanted:
+                        ids.append(t)
         if self.base is not None:
             ids.extend(self.base.find(name, wanted))
         return ids
 
     def names(self) -> Iterator[tuple[str, int]]:
         """``(name, type ID)`` of every named type of this blob."""
-        for name, ids in self._name_index().items():
+        for off, ids in self._name_off_index().items():
+            name = self.string(off)
             for t in ids:
                 yield name, t
+
+    def find_enumerator(self, name: str) -> list[tuple[int, int]]:
+        """``(enum type ID, value)`` of every enumerator ``name`` of this blob, then the base's."""
+        if self._enumerators is None:
+            index: dict[int, list[tuple[int, int]]] = {}
+            data, end = self._types, self._end
+            enum, enum64 = int(BtfKind.ENUM), int(BtfKind.ENUM64)
+            for i, kind in enumerate(self._kinds):
+                if kind != enum and kind != enum64:
+                    continue
+                pos = self._offsets[i]
+                (info,) = struct.unpack_from(end + "I", data, pos + 4)
+                vlen, signed = info & 0xFFFF, bool(info >> 31)
+                type_id = self.start_id + i
+                if kind == enum:
+                    fmt = end + ("Ii" if signed else "II")
+                    for n, v in struct.iter_unpack(fmt, data[pos + 12 : pos + 12 + 8 * vlen]):
+                        index.setdefault(n, []).append((type_id, v))
+                else:
+                    rec = data[pos + 12 : pos + 12 + 12 * vlen]
+                    for n, lo, hi in struct.iter_unpack(end + "III", rec):
+                        v = (hi << 32) | lo
+                        if signed and v >= 1 << 63:
+                            v -= 1 << 64
+                        index.setdefault(n, []).append((type_id, v))
+            self._enumerators = index
+        found: list[tuple[int, int]] = []
+        for off in self._string_offsets(name):
+            found.extend(self._enumerators.get(off, ()))
+        if self.base is not None:
+            found.extend(self.base.find_enumerator(name))
+        return found
 
     # --- derived facts --------------------------------------------------------------
 

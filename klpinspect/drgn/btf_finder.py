@@ -40,10 +40,10 @@ from drgn import (
 )
 
 from klpinspect.btf import Btf, BtfError, BtfKind
-from klpinspect.symtab import ElfSymbols, SymEntry
 
 __all__ = (
     "KNOWN_GLOBALS",
+    "KallsymsSymbols",
     "KernelBtf",
     "debuginfo_hint",
     "debuginfo_source",
@@ -182,45 +182,66 @@ def _enable_vmlinux_kallsyms(prog: Program) -> None:
     prog.cache[_KALLSYMS] = index
 
 
-# drgn.SymbolBinding -> ELF STB_* (klpinspect.symtab ranks them as libdrgn does)
-_STB = {"LOCAL": 0, "GLOBAL": 1, "WEAK": 2, "UNIQUE": 10}
+# libdrgn's ELF binding precedence: GLOBAL = UNIQUE > WEAK > LOCAL = anything else
+_RANK = {drgn.SymbolBinding.GLOBAL: 3, drgn.SymbolBinding.UNIQUE: 3, drgn.SymbolBinding.WEAK: 2}
 
 
-def kallsyms_symtab(prog: Program) -> ElfSymbols | None:
-    """vmlinux's kallsyms as an :class:`~klpinspect.symtab.ElfSymbols`, or ``None``.
+def _underscores(name: str) -> int:
+    return len(name) - len(name.lstrip("_"))
 
-    So that addresses are named as from the ELF ``.symtab``: kallsyms has no
-    sizes (drgn gives each symbol the distance to the next, 0 for all but one
-    of several aliases); every alias gets the size of its group, and then
-    libdrgn's ELF rules pick the global over the weak alias
-    (``crc32_le_base`` over ``crc32_le``).  Between equal aliases the ELF
-    table's order cannot be known; see the sort below.
+
+class KallsymsSymbols:
+    """vmlinux address -> symbol from kallsyms, named as from the ELF ``.symtab``.
+
+    The same ``lookup``/``size_to_next`` as :class:`~klpinspect.symtab.ElfSymbols`,
+    over drgn's kallsyms index (a bisect in C).  kallsyms has no sizes: drgn
+    gives each symbol the distance to the next one, so of several aliases
+    only the last in kallsyms order has a size and is the one found.  Its
+    aliases are candidates too, ranked as libdrgn ranks ELF symbols (global
+    over weak: ``crc32_le_base`` over ``crc32_le``), then by table order,
+    which kallsyms does not keep: ``scripts/kallsyms.c`` (``compare_symbols()``)
+    moves names with more leading underscores after their aliases, while
+    the ELF table keeps definition order, where the internal name usually
+    comes first (``_mcount`` before ``mcount``), so more underscores win.
+
+    :param index: drgn's kallsyms ``SymbolIndex`` of vmlinux
     """
+
+    def __init__(self, prog: Program, index: Any) -> None:
+        self._prog = prog
+        self._index = index
+        self._aliases: dict[int, list[drgn.Symbol]] | None = None
+
+    def _alias_map(self) -> dict[int, list[drgn.Symbol]]:
+        if self._aliases is None:
+            aliases: dict[int, list[drgn.Symbol]] = {}
+            for sym in self._index(self._prog, None, None, False):
+                if not sym.size:
+                    aliases.setdefault(int(sym.address), []).append(sym)
+            self._aliases = aliases
+        return self._aliases
+
+    def lookup(self, address: int) -> tuple[int, int, str] | None:
+        """``(start, size, name)`` of the symbol containing ``address``."""
+        found = self._index(self._prog, None, address, True)
+        if not found:
+            return None
+        sym = found[0]
+        start = int(sym.address)
+        candidates = [*self._alias_map().get(start, ()), sym]
+        best = max(candidates, key=lambda c: (_RANK.get(c.binding, 0), _underscores(c.name)))
+        return start, int(sym.size), str(best.name)
+
+    def size_to_next(self, start: int) -> int:
+        """Distance from ``start`` to the next symbol (kallsyms' own sizes)."""
+        found = self._index(self._prog, None, start, True)
+        return int(found[0].size) if found else 0
+
+
+def kallsyms_symtab(prog: Program) -> KallsymsSymbols | None:
+    """vmlinux's kallsyms as a :class:`KallsymsSymbols`, if loaded for ``prog``."""
     index = prog.cache.get(_KALLSYMS)
-    if index is None:
-        return None
-    syms = index(prog, None, None, False)
-    size_at: dict[int, int] = {}
-    for sym in syms:
-        address, size = int(sym.address), int(sym.size)
-        if size > size_at.get(address, 0):
-            size_at[address] = size
-    entries: list[SymEntry] = [
-        (
-            int(sym.address),
-            size_at.get(int(sym.address), 0),
-            sym.name,
-            _STB.get(sym.binding.name, 0),
-            0,
-        )
-        for sym in syms
-    ]
-    # Equal candidates are left to table order.  scripts/kallsyms.c moves
-    # names with more leading underscores after their aliases
-    # (compare_symbols()); the ELF table keeps definition order, where the
-    # internal name usually comes first (_mcount before mcount): undo it.
-    entries.sort(key=lambda e: (e[0], -(len(str(e[2])) - len(str(e[2]).lstrip("_")))))
-    return ElfSymbols(entries)
+    return None if index is None else KallsymsSymbols(prog, index)
 
 
 def _read_vmlinux_btf(prog: Program) -> Btf:
@@ -257,7 +278,6 @@ class KernelBtf:
         self._types: dict[tuple[int, int], Type] = {}
         self._modules: list[Btf] | None = None
         self._loading_modules = False
-        self._enumerators: dict[str, tuple[Btf, int, int]] | None = None
         self._vars: dict[str, int] | None = None
         self._ptr_size = (
             8
@@ -447,17 +467,6 @@ class KernelBtf:
             return self.drgn_type(*candidates[0])
         return None
 
-    def _enumerator_index(self) -> dict[str, tuple[Btf, int, int]]:
-        if self._enumerators is None:
-            index: dict[str, tuple[Btf, int, int]] = {}
-            btf = self.vmlinux
-            for type_id in range(btf.start_id, btf.end_id):
-                if btf.kind(type_id) in (BtfKind.ENUM, BtfKind.ENUM64):
-                    for e in btf.type(type_id).enumerators:
-                        index.setdefault(e.name, (btf, type_id, e.value))
-            self._enumerators = index
-        return self._enumerators
-
     def _var_index(self) -> dict[str, int]:
         if self._vars is None:
             self._vars = {}
@@ -468,11 +477,6 @@ class KernelBtf:
     def find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         """A global variable, function or enumerator constant named ``name``."""
         prog = self.prog
-        if flags & drgn.FindObjectFlags.CONSTANT:
-            found = self._enumerator_index().get(name)
-            if found is not None:
-                btf, type_id, value = found
-                return Object(prog, self.drgn_type(btf, type_id), value)
         if flags & drgn.FindObjectFlags.VARIABLE:
             var_id = self._var_index().get(name)
             spelled = KNOWN_GLOBALS.get(name)
@@ -494,6 +498,9 @@ class KernelBtf:
                 address = _symbol_address(prog, name)
                 if address is not None:
                     return Object(prog, self.drgn_type(self.vmlinux, ids[0]), address=address)
+        if flags & drgn.FindObjectFlags.CONSTANT:
+            for type_id, value in self.vmlinux.find_enumerator(name):
+                return Object(prog, self.drgn_type(self.vmlinux, type_id), value)
         return None
 
 

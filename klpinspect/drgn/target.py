@@ -20,7 +20,7 @@ from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
-from klpinspect.drgn.btf_finder import debuginfo_source, kallsyms_symtab
+from klpinspect.drgn.btf_finder import KallsymsSymbols, debuginfo_source, kallsyms_symtab
 from klpinspect.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
@@ -265,7 +265,7 @@ class DrgnTarget:
         self._owners: list[tuple[int, int, str]] | None = None
         self._owner_starts: list[int] = []
         self._symbol_starts: list[int] | None = None
-        self._vmlinux_symbols: ElfSymbols | None = None
+        self._vmlinux_symbols: ElfSymbols | KallsymsSymbols | None = None
         self._vmlinux_symbols_tried = False
         # Where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms".
         self.debuginfo: str | None = debuginfo_source(prog)
@@ -352,7 +352,7 @@ class DrgnTarget:
             return ranges[i][2]
         return "vmlinux"
 
-    def _vmlinux_symtab(self) -> ElfSymbols | None:
+    def _vmlinux_symtab(self) -> ElfSymbols | KallsymsSymbols | None:
         """The kernel's ELF symbol table, read once from its debug file.
 
         drgn 0.3.0's ``Program.symbol`` costs ~250 us an address on a vmlinux;

@@ -1,0 +1,113 @@
+"""Auditing with no debug files (BTF + kallsyms from the dump) vs drgn with DWARF.
+
+For each dump: wall time and peak RSS of
+
+  (a) ``klpinspect -c CORE audit``             no debug file: the kernel's BTF and kallsyms
+  (b) ``drgn -c CORE -s VMLINUX.debug`` + ``for_each_module``   drgn's own open with DWARF
+  (c) ``klpinspect -c CORE -s VMLINUX.debug audit``              for reference
+
+Goal: (a) <= 0.5x the time of (b) and a small fraction of its memory.
+
+Dumps: the fixtures (6.1 ELF and kdump, 7.2 ELF), and any Debian stock-kernel
+dump a lab left under ``$KLPINSPECT_DEBIAN_DUMPS`` (default /work/cache):
+``**/vmcore*`` beside a ``dbg/usr/lib/debug/boot/vmlinux-*`` of the same tree.
+
+Run: python3 benchmarks/bench_btf.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import CACHE, FIXTURES  # noqa: E402
+
+DRGN_CODE = (
+    "from drgn.helpers.linux.module import for_each_module\n"
+    "print(len([m.name.string_() for m in for_each_module(prog)]))\n"
+)
+
+
+def _run(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one run of ``cmd``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{err}")
+    if proc.stderr:
+        proc.stderr.close()
+    return dt, usage.ru_maxrss
+
+
+def _best(cmd: list[str], runs: int) -> tuple[float, int]:
+    results = [_run(cmd) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def _unpacked(fixture: Path, name: str) -> Path:
+    """The fixture dump, decompressed as tests/test_btf_dump.py does."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_btf_dump import _unpacked as unpack
+
+    return unpack(fixture, name)
+
+
+def _dumps() -> list[tuple[str, Path, Path]]:
+    lp61, lp72 = FIXTURES / "ppc64le-6.1-lp", FIXTURES / "ppc64le-7.2-lp"
+    dumps = [
+        ("fixture 6.1 ELF", _unpacked(lp61, "vmcore.elf.xz"), lp61 / "vmlinux.debug"),
+        ("fixture 6.1 kdump", lp61 / "vmcore.kdump", lp61 / "vmlinux.debug"),
+        ("fixture 7.2 ELF", _unpacked(lp72, "vmcore.elf.xz"), lp72 / "vmlinux.debug"),
+    ]
+    root = Path(os.environ.get("KLPINSPECT_DEBIAN_DUMPS", "/work/cache"))
+    for core in sorted(glob.glob(str(root / "**" / "vmcore*"), recursive=True)):
+        tree = Path(core).parent
+        for _ in range(4):
+            found = glob.glob(str(tree / "dbg/usr/lib/debug/boot/vmlinux-*"))
+            if found:
+                dumps.append((f"Debian {Path(found[0]).name}", Path(core), Path(found[0])))
+                break
+            tree = tree.parent
+    return dumps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (best time)")
+    args = ap.parse_args()
+    print(f"cache: {CACHE}")
+    print("wall time best of", args.runs, "runs; peak RSS the largest")
+    for name, core, debug in _dumps():
+        kl = [sys.executable, "-m", "klpinspect", "-c", str(core)]
+        t_btf, m_btf = _best([*kl, "audit"], args.runs)
+        t_drgn, m_drgn = _best(
+            [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(debug), "-e",
+             DRGN_CODE],
+            args.runs,
+        )
+        t_dw, m_dw = _best([*kl, "-s", str(debug), "audit"], args.runs)
+        print(f"\n{name}: {core}")
+        print(f"  (a) klpinspect audit, no debug files: {t_btf:6.2f} s  {m_btf / 1024:7.1f} MiB")
+        print(f"  (b) drgn -s + for_each_module:        {t_drgn:6.2f} s  {m_drgn / 1024:7.1f} MiB")
+        print(f"  (c) klpinspect -s audit:              {t_dw:6.2f} s  {m_dw / 1024:7.1f} MiB")
+        print(f"  (a)/(b): time {t_btf / t_drgn:.2f}x (goal <= 0.5), memory {m_btf / m_drgn:.2f}x")
+    if not any(n.startswith("Debian") for n, _, _ in _dumps()):
+        print("\n(no Debian stock-kernel dump found under "
+              f"{os.environ.get('KLPINSPECT_DEBIAN_DUMPS', '/work/cache')})")
+
+
+if __name__ == "__main__":
+    main()
