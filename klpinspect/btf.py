@@ -262,29 +262,36 @@ class Btf:
         self._cache: dict[int, BtfType] = {}
         self._by_name_off: dict[int, list[int]] | None = None
         self._enumerators: dict[int, list[tuple[int, int]]] | None = None
+        self._string_cache: dict[str, list[int]] = {}
 
     # --- scanning -----------------------------------------------------------
 
     def _scan(self) -> None:
         data, end = self._types, self._end
-        unpack = struct.Struct(end + "III").unpack_from
+        unpack = struct.Struct(end + "II").unpack_from
         pos, n = 0, len(data)
         offsets, kinds, name_offs = self._offsets, self._kinds, self._name_offs
-        fixed, per_vlen = _FIXED, _PER_VLEN
-        while pos < n:
-            if pos + 12 > n:
-                raise BtfError(f"BTF type {self.start_id + len(offsets)} truncated")
-            name_off, info, _size = unpack(data, pos)
-            kind = (info >> 24) & 0x1F
+        # per kind: bytes after the 12-byte record, fixed and per vlen item
+        fixed = [12 + _FIXED.get(BtfKind(k), 0) for k in range(_MAX_KIND + 1)]
+        per_vlen = [_PER_VLEN.get(BtfKind(k), 0) for k in range(_MAX_KIND + 1)]
+        last = n - 12
+        try:
+            while pos <= last:
+                name_off, info = unpack(data, pos)
+                kind = (info >> 24) & 0x1F
+                offsets.append(pos)
+                kinds.append(kind)
+                name_offs.append(name_off)
+                pos += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)
+        except IndexError:
+            pass  # a kind past the table: reported below
+        for i, kind in enumerate(kinds):
             if kind > _MAX_KIND or kind == 0:
                 raise BtfError(
-                    f"BTF type {self.start_id + len(offsets)} at offset {pos:#x}: "
-                    f"unknown kind {kind}"
+                    f"BTF type {self.start_id + i} at offset {offsets[i]:#x}: unknown kind {kind}"
                 )
-            offsets.append(pos)
-            kinds.append(kind)
-            name_offs.append(name_off)
-            pos += 12 + fixed.get(kind, 0) + per_vlen.get(kind, 0) * (info & 0xFFFF)
+        if pos < n:
+            raise BtfError(f"BTF type {self.start_id + len(offsets)} truncated")
         if pos != n:
             raise BtfError("BTF type section ends inside a type")
 
@@ -448,6 +455,12 @@ class Btf:
 
     def _string_offsets(self, name: str) -> list[int]:
         """Every offset (in this blob's numbering) where the string ``name`` starts."""
+        found = self._string_cache.get(name)
+        if found is None:
+            found = self._string_cache[name] = self._search_string(name)
+        return found
+
+    def _search_string(self, name: str) -> list[int]:
         needle = b"\0" + name.encode() + b"\0"
         out = []
         strs = self._strs

@@ -151,6 +151,11 @@ def debuginfo_source(prog: Program) -> str | None:
     ``"btf+kallsyms"`` or ``None`` (neither, yet)."""
     if has_kernel_dwarf(prog):
         return "dwarf"
+    if kernel_btf(prog) is None and _LAZY in prog.registered_type_finders():
+        try:  # the drgn plugin's finders load the BTF on first use
+            prog.type("struct list_head")
+        except LookupError:
+            pass
     if kernel_btf(prog) is not None:
         return "btf+kallsyms"
     return None

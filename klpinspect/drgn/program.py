@@ -39,7 +39,6 @@ from typing import BinaryIO
 
 import drgn
 
-from klpinspect.drgn.debuginfo import prepare_debug_files
 from klpinspect.errors import TargetError
 
 __all__ = (
@@ -581,7 +580,12 @@ def load_kernel_debug_info(
     if vmcoreinfo:
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
-    files = prepare_debug_files(symbols, cache_dir)
+    files = []
+    if symbols:
+        # pyelftools only when there are files to check (~0.1 s to import)
+        from klpinspect.drgn.debuginfo import prepare_debug_files
+
+        files = prepare_debug_files(symbols, cache_dir)
     if not files:
         # No -s: the kernel's own BTF and kallsyms, when it has them, and no
         # DWARF search at all (klpinspect.drgn.btf_finder).
