@@ -557,12 +557,13 @@ def register_lazy_btf(prog: Program) -> None:
     state: dict[str, Any] = {"symbols": False, "types": False, "failed": False}
 
     def active(what: str) -> bool:
-        return not (
-            state[what]
-            or state["failed"]
-            or _FINDER in prog.registered_type_finders()
-            or has_kernel_dwarf(prog)
-        )
+        if state[what] or state["failed"] or _FINDER in prog.registered_type_finders():
+            return False
+        try:
+            main = prog.main_module()
+        except LookupError:
+            return False  # debug info not looked for yet: DWARF may still come
+        return bool(main.debug_file_status != drgn.ModuleFileStatus.HAVE)
 
     def get_kallsyms() -> Any:
         index = prog.cache.get(_KALLSYMS)
