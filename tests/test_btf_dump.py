@@ -24,7 +24,13 @@ import pytest
 from conftest import CACHE, FIXTURES, REPO
 
 from klpinspect.commands import BTF_BACKTRACE_NOTE, run_command
-from klpinspect.drgn.btf_finder import KernelBtf, debuginfo_hint, has_kernel_dwarf, kernel_btf
+from klpinspect.drgn.btf_finder import (
+    KNOWN_GLOBALS,
+    KernelBtf,
+    debuginfo_hint,
+    has_kernel_dwarf,
+    kernel_btf,
+)
 from klpinspect.drgn.program import open_core, open_program
 from klpinspect.drgn.target import DrgnTarget
 from klpinspect.errors import TargetError
@@ -228,9 +234,14 @@ def test_types_and_globals_from_btf(btf_prog: drgn.Program) -> None:
     assert prog["runqueues"].type_.type_name() == "struct rq"
     assert prog.constant("MODULE_STATE_LIVE").value_() == 0
     assert prog.function("schedule").type_.kind == drgn.TypeKind.FUNCTION
-    # a type only a module's BTF has (virtio_net's, split BTF read from mod->btf_data)
+    # a type only a module's BTF has (virtio_net's, split BTF kept by the BPF subsystem)
     assert prog.type("struct virtnet_info").size
-    assert kbtf.module_btfs()
+    assert len(kbtf.module_btfs()) == 40
+    # a module's function: its split BTF FUNC, addressed by the module's kallsyms
+    DrgnTarget(prog)._enable_module_kallsyms()
+    func = prog.function("rk_lib_sleep")
+    assert func.type_.type_name() == "void (unsigned int ms)"
+    assert func.address_ == prog.symbol("rk_lib_sleep").address
 
 
 def test_no_btf_no_symbols_one_line(tmp_path: Path) -> None:
@@ -311,3 +322,79 @@ def test_drgn_cli_helpers_without_debug_info(core_name: str) -> None:
     doc = json.loads(out[out.index("{\n") :])
     assert doc["target"]["debuginfo"] == "btf+kallsyms"
     assert doc["modules"][0]["toc"] == "0xc008000000f68100"
+
+
+# --- drgn types and globals from BTF against drgn's own from DWARF -----------------------
+
+_COMPARED_STRUCTS = (
+    "module",
+    "task_struct",
+    "thread_info",
+    "paca_struct",
+    "mod_arch_specific",
+    "module_sect_attrs",
+    "mod_kallsyms",
+    "thread_struct",
+    "uts_namespace",
+    "pt_regs",
+    "rq",
+    "cpu_spec",
+    "mm_struct",
+    "page",
+    "klp_patch",
+    "btf_module",
+)
+
+
+def _members(t: drgn.Type) -> list[tuple[str | None, int, int | None, str]]:
+    out = []
+    for m in t.members or ():
+        out.append((m.name, m.bit_offset, m.bit_field_size, m.type.type_name()))
+        if m.name is None:
+            out += _members(m.type.unqualified())
+    return out
+
+
+@pytest.mark.parametrize(
+    "fixture, name", [(LP61, "vmcore.elf.xz"), (LP72, "vmcore.elf.xz")], ids=["6.1", "7.2"]
+)
+def test_drgn_types_and_globals_same_as_dwarf(fixture: Path, name: str) -> None:
+    """Every member (name, bit offset, bit-field size, type name) and every
+    global of :data:`KNOWN_GLOBALS` and the BTF per-CPU variables: the same
+    address and type as drgn gives from the DWARF.  The documented
+    difference: arrays sized by a config constant (``__per_cpu_offset``:
+    NR_CPUS, ``swapper_pg_dir``: PTRS_PER_PGD) are incomplete, as BTF keeps
+    no such constant."""
+    core = str(_core(fixture, name))
+    btf, _ = open_program(core=core)
+    dwarf, _ = open_program(core=core, symbols=[str(fixture / "vmlinux.debug")])
+    compared = 0
+    for tag in _COMPARED_STRUCTS:
+        try:
+            want = dwarf.type(f"struct {tag}")
+        except LookupError:
+            continue
+        assert _members(btf.type(f"struct {tag}")) == _members(want), tag
+        compared += 1
+    assert compared >= 14
+    kbtf = kernel_btf(btf)
+    assert kbtf is not None
+    percpu = [var.name for _sec, var, _si in kbtf.vmlinux.datasec_vars()]
+    assert len(percpu) > 100
+    checked = 0
+    for var in [*KNOWN_GLOBALS, *percpu]:
+        try:
+            want_obj = dwarf[var]
+        except KeyError:
+            continue  # not in this kernel (mod_tree without CONFIG_MODULES_TREE_LOOKUP, ...)
+        got = btf[var]
+        assert got.address_ == want_obj.address_, var
+        if KNOWN_GLOBALS.get(var, "").endswith("[]"):
+            # an array whose length is a config constant BTF does not keep
+            # (NR_CPUS, PTRS_PER_PGD): incomplete, same element type
+            assert got.type_.type_name() == KNOWN_GLOBALS[var]
+            assert want_obj.type_.type_name().startswith(KNOWN_GLOBALS[var][:-1])
+        else:
+            assert got.type_.type_name() == want_obj.type_.type_name(), var
+        checked += 1
+    assert checked >= len(percpu) + 20

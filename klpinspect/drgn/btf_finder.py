@@ -498,11 +498,17 @@ class KernelBtf:
                             return None
                     return Object(prog, vtype, address=address)
         if flags & drgn.FindObjectFlags.FUNCTION:
-            ids = self.vmlinux.find(name, [BtfKind.FUNC])
+            owner, ids = self.vmlinux, self.vmlinux.find(name, [BtfKind.FUNC])
+            if not ids:  # a module's function: its split BTF and its kallsyms
+                for mod in self.module_btfs():
+                    ids = [i for i in mod.find(name, [BtfKind.FUNC]) if i >= mod.start_id]
+                    if ids:
+                        owner = mod
+                        break
             if ids:
                 address = _symbol_address(prog, name)
                 if address is not None:
-                    return Object(prog, self.drgn_type(self.vmlinux, ids[0]), address=address)
+                    return Object(prog, self.drgn_type(owner, ids[0]), address=address)
         if flags & drgn.FindObjectFlags.CONSTANT:
             for type_id, value in self.vmlinux.find_enumerator(name):
                 return Object(prog, self.drgn_type(self.vmlinux, type_id), value)
@@ -529,6 +535,8 @@ def enable_btf(prog: Program) -> KernelBtf:
     prog.cache[_CACHE_KEY] = kbtf
 
     def find_type(p: Program, kinds: Any, name: str, filename: str | None) -> Type | None:
+        if filename:
+            return None  # BTF names no source files
         return kbtf.find_type(kinds, name)
 
     def find_object(
@@ -606,6 +614,8 @@ def register_lazy_btf(prog: Program) -> None:
         return kbtf
 
     def find_type(p: Program, kinds: Any, name: str, filename: str | None) -> Type | None:
+        if filename:
+            return None  # BTF names no source files
         kbtf = get()
         return kbtf.find_type(kinds, name) if kbtf is not None else None
 
