@@ -205,6 +205,9 @@ _SIZED = frozenset(
     }
 )
 _MAX_KIND = max(BtfKind)
+# Deepest chain of typedefs/qualifiers/arrays/anonymous members followed
+# before calling the BTF damaged (a loop).
+_MAX_DEPTH = 256
 
 
 class Btf:
@@ -550,7 +553,7 @@ class Btf:
             assert t is not None
             type_id = t
             seen += 1
-            if seen > 256:
+            if seen > _MAX_DEPTH:
                 raise BtfError(f"BTF type {type_id}: typedef/qualifier loop")
         return type_id
 
@@ -559,18 +562,22 @@ class Btf:
 
         :raises BtfError: for void, functions and incomplete types
         """
-        type_id = self.resolve(type_id)
-        if type_id == 0:
-            raise BtfError("sizeof(void)")
-        t = self.type(type_id)
-        if t.size is not None and t.kind != BtfKind.DATASEC:
-            return t.size
-        if t.kind == BtfKind.PTR:
-            return self._pointer_size()
-        if t.kind == BtfKind.ARRAY:
+        count = 1
+        for _ in range(_MAX_DEPTH):
+            type_id = self.resolve(type_id)
+            if type_id == 0:
+                raise BtfError("sizeof(void)")
+            t = self.type(type_id)
+            if t.size is not None and t.kind != BtfKind.DATASEC:
+                return count * t.size
+            if t.kind == BtfKind.PTR:
+                return count * self._pointer_size()
+            if t.kind != BtfKind.ARRAY:
+                raise BtfError(f"BTF type {type_id} ({t.kind.name}) has no size")
             assert t.array is not None
-            return t.array.nelems * self.sizeof(t.array.type)
-        raise BtfError(f"BTF type {type_id} ({t.kind.name}) has no size")
+            count *= t.array.nelems
+            type_id = t.array.type
+        raise BtfError(f"BTF type {type_id}: arrays nested too deep (a loop?)")
 
     def _pointer_size(self) -> int:
         """``sizeof(long)`` as this BTF says (8 on a 64-bit kernel)."""
@@ -593,17 +600,19 @@ class Btf:
             raise BtfError(f"BTF type {type_id} has no member {member!r}")
         return bits // 8
 
-    def _member_bit_offset(self, type_id: int, path: list[str]) -> int | None:
+    def _member_bit_offset(self, type_id: int, path: list[str], depth: int = 0) -> int | None:
+        if depth > _MAX_DEPTH:
+            raise BtfError(f"BTF type {type_id}: members nested too deep (a loop?)")
         t = self.type(type_id)
         for m in t.members:
             if m.name == path[0]:
                 if len(path) == 1:
                     return m.bit_offset
-                inner = self._member_bit_offset(self.resolve(m.type), path[1:])
+                inner = self._member_bit_offset(self.resolve(m.type), path[1:], depth + 1)
                 return None if inner is None else m.bit_offset + inner
         for m in t.members:
             if not m.name and self.kind(self.resolve(m.type)) in (BtfKind.STRUCT, BtfKind.UNION):
-                inner = self._member_bit_offset(self.resolve(m.type), path)
+                inner = self._member_bit_offset(self.resolve(m.type), path, depth + 1)
                 if inner is not None:
                     return m.bit_offset + inner
         return None

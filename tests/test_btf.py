@@ -336,3 +336,48 @@ def test_bad_input_is_btf_error() -> None:
         btf.type(btf.end_id)
     with pytest.raises(BtfError, match="out of range"):
         btf.string(10**9)
+
+
+# --- damaged BTF: BtfError (LookupError for drgn types), never anything else ---------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@functools.cache
+def _edge_bytes() -> bytes:
+    return _btf_section(_edge_object("bpfel"))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8))
+def test_damaged_btf_fails_cleanly(edits: list[tuple[int, int]]) -> None:
+    from klpinspect.drgn.btf_finder import KernelBtf
+
+    data = bytearray(_edge_bytes())
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    try:
+        btf = Btf(bytes(data))
+    except BtfError:
+        return
+    flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    kbtf = KernelBtf(drgn.Program(drgn.Platform(drgn.Architecture.PPC64, flags)), btf)
+    for type_id in range(btf.start_id, btf.end_id):
+        try:
+            t = btf.type(type_id)
+            btf.resolve(type_id)
+            btf.sizeof(type_id)
+        except BtfError:
+            continue
+        for m in t.members:
+            try:
+                btf.offsetof(type_id, m.name or "x")
+            except BtfError:
+                pass
+        try:
+            dt = kbtf.drgn_type(btf, type_id)
+            for m in getattr(dt, "members", None) or ():
+                m.type  # noqa: B018  (evaluates the lazy member type)
+        except LookupError:
+            pass  # "damaged BTF: ..."

@@ -281,6 +281,7 @@ class KernelBtf:
         self.prog = prog
         self.vmlinux = vmlinux
         self._types: dict[tuple[int, int], Type] = {}
+        self._converting: set[tuple[int, int]] = set()
         self._modules: list[Btf] | None = None
         self._loading_modules = False
         self._vars: dict[str, int] | None = None
@@ -303,19 +304,48 @@ class KernelBtf:
         key = self._key(btf, type_id)
         found = self._types.get(key)
         if found is None:
-            found = self._convert(btf, type_id)
+            if key in self._converting:
+                # Only members and parameters are lazy: a loop through
+                # typedefs, qualifiers, arrays or pointers is damaged BTF.
+                raise LookupError(f"BTF type {type_id} refers to itself: damaged BTF")
+            self._converting.add(key)
+            try:
+                found = self._convert(btf, type_id)
+            except (BtfError, ValueError, OverflowError) as e:
+                # BtfError is a ValueError; drgn's: a value its type cannot hold
+                raise LookupError(f"damaged BTF: type {type_id}: {e}") from None
+            finally:
+                self._converting.discard(key)
             self._types[key] = found
         return found
 
     def _lazy(self, btf: Btf, type_id: int, bits: int = 0) -> Callable[[], Type | Object]:
-        if bits:
-            return lambda: Object(self.prog, self.drgn_type(btf, type_id), bit_field_size=bits)
-        return lambda: self.drgn_type(btf, type_id)
+        if not bits:
+            return lambda: self.drgn_type(btf, type_id)
+
+        def bit_field() -> Object:
+            member_type = self.drgn_type(btf, type_id)
+            try:
+                return Object(self.prog, member_type, bit_field_size=bits)
+            except (ValueError, OverflowError) as e:
+                raise LookupError(f"damaged BTF: bit field of type {type_id}: {e}") from None
+
+        return bit_field
 
     def _convert(self, btf: Btf, type_id: int) -> Type:
         prog = self.prog
         t = btf.type(type_id)
         k = t.kind
+        if k in (BtfKind.INT, BtfKind.FLOAT, BtfKind.ENUM, BtfKind.ENUM64) and t.size not in (
+            0,
+            1,
+            2,
+            4,
+            8,
+            12,
+            16,
+        ):
+            raise LookupError(f"damaged BTF: type {type_id} ({k.name}) of {t.size} bytes")
         if k == BtfKind.INT:
             info = t.int_info
             assert info is not None and t.size is not None
@@ -334,6 +364,8 @@ class KernelBtf:
             # them apart.  Incomplete is the one that can be indexed.
             return prog.array_type(elem, t.array.nelems or None)
         if k in (BtfKind.STRUCT, BtfKind.UNION):
+            if any(m.bitfield_size > 64 for m in t.members):
+                raise LookupError(f"damaged BTF: type {type_id} has a bit field over 64 bits")
             members = [
                 TypeMember(self._lazy(btf, m.type, m.bitfield_size), m.name or None, m.bit_offset)
                 for m in t.members
