@@ -398,3 +398,18 @@ def test_drgn_types_and_globals_same_as_dwarf(fixture: Path, name: str) -> None:
             assert got.type_.type_name() == want_obj.type_.type_name(), var
         checked += 1
     assert checked >= len(percpu) + 20
+
+
+def test_with_symbols_no_btf_is_read() -> None:
+    """With -s the DWARF answers: the plugin's BTF finders stay idle (no BTF, no kallsyms read)."""
+    prog, kind = open_program(
+        core=str(_core(LP61, "vmcore.elf.xz")), symbols=[str(LP61 / "vmlinux.debug")]
+    )
+    target = DrgnTarget(prog, kind)
+    assert target.debuginfo == "dwarf"
+    assert prog.type("struct module").size
+    run_command(target, "stubs", ["rk_lib"], fmt="json")
+    with pytest.raises(LookupError):
+        prog.type("struct no_such_struct_anywhere")
+    assert kernel_btf(prog) is None
+    assert "klpinspect_vmlinux_kallsyms" not in prog.cache
