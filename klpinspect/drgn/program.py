@@ -42,7 +42,6 @@ import drgn
 from klpinspect.errors import TargetError
 
 __all__ = (
-    "DEBUGINFO_KEY",
     "PAGE_OFFSET",
     "find_vmcoreinfo_note",
     "load_kernel_debug_info",
@@ -52,10 +51,6 @@ __all__ = (
     "translating_program",
     "vmcoreinfo_build_id",
 )
-
-# prog.cache key: where the kernel's types and symbols came from, "dwarf" or
-# "btf+kallsyms" (klpinspect.drgn.btf_finder).
-DEBUGINFO_KEY = "klpinspect_debuginfo"
 
 # The ppc64 linear map: physical address p is at PAGE_OFFSET + p.
 PAGE_OFFSET = 0xC000000000000000
@@ -452,7 +447,6 @@ def translating_program(prog: drgn.Program) -> drgn.Program:
 
         try:
             enable_btf(new)
-            new.cache[DEBUGINFO_KEY] = "btf+kallsyms"
         except LookupError:
             pass
     try:
@@ -593,7 +587,6 @@ def load_kernel_debug_info(
 
         try:
             enable_btf(prog)
-            prog.cache[DEBUGINFO_KEY] = "btf+kallsyms"
             return
         except LookupError as e:
             btf_problem = str(e)
@@ -625,7 +618,6 @@ def load_kernel_debug_info(
             f"{btf_problem}, and drgn's default search paths have no vmlinux; "
             f"pass -s VMLINUX (or its .debug file){debuginfo_hint(release)}"
         )
-    prog.cache[DEBUGINFO_KEY] = "dwarf"
 
 
 def open_program(
