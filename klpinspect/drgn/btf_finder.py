@@ -530,21 +530,29 @@ class KernelBtf:
                             return None
                     return Object(prog, vtype, address=address)
         if flags & drgn.FindObjectFlags.FUNCTION:
-            owner, ids = self.vmlinux, self.vmlinux.find(name, [BtfKind.FUNC])
-            if not ids:  # a module's function: its split BTF and its kallsyms
-                for mod in self.module_btfs():
-                    ids = [i for i in mod.find(name, [BtfKind.FUNC]) if i >= mod.start_id]
-                    if ids:
-                        owner = mod
-                        break
-            if ids:
-                address = _symbol_address(prog, name)
-                if address is not None:
-                    return Object(prog, self.drgn_type(owner, ids[0]), address=address)
+            found = self._function(self.vmlinux, name)
+            if found is not None:
+                return found
         if flags & drgn.FindObjectFlags.CONSTANT:
             for type_id, value in self.vmlinux.find_enumerator(name):
                 return Object(prog, self.drgn_type(self.vmlinux, type_id), value)
+        if flags & drgn.FindObjectFlags.FUNCTION:
+            # a module's function: its split BTF, its kallsyms
+            for mod in self.module_btfs():
+                found = self._function(mod, name)
+                if found is not None:
+                    return found
         return None
+
+    def _function(self, btf: Btf, name: str) -> Object | None:
+        """Function ``name`` of ``btf`` itself (not its base) at its kallsyms address."""
+        ids = [i for i in btf.find(name, [BtfKind.FUNC]) if i >= btf.start_id]
+        if not ids:
+            return None
+        address = _symbol_address(self.prog, name)
+        if address is None:
+            return None
+        return Object(self.prog, self.drgn_type(btf, ids[0]), address=address)
 
 
 def kernel_btf(prog: Program) -> KernelBtf | None:
