@@ -1,6 +1,8 @@
 """Auditing with no debug files (BTF + kallsyms from the dump) vs drgn with DWARF.
 
-For each dump: wall time and peak RSS of
+For each dump: whether the JSON answers with and without debug files agree
+(tests/btfcompare.py: audit and lpstack identical, bt 1 the same but for
+DWARF's inlined frames), then wall time, CPU time and peak RSS of
 
   (a) ``klpinspect -c CORE audit``             no debug file: the kernel's BTF and kallsyms
   (b) ``drgn -c CORE -s VMLINUX.debug`` + ``for_each_module``   drgn's own open with DWARF
@@ -9,8 +11,8 @@ For each dump: wall time and peak RSS of
 Goal: (a) <= 0.5x the time of (b) and a small fraction of its memory.
 
 Dumps: the fixtures (6.1 ELF and kdump, 7.2 ELF), and any Debian stock-kernel
-dump a lab left under ``$KLPINSPECT_DEBIAN_DUMPS`` (default /work/cache):
-``**/vmcore*`` beside a ``dbg/usr/lib/debug/boot/vmlinux-*`` of the same tree.
+dump the lab left under ``$KLPINSPECT_DEBIAN_DUMPS`` (default /work/cache/debian):
+``**/vmcore`` with the ``-dbg`` package's vmlinux beside it as ``vmlinux``.
 
 Run: python3 benchmarks/bench_btf.py [--runs N]
 """
@@ -19,17 +21,22 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CACHE, FIXTURES  # noqa: E402
+
+# Where the lab leaves Debian stock kernels (image, -dbg) and their dumps.
+DEBIAN_DUMPS = "/work/cache/debian"
 
 DRGN_CODE = (
     "from drgn.helpers.linux.module import for_each_module\n"
@@ -61,6 +68,36 @@ def _best(cmd: list[str], runs: int) -> tuple[float, float, int]:
     return min(r[0] for r in results), min(r[1] for r in results), max(r[2] for r in results)
 
 
+def _json(cmd: list[str]) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr}")
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def _same_answers(kl: list[str], debug: str) -> str:
+    """Whether the JSON reports with and without ``-s`` agree (tests/btfcompare.py)."""
+    from btfcompare import bt_inlined_difference, without_debuginfo
+
+    for cmd in (["audit"], ["lpstack"]):
+        btf = _json([*kl, "--format", "json", *cmd])
+        dwarf = _json([*kl, "-s", debug, "--format", "json", *cmd])
+        if btf["target"].get("debuginfo") != "btf+kallsyms":
+            return f"NO: {cmd[0]} without -s used {btf['target'].get('debuginfo')}"
+        if without_debuginfo(btf) != without_debuginfo(dwarf):
+            return f"NO: {cmd[0]} differs"
+    try:
+        inlined = bt_inlined_difference(
+            _json([*kl, "--format", "json", "bt", "1"]),
+            _json([*kl, "-s", debug, "--format", "json", "bt", "1"]),
+        )
+    except AssertionError as e:
+        return f"NO: bt 1 differs ({e})"
+    return f"audit, lpstack identical; bt 1 the same but for {inlined} inlined frames"
+
+
 def _unpacked(fixture: Path, name: str) -> Path:
     """The fixture dump, decompressed as tests/test_btf_dump.py does."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -76,15 +113,14 @@ def _dumps() -> list[tuple[str, Path, Path]]:
         ("fixture 6.1 kdump", lp61 / "vmcore.kdump", lp61 / "vmlinux.debug"),
         ("fixture 7.2 ELF", _unpacked(lp72, "vmcore.elf.xz"), lp72 / "vmlinux.debug"),
     ]
-    root = Path(os.environ.get("KLPINSPECT_DEBIAN_DUMPS", "/work/cache"))
-    for core in sorted(glob.glob(str(root / "**" / "vmcore*"), recursive=True)):
-        tree = Path(core).parent
-        for _ in range(4):
-            found = glob.glob(str(tree / "dbg/usr/lib/debug/boot/vmlinux-*"))
-            if found:
-                dumps.append((f"Debian {Path(found[0]).name}", Path(core), Path(found[0])))
-                break
-            tree = tree.parent
+    # The lab's Debian dumps: DIR/vmcore with DIR/vmlinux -> the -dbg vmlinux.
+    root = Path(os.environ.get("KLPINSPECT_DEBIAN_DUMPS", DEBIAN_DUMPS))
+    for core in sorted(glob.glob(str(root / "**" / "vmcore"), recursive=True)):
+        debug = Path(core).parent / "vmlinux"
+        if debug.exists() and os.path.getsize(core) > 16 << 20:
+            dumps.append(
+                (f"Debian {debug.resolve().name} ({Path(core).parent.name})", Path(core), debug)
+            )
     return dumps
 
 
@@ -96,10 +132,21 @@ def main() -> None:
     print("wall time best of", args.runs, "runs; peak RSS the largest")
     for name, core, debug in _dumps():
         kl = [sys.executable, "-m", "klpinspect", "-c", str(core)]
+        same = _same_answers(kl, str(debug))
         a = _best([*kl, "audit"], args.runs)
         b = _best(
-            [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(debug), "-e",
-             DRGN_CODE],
+            [
+                sys.executable,
+                "-m",
+                "drgn",
+                "-q",
+                "-c",
+                str(core),
+                "-s",
+                str(debug),
+                "-e",
+                DRGN_CODE,
+            ],
             args.runs,
         )
         c = _best([*kl, "-s", str(debug), "audit"], args.runs)
@@ -111,11 +158,16 @@ def main() -> None:
             ("(c) klpinspect -s audit             ", c),
         ):
             print(f"  {label} {wall:6.2f} s {cpu:6.2f} s {rss / 1024:7.1f} MiB")
-        print(f"  (a)/(b): wall {a[0] / b[0]:.2f}x (goal <= 0.5), CPU {a[1] / b[1]:.2f}x, "
-              f"memory {a[2] / b[2]:.2f}x")
+        print(f"  with and without debug files: {same}")
+        print(
+            f"  (a)/(b): wall {a[0] / b[0]:.2f}x (goal <= 0.5), CPU {a[1] / b[1]:.2f}x, "
+            f"memory {a[2] / b[2]:.2f}x"
+        )
     if not any(n.startswith("Debian") for n, _, _ in _dumps()):
-        print("\n(no Debian stock-kernel dump found under "
-              f"{os.environ.get('KLPINSPECT_DEBIAN_DUMPS', '/work/cache')})")
+        print(
+            "\n(no Debian stock-kernel dump found under "
+            f"{os.environ.get('KLPINSPECT_DEBIAN_DUMPS', DEBIAN_DUMPS)})"
+        )
 
 
 if __name__ == "__main__":
