@@ -258,7 +258,8 @@ def _read_vmlinux_btf(prog: Program) -> Btf:
     stop = _symbol_address(prog, "__stop_BTF")
     if start is None or stop is None or not 0 < stop - start < 1 << 30:
         raise LookupError(
-            "the kernel has no BTF (no __start_BTF/__stop_BTF: CONFIG_DEBUG_INFO_BTF)"
+            "the kernel has no BTF (no __start_BTF/__stop_BTF in kallsyms: "
+            "CONFIG_DEBUG_INFO_BTF or CONFIG_KALLSYMS_ALL off)"
         )
     try:
         data = prog.read(start, stop - start)
