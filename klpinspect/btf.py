@@ -19,7 +19,9 @@ Pure: no drgn, no gdb; the drgn type and object finders built on it are in
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -270,28 +272,36 @@ class Btf:
     # --- scanning -----------------------------------------------------------
 
     def _scan(self) -> None:
-        data, end = self._types, self._end
-        unpack = struct.Struct(end + "II").unpack_from
-        pos, n = 0, len(data)
+        data, n = self._types, len(self._types)
+        if n % 4:
+            raise BtfError("BTF type section is not a whole number of 32-bit words")
+        # The records are 32-bit words: index a word array rather than unpack.
+        words = array.array("I")
+        if words.itemsize != 4:  # pragma: no cover (every CPython platform has 4)
+            words = array.array("L")
+        words.frombytes(data)
+        if (self._end == "<") != (sys.byteorder == "little"):
+            words.byteswap()
         offsets, kinds, name_offs = self._offsets, self._kinds, self._name_offs
-        # per kind: bytes after the 12-byte record, fixed and per vlen item
-        fixed = [12 + _FIXED.get(BtfKind(k), 0) for k in range(_MAX_KIND + 1)]
-        per_vlen = [_PER_VLEN.get(BtfKind(k), 0) for k in range(_MAX_KIND + 1)]
-        last = n - 12
+        # per kind, in words: the record and its fixed part, each vlen item
+        fixed = [3 + _FIXED.get(BtfKind(k), 0) // 4 for k in range(_MAX_KIND + 1)]
+        per_vlen = [_PER_VLEN.get(BtfKind(k), 0) // 4 for k in range(_MAX_KIND + 1)]
+        i, last = 0, n // 4 - 3
         try:
-            while pos <= last:
-                name_off, info = unpack(data, pos)
+            while i <= last:
+                info = words[i + 1]
                 kind = (info >> 24) & 0x1F
-                offsets.append(pos)
+                offsets.append(i * 4)
                 kinds.append(kind)
-                name_offs.append(name_off)
-                pos += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)
+                name_offs.append(words[i])
+                i += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)
         except IndexError:
             pass  # a kind past the table: reported below
-        for i, kind in enumerate(kinds):
+        pos = i * 4
+        for j, kind in enumerate(kinds):
             if kind > _MAX_KIND or kind == 0:
                 raise BtfError(
-                    f"BTF type {self.start_id + i} at offset {offsets[i]:#x}: unknown kind {kind}"
+                    f"BTF type {self.start_id + j} at offset {offsets[j]:#x}: unknown kind {kind}"
                 )
         if pos < n:
             raise BtfError(f"BTF type {self.start_id + len(offsets)} truncated")

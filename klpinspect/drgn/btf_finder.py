@@ -537,8 +537,9 @@ class KernelBtf:
         if flags & drgn.FindObjectFlags.CONSTANT:
             for type_id, value in self.vmlinux.find_enumerator(name):
                 return Object(prog, self.drgn_type(self.vmlinux, type_id), value)
-        if flags & drgn.FindObjectFlags.FUNCTION:
-            # a module's function: its split BTF, its kallsyms
+        if flags & drgn.FindObjectFlags.FUNCTION and _symbol_address(prog, name) is not None:
+            # a module's function: its split BTF, its kallsyms (no symbol, no
+            # need to read every module's BTF)
             for mod in self.module_btfs():
                 found = self._function(mod, name)
                 if found is not None:
