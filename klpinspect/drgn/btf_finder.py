@@ -683,10 +683,14 @@ def register_lazy_btf(prog: Program) -> None:
         mods = state.get("modules")
         if mods is None:
             state["in_modules"] = True  # no re-entry while reading them
-            from drgn.helpers.linux.kallsyms import load_module_kallsyms
+            from drgn.helpers.linux.module import for_each_module
+
+            from klpinspect.drgn.modsyms import module_symbols
 
             try:
-                mods = load_module_kallsyms(prog)
+                mods = drgn.SymbolIndex(
+                    [sym for mod in for_each_module(prog) for sym in module_symbols(mod)]
+                )
             except (ValueError, drgn.FaultError, LookupError, AttributeError):
                 mods = drgn.SymbolIndex([])
             finally:

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import drgn
 from drgn import Object, cast, offsetof, sizeof
-from drgn.helpers.linux.kallsyms import module_kallsyms
 from drgn.helpers.linux.module import for_each_module, module_address_regions
 from drgn.helpers.linux.pid import find_task, for_each_task
 
 from klpinspect.drgn.btf_finder import KallsymsSymbols, debuginfo_source, kallsyms_symtab
+from klpinspect.drgn.modsyms import module_symbols
 from klpinspect.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
@@ -304,7 +304,7 @@ class DrgnTarget:
                 # too (kallsyms type 'u'): only its own memory names it.
                 symbols.extend(
                     sym
-                    for sym in module_kallsyms(mod)
+                    for sym in module_symbols(mod)
                     if any(s <= sym.address < e for s, e in regions)
                 )
             except (drgn.FaultError, LookupError, AttributeError, IndexError):
