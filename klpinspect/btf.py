@@ -261,11 +261,13 @@ class Btf:
         self.start_id: int = base.start_id + len(base) if base is not None else 1
         self._str_base: int = base._str_base + len(base._strs) if base is not None else 0
         self._offsets: list[int] = []
-        self._kinds: list[int] = []
-        self._name_offs: list[int] = []
+        # kind and name_off of each type: a byte string and a 32-bit word array,
+        # searched at C speed (bytes.find) rather than indexed up front
+        self._kinds = bytearray()
+        self._name_offs = array.array("I" if array.array("I").itemsize == 4 else "L")
         self._scan()
         self._cache: dict[int, BtfType] = {}
-        self._by_name_off: dict[int, list[int]] | None = None
+        self._name_off_bytes: bytes | None = None
         self._enumerators: dict[int, list[tuple[int, int]]] | None = None
         self._string_cache: dict[str, list[int]] = {}
 
@@ -455,16 +457,27 @@ class Btf:
 
     # --- look-up by name -----------------------------------------------------------
 
-    def _name_off_index(self) -> dict[int, list[int]]:
-        """``name_off`` -> IDs of this blob's types with that name (no string decoded)."""
-        if self._by_name_off is None:
-            index: dict[int, list[int]] = {}
-            start = self.start_id
-            for i, off in enumerate(self._name_offs):
-                if off:
-                    index.setdefault(off, []).append(start + i)
-            self._by_name_off = index
-        return self._by_name_off
+    def _ids_of_kind(self, kind: int) -> Iterator[int]:
+        """IDs of this blob's types of ``kind``, found at C speed."""
+        kinds, needle = self._kinds, bytes((kind,))
+        i = kinds.find(needle)
+        while i >= 0:
+            yield self.start_id + i
+            i = kinds.find(needle, i + 1)
+
+    def _ids_named(self, name_off: int) -> list[int]:
+        """IDs of this blob's types whose ``name_off`` is ``name_off``."""
+        if self._name_off_bytes is None:
+            self._name_off_bytes = self._name_offs.tobytes()
+        hay, needle = self._name_off_bytes, array.array(self._name_offs.typecode, [name_off])
+        pattern = needle.tobytes()
+        out = []
+        pos = hay.find(pattern)
+        while pos >= 0:
+            if pos % 4 == 0:
+                out.append(self.start_id + pos // 4)
+            pos = hay.find(pattern, pos + 1)
+        return out
 
     def _string_offsets(self, name: str) -> list[int]:
         """Every offset (in this blob's numbering) where the string ``name`` starts."""
@@ -496,9 +509,8 @@ class Btf:
         wanted = frozenset(int(k) for k in kinds) if kinds is not None else None
         ids: list[int] = []
         if name:
-            index = self._name_off_index()
             for off in self._string_offsets(name):
-                for t in index.get(off, ()):
+                for t in self._ids_named(off):
                     if wanted is None or self._kinds[t - self.start_id] in wanted:
                         ids.append(t)
         if self.base is not None:
@@ -507,10 +519,9 @@ class Btf:
 
     def names(self) -> Iterator[tuple[str, int]]:
         """``(name, type ID)`` of every named type of this blob."""
-        for off, ids in self._name_off_index().items():
-            name = self.string(off)
-            for t in ids:
-                yield name, t
+        for i, off in enumerate(self._name_offs):
+            if off:
+                yield self.string(off), self.start_id + i
 
     def find_enumerator(self, name: str) -> list[tuple[int, int]]:
         """``(enum type ID, value)`` of every enumerator ``name`` of this blob, then the base's."""
@@ -518,13 +529,12 @@ class Btf:
             index: dict[int, list[tuple[int, int]]] = {}
             data, end = self._types, self._end
             enum, enum64 = int(BtfKind.ENUM), int(BtfKind.ENUM64)
-            for i, kind in enumerate(self._kinds):
-                if kind != enum and kind != enum64:
-                    continue
+            for type_id in sorted([*self._ids_of_kind(enum), *self._ids_of_kind(enum64)]):
+                i = type_id - self.start_id
+                kind = self._kinds[i]
                 pos = self._offsets[i]
                 (info,) = struct.unpack_from(end + "I", data, pos + 4)
                 vlen, signed = info & 0xFFFF, bool(info >> 31)
-                type_id = self.start_id + i
                 if kind == enum:
                     fmt = end + ("Ii" if signed else "II")
                     for n, v in struct.iter_unpack(fmt, data[pos + 12 : pos + 12 + 8 * vlen]):
@@ -629,9 +639,8 @@ class Btf:
 
     def datasec_vars(self) -> Iterator[tuple[str, BtfType, BtfSecinfo]]:
         """``(section name, VAR, secinfo)`` of every variable placed in a DATASEC."""
-        for type_id in range(self.start_id, self.end_id):
-            if self._kinds[type_id - self.start_id] == BtfKind.DATASEC:
-                sec = self.type(type_id)
-                for si in sec.secinfos:
-                    if self.kind(si.type) == BtfKind.VAR:
-                        yield sec.name, self.type(si.type), si
+        for type_id in self._ids_of_kind(BtfKind.DATASEC):
+            sec = self.type(type_id)
+            for si in sec.secinfos:
+                if self.kind(si.type) == BtfKind.VAR:
+                    yield sec.name, self.type(si.type), si
