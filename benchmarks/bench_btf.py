@@ -7,6 +7,7 @@ DWARF's inlined frames), then wall time, CPU time and peak RSS of
   (a) ``klpinspect -c CORE audit``             no debug file: the kernel's BTF and kallsyms
   (b) ``drgn -c CORE -s VMLINUX.debug`` + ``for_each_module``   drgn's own open with DWARF
   (c) ``klpinspect -c CORE -s VMLINUX.debug audit``              for reference
+  (d) klpinspect's open with no debug files + ``for_each_module``  (b)'s work, BTF instead
 
 Goal: (a) <= 0.5x the time of (b) and a small fraction of its memory.
 
@@ -34,6 +35,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CACHE, FIXTURES  # noqa: E402
+
+# (d): klpinspect's open with no debug files (kallsyms, BTF), then drgn's
+# own for_each_module: the same work as (b) without DWARF.
+BTF_OPEN_CODE = (
+    "import sys\n"
+    "from drgn.helpers.linux.module import for_each_module\n"
+    "from klpinspect.drgn.program import open_program\n"
+    "prog, _ = open_program(core=sys.argv[1])\n"
+    "print(len([m.name.string_() for m in for_each_module(prog)]))\n"
+)
 
 # Where the lab leaves Debian stock kernels (image, -dbg) and their dumps.
 DEBIAN_DUMPS = "/work/cache/debian"
@@ -156,18 +167,23 @@ def main() -> None:
             args.runs,
         )
         c = _best([*kl, "-s", str(debug), "audit"], args.runs)
+        d = _best([sys.executable, "-c", BTF_OPEN_CODE, str(core)], args.runs)
         print(f"\n{name}: {core}")
         print("                                          wall      CPU   peak RSS")
         for label, (wall, cpu, rss) in (
             ("(a) klpinspect audit, no debug files", a),
             ("(b) drgn -s + for_each_module       ", b),
             ("(c) klpinspect -s audit             ", c),
+            ("(d) BTF open + for_each_module      ", d),
         ):
             print(f"  {label} {wall:6.2f} s {cpu:6.2f} s {rss / 1024:7.1f} MiB")
         print(f"  with and without debug files: {same}")
         print(
             f"  (a)/(b): wall {a[0] / b[0]:.2f}x (goal <= 0.5), CPU {a[1] / b[1]:.2f}x, "
             f"memory {a[2] / b[2]:.2f}x"
+        )
+        print(
+            f"  (d)/(b): wall {d[0] / b[0]:.2f}x, CPU {d[1] / b[1]:.2f}x, memory {d[2] / b[2]:.2f}x"
         )
     if not any(n.startswith("Debian") for n, _, _ in _dumps()):
         print(
