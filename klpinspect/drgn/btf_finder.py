@@ -103,6 +103,13 @@ _QUALIFIERS = {
     BtfKind.VOLATILE: Qualifiers.VOLATILE,
     BtfKind.RESTRICT: Qualifiers.RESTRICT,
 }
+# Sizes a base type can have (an enum of size 0 is a declaration)
+_SIZES = {
+    BtfKind.INT: (1, 2, 4, 8, 16),
+    BtfKind.FLOAT: (2, 4, 8, 12, 16),
+    BtfKind.ENUM: (0, 1, 2, 4, 8),
+    BtfKind.ENUM64: (0, 1, 2, 4, 8),
+}
 _AGGREGATE_KINDS = {
     TypeKind.STRUCT: (BtfKind.STRUCT,),
     TypeKind.UNION: (BtfKind.UNION,),
@@ -312,7 +319,7 @@ class KernelBtf:
             self._converting.add(key)
             try:
                 found = self._convert(btf, type_id)
-            except (BtfError, ValueError, OverflowError) as e:
+            except (BtfError, ValueError, OverflowError, TypeError) as e:
                 # BtfError is a ValueError; drgn's: a value its type cannot hold
                 raise LookupError(f"damaged BTF: type {type_id}: {e}") from None
             finally:
@@ -337,15 +344,7 @@ class KernelBtf:
         prog = self.prog
         t = btf.type(type_id)
         k = t.kind
-        if k in (BtfKind.INT, BtfKind.FLOAT, BtfKind.ENUM, BtfKind.ENUM64) and t.size not in (
-            0,
-            1,
-            2,
-            4,
-            8,
-            12,
-            16,
-        ):
+        if t.size not in _SIZES.get(k, (t.size,)):
             raise LookupError(f"damaged BTF: type {type_id} ({k.name}) of {t.size} bytes")
         if k == BtfKind.INT:
             info = t.int_info
@@ -360,6 +359,8 @@ class KernelBtf:
             return prog.pointer_type(self.drgn_type(btf, t.type or 0), self._ptr_size)
         if k == BtfKind.ARRAY:
             assert t.array is not None
+            if btf.kind(btf.resolve(t.array.type)) in (BtfKind.UNKN, BtfKind.FUNC, BtfKind.VAR):
+                raise LookupError(f"damaged BTF: type {type_id} is an array of void")
             elem = self.drgn_type(btf, t.array.type)
             # BTF writes both `x[]` and `x[0]` as 0 elements; DWARF tells
             # them apart.  Incomplete is the one that can be indexed.
@@ -367,6 +368,9 @@ class KernelBtf:
         if k in (BtfKind.STRUCT, BtfKind.UNION):
             if any(m.bitfield_size > 64 for m in t.members):
                 raise LookupError(f"damaged BTF: type {type_id} has a bit field over 64 bits")
+            for m in t.members:
+                if btf.kind(btf.resolve(m.type)) in (BtfKind.UNKN, BtfKind.FUNC, BtfKind.VAR):
+                    raise LookupError(f"damaged BTF: member {m.name!r} of type {type_id} is void")
             members = [
                 TypeMember(self._lazy(btf, m.type, m.bitfield_size), m.name or None, m.bit_offset)
                 for m in t.members
