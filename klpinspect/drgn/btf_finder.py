@@ -257,10 +257,19 @@ def kallsyms_symtab(prog: Program) -> KallsymsSymbols | None:
 
 
 def _read_vmlinux_btf(prog: Program) -> Btf:
-    """The kernel's BTF, read from ``__start_BTF`` .. ``__stop_BTF``.
+    """The kernel's BTF, read from ``__start_BTF`` .. ``__stop_BTF``
+    (the running kernel: ``/sys/kernel/btf/vmlinux``, the same bytes).
 
     :raises LookupError: if the kernel has no BTF (or it cannot be read)
     """
+    live = drgn.ProgramFlags.IS_LIVE | drgn.ProgramFlags.IS_LOCAL
+    if prog.flags & live == live:
+        # The running kernel exports the same bytes (CONFIG_DEBUG_INFO_BTF).
+        try:
+            with open("/sys/kernel/btf/vmlinux", "rb") as f:
+                return Btf(f.read())
+        except (OSError, BtfError):
+            pass
     start = _symbol_address(prog, "__start_BTF")
     stop = _symbol_address(prog, "__stop_BTF")
     if start is None or stop is None or not 0 < stop - start < 1 << 30:
