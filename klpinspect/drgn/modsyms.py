@@ -12,7 +12,7 @@ the same bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import drgn
 from drgn import Object, sizeof
@@ -36,16 +36,28 @@ _FORMATS = {24: ("IBBHQQ", 0, 4, 5, 1), 16: ("IIIBBH", 0, 1, 2, 3)}
 _Rule = Callable[[int], tuple[drgn.SymbolBinding, drgn.SymbolKind]]
 
 
-def module_symbols(module: Object) -> list[drgn.Symbol]:
+def _within(
+    symbols: list[drgn.Symbol], regions: Sequence[tuple[int, int]] | None
+) -> list[drgn.Symbol]:
+    if regions is None:
+        return list(symbols)
+    return [s for s in symbols if any(a <= s.address < b for a, b in regions)]
+
+
+def module_symbols(
+    module: Object, regions: Sequence[tuple[int, int]] | None = None
+) -> list[drgn.Symbol]:
     """The symbols of ``module``'s kallsyms, as drgn's ``module_kallsyms(module)``.
 
     :param module: ``struct module *``
+    :param regions: if given, only symbols with an address in one of these
+        ``[start, end)`` ranges
     :raises drgn.FaultError: if the tables cannot be read
     """
     from drgn.helpers.linux.kallsyms import module_kallsyms
 
     if not _HAVE_RULES:  # pragma: no cover
-        return list(module_kallsyms(module))
+        return _within(module_kallsyms(module), regions)
     try:
         ks = module.kallsyms
     except AttributeError:
@@ -55,7 +67,7 @@ def module_symbols(module: Object) -> list[drgn.Symbol]:
     esize = sizeof(ks.symtab.type_.type)
     layout = _FORMATS.get(esize)
     if layout is None or num <= 0:
-        return list(module_kallsyms(module))
+        return _within(module_kallsyms(module), regions)
     fmt, i_name, i_value, i_size, i_info = layout
     try:
         ks.member_("typetab")
@@ -85,10 +97,13 @@ def module_symbols(module: Object) -> list[drgn.Symbol]:
         name_off = e[i_name]
         if not name_off:
             continue
+        value = e[i_value]
+        if regions is not None and not any(start <= value < end for start, end in regions):
+            continue
         info = e[i_info]
         bk = kinds.get(info)
         if bk is None:
             bk = kinds[info] = rule(info)
         name = strtab[name_off : strtab.find(b"\0", name_off)].decode("ascii")
-        out.append(Symbol(name, e[i_value], e[i_size], bk[0], bk[1]))
+        out.append(Symbol(name, value, e[i_size], bk[0], bk[1]))
     return out

@@ -302,11 +302,7 @@ class DrgnTarget:
                 regions = [(s, s + n) for s, n in module_address_regions(mod) if s and n]
                 # A livepatch module keeps its resolved SHN_UNDEF/klp symbols
                 # too (kallsyms type 'u'): only its own memory names it.
-                symbols.extend(
-                    sym
-                    for sym in module_symbols(mod)
-                    if any(s <= sym.address < e for s, e in regions)
-                )
+                symbols.extend(module_symbols(mod, regions))
             except (drgn.FaultError, LookupError, AttributeError, IndexError):
                 continue  # a module whose kallsyms cannot be read: no names
         # Last, so debug info symbols win where both exist.
