@@ -100,7 +100,9 @@ def open_target(
     :param core: a vmcore: ELF, kdump-compressed (makedumpfile ``-c``) or a
         QEMU ``dump-guest-memory`` file
     :param symbols: vmlinux / ``vmlinux.debug`` / ``.ko`` / ``.ko.debug`` files,
-        or directories of them (a ``/usr/lib/debug`` tree is searched too)
+        or directories of them (a ``/usr/lib/debug`` tree is searched too);
+        none (and no ``debug_directories``, no ``default_symbols``): types from
+        the kernel's own BTF, symbols from kallsyms (``target.debuginfo``)
     :param vmcoreinfo: a file with the kernel's VMCOREINFO text, for ppc64
         QEMU dumps that carry none
     :param live: the running kernel (``/proc/kcore``)
@@ -145,7 +147,8 @@ def target_from_drgn(prog: drgn.Program) -> Target:
     """The :class:`Target` over a ``drgn.Program`` you already have (cached per program).
 
     :param prog: a ppc64 Linux kernel program with vmlinux debug info loaded
-        (``drgn -c VMCORE -s VMLINUX``'s ``prog``)
+        (``drgn -c VMCORE -s VMLINUX``'s ``prog``), or with none and the
+        plugin's BTF + kallsyms finders (``drgn -c VMCORE``)
     :raises TargetError: if ``prog`` is not a ppc64 Linux kernel
     """
     import drgn
@@ -281,6 +284,7 @@ class _IdleTask:
     def __init__(self, target: Any, info: Any, task: Any) -> None:
         self._target, self._info, self._task = target, info, task
         self.kind: str = target.kind
+        self.debuginfo: str | None = getattr(target, "debuginfo", None)
 
     @property
     def damage(self) -> Sequence[tuple[int | None, str]]:
@@ -357,7 +361,12 @@ def backtrace(target: Target, task: int | TaskRef | Any | None = None) -> Report
 
     ref = TaskRef("task", crashed_task(target)) if task is None else _task_ref(task)
     unwind_on, pid = _backtrace_target(target, ref)
-    return _settled(klp_backtrace(unwind_on, pid, tocs_for(target)))
+    report = klp_backtrace(unwind_on, pid, tocs_for(target))
+    if getattr(target, "debuginfo", None) == "btf+kallsyms":
+        from .commands import BTF_BACKTRACE_NOTE
+
+        report.notes.append(BTF_BACKTRACE_NOTE)
+    return _settled(report)
 
 
 def lint_ko(paths: Sequence[PathLike]) -> Report:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported on first use: the drgn plugin and gdb load this mo
     from .target import Target
 
 __all__ = (
+    "BTF_BACKTRACE_NOTE",
     "COMMANDS",
     "CommandError",
     "add_command_arguments",
@@ -38,6 +39,15 @@ COMMANDS: dict[str, str] = {
     "lpstack": "walk the per-task livepatch stacks (saved r2, saved LR, end marker)",
     "bt": "backtrace of a task corrected through livepatch_handler frames",
 }
+
+
+# What a backtrace lacks when types and symbols come from BTF and kallsyms
+# (klpinspect.backends.drgn.btf_finder) rather than DWARF.
+BTF_BACKTRACE_NOTE = (
+    "no debug info: types from the kernel's BTF, symbols from kallsyms; "
+    "no inlined frames and no source lines (give -s VMLINUX for them), "
+    "symbol sizes run to the next kallsyms symbol as in the kernel's %pS"
+)
 
 
 class CommandError(KlpError):

@@ -552,8 +552,13 @@ def render(report: Report, fmt: str) -> str:
 
 def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
     """A report with the ``target`` and ``kernel`` headers filled in."""
+    head = {"kind": target.kind, "release": kernel.release, "arch": kernel.arch}
+    # Where types and symbols came from: "dwarf" or "btf+kallsyms" (drgn back end).
+    debuginfo = getattr(target, "debuginfo", None)
+    if debuginfo:
+        head["debuginfo"] = debuginfo
     return Report(
-        target={"kind": target.kind, "release": kernel.release, "arch": kernel.arch},
+        target=head,
         kernel={
             "toc": hexaddr(kernel.toc),
             "toc_source": kernel.toc_source,

@@ -17,6 +17,9 @@ APT_PKGS=(
   xz-utils
   binutils-arm-linux-gnueabihf     # ARM32 prologue vectors (klpinspect prologue)
   gcc-arm-linux-gnueabihf          # real GCC -mapcs-frame -pg shapes for the same tests
+  bpftool                          # BTF reader tests: bpftool's dump is the oracle
+  clang                            # BTF with every kind (DECL_TAG, TYPE_TAG) for the BTF tests
+  dwarves                          # pahole -J: ENUM64 BTF for the BTF tests
 )
 
 missing=()

@@ -25,6 +25,12 @@ program: libkdumpfile cannot translate module (vmalloc) addresses on ppc64,
 so the segment translates them with drgn's own radix page-table walker,
 reading physical memory through libkdumpfile.  drgn's helpers then read
 module memory too (``for_each_module(prog)``).
+
+For a kernel whose vmlinux has no DWARF (no ``-s``, no debug package), the
+same hook registers lazy type, object and symbol finders over the kernel's
+own BTF and kallsyms (:func:`klpinspect.backends.drgn.btf_finder.register_lazy_btf`),
+so drgn's helpers and the klp commands work on a debuginfo-less vmcore;
+the kdump segment then walks page tables with types from that BTF.
 """
 
 from __future__ import annotations
@@ -170,14 +176,23 @@ def _add_module_memory_segment(prog: drgn.Program) -> None:
                 platform, info, [(0, _LINEAR_MAP_END - PAGE_OFFSET, physical)]
             )
             # drgn's ppc64 walker reads cur_cpu_spec (radix or hash): it needs the
-            # kernel's debug info, which the user's program has loaded by now.
+            # kernel's types, from the debug info the user's program has loaded
+            # by now, else from the kernel's BTF and kallsyms.
             try:
-                vmlinux = prog.main_module().debug_file_path
+                main = prog.main_module()
             except LookupError:
-                vmlinux = None
-            if not vmlinux:
-                raise drgn.FaultError("no kernel debug info yet to translate", address)
-            helper.load_debug_info([vmlinux], main=True)
+                raise drgn.FaultError("no kernel debug info yet to translate", address) from None
+            vmlinux = main.debug_file_path
+            if vmlinux:
+                helper.load_debug_info([vmlinux], main=True)
+            else:
+                from .btf_finder import enable_btf
+
+                try:
+                    enable_btf(helper)
+                except LookupError as e:
+                    msg = f"cannot translate module addresses: {e}"
+                    raise drgn.FaultError(msg, address) from None
             state["helper"] = helper
         data: bytes = helper.read(address, count)
         return data
@@ -189,9 +204,18 @@ def _add_module_memory_segment(prog: drgn.Program) -> None:
 
 
 def drgn_prog_set(prog: drgn.Program) -> None:
-    """drgn's plugin hook: let a drgn-opened kdump-compressed ppc64 dump read modules."""
+    """drgn's plugin hook, called when a program's target is set.
+
+    * a drgn-opened kdump-compressed ppc64 dump: module memory made readable;
+    * a ppc64 kernel whose vmlinux turns out to have no DWARF: types, globals
+      and symbols from the kernel's own BTF and kallsyms (lazy finders that
+      stay silent when drgn loads vmlinux debug info).
+    """
     if os.environ.get("KLPINSPECT_NO_PROGRAM_HOOK"):
         return
+    from .btf_finder import register_lazy_btf
+
+    register_lazy_btf(prog)  # any Linux kernel; finders registered by name, once
     if not is_ppc64_kernel(prog) or prog.flags & drgn.ProgramFlags.IS_LIVE:
         return
     if prog.cache.get("klpinspect_module_segment"):

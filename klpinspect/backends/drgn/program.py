@@ -37,7 +37,6 @@ from pathlib import Path
 
 import drgn
 
-from klpinspect.backends.drgn.debuginfo import prepare_debug_files
 from klpinspect.backends.elfcore import MSR_LE
 from klpinspect.backends.elfcore import ElfCore as _ElfCore
 from klpinspect.backends.elfcore import ElfLoad as _Load
@@ -261,6 +260,13 @@ def translating_program(prog: drgn.Program) -> drgn.Program:
         new.load_debug_info(files, main=True)
     except drgn.MissingDebugInfoError:
         pass
+    if not _kernel_debug_status(new):
+        from klpinspect.backends.drgn.btf_finder import enable_btf
+
+        try:
+            enable_btf(new)
+        except LookupError:
+            pass
     try:
         new.read(first, 8)
     except drgn.FaultError:
@@ -389,14 +395,30 @@ def load_kernel_debug_info(
     vmcoreinfo = _kernel_vmcoreinfo(prog)
     kernel_id = vmcoreinfo_build_id(vmcoreinfo) if vmcoreinfo else None
     release = "?"
+    btf_problem: str | None = None  # why the BTF path failed, when it was tried
     if vmcoreinfo:
         m = re.search(rb"^OSRELEASE=(.*)$", vmcoreinfo, re.M)
         release = m.group(1).decode("ascii", "replace") if m else "?"
     search = [os.fspath(d) for d in debug_directories]
     search += [os.fspath(p) for p in symbols if os.path.isdir(p)]
-    # module files in search directories are prepared (decompressed) like -s ones:
-    # drgn's own search would hand libelf compressed .ko sections it cannot read
-    files = prepare_debug_files([*symbols, *debug_directories], cache_dir)
+    files = []
+    if symbols or debug_directories:
+        # pyelftools only when there are files to check (~0.1 s to import)
+        from klpinspect.backends.drgn.debuginfo import prepare_debug_files
+
+        # module files in search directories are prepared (decompressed) like -s ones:
+        # drgn's own search would hand libelf compressed .ko sections it cannot read
+        files = prepare_debug_files([*symbols, *debug_directories], cache_dir)
+    if not files and not search and not default_symbols:
+        # No -s: the kernel's own BTF and kallsyms, when it has them, and no
+        # DWARF search at all (klpinspect.backends.drgn.btf_finder).
+        from klpinspect.backends.drgn.btf_finder import enable_btf
+
+        try:
+            enable_btf(prog)
+            return
+        except LookupError as e:
+            btf_problem = str(e)
     if search:
         opts = prog.debug_info_options
         opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
@@ -422,10 +444,18 @@ def load_kernel_debug_info(
     except Exception as e:  # drgn raises plain Exception for libelf/libdw errors
         raise TargetError(f"cannot load debug info: {e}") from None
     if not _kernel_debug_status(prog):
-        given = "the -s files given" if files else "drgn's default search paths"
+        if btf_problem is None:
+            given = "the -s files given" if files else "drgn's default search paths"
+            raise TargetError(
+                f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}) "
+                f"in {given}; pass -s VMLINUX (or its .debug file)"
+            )
+        from klpinspect.backends.drgn.btf_finder import debuginfo_hint
+
         raise TargetError(
-            f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}) "
-            f"in {given}; pass -s VMLINUX (or its .debug file)"
+            f"no debug info for the kernel {release} (build ID {kernel_id or 'unknown'}): "
+            f"{btf_problem}, and drgn's default search paths have no vmlinux; "
+            f"pass -s VMLINUX (or its .debug file){debuginfo_hint(release)}"
         )
 
 

@@ -16,9 +16,14 @@ from collections.abc import Iterator, Sequence
 
 import drgn
 from drgn import Object
-from drgn.helpers.linux.kallsyms import module_kallsyms
 
 from klpinspect.backends import layout
+from klpinspect.backends.drgn.btf_finder import (
+    KallsymsSymbols,
+    debuginfo_source,
+    kallsyms_symtab,
+)
+from klpinspect.backends.drgn.modsyms import module_symbols
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.backends.drgn.view import DrgnKernel
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
@@ -40,7 +45,8 @@ _KALLSYMS_FINDER = "klpinspect_module_kallsyms"
 class DrgnTarget:
     """The :class:`klpinspect.target.Target` protocol over a ``drgn.Program``.
 
-    :param prog: a Linux kernel program with vmlinux debug info loaded
+    :param prog: a Linux kernel program with vmlinux debug info loaded, or
+        BTF + kallsyms finders (:mod:`klpinspect.backends.drgn.btf_finder`)
     :param kind: ``"vmcore"``, ``"live"`` or ``"qemu"``
     """
 
@@ -51,8 +57,10 @@ class DrgnTarget:
         self._kernel: KernelInfo | None = None
         self._owners: layout.ModuleOwners | None = None
         self._symbol_starts: list[int] | None = None
-        self._vmlinux_symbols: ElfSymbols | None = None
+        self._vmlinux_symbols: ElfSymbols | KallsymsSymbols | None = None
         self._vmlinux_symbols_tried = False
+        #: where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms"
+        self.debuginfo: str | None = debuginfo_source(prog)
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage((None, n) for n in core_notes(prog))
 
@@ -89,11 +97,7 @@ class DrgnTarget:
             try:
                 # A livepatch module keeps its resolved SHN_UNDEF/klp symbols
                 # too (kallsyms type 'u'): only its own memory names it.
-                symbols.extend(
-                    sym
-                    for sym in module_kallsyms(mod)
-                    if any(s <= sym.address < e for s, e in mine)
-                )
+                symbols.extend(module_symbols(mod, mine))
             except (drgn.FaultError, LookupError, AttributeError, IndexError):
                 continue  # a module whose kallsyms cannot be read: no names
         # Last, so debug info symbols win where both exist.
@@ -124,7 +128,7 @@ class DrgnTarget:
                 self._owners = layout.ModuleOwners([])
         return self._owners
 
-    def _vmlinux_symtab(self) -> ElfSymbols | None:
+    def _vmlinux_symtab(self) -> ElfSymbols | KallsymsSymbols | None:
         """The kernel's ELF symbol table, read once from its debug file.
 
         drgn 0.3.0's ``Program.symbol`` costs ~250 us an address on a vmlinux;
@@ -142,6 +146,8 @@ class DrgnTarget:
                     self._vmlinux_symbols = read_elf_symbols(path)
                 except TargetError:
                     pass
+            else:
+                self._vmlinux_symbols = kallsyms_symtab(self.prog)
         return self._vmlinux_symbols
 
     def symbolize(self, address: int) -> SymbolInfo | None:

@@ -90,6 +90,9 @@ class GdbTarget:
     """
 
     kind = "gdb"
+    # Where types and symbols come from (report target.debuginfo): gdb reads
+    # the vmlinux DWARF it was given.
+    debuginfo = "dwarf"
 
     def __init__(self) -> None:
         self.types = GdbTypes()

@@ -1,0 +1,411 @@
+"""Auditing the fixture dumps with no debug file: BTF and kallsyms from the dump.
+
+Every subcommand's JSON report with no ``-s`` (types from the kernel's BTF,
+symbols from kallsyms: ``target.debuginfo == "btf+kallsyms"``) must equal
+the report with the full debug vmlinux (``"dwarf"``) field by field, on every
+fixture dump.  Where DWARF knows more (``bt``: inlined frames, ELF symbol
+sizes) the difference is spelled out in :func:`test_bt_differs_only_where_dwarf_knows_more`.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import drgn
+import pytest
+from btfcompare import bt_inlined_difference, without_debuginfo
+from conftest import CACHE, FIXTURES, REPO
+
+from klpinspect.backends.drgn.btf_finder import (
+    KNOWN_GLOBALS,
+    KernelBtf,
+    debuginfo_hint,
+    has_kernel_dwarf,
+    kernel_btf,
+)
+from klpinspect.backends.drgn.program import open_core, open_program
+from klpinspect.backends.drgn.target import DrgnTarget
+from klpinspect.commands import BTF_BACKTRACE_NOTE, run_command
+from klpinspect.errors import TargetError
+
+pytestmark = pytest.mark.dump
+
+LP61 = FIXTURES / "ppc64le-6.1-lp"
+LP72 = FIXTURES / "ppc64le-7.2-lp"
+
+
+def _unpacked(fixture: Path, name: str) -> Path:
+    """``fixture/name`` (``.xz``) decompressed into the cache once (as conftest does)."""
+    src = fixture / name
+    if not src.exists():
+        raise FileNotFoundError(f"fixture missing: {src}")
+    if fixture == LP61:
+        dst = CACHE / "fixtures" / src.name.removesuffix(".xz")
+    else:
+        dst = CACHE / "fixtures" / fixture.name / src.name.removesuffix(".xz")
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(dst.suffix + f".tmp{os.getpid()}")
+    with lzma.open(src) as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    tmp.replace(dst)
+    return dst
+
+
+# (id, fixture, dump file, pid of a task in a livepatched function)
+DUMPS = [
+    ("6.1-elf", LP61, "vmcore.elf.xz", 130),
+    ("6.1-kdump", LP61, "vmcore.kdump", 130),
+    ("6.1-qemu", LP61, "vmcore.qemu.elf.xz", 130),
+    ("7.2-elf", LP72, "vmcore.elf.xz", 134),
+]
+COMMANDS = [
+    ("audit", []),
+    ("stubs", []),
+    ("toc", ["--callsites"]),
+    ("lpstack", []),
+    ("bt", None),  # the dump's pid
+]
+
+
+def _core(fixture: Path, name: str) -> Path:
+    return _unpacked(fixture, name) if name.endswith(".xz") else fixture / name
+
+
+def _reports(core: Path, symbols: list[str], pid: int) -> dict[str, dict[str, Any]]:
+    prog, kind = open_program(core=str(core), symbols=symbols)
+    out = {}
+    for name, argv in COMMANDS:
+        text, _status = run_command(
+            DrgnTarget(prog, kind), name, argv if argv is not None else [str(pid)], fmt="json"
+        )
+        out[name] = json.loads(text)
+    return out
+
+
+@pytest.fixture(scope="module", params=DUMPS, ids=[d[0] for d in DUMPS])
+def both(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    _id, fixture, name, pid = request.param
+    core = _core(fixture, name)
+    btf = _reports(core, [], pid)
+    dwarf = _reports(core, [str(fixture / "vmlinux.debug")], pid)
+    yield btf, dwarf
+
+
+@pytest.mark.parametrize("command", [c for c, _ in COMMANDS if c != "bt"])
+def test_reports_identical_without_debug_files(
+    both: tuple[dict[str, Any], dict[str, Any]], command: str
+) -> None:
+    btf, dwarf = both[0][command], both[1][command]
+    assert btf["target"]["debuginfo"] == "btf+kallsyms"
+    assert dwarf["target"]["debuginfo"] == "dwarf"
+    assert without_debuginfo(btf) == without_debuginfo(dwarf)
+    if command == "audit":
+        assert len(btf["modules"]) >= 40
+        assert sum(len(m["stubs"]) for m in btf["modules"]) > 300
+
+
+def test_bt_differs_only_where_dwarf_knows_more(
+    both: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    """The documented difference (:func:`btfcompare.bt_inlined_difference`):
+    DWARF adds inlined frames and ELF symbol sizes; the real frames, with their
+    livepatch corrections, are the same."""
+    btf, dwarf = both[0]["bt"], both[1]["bt"]
+    inlined = bt_inlined_difference(btf, dwarf)
+    assert inlined >= 1  # the fixtures' stacks have inlined frames: the test can fail
+    assert any(f["corrected"] for f in btf["tasks"][0]["backtrace"])
+
+
+def test_cli_table_says_where_types_came_from() -> None:
+    core = _core(LP61, "vmcore.elf.xz")
+    proc = subprocess.run(
+        [sys.executable, "-m", "klpinspect", "-c", str(core), "bt", "130"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.splitlines()
+    assert head[0].endswith("debuginfo=btf+kallsyms")
+    assert f"note: {BTF_BACKTRACE_NOTE}" in head
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "klpinspect",
+            "-c",
+            str(core),
+            "-s",
+            str(LP61 / "vmlinux.debug"),
+            "stubs",
+            "rk_lib",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith("debuginfo=dwarf")
+
+
+# --- the drgn program itself -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def btf_prog() -> drgn.Program:
+    prog, _ = open_program(core=str(_core(LP61, "vmcore.elf.xz")))
+    return prog
+
+
+def test_types_and_globals_from_btf(btf_prog: drgn.Program) -> None:
+    prog = btf_prog
+    kbtf = kernel_btf(prog)
+    assert isinstance(kbtf, KernelBtf)
+    assert not has_kernel_dwarf(prog)
+    for tag in (
+        "module",
+        "task_struct",
+        "thread_info",
+        "paca_struct",
+        "mod_arch_specific",
+        "module_sect_attrs",
+    ):
+        assert prog.type(f"struct {tag}").size
+    assert prog["init_uts_ns"].name.release.string_() == b"6.1.192"
+    assert prog["init_task"].comm.string_() == b"swapper/0"
+    assert prog["modules"].type_.type_name() == "struct list_head"
+    assert int(prog["paca_ptrs"][0].paca_index) == 0
+    # a per-CPU variable typed by its BTF VAR, an enumerator, a function
+    assert prog["runqueues"].type_.type_name() == "struct rq"
+    assert prog.constant("MODULE_STATE_LIVE").value_() == 0
+    assert prog.function("schedule").type_.kind == drgn.TypeKind.FUNCTION
+    # a type only a module's BTF has (virtio_net's, split BTF kept by the BPF subsystem)
+    assert prog.type("struct virtnet_info").size
+    assert len(kbtf.module_btfs()) == 40
+    # a module's function: its split BTF FUNC, addressed by the module's kallsyms
+    DrgnTarget(prog)._enable_module_kallsyms()
+    func = prog.function("rk_lib_sleep")
+    assert func.type_.type_name() == "void (unsigned int ms)"
+    assert func.address_ == prog.symbol("rk_lib_sleep").address
+
+
+def test_no_btf_no_symbols_one_line(tmp_path: Path) -> None:
+    """Without kallsyms in VMCOREINFO (pre-6.0) and no -s: one line saying what is missing."""
+    core = _core(LP61, "vmcore.elf.xz")
+    lines = (LP61 / "vmcoreinfo.txt").read_text().splitlines()
+    kept = [ln for ln in lines if "kallsyms" not in ln]
+    kept = ["OSRELEASE=6.1.0-28-powerpc64le" if ln.startswith("OSRELEASE=") else ln for ln in kept]
+    prog = open_core(core, ("\n".join(kept) + "\n").encode())
+    from klpinspect.backends.drgn.program import load_kernel_debug_info
+
+    with pytest.raises(TargetError) as e:
+        load_kernel_debug_info(prog, [])
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("no debug info for the kernel 6.1.0-28-powerpc64le")
+    assert "no kallsyms in its VMCOREINFO" in msg
+    assert msg.endswith("(Debian: apt install linux-image-6.1.0-28-powerpc64le-dbg)")
+
+
+@pytest.mark.parametrize(
+    "release, hint",
+    [
+        ("6.1.0-28-powerpc64le", "linux-image-6.1.0-28-powerpc64le-dbg"),
+        ("6.12.48+deb13-powerpc64le", "linux-image-6.12.48+deb13-powerpc64le-dbg"),
+        ("5.15.0-91-generic", "linux-image-unsigned-5.15.0-91-generic-dbgsym"),
+        ("5.14.0-362.8.1.el9_3.ppc64le", "kernel-5.14.0-362.8.1.el9_3.ppc64le"),
+        ("6.1.192", ""),
+    ],
+)
+def test_debuginfo_hint(release: str, hint: str) -> None:
+    assert hint in debuginfo_hint(release)
+    assert bool(hint) == bool(debuginfo_hint(release))
+
+
+@pytest.mark.parametrize("core_name", ["vmcore.elf.xz", "vmcore.kdump"])
+def test_drgn_cli_helpers_without_debug_info(core_name: str) -> None:
+    """``drgn -c VMCORE`` with no -s: the plugin's BTF finders make drgn's helpers work."""
+    core = _core(LP61, core_name)
+    # drgn 0.3.0 cannot read module (vmalloc) memory of a kdump-compressed
+    # ppc64 dump by itself (libkdumpfile: "No way to translate"); the same
+    # plugin hook adds a segment that walks the page tables, with types from
+    # BTF when there is no DWARF, so drgn's for_each_module works there too.
+    modules = True
+    code = (
+        "from drgn.helpers.linux.module import for_each_module\n"
+        "from drgn.helpers.linux.pid import for_each_task, find_task\n"
+        "import json\n"
+        + (
+            "print('modules', json.dumps([m.name.string_().decode() "
+            "for m in for_each_module(prog)]))\n"
+            if modules
+            else ""
+        )
+        + "print('tasks', len(list(for_each_task(prog))))\n"
+        "print('release', prog['init_uts_ns'].name.release.string_().decode())\n"
+        "print(prog.stack_trace(find_task(prog, 1)))\n"
+        "from drgn.commands import run_command\n"
+        "run_command(prog, 'klp-toc --format json rk_target')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-e", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            DEBUGINFOD_URLS="",
+            DRGN_DISABLE_PLUGINS="klpinspect",  # an installed copy
+            DRGN_PLUGINS="klpinspect=klpinspect.backends.drgn.commands",  # this checkout's
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    if modules:
+        names = json.loads(out.split("modules ", 1)[1].splitlines()[0])
+        assert len(names) == 40 and "rk_target" in names
+    assert int(out.split("tasks ", 1)[1].splitlines()[0]) > 30
+    assert "release 6.1.192" in out
+    assert "schedule" in out  # a real unwind of pid 1
+    doc = json.loads(out[out.index("{\n") :])
+    assert doc["target"]["debuginfo"] == "btf+kallsyms"
+    assert doc["modules"][0]["toc"] == "0xc008000000f68100"
+
+
+# --- drgn types and globals from BTF against drgn's own from DWARF -----------------------
+
+_COMPARED_STRUCTS = (
+    "module",
+    "task_struct",
+    "thread_info",
+    "paca_struct",
+    "mod_arch_specific",
+    "module_sect_attrs",
+    "mod_kallsyms",
+    "thread_struct",
+    "uts_namespace",
+    "pt_regs",
+    "rq",
+    "cpu_spec",
+    "mm_struct",
+    "page",
+    "klp_patch",
+    "btf_module",
+)
+
+
+def _members(t: drgn.Type) -> list[tuple[str | None, int, int | None, str]]:
+    out = []
+    for m in t.members or ():
+        out.append((m.name, m.bit_offset, m.bit_field_size, m.type.type_name()))
+        if m.name is None:
+            out += _members(m.type.unqualified())
+    return out
+
+
+@pytest.mark.parametrize(
+    "fixture, name", [(LP61, "vmcore.elf.xz"), (LP72, "vmcore.elf.xz")], ids=["6.1", "7.2"]
+)
+def test_drgn_types_and_globals_same_as_dwarf(fixture: Path, name: str) -> None:
+    """Every member (name, bit offset, bit-field size, type name) and every
+    global of :data:`KNOWN_GLOBALS` and the BTF per-CPU variables: the same
+    address and type as drgn gives from the DWARF.  The documented
+    difference: arrays sized by a config constant (``__per_cpu_offset``:
+    NR_CPUS, ``swapper_pg_dir``: PTRS_PER_PGD) are incomplete, as BTF keeps
+    no such constant."""
+    core = str(_core(fixture, name))
+    btf, _ = open_program(core=core)
+    dwarf, _ = open_program(core=core, symbols=[str(fixture / "vmlinux.debug")])
+    compared = 0
+    for tag in _COMPARED_STRUCTS:
+        try:
+            want = dwarf.type(f"struct {tag}")
+        except LookupError:
+            continue
+        assert _members(btf.type(f"struct {tag}")) == _members(want), tag
+        compared += 1
+    assert compared >= 14
+    kbtf = kernel_btf(btf)
+    assert kbtf is not None
+    percpu = [var.name for _sec, var, _si in kbtf.vmlinux.datasec_vars()]
+    assert len(percpu) > 100
+    checked = 0
+    for var in [*KNOWN_GLOBALS, *percpu]:
+        try:
+            want_obj = dwarf[var]
+        except KeyError:
+            continue  # not in this kernel (mod_tree without CONFIG_MODULES_TREE_LOOKUP, ...)
+        got = btf[var]
+        assert got.address_ == want_obj.address_, var
+        if KNOWN_GLOBALS.get(var, "").endswith("[]"):
+            # an array whose length is a config constant BTF does not keep
+            # (NR_CPUS, PTRS_PER_PGD): incomplete, same element type
+            assert got.type_.type_name() == KNOWN_GLOBALS[var]
+            assert want_obj.type_.type_name().startswith(KNOWN_GLOBALS[var][:-1])
+        else:
+            assert got.type_.type_name() == want_obj.type_.type_name(), var
+        checked += 1
+    assert checked >= len(percpu) + 20
+
+
+def test_with_symbols_no_btf_is_read() -> None:
+    """With -s the DWARF answers: the plugin's BTF finders stay idle (no BTF, no kallsyms read)."""
+    prog, kind = open_program(
+        core=str(_core(LP61, "vmcore.elf.xz")), symbols=[str(LP61 / "vmlinux.debug")]
+    )
+    target = DrgnTarget(prog, kind)
+    assert target.debuginfo == "dwarf"
+    assert prog.type("struct module").size
+    run_command(target, "stubs", ["rk_lib"], fmt="json")
+    with pytest.raises(LookupError):
+        prog.type("struct no_such_struct_anywhere")
+    assert kernel_btf(prog) is None
+    assert "klpinspect_vmlinux_kallsyms" not in prog.cache
+
+
+# --- the public API without symbols ------------------------------------------------------
+
+
+def test_api_open_target_without_symbols(tmp_path: Path) -> None:
+    """``klpinspect.api.open_target(core)`` with no symbols opens with BTF + kallsyms
+    and gives the same reports as with the debug vmlinux."""
+    from klpinspect import api
+
+    core = LP61 / "vmcore.kdump"  # the custom kdump program, module memory included
+    target = api.open_target(core)
+    assert getattr(target, "debuginfo", None) == "btf+kallsyms"
+    with_dwarf = api.open_target(core, symbols=[LP61 / "vmlinux.debug"])
+    assert getattr(with_dwarf, "debuginfo", None) == "dwarf"
+    btf_doc = json.loads(api.audit(target).render("json"))
+    dwarf_doc = json.loads(api.audit(with_dwarf).render("json"))
+    assert btf_doc["target"]["debuginfo"] == "btf+kallsyms"
+    assert without_debuginfo(btf_doc) == without_debuginfo(dwarf_doc)
+    assert len(btf_doc["modules"]) == 40
+    bt = api.backtrace(target, 130)
+    assert BTF_BACKTRACE_NOTE in bt.notes
+    assert BTF_BACKTRACE_NOTE not in api.backtrace(with_dwarf, 130).notes
+    # neither BTF nor kallsyms usable: one line, naming what is missing
+    lines = (LP61 / "vmcoreinfo.txt").read_text().splitlines()
+    info = tmp_path / "vmcoreinfo"
+    info.write_text("".join(ln + "\n" for ln in lines if "kallsyms" not in ln))
+    with pytest.raises(TargetError) as e:
+        api.open_target(core, vmcoreinfo=info)
+    assert "\n" not in str(e.value)
+    assert "no kallsyms in its VMCOREINFO" in str(e.value)
