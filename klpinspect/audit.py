@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KlpError, MemoryReadError
+from .ool_audit import audit_ool_stubs
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -271,8 +272,12 @@ def audit_module(
             # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
             # a normal stub written over this area (the bug JL2025 2/3 fixed) shows
             # up as an unknown entry here.
-            for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
-                rec.ool_stubs.append(_record(o, None, symbols))
+            ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
+            # each sited, its ftrace_op named and checked (klpinspect.ool_audit)
+            ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name)
+            rec.ool_stubs.extend(ool_records)
+            result.findings.extend(ool_findings)
+            for o in ools:
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
                         Finding("STUB_UNKNOWN", "out-of-line ftrace stub matches no known "

@@ -25,6 +25,7 @@ __all__ = (
     "Finding",
     "FrameRecord",
     "ModuleRecord",
+    "OolStubRecord",
     "Report",
     "Severity",
     "StubRecord",
@@ -76,6 +77,11 @@ CODES: dict[str, Severity] = {
     "KO_UNREADABLE": Severity.WARNING,
     "KO_NO_RELOCATIONS": Severity.INFO,
     "FTRACE_STUB_PACA_OFFSET": Severity.ERROR,
+    # Out-of-line ftrace stubs (6.13+), klpinspect.ppc64.ool
+    "OOL_STUB_TRAMP_MISMATCH": Severity.ERROR,
+    "OOL_STUB_RETURN_MISMATCH": Severity.ERROR,
+    "OOL_SITE_NOT_PATCHED": Severity.ERROR,
+    "OOL_SITE_CLAIMED_TWICE": Severity.ERROR,
 }
 
 
@@ -168,6 +174,34 @@ class StubRecord:
         if self.implied_toc is not None:
             out["implied_toc"] = hexaddr(self.implied_toc)
         out["magic_ok"] = self.magic_ok
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OolStubRecord(StubRecord):
+    """An out-of-line ftrace stub (``struct ftrace_ool_stub``, 6.13+) with its site.
+
+    :param site: the ftrace site (``rec->ip``) whose call this stub carries
+    :param site_state: ``enabled`` (``b`` this stub), ``disabled`` (``nop``),
+        ``other`` or ``unreadable``
+    :param ftrace_op: ``ool_stub->ftrace_op``, the ``struct ftrace_ops *`` that owns it
+    """
+
+    site: int | None = None
+    site_symbol: str | None = None
+    site_state: str | None = None
+    ftrace_op: int | None = None
+    ftrace_op_symbol: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = StubRecord.to_json(self)
+        out.update(
+            site=hexaddr(self.site),
+            site_symbol=self.site_symbol,
+            site_state=self.site_state,
+            ftrace_op=hexaddr(self.ftrace_op),
+            ftrace_op_symbol=self.ftrace_op_symbol,
+        )
         return out
 
 
@@ -334,6 +368,13 @@ def _stub_row(mod: ModuleRecord, s: StubRecord, index: Any, label: str) -> Seque
     )
 
 
+def _ool_role(s: StubRecord) -> str:
+    """``ool <- site_symbol (state)`` for an OOL stub row."""
+    if not isinstance(s, OolStubRecord) or s.site is None:
+        return "ool"
+    return f"ool <- {s.site_symbol or hexaddr(s.site)} ({s.site_state})"
+
+
 def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
     specials = {}
     if mod.tramp is not None:
@@ -345,7 +386,7 @@ def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
     for label, tramp in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
         if tramp is not None and tramp.address not in listed:
             rows.append(_stub_row(mod, tramp, "-", label))
-    rows.extend(_stub_row(mod, s, "-", "ool") for s in mod.ool_stubs)
+    rows.extend(_stub_row(mod, s, "-", _ool_role(s)) for s in mod.ool_stubs)
     return rows
 
 

@@ -1,0 +1,219 @@
+"""Out-of-line ftrace stubs (6.13+) sited and checked, not just decoded.
+
+The stubs come from the real assembler (``tests/asm/ool_checks.s``): the
+template of ``ftrace_init_ool_stub()`` ({ftrace_op; mflr r0; bl tramp; mtlr r0;
+b rec->ip + 4}), the ``bl`` retargeted as ``ftrace_replace_code()`` does and
+the site words as ``ftrace_make_call()`` / ``ftrace_replace_code()`` leave them
+(``b &ool_stub->insn[0]`` or ``nop``), with one fault of each checked kind.
+
+Neither real fixture can serve here: both the 6.1 and the 7.2 livepatch
+kernels were built with gcc 12, which fails
+``check-fpatchable-function-entry.sh``, so ``PPC_FTRACE_OUT_OF_LINE=n`` and no
+module has OOL stubs (their READMEs; tests/test_drgn_target.py and
+tests/test_cli_dump.py check that the audit finds none).  The synthetic
+target below runs the same audit both back ends run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asmutil import assemble, objdump_mnemonics
+from synthetic import SyntheticTarget
+
+from klpinspect.audit import audit, stubs_report
+from klpinspect.ppc64 import insn
+from klpinspect.ppc64.ool import SiteState, check_ool_stubs, ool_insn0, site_state
+from klpinspect.ppc64.stubs import OOL_STUB_SIZE, StubKind, for_each_ool_stub, ool_reserved_slots
+from klpinspect.report import CODES, OolStubRecord, Severity, render_json, render_table
+from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo
+
+BASE = 0xC008000001A60000
+STUBS = BASE + 0x10000
+OOL = STUBS + 2 * 40  # mod->arch.ool_stubs: after tramp and tramp_regs
+NOOL = 9
+NORMAL = STUBS + 8 * 40
+SYMS = {
+    "BASE": BASE, "TOC": 0xC008000001A88000, "KTOC": 0xC000000001C0B100, "PACATOC": 16,
+    "FC": 0xC000000000089B00, "FRC": 0xC000000000089960, "CALLEE": 0xC000000000AB1230,
+    "OPS": 0xC000000002000000, "NOPOPS": 0xC000000002000100,
+}
+TEXT = (BASE, BASE + 0x1000)
+SITES = [BASE + 0x100 * i for i in range(1, 8)]  # site0..site6
+OUTSIDE = BASE + 0x2000
+
+
+def _asm(order: str = "little") -> bytes:
+    return assemble("ool_checks.s", byteorder=order, defsyms=SYMS).text
+
+
+def _stubs(text: bytes, order: str = "little") -> list:  # type: ignore[type-arg]
+    return list(for_each_ool_stub(text[0x10000:], STUBS, OOL, NOOL, byteorder=order))
+
+
+def _site_words(text: bytes, order: str = "little") -> dict[int, int]:
+    out = {}
+    for addr in [*SITES, OUTSIDE]:
+        (out[addr],) = insn.words(text[addr - BASE : addr - BASE + 4], order)
+    return out
+
+
+def test_template_is_the_kernels() -> None:
+    """objdump reads each stub as ftrace_init_ool_stub()'s {mflr; bl; mtlr; b}."""
+    asm = assemble("ool_checks.s", defsyms=SYMS)
+    mnemonics = objdump_mnemonics(asm)
+    for i in range(NOOL):
+        insn0 = OOL - BASE + OOL_STUB_SIZE * i + 8
+        assert [mnemonics[insn0 + 4 * k] for k in range(4)] == ["mflr", "bl", "mtlr", "b"]
+    assert mnemonics[0x100] == "b" and mnemonics[0x200] == "nop"
+    assert ool_reserved_slots(NOOL) == 6 and OOL + OOL_STUB_SIZE * NOOL <= NORMAL
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_checks(order: str) -> None:
+    text = _asm(order)
+    stubs = _stubs(text, order)
+    assert [s.kind for s in stubs] == [StubKind.OOL_FTRACE] * NOOL
+    tramps = {STUBS, STUBS + 40}
+    checks, problems = check_ool_stubs(stubs, tramps=tramps, site_words=_site_words(text, order),
+                                       text_ranges=(TEXT, (STUBS, STUBS + 0x200)))
+    ool = [OOL + OOL_STUB_SIZE * i for i in range(NOOL)]
+    # each stub's site is where its closing b returns, minus 4
+    assert [c.site for c in checks] == [*SITES[:6], SITES[6], SITES[6], OUTSIDE]
+    assert [c.state for c in checks] == [
+        SiteState.ENABLED, SiteState.DISABLED, SiteState.ENABLED, SiteState.ENABLED,
+        SiteState.OTHER, SiteState.OTHER, SiteState.DISABLED, SiteState.DISABLED,
+        SiteState.OTHER,
+    ]
+    ops, nop_ops = SYMS["OPS"], SYMS["NOPOPS"]
+    assert [c.ftrace_op for c in checks] == [ops, nop_ops, ops, ops, ops, ops, nop_ops,
+                                             nop_ops, ops]
+    assert sorted((p.code, p.stub) for p in problems) == sorted([
+        ("OOL_STUB_TRAMP_MISMATCH", ool[3]),  # bl normal
+        ("OOL_SITE_NOT_PATCHED", ool[4]),  # site4: b ool5
+        ("OOL_SITE_NOT_PATCHED", ool[5]),  # site5: mflr r0
+        ("OOL_SITE_CLAIMED_TWICE", ool[7]),  # site6 again
+        ("OOL_STUB_RETURN_MISMATCH", ool[8]),  # returns outside the text
+        ("OOL_SITE_NOT_PATCHED", ool[8]),  # ... where the word is 0
+    ])
+    msg = {(p.code, p.stub): p.message for p in problems}
+    assert f"not this module's ftrace trampoline ({STUBS:#x} or {STUBS + 40:#x})" in msg[
+        ("OOL_STUB_TRAMP_MISMATCH", ool[3])]
+    assert f"insn[1] is bl {NORMAL:#x}" in msg[("OOL_STUB_TRAMP_MISMATCH", ool[3])]
+    assert f"holds b {ool[5] + 8:#x}: neither b {ool[4] + 8:#x}" in msg[
+        ("OOL_SITE_NOT_PATCHED", ool[4])]
+    assert f"also claimed by the stub at {ool[6]:#x}" in msg[("OOL_SITE_CLAIMED_TWICE", ool[7])]
+    # every code is registered, as an error
+    assert all(CODES[p.code] is Severity.ERROR for p in problems)
+
+
+def test_site_state() -> None:
+    text = _asm()
+    stub = _stubs(text)[0]
+    words = _site_words(text)
+    assert ool_insn0(stub) == OOL + 8
+    assert site_state(words[SITES[0]], SITES[0], stub) is SiteState.ENABLED
+    assert site_state(words[SITES[1]], SITES[1], stub) is SiteState.DISABLED
+    # the same b, seen from another address, does not reach this stub
+    assert site_state(words[SITES[0]], SITES[0] + 4, stub) is SiteState.OTHER
+    assert site_state(None, SITES[0], stub) is SiteState.UNREADABLE
+
+
+def test_recorded_sites_decide() -> None:
+    """With the ftrace records (rec->arch.ool_stub -> rec->ip) the closing b is checked
+    against the record, not against itself."""
+    text = _asm()
+    stubs = _stubs(text)[:3]
+    words = _site_words(text)
+    tramps = {STUBS, STUBS + 40}
+    good = {ool_insn0(s): site for s, site in zip(stubs, SITES, strict=False)}
+    _checks, problems = check_ool_stubs(stubs, tramps=tramps, site_words=words,
+                                        recorded_sites=good)
+    assert problems == []
+    swapped = dict(good)
+    swapped[ool_insn0(stubs[1])] = SITES[0]  # the record says stub 1 serves site0
+    checks, problems = check_ool_stubs(stubs, tramps=tramps, site_words=words,
+                                       recorded_sites=swapped)
+    assert checks[1].site == SITES[0] and checks[1].state is SiteState.OTHER  # b ool0, not 1
+    assert sorted(p.code for p in problems) == [
+        "OOL_SITE_CLAIMED_TWICE", "OOL_SITE_NOT_PATCHED", "OOL_STUB_RETURN_MISMATCH"]
+
+
+def test_zero_stubs_are_not_checked() -> None:
+    """Entries past ool_stub_index are zero: nothing to site or check."""
+    empty = list(for_each_ool_stub(bytes(3 * OOL_STUB_SIZE), STUBS, STUBS, 3))
+    assert {s.kind for s in empty} == {StubKind.EMPTY}
+    assert check_ool_stubs(empty, tramps={STUBS}, site_words={}) == ([], [])
+
+
+def _target() -> SyntheticTarget:
+    text = _asm()
+    kernel = KernelInfo(
+        release="7.2.0-test", toc=SYMS["KTOC"], toc_source="paca", ftrace_caller=SYMS["FC"],
+        ftrace_regs_caller=SYMS["FRC"], text_ranges=((0xC000000000000000, 0xC000000001000000),),
+        paca_toc_offset=16,
+    )
+    mod = ModuleInfo(
+        name="oolmod", text_ranges=(TEXT, (STUBS, STUBS + 0x200)), stubs=STUBS,
+        toc_section=SYMS["TOC"] - 0x8000, tramp=STUBS, tramp_regs=STUBS + 40,
+        ool_stubs=OOL, ool_stub_count=NOOL,
+    )
+    symbols = [SymbolInfo(f"func{i}", site - 8, 0x80, "oolmod") for i, site in enumerate(SITES)]
+    symbols += [
+        SymbolInfo("ftrace_caller", SYMS["FC"], 0x80, "vmlinux"),
+        SymbolInfo("ftrace_regs_caller", SYMS["FRC"], 0x100, "vmlinux"),
+        SymbolInfo("my_ops", SYMS["OPS"], 0x100, "vmlinux"),
+        SymbolInfo("ftrace_nop_ops", SYMS["NOPOPS"], 0x100, "vmlinux"),
+        SymbolInfo("kmalloc", SYMS["CALLEE"], 0x100, "vmlinux"),
+    ]
+    # the module's memory up to the end of the text region holding .stubs
+    return SyntheticTarget(kernel_info=kernel, regions={BASE: text.ljust(0x10200, b"\0")},
+                           module_list=[mod], symbols=symbols)
+
+
+def test_audit_sites_names_and_findings() -> None:
+    """The audit both back ends run: sites symbolized, ftrace_op named, findings raised,
+    the site words read in one read of the module text plus one outside it."""
+    target = _target()
+    report = audit(target, callsites=False, tasks=False)
+    (rec,) = report.modules
+    assert all(isinstance(s, OolStubRecord) for s in rec.ool_stubs)
+    doc = json.loads(render_json(report))
+    ools = doc["modules"][0]["ool_stubs"]
+    assert [o["site_symbol"] for o in ools[:4]] == ["func0+0x8/0x80", "func1+0x8/0x80",
+                                                    "func2+0x8/0x80", "func3+0x8/0x80"]
+    assert [o["site"] for o in ools[:2]] == [hex(SITES[0]), hex(SITES[1])]
+    assert [o["site_state"] for o in ools] == [
+        "enabled", "disabled", "enabled", "enabled", "other", "other", "disabled", "disabled",
+        "other"]
+    assert [o["ftrace_op_symbol"] for o in ools[:2]] == ["my_ops", "ftrace_nop_ops"]
+    assert ools[0]["ftrace_op"] == hex(SYMS["OPS"])
+    assert [o["target_symbol"] for o in ools[2:4]] == [None, None]  # stubs have no symbol
+    assert ools[2]["target"] == hex(STUBS + 40)
+    found = sorted((f["code"], f["address"]) for f in doc["findings"])
+    ool = [hex(OOL + OOL_STUB_SIZE * i) for i in range(NOOL)]
+    assert found == sorted([
+        ("OOL_STUB_TRAMP_MISMATCH", ool[3]), ("OOL_SITE_NOT_PATCHED", ool[4]),
+        ("OOL_SITE_NOT_PATCHED", ool[5]), ("OOL_SITE_CLAIMED_TWICE", ool[7]),
+        ("OOL_STUB_RETURN_MISMATCH", ool[8]), ("OOL_SITE_NOT_PATCHED", ool[8]),
+    ])
+    assert report.exit_status == 1
+    # one read for .stubs, one for the sites inside the text, one for the site outside it
+    site_reads = [r for r in target.reads if r[0] < STUBS]
+    assert site_reads == [(SITES[0], SITES[-1] + 4 - SITES[0]), (OUTSIDE, 4)]
+    text = render_table(stubs_report(target))
+    assert "ool <- func0+0x8/0x80 (enabled)" in text
+    assert "ool <- func1+0x8/0x80 (disabled)" in text
+
+
+def test_audit_unreadable_sites() -> None:
+    target = _target()
+    # module text before .stubs not in the dump
+    target.regions = {STUBS: _asm()[0x10000:].ljust(0x200, b"\0")}
+    report = audit(target, callsites=False, tasks=False)
+    unreadable = [f for f in report.findings if f.code == "MEMORY_UNREADABLE"]
+    assert len(unreadable) == 1 and "8 ftrace site(s)" in unreadable[0].message
+    (rec,) = report.modules
+    assert {s.site_state for s in rec.ool_stubs if isinstance(s, OolStubRecord)} == {
+        "unreadable"}
