@@ -832,6 +832,36 @@ class GdbTarget:
             frames.append(StackFrame(pc=lr, sp=sp))
         return frames
 
+    # --- layout queries for klpinspect.ftrace_view (LayoutSource) ------------------
+
+    def type_size(self, type_name: str) -> int | None:
+        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
+        try:
+            return int(self._type(type_name).sizeof)
+        except (TargetError, gdb.error):
+            return None
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        """``offsetof(type_name, member)``, ``None`` if the type or member is absent."""
+        try:
+            return self._offsetof(type_name, member)
+        except (TargetError, gdb.error):
+            return None
+
+    def symbol_address(self, name: str) -> int | None:
+        """Address of kernel symbol ``name`` (``.symtab``, else gdb's own look-up)."""
+        return self._symbol_address(name)
+
+    def constant(self, name: str) -> int | None:
+        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
+        try:
+            value = gdb.parse_and_eval(name)
+            if value.type.strip_typedefs().code != gdb.TYPE_CODE_ENUM:
+                return None
+            return int(value)
+        except (gdb.error, RuntimeError):
+            return None
+
 
 # -- gdb.Value helpers ---------------------------------------------------------------
 

@@ -82,6 +82,10 @@ CODES: dict[str, Severity] = {
     "OOL_STUB_RETURN_MISMATCH": Severity.ERROR,
     "OOL_SITE_NOT_PATCHED": Severity.ERROR,
     "OOL_SITE_CLAIMED_TWICE": Severity.ERROR,
+    # The ftrace view (klpinspect.ftrace_view)
+    "FTRACE_PATCHED_SITE_NOP": Severity.ERROR,
+    "FTRACE_REDIRECT_NO_PATCH": Severity.ERROR,
+    "FTRACE_REDIRECT_NO_OPS": Severity.WARNING,
 }
 
 
@@ -537,6 +541,11 @@ def render_table(report: Report) -> str:
             parts.append(_render_backtrace(report))
         elif section == "findings":
             parts.append(_render_findings(report))
+        else:  # a section a Report subclass renders itself (klpinspect.ftrace_view)
+            extra = getattr(report, "render_section", None)
+            text = extra(section) if extra is not None else None
+            if text is not None:
+                parts.append(text)
     return "\n\n".join(parts) + "\n"
 
 

@@ -47,6 +47,7 @@ def commands(pid: int) -> dict[str, list[str]]:
         "audit": ["audit"],
         "lpstack": ["lpstack"],
         "bt": ["bt", str(pid)],
+        "ftrace": ["ftrace"],
     }
 
 
@@ -160,7 +161,7 @@ def _without_kind(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("name", ["stubs", "toc", "audit", "lpstack"])
+@pytest.mark.parametrize("name", ["stubs", "toc", "audit", "lpstack", "ftrace"])
 def test_vmcore_same_as_drgn(
     gdb_json: dict[str, Any], drgn_json: dict[str, Any], name: str
 ) -> None:

@@ -596,3 +596,36 @@ class DrgnTarget:
             inline = frame.name if frame.is_inline else None
             frames.append(StackFrame(pc=int(frame.pc), sp=sp, inline=inline))
         return frames
+
+    # --- layout queries for klpinspect.ftrace_view (LayoutSource) ------------
+
+    def type_size(self, type_name: str) -> int | None:
+        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
+        try:
+            return int(drgn.sizeof(self.prog.type(type_name)))
+        except (LookupError, ValueError, SyntaxError):
+            return None
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        """``offsetof(type_name, member)``, ``None`` if the type or member is absent."""
+        try:
+            return int(drgn.offsetof(self.prog.type(type_name), member))
+        except (LookupError, ValueError, SyntaxError):
+            return None
+
+    def symbol_address(self, name: str) -> int | None:
+        """Address of kernel symbol ``name`` (ELF symbol, else a debug-info variable)."""
+        address = _symbol_address(self.prog, name)
+        if address is None:
+            try:
+                address = int(self.prog.object(name).address_ or 0) or None
+            except (LookupError, ValueError):
+                return None
+        return address
+
+    def constant(self, name: str) -> int | None:
+        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
+        try:
+            return int(self.prog.constant(name).value_())
+        except (LookupError, ValueError):
+            return None
