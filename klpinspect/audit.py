@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KlpError, MemoryReadError
-from .ool_audit import audit_ool_stubs
+from .ool_audit import audit_ool_stubs, recorded_ool_sites
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -225,6 +225,7 @@ def audit_module(
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
     symbols: _Symbols | None = None,
     kernel_writes_magic: bool | None = None,
+    ool_sites: Mapping[int, int] | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
 
@@ -274,7 +275,8 @@ def audit_module(
             # up as an unknown entry here.
             ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
             # each sited, its ftrace_op named and checked (klpinspect.ool_audit)
-            ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name)
+            ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name,
+                                                        recorded_sites=ool_sites)
             rec.ool_stubs.extend(ool_records)
             result.findings.extend(ool_findings)
             for o in ools:
@@ -471,8 +473,12 @@ def _audit_modules(
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
     symbols = _Symbols(target)
+    # 6.13+ OOL stubs: their sites from the ftrace records, when the back end reads them
+    ool_sites = recorded_ool_sites(target) if any(m.ool_stub_count for m in chosen) else None
     audits = [
-        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
+        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols,
+                     ool_sites=ool_sites)
+        for m in chosen
     ]
     # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
     writes = any(s.magic_ok for a in audits for s in a.stubs)

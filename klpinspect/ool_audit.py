@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .errors import MemoryReadError
 from .ppc64.insn import words
-from .ppc64.ool import check_ool_stubs
+from .ppc64.ool import check_ool_stubs, ool_insn0
 from .ppc64.stubs import Stub, StubKind
 from .report import Finding, OolStubRecord
 from .target import KernelInfo, ModuleInfo, Target
 
-__all__ = ("audit_ool_stubs", "read_site_words")
+__all__ = ("audit_ool_stubs", "read_site_words", "recorded_ool_sites")
 
 # Read a module's sites in one go when they span at most this much, else one by one.
 _MAX_SPAN = 4 << 20
@@ -62,6 +62,25 @@ def read_site_words(
     return out, bad
 
 
+def recorded_ool_sites(target: Target) -> dict[int, int] | None:
+    """``rec->arch.ool_stub`` -> ``rec->ip`` of every ftrace record that has an OOL stub.
+
+    ``None`` when the back end cannot read the records (no layout queries, no
+    ``struct dyn_ftrace`` in the debug info, unreadable pages) or no record has
+    a stub: the checks then take each stub's own closing ``b`` as its site.
+    """
+    from .ftrace_view import FtraceUnsupported, LayoutSource, read_ftrace_records
+
+    if not isinstance(target, LayoutSource):
+        return None
+    try:
+        records = read_ftrace_records(target)
+    except (FtraceUnsupported, MemoryReadError):
+        return None
+    sites = {r.ool_stub: r.ip for r in records if r.ool_stub}
+    return sites or None
+
+
 def audit_ool_stubs(
     target: Target,
     kernel: KernelInfo,
@@ -85,7 +104,10 @@ def audit_ool_stubs(
     }
     sites = [s.site for s in stubs if s.kind is StubKind.OOL_FTRACE and s.site is not None]
     if recorded_sites:
-        sites.extend(recorded_sites.values())
+        for s in stubs:
+            recorded = recorded_sites.get(ool_insn0(s))
+            if recorded is not None:
+                sites.append(recorded)
     site_words, unreadable = read_site_words(target, sites, mod.text_ranges, kernel.byteorder)
     checks, problems = check_ool_stubs(
         stubs,

@@ -17,6 +17,7 @@ target below runs the same audit both back ends run.
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 from asmutil import assemble, objdump_mnemonics
@@ -217,3 +218,73 @@ def test_audit_unreadable_sites() -> None:
     (rec,) = report.modules
     assert {s.site_state for s in rec.ool_stubs if isinstance(s, OolStubRecord)} == {
         "unreadable"}
+
+
+class LayoutTarget(SyntheticTarget):
+    """The synthetic target plus the layout queries of klpinspect.ftrace_view.LayoutSource,
+    with a 7.x-style ``struct dyn_ftrace {ip; flags; arch.ool_stub}`` (24 bytes)."""
+
+    OFFSETS = {
+        ("struct dyn_ftrace", "ip"): 0, ("struct dyn_ftrace", "flags"): 8,
+        ("struct dyn_ftrace", "arch.ool_stub"): 16, ("struct ftrace_page", "next"): 0,
+        ("struct ftrace_page", "records"): 8, ("struct ftrace_page", "index"): 16,
+    }
+    SIZES = {"struct dyn_ftrace": 24, "struct ftrace_page": 24}
+
+    def type_size(self, type_name: str) -> int | None:
+        return self.SIZES.get(type_name)
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        return self.OFFSETS.get((type_name, member))
+
+    def symbol_address(self, name: str) -> int | None:
+        return {"ftrace_pages_start": FTRACE_PAGES}.get(name)
+
+    def constant(self, name: str) -> int | None:
+        return None
+
+
+FTRACE_PAGES = 0xC000000003000000  # &ftrace_pages_start, then the page, then the records
+
+
+def _with_records(ips: list[int]) -> LayoutTarget:
+    """The OOL module plus one ftrace page whose record i has ool_stub = stub i's insn[0]."""
+    base = _target()
+    target = LayoutTarget(kernel_info=base.kernel_info, regions=base.regions,
+                          module_list=base.module_list, symbols=base.symbols)
+    page, records = FTRACE_PAGES + 8, FTRACE_PAGES + 64
+    mem = struct.pack("<Q", page) + struct.pack("<QQII", 0, records, len(ips), 0)
+    mem = mem.ljust(64, b"\0")
+    for i, ip in enumerate(ips):
+        mem += struct.pack("<QQQ", ip, 0, OOL + OOL_STUB_SIZE * i + 8)
+    target.regions[FTRACE_PAGES] = mem
+    return target
+
+
+def test_audit_checks_against_ftrace_records() -> None:
+    """A back end that reads the ftrace records: rec->arch.ool_stub -> rec->ip decides each
+    stub's site; a record naming another site than the stub's closing b is a finding."""
+    ips = [*SITES[:6], SITES[6], SITES[6], OUTSIDE]
+    wrong = SITES[1] + 0x40  # the record of ool1 names another ip
+    ips[1] = wrong
+    target = _with_records(ips)
+    report = audit(target, callsites=False, tasks=False)
+    ool = [OOL + OOL_STUB_SIZE * i for i in range(NOOL)]
+    found = sorted((f.code, f.address) for f in report.findings)
+    assert found == sorted([
+        ("OOL_STUB_RETURN_MISMATCH", ool[1]),  # b returns to site1 + 4, record says wrong
+        ("OOL_SITE_NOT_PATCHED", ool[1]),  # the word at wrong is 0
+        ("OOL_STUB_TRAMP_MISMATCH", ool[3]), ("OOL_SITE_NOT_PATCHED", ool[4]),
+        ("OOL_SITE_NOT_PATCHED", ool[5]), ("OOL_SITE_CLAIMED_TWICE", ool[7]),
+        ("OOL_STUB_RETURN_MISMATCH", ool[8]), ("OOL_SITE_NOT_PATCHED", ool[8]),
+    ])
+    (rec,) = report.modules
+    sites = [s.site for s in rec.ool_stubs if isinstance(s, OolStubRecord)]
+    assert sites[1] == wrong and sites[0] == SITES[0]
+    msg = next(f.message for f in report.findings if f.code == "OOL_STUB_RETURN_MISMATCH"
+               and f.address == ool[1])
+    assert f"returns to {SITES[1] + 4:#x}, not to the ftrace record's site {wrong:#x} + 4" in msg
+    # the records agreeing with every stub: only the faults built into the module remain
+    agreeing = audit(_with_records([*SITES[:6], SITES[6], SITES[6], OUTSIDE]), callsites=False,
+                     tasks=False)
+    assert len(agreeing.findings) == 6
