@@ -387,8 +387,11 @@ class GdbTarget:
             mod = self._value(mod_addr, "struct module")
             try:
                 regions = self._module_regions(mod)
+                # Aliases (zram_init / init_module): the first in table order, as the
+                # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
+                # module_kallsyms() pick; not the higher binding.
                 entries = [
-                    e
+                    (e[0], e[1], e[2], 0, e[4])
                     for e in self._kallsyms_entries(mod_addr, mod)
                     if any(s <= e[0] < end for s, end in regions)
                 ]
