@@ -288,3 +288,73 @@ def test_audit_checks_against_ftrace_records() -> None:
     agreeing = audit(_with_records([*SITES[:6], SITES[6], SITES[6], OUTSIDE]), callsites=False,
                      tasks=False)
     assert len(agreeing.findings) == 6
+
+
+FTRACE_OPS = 0xC000000003100000  # ftrace_ops_list, ftrace_list_end, one ops and its hash
+
+
+class FtraceLayoutTarget(LayoutTarget):
+    """LayoutTarget plus ftrace_ops / ftrace_hash layouts and arbitrary FTRACE_FL_* values
+    (the view must use the values the debug info gives, not the kernel's numbers)."""
+
+    OFFSETS = {
+        **LayoutTarget.OFFSETS,
+        ("struct ftrace_ops", "next"): 0, ("struct ftrace_ops", "func"): 8,
+        ("struct ftrace_ops", "flags"): 16, ("struct ftrace_ops", "func_hash"): 24,
+        ("struct ftrace_ops_hash", "filter_hash"): 8,
+        ("struct ftrace_hash", "size_bits"): 0, ("struct ftrace_hash", "buckets"): 8,
+        ("struct ftrace_hash", "count"): 16,
+        ("struct ftrace_func_entry", "hlist"): 0, ("struct ftrace_func_entry", "ip"): 16,
+    }
+    CONSTANTS = {"FTRACE_FL_ENABLED": 1 << 30, "FTRACE_FL_IPMODIFY": 1 << 20}
+
+    def symbol_address(self, name: str) -> int | None:
+        return {"ftrace_pages_start": FTRACE_PAGES, "ftrace_ops_list": FTRACE_OPS,
+                "ftrace_list_end": FTRACE_OPS + 8}.get(name)
+
+    def constant(self, name: str) -> int | None:
+        return self.CONSTANTS.get(name)
+
+
+def test_ftrace_view_on_ool_sites() -> None:
+    """``klpinspect ftrace`` on a 6.13+ layout: an enabled site is ``b`` its OOL stub; the
+    ops filter hash decides the owner; IPMODIFY with no livepatch, and a redirect no ops
+    asks for, are findings."""
+    from klpinspect.ftrace_view import ftrace_report
+
+    base = _with_records([SITES[0], SITES[1], SITES[2]])
+    target = FtraceLayoutTarget(kernel_info=base.kernel_info, regions=base.regions,
+                                module_list=base.module_list, symbols=base.symbols)
+    enabled, ipmodify = (FtraceLayoutTarget.CONSTANTS[f"FTRACE_FL_{n}"]
+                         for n in ("ENABLED", "IPMODIFY"))
+    records = FTRACE_PAGES + 64
+    flags = [enabled | ipmodify | 1, 0, enabled | 1]
+    mem = bytearray(target.regions[FTRACE_PAGES])
+    for i, f in enumerate(flags):
+        struct.pack_into("<Q", mem, records - FTRACE_PAGES + 24 * i + 8, f)
+    target.regions[FTRACE_PAGES] = bytes(mem)
+    ops, func_hash, filt = FTRACE_OPS + 0x100, FTRACE_OPS + 0x200, FTRACE_OPS + 0x300
+    buckets, entry = FTRACE_OPS + 0x400, FTRACE_OPS + 0x500
+    ops_mem = bytearray(0x600)
+    struct.pack_into("<Q", ops_mem, 0, ops)  # ftrace_ops_list -> ops
+    struct.pack_into("<QQQQ", ops_mem, 0x100, FTRACE_OPS + 8, SYMS["FC"], 1, func_hash)
+    struct.pack_into("<QQ", ops_mem, 0x200, 0, filt)  # notrace, filter
+    struct.pack_into("<QQQ", ops_mem, 0x300, 0, buckets, 1)  # size_bits 0: one bucket
+    struct.pack_into("<Q", ops_mem, 0x400, entry)
+    struct.pack_into("<QQQ", ops_mem, 0x500, 0, buckets, SITES[0])  # hlist next, pprev, ip
+    target.regions[FTRACE_OPS] = bytes(ops_mem)
+
+    report = ftrace_report(target)
+    assert report.records == 3
+    assert [(r.ip, r.site, r.site_target) for r in report.redirects] == [
+        (SITES[0], f"ool {OOL + 8:#x}", OOL + 8),
+        (SITES[2], f"ool {OOL + 2 * OOL_STUB_SIZE + 8:#x}", OOL + 2 * OOL_STUB_SIZE + 8),
+    ]
+    assert report.redirects[0].flags == ["IPMODIFY"] and report.redirects[0].refs == 1
+    assert report.redirects[0].ops == [(ops, None, "ftrace_caller")]
+    assert report.redirects[1].ops == []
+    assert sorted((f.code, f.address) for f in report.findings) == [
+        ("FTRACE_REDIRECT_NO_OPS", SITES[2]), ("FTRACE_REDIRECT_NO_PATCH", SITES[0])]
+    doc = json.loads(render_json(report))
+    assert doc["ftrace"]["ops"][0]["filter"] == [hex(SITES[0])]
+    assert "2 of 3 ftrace records redirected" in render_table(report)
