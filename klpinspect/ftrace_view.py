@@ -140,6 +140,7 @@ class Redirect:
     owner: str | None
     site: str  # "call <target>", "ool <stub>", "nop", "other <word>", "unreadable"
     site_target: int | None = None  # where the site's bl / b goes
+    call_ops: int | None = None  # OOL (6.13+): ool_stub->ftrace_op, the ops the site calls
     ops: list[tuple[int, str | None, str | None]] = field(default_factory=list)
     klp: list[KlpFuncInfo] = field(default_factory=list)
 
@@ -152,6 +153,8 @@ class Redirect:
             "refs": self.refs,
             "site": self.site,
             "site_target": hexaddr(self.site_target),
+            **({"call_ops": hexaddr(self.call_ops), "call_ops_symbol": namer(self.call_ops)}
+               if self.call_ops is not None else {}),
             "ops": [
                 {"address": hexaddr(a), "symbol": s, "func": f} for a, s, f in self.ops
             ],
@@ -547,6 +550,14 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
             continue
         owners = [o for o in enabled_ops if o.filter_ips is None or rec.ip in o.filter_ips]
         site, site_target = _site(target, rec, kernel.byteorder, namer, tramps)
+        call_ops = None
+        if rec.ool_stub:
+            # ftrace_rec_set_ops(): the ops pointer just before &ool_stub->insn[0]
+            try:
+                call_ops = int.from_bytes(target.read(rec.ool_stub - 8, 8),
+                                          "big" if kernel.byteorder == "big" else "little")
+            except MemoryReadError:
+                call_ops = None
         r = Redirect(
             ip=rec.ip,
             flags=[n for n, b in bits.items() if rec.flags & b and n != "ENABLED"],
@@ -555,6 +566,7 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
             owner=owner,
             site=site,
             site_target=site_target,
+            call_ops=call_ops,
             ops=[(o.address, namer(o.address), namer(o.func)) for o in owners],
             klp=[k for k in _covering(report.klp, rec.ip) if k.patched],
         )

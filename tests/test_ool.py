@@ -353,8 +353,11 @@ def test_ftrace_view_on_ool_sites() -> None:
     assert report.redirects[0].flags == ["IPMODIFY"] and report.redirects[0].refs == 1
     assert report.redirects[0].ops == [(ops, None, "ftrace_caller")]
     assert report.redirects[1].ops == []
+    # ool_stub->ftrace_op as ool_checks.s wrote it (OPS) names the ops each site calls
+    assert [r.call_ops for r in report.redirects] == [SYMS["OPS"], SYMS["OPS"]]
     assert sorted((f.code, f.address) for f in report.findings) == [
         ("FTRACE_REDIRECT_NO_OPS", SITES[2]), ("FTRACE_REDIRECT_NO_PATCH", SITES[0])]
     doc = json.loads(render_json(report))
     assert doc["ftrace"]["ops"][0]["filter"] == [hex(SITES[0])]
+    assert doc["ftrace"]["redirects"][0]["call_ops"] == hex(SYMS["OPS"])
     assert "2 of 3 ftrace records redirected" in render_table(report)
