@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import KlpError, MemoryReadError
-from .ool_audit import audit_ool_stubs, recorded_ool_sites
+from .ool_audit import audit_ool_stubs, livepatch_ops_names, recorded_ool_sites
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -226,6 +226,7 @@ def audit_module(
     symbols: _Symbols | None = None,
     kernel_writes_magic: bool | None = None,
     ool_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
 
@@ -276,7 +277,8 @@ def audit_module(
             ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
             # each sited, its ftrace_op named and checked (klpinspect.ool_audit)
             ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name,
-                                                        recorded_sites=ool_sites)
+                                                        recorded_sites=ool_sites,
+                                                        ops_names=ops_names)
             rec.ool_stubs.extend(ool_records)
             result.findings.extend(ool_findings)
             for o in ools:
@@ -474,10 +476,12 @@ def _audit_modules(
     loaded = _loaded_text(kernel, everything)
     symbols = _Symbols(target)
     # 6.13+ OOL stubs: their sites from the ftrace records, when the back end reads them
-    ool_sites = recorded_ool_sites(target) if any(m.ool_stub_count for m in chosen) else None
+    ool_sites, ops_names = None, None
+    if any(m.ool_stub_count for m in chosen):
+        ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
     audits = [
         audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols,
-                     ool_sites=ool_sites)
+                     ool_sites=ool_sites, ops_names=ops_names)
         for m in chosen
     ]
     # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.

@@ -48,6 +48,7 @@ __all__ = (
     "LayoutSource",
     "Redirect",
     "ftrace_report",
+    "klp_ops_names",
     "read_ftrace_ops",
     "read_ftrace_records",
     "read_klp_funcs",
@@ -384,6 +385,11 @@ def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
     return out
 
 
+def klp_ops_names(klp: Sequence[KlpFuncInfo]) -> dict[int, str]:
+    """``&klp_ops->fops`` -> ``klp_ops(object:function)``: names for kmalloc'd livepatch ops."""
+    return {k.ops: f"klp_ops({k.object}:{k.old_name})" for k in klp if k.ops is not None}
+
+
 def _flag_bits(target: Any) -> dict[str, int]:
     bits = {}
     for name in _FL_NAMES:
@@ -525,6 +531,13 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
                            address=e.address))
         return report
     report.records = len(records)
+    ops_names = klp_ops_names(report.klp)
+    plain_namer = namer
+
+    def namer_with_ops(address: int) -> str | None:
+        return plain_namer(address) or ops_names.get(address)
+
+    report.namer = namer = namer_with_ops
     wanted = None if not names else {n.replace("-", "_") for n in names}
     klp_fops = {k.ops for k in report.klp if k.ops is not None}
     klp_handler = target.symbol_address("klp_ftrace_handler")

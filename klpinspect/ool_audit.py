@@ -17,7 +17,7 @@ from .ppc64.stubs import Stub, StubKind
 from .report import Finding, OolStubRecord
 from .target import KernelInfo, ModuleInfo, Target
 
-__all__ = ("audit_ool_stubs", "read_site_words", "recorded_ool_sites")
+__all__ = ("audit_ool_stubs", "livepatch_ops_names", "read_site_words", "recorded_ool_sites")
 
 # Read a module's sites in one go when they span at most this much, else one by one.
 _MAX_SPAN = 4 << 20
@@ -81,6 +81,20 @@ def recorded_ool_sites(target: Target) -> dict[int, int] | None:
     return sites or None
 
 
+def livepatch_ops_names(target: Target) -> dict[int, str]:
+    """``&klp_ops->fops`` -> ``klp_ops(object:function)`` from ``klp_patches``, so that an
+    OOL stub's ``ftrace_op`` pointing at a livepatch's (kmalloc'd) ops is named; empty
+    when the back end or the kernel cannot say (no layout queries, no CONFIG_LIVEPATCH)."""
+    from .ftrace_view import FtraceUnsupported, LayoutSource, klp_ops_names, read_klp_funcs
+
+    if not isinstance(target, LayoutSource):
+        return {}
+    try:
+        return klp_ops_names(read_klp_funcs(target))
+    except (FtraceUnsupported, MemoryReadError):
+        return {}
+
+
 def audit_ool_stubs(
     target: Target,
     kernel: KernelInfo,
@@ -89,6 +103,7 @@ def audit_ool_stubs(
     namer: Namer,
     *,
     recorded_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
 ) -> tuple[list[OolStubRecord], list[Finding]]:
     """Records (with ``site``, ``site_symbol``, ``ftrace_op``...) and findings for ``stubs``.
 
@@ -96,6 +111,8 @@ def audit_ool_stubs(
         decoded them
     :param namer: address -> ``(symbol, owner)`` (the audit's memoized symbolizer)
     :param recorded_sites: ``&insn[0]`` -> ``rec->ip`` from the ftrace records, if read
+    :param ops_names: ``ftrace_ops`` address -> name for ops without a symbol
+        (:func:`livepatch_ops_names`)
     """
     tramps = {
         t
@@ -125,7 +142,9 @@ def audit_ool_stubs(
             records.append(OolStubRecord(stub, None, target_symbol, owner))
             continue
         site_symbol = None if check.site is None else namer(check.site)[0]
-        op_symbol = None if not check.ftrace_op else namer(check.ftrace_op)[0]
+        op_symbol = None
+        if check.ftrace_op:
+            op_symbol = namer(check.ftrace_op)[0] or (ops_names or {}).get(check.ftrace_op)
         records.append(
             OolStubRecord(stub, None, target_symbol, owner, check.site, site_symbol,
                           check.state.value, check.ftrace_op, op_symbol)

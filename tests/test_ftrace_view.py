@@ -74,6 +74,7 @@ def test_redirects_are_the_patched_functions(doc: dict[str, Any], lp: LpFixture)
         assert r["symbol"].startswith(objs[1] + "+0x")
         assert "IPMODIFY" in r["flags"] and r["refs"] >= 1
         assert [o["func"] for o in r["ops"]] == ["klp_ftrace_handler"]
+        assert r["ops"][0]["symbol"] == f"klp_ops({objs[0]}:{objs[1]})"
         # the ftrace_ops is that klp_func's klp_ops->fops
         assert {k["ops"] for k in r["klp"]} == {r["ops"][0]["address"]}
     assert got == want

@@ -361,3 +361,19 @@ def test_ftrace_view_on_ool_sites() -> None:
     assert doc["ftrace"]["ops"][0]["filter"] == [hex(SITES[0])]
     assert doc["ftrace"]["redirects"][0]["call_ops"] == hex(SYMS["OPS"])
     assert "2 of 3 ftrace records redirected" in render_table(report)
+
+
+def test_livepatch_ops_named() -> None:
+    """An ftrace_op with no symbol (a livepatch's kmalloc'd klp_ops->fops) takes the name
+    the klp_patches walk gives it; the symbol table still wins where it has one."""
+    from klpinspect.ool_audit import audit_ool_stubs, livepatch_ops_names
+
+    target = _target()
+    assert livepatch_ops_names(target) == {}  # no layout queries: no names, no error
+    names = {SYMS["OPS"]: "klp_ops(oolmod:func0)", SYMS["NOPOPS"]: "klp_ops(other)"}
+    records, _findings = audit_ool_stubs(
+        target, target.kernel(), target.module_list[0], _stubs(_asm()),
+        lambda a: ("ftrace_nop_ops", "vmlinux") if a == SYMS["NOPOPS"] else (None, None),
+        ops_names=names)
+    assert [r.ftrace_op_symbol for r in records[:2]] == ["klp_ops(oolmod:func0)",
+                                                         "ftrace_nop_ops"]
