@@ -541,7 +541,10 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
     wanted = None if not names else {n.replace("-", "_") for n in names}
     klp_fops = {k.ops for k in report.klp if k.ops is not None}
     klp_handler = target.symbol_address("klp_ftrace_handler")
-    enabled_ops = [o for o in report.ops if o.flags & 1]  # FTRACE_OPS_FL_ENABLED
+    # FTRACE_OPS_FL_ENABLED: BIT(0) in every kernel with ftrace_ops flags; the debug
+    # info's value when it has the enumerator
+    ops_enabled = target.constant("FTRACE_OPS_FL_ENABLED") or 1
+    enabled_ops = [o for o in report.ops if o.flags & ops_enabled]
     # a module's ftrace call goes through its own trampoline stubs: name them
     tramps: dict[int, str] = {}
     mods = list(target.modules())
