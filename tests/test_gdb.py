@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -266,6 +267,9 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
         "-ex", "klp-audit --format xml",
         "-ex", "klp-lpstack 130",
         "-ex", "klp-stubs --help",
+        "-ex", "help klp-ftrace",
+        "-ex", "klp-ftrace nosuch",
+        "-ex", "klp-ftrace rk_lib",
         "-ex", "python import sys; print('drgn imported:', 'drgn' in sys.modules)",
     )  # fmt: skip
     assert_clean(proc)
@@ -281,6 +285,10 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
     assert "klp-audit: argument --format: invalid choice: 'xml'" in err
     assert "rk_target" in out and "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in out
     assert "usage: klp-stubs [-h] [--format {table,json}] [MODULE ...]" in out
+    assert "Usage: klp-ftrace [--format table|json] [MODULE...]" in out
+    assert "klp-ftrace: no module named 'nosuch'" in err
+    # rk_lib has none of the patched functions (facts.txt: RK-FACT livepatch)
+    assert re.search(r"^0 of \d{5} ftrace records redirected$", out, re.M)
     # gdb does not need drgn, and the commands never load it
     assert "drgn imported: False" in out
 
