@@ -502,7 +502,7 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
         (``vmlinux`` for the kernel's own)
     :raises FtraceUnsupported: the back end or the kernel cannot give the records
     """
-    from .audit import new_report  # the shared report header
+    from .audit import _damage_findings, new_report  # the shared report header
 
     if not isinstance(target, LayoutSource):
         raise FtraceUnsupported(f"the {target.kind} back end cannot read ftrace records")
@@ -529,6 +529,7 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
     except MemoryReadError as e:
         report.add(Finding("MEMORY_UNREADABLE", f"ftrace bookkeeping unreadable: {e}",
                            address=e.address))
+        report.extend(_damage_findings(target))
         return report
     report.records = len(records)
     ops_names = klp_ops_names(report.klp)
@@ -614,4 +615,5 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
                                "redirected", module=None if k.object == "vmlinux" else k.object,
                                address=k.old_func,
                                symbol=k.old_name))
+    report.extend(_damage_findings(target))
     return report

@@ -255,3 +255,20 @@ def test_synthetic_target_without_layout_is_refused() -> None:
     with pytest.raises(FtraceUnsupported, match="cannot read ftrace records"):
         ftrace_report(SyntheticTarget(kernel_info=KernelInfo(release="x")))
 
+
+
+def test_damaged_dump_is_findings(tmp_path: Path) -> None:
+    """A dump cut after the kernel's own data: the ftrace pages are past the cut, which
+    the view reports (with the back end's own note on the truncation) and survives."""
+    lp = lp_fixture("6.1")
+    cut = tmp_path / "cut.core"
+    with open(lp.vmcore_elf, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(64 << 20))
+    prog, kind = open_program(core=str(cut), symbols=[str(lp.vmlinux_debug)])
+    report = ftrace_report(DrgnTarget(prog, kind))
+    cut.unlink()
+    assert {f.code for f in report.findings} == {"MEMORY_UNREADABLE"}
+    messages = [f.message for f in report.findings]
+    assert any(m.startswith("ftrace bookkeeping unreadable") for m in messages), messages
+    assert any("core file truncated" in m for m in messages), messages
+    assert report.redirects == [] and report.exit_status == 0
