@@ -13,8 +13,8 @@ info, so the walk itself is shared by drgn and gdb:
   ``struct ftrace_hash`` buckets of ``struct ftrace_func_entry``; an empty
   filter means every function);
 * the livepatches: ``klp_patches`` -> ``struct klp_patch`` (``obj_list`` ->
-  ``struct klp_object`` ``func_list`` -> ``struct klp_func``; dynamic lists,
-  commit 20e55025958e "livepatch: Add atomic replace", v5.1) and
+  ``struct klp_object`` ``func_list`` -> ``struct klp_func``; before 5.1 the
+  patch module's static ``objs``/``funcs`` arrays) and
   ``klp_ops`` (``kernel/livepatch/patch.c``): ``struct klp_ops`` {``node``,
   ``func_stack``, ``fops``}; the first ``klp_func`` on ``func_stack`` is the
   one that runs.
@@ -327,8 +327,63 @@ def read_ftrace_ops(target: Any) -> list[FtraceOps]:
     return out
 
 
+def _klp_objects(mem: _Mem, patch: int) -> Iterator[int]:
+    """The ``struct klp_object`` addresses of a patch.
+
+    5.1+ keeps them on ``patch->obj_list`` (commit 20e55025958e, "livepatch: Use
+    lists to manage patches, objects and functions", v5.1); before, ``patch->objs``
+    is the patch module's static array, ended by an entry with neither ``name``
+    nor ``funcs`` (``klp_for_each_object_static``).
+    """
+    obj_t = "struct klp_object"
+    list_off = mem.off("struct klp_patch", "obj_list", required=False)
+    if list_off >= 0:
+        node_off = mem.off(obj_t, "node")
+        for node in mem.list_nodes(patch + list_off):
+            yield node - node_off
+        return
+    obj = mem.u(patch + mem.off("struct klp_patch", "objs"))
+    size = mem.size(obj_t)
+    name_off, funcs_off = mem.off(obj_t, "name"), mem.off(obj_t, "funcs")
+    for _ in range(_MAX_LIST):
+        if not obj or not (mem.u(obj + name_off) or mem.u(obj + funcs_off)):
+            return
+        yield obj
+        obj += size
+
+
+def _klp_funcs(mem: _Mem, obj: int) -> Iterator[int]:
+    """The ``struct klp_func`` addresses of an object: ``obj->func_list`` (5.1+) or the
+    static ``obj->funcs`` array, ended by an all-zero ``{old_name, new_func, old_sympos}``
+    (``klp_for_each_func_static``)."""
+    func_t = "struct klp_func"
+    list_off = mem.off("struct klp_object", "func_list", required=False)
+    if list_off >= 0:
+        node_off = mem.off(func_t, "node")
+        for node in mem.list_nodes(obj + list_off):
+            yield node - node_off
+        return
+    func = mem.u(obj + mem.off("struct klp_object", "funcs"))
+    size = mem.size(func_t)
+    keys = [mem.off(func_t, m) for m in ("old_name", "new_func")]
+    sympos = mem.off(func_t, "old_sympos", required=False)  # 4.5+
+    if sympos >= 0:
+        keys.append(sympos)
+    for _ in range(_MAX_LIST):
+        if not func or not any(mem.u(func + k) for k in keys):
+            return
+        yield func
+        func += size
+
+
 def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
-    """Every ``klp_func`` of every patch on ``klp_patches``, with its ``klp_ops``."""
+    """Every ``klp_func`` of every patch on ``klp_patches``, with its ``klp_ops``.
+
+    Members that older kernels lack are feature-detected: ``old_func`` was
+    ``unsigned long old_addr`` before "livepatch: Change unsigned long old_addr
+    -> void *old_func in struct klp_func" (v5.1); ``transition`` (4.12+, the
+    consistency model) and ``nop`` (5.1+, atomic replace) read as false when absent.
+    """
     mem = _Mem(target)
     try:
         head = mem.sym("klp_patches")
@@ -349,18 +404,24 @@ def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
                 stacks[fnode - stack_node] = (ops + fops_off, i == 0)
     transition_patch = target.symbol_address("klp_transition_patch")
     in_transition = mem.u(transition_patch) if transition_patch is not None else 0
+    old_func_off = mem.off(func_t, "old_func", required=False)
+    if old_func_off < 0:
+        old_func_off = mem.off(func_t, "old_addr")
+
+    def opt_u(address: int, member: str, size: int = 8) -> int:
+        off = mem.off(func_t, member, required=False)
+        return mem.u(address + off, size) if off >= 0 else 0
+
     out: list[KlpFuncInfo] = []
     for pnode in mem.list_nodes(head):
         patch = pnode - mem.off(patch_t, "list")
         pmod = mem.u(patch + mem.off(patch_t, "mod"))
         name = mem.string(pmod + mem.off("struct module", "name")) if pmod else "?"
         enabled = _bool(mem, patch + mem.off(patch_t, "enabled"))
-        for onode in mem.list_nodes(patch + mem.off(patch_t, "obj_list")):
-            obj = onode - mem.off(obj_t, "node")
+        for obj in _klp_objects(mem, patch):
             oname = mem.string(mem.u(obj + mem.off(obj_t, "name"))) or "vmlinux"
             loaded = oname == "vmlinux" or bool(mem.u(obj + mem.off(obj_t, "mod")))
-            for fnode in mem.list_nodes(obj + mem.off(obj_t, "func_list")):
-                func = fnode - mem.off(func_t, "node")
+            for func in _klp_funcs(mem, obj):
                 fops, active = stacks.get(func, (None, False))
                 out.append(
                     KlpFuncInfo(
@@ -370,14 +431,14 @@ def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
                         object=oname,
                         object_loaded=loaded,
                         old_name=mem.string(mem.u(func + mem.off(func_t, "old_name"))),
-                        old_func=mem.u(func + mem.off(func_t, "old_func")),
+                        old_func=mem.u(func + old_func_off),
                         new_func=mem.u(func + mem.off(func_t, "new_func")),
-                        old_size=mem.u(func + mem.off(func_t, "old_size")),
-                        sympos=mem.u(func + mem.off(func_t, "old_sympos")),
+                        old_size=opt_u(func, "old_size"),
+                        sympos=opt_u(func, "old_sympos"),
                         patched=_bool(mem, func + mem.off(func_t, "patched")),
-                        transition=_bool(mem, func + mem.off(func_t, "transition"))
+                        transition=bool(opt_u(func, "transition", 1))
                         or patch == in_transition,
-                        nop=_bool(mem, func + mem.off(func_t, "nop")),
+                        nop=bool(opt_u(func, "nop", 1)),
                         ops=fops,
                         active=active,
                     )
