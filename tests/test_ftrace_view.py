@@ -272,3 +272,16 @@ def test_damaged_dump_is_findings(tmp_path: Path) -> None:
     assert any(m.startswith("ftrace bookkeeping unreadable") for m in messages), messages
     assert any("core file truncated" in m for m in messages), messages
     assert report.redirects == [] and report.exit_status == 0
+
+
+@pytest.mark.parametrize("name", ["vmcore.kdump", "vmcore.qemu.elf.xz"])
+def test_other_dump_formats_agree(name: str) -> None:
+    """6.1's kdump-compressed and raw QEMU dumps give vmcore.elf's ftrace view."""
+    lp = lp_fixture("6.1")
+    docs = []
+    for core in (lp.vmcore_elf, lp.unpacked(name) if name.endswith(".xz") else lp.file(name)):
+        prog, kind = open_program(core=str(core), symbols=[str(lp.vmlinux_debug)])
+        doc = json.loads(render_json(ftrace_report(DrgnTarget(prog, kind))))
+        docs.append((doc["ftrace"], doc["findings"]))
+    assert docs[0] == docs[1]
+    assert len(docs[0][0]["redirects"]) == 5
