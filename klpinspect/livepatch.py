@@ -43,6 +43,7 @@ __all__ = (
     "klp_backtrace",
     "read_task_livepatch_stack",
     "toc_owners",
+    "PCREL_NO_TOC",
 )
 
 # Per task; beyond this, one summary finding.
@@ -201,8 +202,23 @@ class _Symbolizer:
             return text
 
 
+# r2_owner of every saved r2 on a PCREL kernel (CONFIG_PPC_KERNEL_PCREL, "powerpc/64:
+# vmlinux support building with PCREL addresing", v6.4 per ppc64-kernel-facts.md; the
+# hash is not verified here): neither the kernel nor its modules have a TOC, and
+# livepatch_handler saves and restores r2 all the same.  Told from the kernel facts:
+# no paca->kernel_toc and no .TOC. symbol (toc_source "none").
+PCREL_NO_TOC = "no TOC (PCREL)"
+
+
+def _no_toc(kernel: KernelInfo) -> str | None:
+    return PCREL_NO_TOC if kernel.toc is None and kernel.toc_source == "none" else None
+
+
 def _frame_records(
-    stack: LivepatchStack, owners: Mapping[int, str], symbols: _Symbolizer
+    stack: LivepatchStack,
+    owners: Mapping[int, str],
+    symbols: _Symbolizer,
+    no_toc: str | None = None,
 ) -> list[FrameRecord]:
     return [
         FrameRecord(
@@ -210,7 +226,7 @@ def _frame_records(
             r2=f.r2,
             lr=f.lr,
             magic_ok=f.magic_ok,
-            r2_owner=owners.get(f.r2),
+            r2_owner=owners.get(f.r2, no_toc),
             lr_symbol=symbols.text(f.lr),
         )
         for f in stack.frames
@@ -269,7 +285,7 @@ def audit_livepatch_stacks(
         problems = check_livepatch_stack(task, stack, owners)
         findings.extend(problems)
         if stack.frames or problems or wanted is not None:
-            frames = _frame_records(stack, owners, symbols)
+            frames = _frame_records(stack, owners, symbols, _no_toc(kernel))
             records.append(TaskRecord(task.pid, task.comm, stack.livepatch_sp, frames))
     if wanted is not None and wanted - seen:
         missing = ", ".join(str(p) for p in sorted(wanted - seen))
@@ -371,7 +387,7 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
             findings.append(_unreadable(task, err))
     if stack is not None:
         findings.extend(check_livepatch_stack(task, stack, owners))
-        record.frames = _frame_records(stack, owners, symbols)
+        record.frames = _frame_records(stack, owners, symbols, _no_toc(kernel))
     frames = stack.frames if stack is not None else ()
     if kernel.livepatch_handler is None:
         corrected = [CorrectedFrame(i, pc, pc) for i, pc in enumerate(pcs)]
