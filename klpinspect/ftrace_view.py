@@ -166,7 +166,9 @@ class Redirect:
 def _klp_json(k: KlpFuncInfo, namer: Any) -> dict[str, Any]:
     return {
         "patch": k.patch,
+        "patch_enabled": k.patch_enabled,
         "object": k.object,
+        "object_loaded": k.object_loaded,
         "function": k.old_name,
         "sympos": k.sympos,
         "old_func": hexaddr(k.old_func),

@@ -113,6 +113,9 @@ def test_klp_funcs_match_kallsyms_and_sysfs(doc: dict[str, Any], lp: LpFixture) 
         assert k["patched"] and k["active"] and not k["transition"]
     busy = by_name[("livepatch_callbacks_demo", "busymod_work_func")]
     assert not busy["patched"] and busy["old_func"] == "0x0"  # its module is not loaded
+    assert not busy["object_loaded"]
+    # RK-FACT livepatch: every patch enabled=1
+    assert all(k["patch_enabled"] for k in klp)
     # proc_cmdline: "test_klp_livepatch: this has been live patched": that patch's
     # cmdline_proc_show is the one on top of the klp_ops func_stack
     cmdline = (facts.path / "facts.txt").read_text().split("RK-FACT proc_cmdline ")[1]
