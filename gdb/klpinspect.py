@@ -1,4 +1,5 @@
-"""klpinspect inside gdb: ``klp-stubs``, ``klp-toc``, ``klp-lpstack``, ``klp-bt``, ``klp-audit``.
+"""klpinspect inside gdb: ``klp-stubs``, ``klp-toc``, ``klp-lpstack``, ``klp-bt``, ``klp-audit``,
+``klp-ftrace``.
 
 Load it with ``source gdb/klpinspect.py``, or let gdb auto-load it beside
 vmlinux (``gdb/vmlinux-gdb.py``; see the README).  The commands take the same
@@ -58,7 +59,7 @@ except ImportError as _err:
         f"{sys.prefix}; see gdb/README.md: install it for that Python or set PYTHONPATH)"
     )
     gdb.write(f"klpinspect: {_IMPORT_ERROR}\n", gdb.STDERR)
-    COMMANDS = {"stubs": "", "toc": "", "lpstack": "", "bt": "", "audit": ""}
+    COMMANDS = {"stubs": "", "toc": "", "lpstack": "", "bt": "", "audit": "", "ftrace": ""}
 
     class KlpError(Exception):  # type: ignore[no-redef]
         """Stand-in: nothing raises it without the package."""
@@ -175,9 +176,18 @@ Usage: klp-audit [--format table|json] [--no-callsites] [--no-tasks] [MODULE...]
     sub = "audit"
 
 
-assert {c.sub for c in (KlpStubs, KlpToc, KlpLpstack, KlpBt, KlpAudit)} == set(COMMANDS)
+class KlpFtrace(_KlpCommand):
+    """Every function ftrace redirects, by which ftrace_ops, for which livepatch klp_func.
 
-for _cls in (KlpStubs, KlpToc, KlpLpstack, KlpBt, KlpAudit):
+Usage: klp-ftrace [--format table|json] [MODULE...]"""
+
+    sub = "ftrace"
+
+
+_CLASSES = (KlpStubs, KlpToc, KlpLpstack, KlpBt, KlpAudit, KlpFtrace)
+assert {c.sub for c in _CLASSES} == set(COMMANDS)
+
+for _cls in _CLASSES:
     _cls()
 
 for _event, _handler in (

@@ -19,6 +19,7 @@ from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .gcpause import without_cyclic_gc
 from .livepatch import audit_livepatch_stacks
+from .ool_audit import audit_ool_stubs, livepatch_ops_names, recorded_ool_sites
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -37,6 +38,7 @@ from .report import (
     Report,
     Severity,
     StubRecord,
+    damage_findings,
     new_report,
 )
 from .target import KernelInfo, ModuleInfo, Target
@@ -181,6 +183,8 @@ def audit_module(
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
     symbols: Symbolizer | None = None,
     kernel_writes_magic: bool | None = None,
+    ool_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
 
@@ -229,8 +233,14 @@ def audit_module(
             # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
             # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
             # fixed) shows up as an unknown entry here.
-            for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
-                rec.ool_stubs.append(_record(o, None, symbols))
+            ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
+            # each sited, its ftrace_op named and checked (klpinspect.ool_audit)
+            ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name,
+                                                        recorded_sites=ool_sites,
+                                                        ops_names=ops_names)
+            rec.ool_stubs.extend(ool_records)
+            result.findings.extend(ool_findings)
+            for o in ools:
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
                         Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "
@@ -468,8 +478,14 @@ def _audit_modules(
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
     symbols = symbols or Symbolizer(target)
+    # 6.13+ OOL stubs: their sites from the ftrace records, when the back end reads them
+    ool_sites, ops_names = None, None
+    if any(m.ool_stub_count for m in chosen):
+        ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
     audits = [
-        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols) for m in chosen
+        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols,
+                     ool_sites=ool_sites, ops_names=ops_names)
+        for m in chosen
     ]
     # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
     writes = any(s.magic_ok for a in audits for s in a.stubs)
@@ -510,12 +526,6 @@ def _paca_tramp_kernel(
     return False
 
 
-def _damage_findings(target: Target) -> list[Finding]:
-    """The back end's record of structures it could not walk (``Target.damage``)."""
-    unreadable = FindingCode.MEMORY_UNREADABLE
-    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]
-
-
 @without_cyclic_gc
 def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
@@ -525,7 +535,7 @@ def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 
@@ -559,7 +569,7 @@ def toc_report(
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 
@@ -588,7 +598,7 @@ def audit(
         )
         report.tasks = records
         report.extend(findings)
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "audit": "run every check: stubs, TOCs, ftrace trampolines, call sites, livepatch stacks",
     "lpstack": "walk the per-task livepatch stacks (saved r2, saved LR, end marker)",
     "bt": "backtrace of a task corrected through livepatch_handler frames",
+    "ftrace": "every function ftrace redirects, by which ftrace_ops, for which livepatch",
 }
 
 
@@ -66,7 +67,7 @@ def command_arguments(name: str) -> list[ArgSpec]:
         (("--format",), {"choices": ("table", "json"), "default": None,
                          "help": "output format (table)"}),
     ]
-    if name in ("stubs", "toc", "audit"):
+    if name in ("stubs", "toc", "audit", "ftrace"):
         specs.append((("modules",), {"nargs": "*", "metavar": "MODULE", "help": "module names"}))
     if name == "toc":
         specs.append((("--callsites",), {"action": "store_true",
@@ -110,6 +111,10 @@ def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
         return _audit.audit(
             target, args.modules, callsites=not args.no_callsites, tasks=not args.no_tasks
         )
+    if name == "ftrace":
+        from .ftrace_view import ftrace_report
+
+        return ftrace_report(target, args.modules)
     from .livepatch import audit_livepatch_stacks, klp_backtrace
 
     tocs = _audit.tocs_for(target)
