@@ -15,11 +15,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks.stub_rules import KernelTraits, stub_findings, tramp_findings
 from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .gcpause import without_cyclic_gc
 from .livepatch import audit_livepatch_stacks
-from .ool_audit import audit_ool_stubs, livepatch_ops_names, recorded_ool_sites
+from .ool_audit import (
+    OolRead,
+    check_ool,
+    livepatch_ops_names,
+    read_ool_sites,
+    recorded_ool_sites,
+)
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -36,7 +43,6 @@ from .report import (
     FindingCode,
     ModuleRecord,
     Report,
-    Severity,
     StubRecord,
     damage_findings,
     new_report,
@@ -47,6 +53,8 @@ __all__ = (
     "ModuleAudit",
     "audit",
     "audit_module",
+    "check_module",
+    "decode_module",
     "module_toc_map",
     "new_report",
     "select_modules",
@@ -80,10 +88,11 @@ class ModuleAudit:
     toc: ModuleToc = field(default_factory=lambda: ModuleToc(None, TocSource.NONE))
     findings: list[Finding] = field(default_factory=list)
     reads: int = 0
-    # TRAMP_NOT_FTRACE_STUB for r2-relative tramps: an error only on kernels whose
-    # ftrace trampolines load the kernel TOC (mprofile-kernel, 4.6+); -pg kernels
-    # (ELFv1, or ELFv2 without -mprofile-kernel) build them as normal stubs by design.
-    r2_tramp_findings: list[Finding] = field(default_factory=list)
+    # (arch.tramp / tramp_regs, the function it must reach, its address, the decoded
+    # stub or the MEMORY_UNREADABLE finding of its read), for check_module
+    tramps: list[tuple[str, str, int | None, Stub | Finding]] = field(default_factory=list)
+    # 6.13+ OOL stubs with their sites' words, for check_module
+    ool: OolRead | None = None
 
 
 def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
@@ -182,7 +191,7 @@ def audit_module(
     *,
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
     symbols: Symbolizer | None = None,
-    kernel_writes_magic: bool | None = None,
+    traits: KernelTraits | None = None,
     ool_sites: Mapping[int, int] | None = None,
     ops_names: Mapping[int, str] | None = None,
 ) -> ModuleAudit:
@@ -191,11 +200,38 @@ def audit_module(
     :param mod: the module (from ``struct module *``)
     :param loaded_text: every ``[start, end)`` of loaded text (kernel and modules),
         for ``STUB_TARGET_DANGLING``; empty to skip that check
-    :param kernel_writes_magic: whether this kernel writes ``STUB_MAGIC`` (4.6+);
-        ``None`` to decide from the module's own slots
+    :param traits: the kernel-wide traits; ``None`` to decide them from this module's
+        own slots (:func:`audit` decides them once, from every audited module)
+    :param ool_sites: 6.13+ OOL stubs: ``&insn[0]`` -> ``rec->ip`` from the ftrace
+        records (:func:`~klpinspect.ool_audit.recorded_ool_sites`), if read
+    :param ops_names: ``ftrace_ops`` address -> name for ops without a symbol
     """
     symbols = symbols or Symbolizer(target)
-    loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
+    result = decode_module(target, kernel, mod, symbols, ool_sites=ool_sites,
+                           ops_names=ops_names)
+    if traits is None:
+        traits = KernelTraits(
+            writes_stub_magic=any(s.magic_ok for s in result.stubs),
+            paca_tramps=any(s.kind.uses_kernel_toc for s in result.stubs),
+        )
+    check_module(result, kernel, traits, loaded_text, symbols)
+    return result
+
+
+def decode_module(
+    target: Target,
+    kernel: KernelInfo,
+    mod: ModuleInfo,
+    symbols: Symbolizer,
+    *,
+    ool_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
+) -> ModuleAudit:
+    """Read and decode one module's ``.stubs``, OOL stubs and trampolines; resolve its TOC.
+
+    Only what reading finds is a finding here (``MEMORY_UNREADABLE``, an OOL stub of
+    no known layout); the rules run in :func:`check_module`.
+    """
     rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
     result = ModuleAudit(module=mod, record=rec)
     order = kernel.byteorder
@@ -234,12 +270,12 @@ def audit_module(
             # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
             # fixed) shows up as an unknown entry here.
             ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
-            # each sited, its ftrace_op named and checked (klpinspect.ool_audit)
-            ool_records, ool_findings = audit_ool_stubs(target, kernel, mod, ools, symbols.name,
-                                                        recorded_sites=ool_sites,
-                                                        ops_names=ops_names)
-            rec.ool_stubs.extend(ool_records)
-            result.findings.extend(ool_findings)
+            # each one's site word read here, checked in check_module (klpinspect.ool_audit)
+            result.ool, read_findings = read_ool_sites(target, kernel, mod, ools,
+                                                       recorded_sites=ool_sites,
+                                                       ops_names=ops_names)
+            rec.ool_stubs = [_record(o, None, symbols) for o in ools]
+            result.findings.extend(read_findings)
             for o in ools:
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
@@ -253,67 +289,6 @@ def audit_module(
     # index = slot number in .stubs (the OOL area's slots are not stubs but count)
     base = mod.stubs or 0
     rec.stubs = [_record(s, (s.address - base) // slot, symbols) for s in stubs]
-
-    if kernel_writes_magic is None:
-        kernel_writes_magic = any(s.magic_ok for s in stubs)
-    paca_off = kernel.paca_toc_offset
-    mod_toc = rec.toc
-    unknown, ftrace = StubKind.UNKNOWN, StubKind.FTRACE  # hot loop: no enum look-ups
-    for s in stubs:
-        kind = s.kind
-        if kind is unknown:
-            result.findings.append(
-                Finding(FindingCode.STUB_UNKNOWN, "used slot matches no known stub layout: "
-                        + " ".join(f"{w:08x}" for w in s.words), module=mod.name,
-                        address=s.address)
-            )
-            continue
-        if s.magic_ok is False and kernel_writes_magic:
-            result.findings.append(
-                Finding(FindingCode.STUB_BAD_MAGIC, f"magic is {s.words[7]:#010x}, not STUB_MAGIC "
-                        "0x73747562", module=mod.name, address=s.address)
-            )
-        implied = s.implied_toc
-        if implied is not None and implied != mod_toc and mod_toc is not None:
-            result.findings.append(
-                Finding(
-                    FindingCode.STUB_TOC_MISMATCH,
-                    f"stub implies TOC {implied:#x}, module TOC is {mod_toc:#x} "
-                    f"(from {rec.toc_source})",
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
-        if (
-            kind is ftrace
-            and paca_off is not None
-            and s.paca_offset is not None
-            and s.paca_offset != paca_off
-        ):
-            result.findings.append(
-                Finding(
-                    FindingCode.FTRACE_STUB_PACA_OFFSET,
-                    f"ld r12,{s.paca_offset}(r13) does not load paca->kernel_toc "
-                    f"(offset {paca_off})",
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
-        dest = s.target
-        if dest is not None and loaded and dest not in loaded:
-            # A livepatch module keeps its klp relocations' stubs after the patched
-            # module is unloaded (restore_r2() accepts them again on reload, 6.12+):
-            # harmless until that module comes back, so only a warning there.
-            result.findings.append(
-                Finding(
-                    FindingCode.STUB_TARGET_DANGLING,
-                    f"target {dest:#x} is in no loaded kernel or module text"
-                    + (" (patched module unloaded?)" if mod.livepatch else ""),
-                    severity=Severity.WARNING if mod.livepatch else None,
-                    module=mod.name,
-                    address=s.address,
-                )
-            )
 
     by_addr = {s.address: (i, s) for i, s in enumerate(stubs)}
     for attr, want_name, want in (
@@ -331,45 +306,48 @@ def audit_module(
                 raw = target.read(addr, slot)
                 result.reads += 1
             except MemoryReadError as e:
-                result.findings.append(
-                    Finding(FindingCode.MEMORY_UNREADABLE, f"arch.{attr} unreadable: {e}",
-                            module=mod.name, address=addr)
+                result.tramps.append(
+                    (attr, want_name, want, Finding(FindingCode.MEMORY_UNREADABLE,
+                                                    f"arch.{attr} unreadable: {e}",
+                                                    module=mod.name, address=addr))
                 )
                 continue
             tstub = decode_stub(raw, addr, **opts)
             trec = _record(tstub, None, symbols)
         setattr(rec, attr, trec)
-        if tstub.kind.r2_relative:
-            result.r2_tramp_findings.append(
-                Finding(
-                    FindingCode.TRAMP_NOT_FTRACE_STUB,
-                    f"arch.{attr} is a {tstub.kind.value} (r2-relative) stub: it only works "
-                    "while r2 holds this module's TOC",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
-        elif not tstub.kind.uses_kernel_toc and tstub.kind is not StubKind.PCREL:
-            result.findings.append(
-                Finding(
-                    FindingCode.TRAMP_NOT_FTRACE_STUB,
-                    f"arch.{attr} is not a stub that loads the kernel TOC ({tstub.kind.value})",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
-        if want is not None and tstub.target is not None and tstub.target != want:
-            sym = symbols(tstub.target)
-            where = sym.format(tstub.target) if sym else f"{tstub.target:#x}"
-            result.findings.append(
-                Finding(
-                    FindingCode.TRAMP_TARGET_MISMATCH,
-                    f"arch.{attr} reaches {where}, not {want_name} ({want:#x})",
-                    module=mod.name,
-                    address=addr,
-                )
-            )
+        result.tramps.append((attr, want_name, want, tstub))
     return result
+
+
+def check_module(
+    result: ModuleAudit,
+    kernel: KernelInfo,
+    traits: KernelTraits,
+    loaded_text: Iterable[tuple[int, int]] | _TextRanges,
+    symbols: Symbolizer,
+) -> None:
+    """Run the finding rules (:mod:`klpinspect.checks.stub_rules`) over a decoded module."""
+    loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
+    mod = result.module
+    if result.ool is not None:
+        # 6.13+ OOL stubs: their records gain site, site state and ftrace_op
+        ool_records, ool_findings = check_ool(kernel, mod, result.ool, symbols.name)
+        result.record.ool_stubs = list(ool_records)
+        result.findings.extend(ool_findings)
+    result.findings.extend(
+        stub_findings(
+            mod, result.stubs, kernel=kernel, traits=traits, mod_toc=result.record.toc,
+            toc_source=result.record.toc_source, loaded=loaded if loaded else None,
+        )
+    )
+    for attr, want_name, want, tstub in result.tramps:
+        if isinstance(tstub, Finding):
+            result.findings.append(tstub)
+            continue
+        result.findings.extend(
+            tramp_findings(mod, attr, tstub, want_name=want_name, want=want, traits=traits,
+                           symbols=symbols)
+        )
 
 
 def select_modules(mods: Sequence[ModuleInfo], names: Sequence[str] | None) -> list[ModuleInfo]:
@@ -483,18 +461,16 @@ def _audit_modules(
     if any(m.ool_stub_count for m in chosen):
         ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
     audits = [
-        audit_module(target, kernel, m, loaded_text=loaded, symbols=symbols,
-                     ool_sites=ool_sites, ops_names=ops_names)
+        decode_module(target, kernel, m, symbols, ool_sites=ool_sites, ops_names=ops_names)
         for m in chosen
     ]
-    # STUB_BAD_MAGIC only on a kernel that writes the magic: decide over all modules.
-    writes = any(s.magic_ok for a in audits for s in a.stubs)
-    if not writes:
-        for a in audits:
-            a.findings = [f for f in a.findings if f.code is not FindingCode.STUB_BAD_MAGIC]
-    if _paca_tramp_kernel(target, kernel, audits, everything):
-        for a in audits:
-            a.findings.extend(a.r2_tramp_findings)
+    # the kernel-wide traits, once, from every audited module, before any is checked
+    traits = KernelTraits(
+        writes_stub_magic=any(s.magic_ok for a in audits for s in a.stubs),
+        paca_tramps=_paca_tramp_kernel(target, kernel, audits, everything),
+    )
+    for a in audits:
+        check_module(a, kernel, traits, loaded, symbols)
     return audits, everything
 
 

@@ -9,6 +9,7 @@ findings.  Both back ends get it through :func:`klpinspect.audit.audit_module`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .errors import MemoryReadError
 from .ftrace_view import (
@@ -24,7 +25,15 @@ from .ppc64.stubs import Stub, StubKind
 from .report import Finding, FindingCode, OolStubRecord
 from .target import KernelInfo, ModuleInfo, Target
 
-__all__ = ("audit_ool_stubs", "livepatch_ops_names", "read_site_words", "recorded_ool_sites")
+__all__ = (
+    "OolRead",
+    "audit_ool_stubs",
+    "check_ool",
+    "livepatch_ops_names",
+    "read_ool_sites",
+    "read_site_words",
+    "recorded_ool_sites",
+)
 
 # Read a module's sites in one go when they span at most this much, else one by one.
 _MAX_SPAN = 4 << 20
@@ -106,6 +115,101 @@ def livepatch_ops_names(target: Target) -> dict[int, str]:
         return {}
 
 
+@dataclass
+class OolRead:
+    """What reading found for one module's OOL stubs, for :func:`check_ool`.
+
+    :param stubs: the module's OOL stubs as :func:`~klpinspect.ppc64.stubs.for_each_ool_stub`
+        decoded them
+    :param site_words: site -> the instruction word there
+    :param unreadable: sites that could not be read
+    :param recorded_sites: ``&insn[0]`` -> ``rec->ip`` from the ftrace records, if read
+    :param ops_names: ``ftrace_ops`` address -> name for ops without a symbol
+        (:func:`livepatch_ops_names`)
+    """
+
+    stubs: Sequence[Stub]
+    site_words: dict[int, int] = field(default_factory=dict)
+    unreadable: list[int] = field(default_factory=list)
+    recorded_sites: Mapping[int, int] | None = None
+    ops_names: Mapping[int, str] | None = None
+
+
+def read_ool_sites(
+    target: Target,
+    kernel: KernelInfo,
+    mod: ModuleInfo,
+    stubs: Sequence[Stub],
+    *,
+    recorded_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
+) -> tuple[OolRead, list[Finding]]:
+    """Read the word at every site the stubs claim (their own ``b`` and the records').
+
+    The findings are only what reading found: ``MEMORY_UNREADABLE`` for unreadable
+    sites; the rules run in :func:`check_ool`.
+    """
+    sites = [s.site for s in stubs if s.kind is StubKind.OOL_FTRACE and s.site is not None]
+    if recorded_sites:
+        for s in stubs:
+            recorded = recorded_sites.get(ool_insn0(s))
+            if recorded is not None:
+                sites.append(recorded)
+    site_words, unreadable = read_site_words(target, sites, mod.text_ranges, kernel.byteorder)
+    findings = []
+    if unreadable:
+        findings.append(
+            Finding(FindingCode.MEMORY_UNREADABLE, f"{len(unreadable)} ftrace site(s) of "
+                    f"out-of-line stubs unreadable, first {unreadable[0]:#x}", module=mod.name,
+                    address=unreadable[0])
+        )
+    return OolRead(stubs, site_words, unreadable, recorded_sites, ops_names), findings
+
+
+def check_ool(
+    kernel: KernelInfo, mod: ModuleInfo, read: OolRead, namer: Namer
+) -> tuple[list[OolStubRecord], list[Finding]]:
+    """Records (with ``site``, ``site_symbol``, ``ftrace_op``...) and the rules' findings
+    (:func:`klpinspect.ppc64.ool.check_ool_stubs`) for what :func:`read_ool_sites` read.
+
+    :param namer: address -> ``(symbol, owner)`` (the audit's memoized symbolizer)
+    """
+    tramps = {
+        t
+        for t in (mod.tramp, mod.tramp_regs, kernel.ftrace_caller, kernel.ftrace_regs_caller)
+        if t is not None
+    }
+    checks, problems = check_ool_stubs(
+        read.stubs,
+        tramps=tramps,
+        site_words=read.site_words,
+        recorded_sites=read.recorded_sites,
+        text_ranges=mod.text_ranges,
+    )
+    by_stub = {c.stub.address: c for c in checks}
+    records = []
+    for stub in read.stubs:
+        target_symbol, owner = (None, None) if stub.target is None else namer(stub.target)
+        check = by_stub.get(stub.address)
+        if check is None:
+            records.append(OolStubRecord(stub, None, target_symbol, owner))
+            continue
+        site_symbol = None if check.site is None else namer(check.site)[0]
+        op_symbol = None
+        if check.ftrace_op:
+            op_symbol = namer(check.ftrace_op)[0] or (read.ops_names or {}).get(check.ftrace_op)
+        records.append(
+            OolStubRecord(stub, None, target_symbol, owner, check.site, site_symbol,
+                          check.state.value, check.ftrace_op, op_symbol)
+        )
+    findings = [
+        Finding(_FINDING[p.code], p.message, module=mod.name, address=p.stub,
+                symbol=None if p.site is None else namer(p.site)[0])
+        for p in problems
+    ]
+    return records, findings
+
+
 def audit_ool_stubs(
     target: Target,
     kernel: KernelInfo,
@@ -116,59 +220,8 @@ def audit_ool_stubs(
     recorded_sites: Mapping[int, int] | None = None,
     ops_names: Mapping[int, str] | None = None,
 ) -> tuple[list[OolStubRecord], list[Finding]]:
-    """Records (with ``site``, ``site_symbol``, ``ftrace_op``...) and findings for ``stubs``.
-
-    :param stubs: the module's OOL stubs as :func:`~klpinspect.ppc64.stubs.for_each_ool_stub`
-        decoded them
-    :param namer: address -> ``(symbol, owner)`` (the audit's memoized symbolizer)
-    :param recorded_sites: ``&insn[0]`` -> ``rec->ip`` from the ftrace records, if read
-    :param ops_names: ``ftrace_ops`` address -> name for ops without a symbol
-        (:func:`livepatch_ops_names`)
-    """
-    tramps = {
-        t
-        for t in (mod.tramp, mod.tramp_regs, kernel.ftrace_caller, kernel.ftrace_regs_caller)
-        if t is not None
-    }
-    sites = [s.site for s in stubs if s.kind is StubKind.OOL_FTRACE and s.site is not None]
-    if recorded_sites:
-        for s in stubs:
-            recorded = recorded_sites.get(ool_insn0(s))
-            if recorded is not None:
-                sites.append(recorded)
-    site_words, unreadable = read_site_words(target, sites, mod.text_ranges, kernel.byteorder)
-    checks, problems = check_ool_stubs(
-        stubs,
-        tramps=tramps,
-        site_words=site_words,
-        recorded_sites=recorded_sites,
-        text_ranges=mod.text_ranges,
-    )
-    by_stub = {c.stub.address: c for c in checks}
-    records = []
-    for stub in stubs:
-        target_symbol, owner = (None, None) if stub.target is None else namer(stub.target)
-        check = by_stub.get(stub.address)
-        if check is None:
-            records.append(OolStubRecord(stub, None, target_symbol, owner))
-            continue
-        site_symbol = None if check.site is None else namer(check.site)[0]
-        op_symbol = None
-        if check.ftrace_op:
-            op_symbol = namer(check.ftrace_op)[0] or (ops_names or {}).get(check.ftrace_op)
-        records.append(
-            OolStubRecord(stub, None, target_symbol, owner, check.site, site_symbol,
-                          check.state.value, check.ftrace_op, op_symbol)
-        )
-    findings = [
-        Finding(_FINDING[p.code], p.message, module=mod.name, address=p.stub,
-                symbol=None if p.site is None else namer(p.site)[0])
-        for p in problems
-    ]
-    if unreadable:
-        findings.append(
-            Finding(FindingCode.MEMORY_UNREADABLE, f"{len(unreadable)} ftrace site(s) of "
-                    f"out-of-line stubs unreadable, first {unreadable[0]:#x}", module=mod.name,
-                    address=unreadable[0])
-        )
-    return records, findings
+    """:func:`read_ool_sites` then :func:`check_ool`: records and every finding."""
+    read, read_findings = read_ool_sites(target, kernel, mod, stubs,
+                                         recorded_sites=recorded_sites, ops_names=ops_names)
+    records, findings = check_ool(kernel, mod, read, namer)
+    return records, findings + read_findings

@@ -38,6 +38,7 @@ __all__ = (
     "ListDamaged",
     "ModuleOwners",
     "StructView",
+    "func_desc",
     "function_entry",
     "kernel_info",
     "kernel_toc",
@@ -223,6 +224,31 @@ def _text_ranges(k: KernelAccess) -> list[tuple[int, int]]:
     return text
 
 
+def func_desc(k: KernelAccess) -> tuple[int, int]:
+    """``(sizeof(func_desc_t), ABI)``: ELFv1 has function descriptors, ELFv2 just the address.
+
+    ``func_desc_t`` when the debug info has it.  Else the ABI decides, from the
+    kernel's own symbols: an ELFv1 vmlinux links an ``.opd`` section
+    (``__start_opd``) or carries dot symbols (``.schedule``); every
+    little-endian kernel is ELFv2; a big-endian one with neither sign is taken
+    as ELFv1, as big-endian kernels were before ELFv2 became a choice for them.
+    An ELFv1 descriptor is the era's struct (``struct func_desc {addr, toc,
+    env}``, 24 bytes, by 6.1; ``struct ppc64_opd_entry {funcaddr, r2}``, 16
+    bytes, in 5.10), 24 if neither is known; ELFv2 has none (8: the address).
+    """
+    size = k.type_size("func_desc_t")
+    if size:
+        return size, 2 if size == 8 else 1
+    elfv1 = (
+        k.symbol_address("__start_opd") is not None
+        or k.symbol_address(".schedule") is not None
+        or k.byteorder == "big"
+    )
+    if not elfv1:
+        return 8, 2
+    return k.type_size("struct func_desc") or k.type_size("struct ppc64_opd_entry") or 24, 1
+
+
 def thread_size(k: KernelAccess) -> int:
     """``THREAD_SIZE``: the size of ``union thread_union`` (16 KiB if unknown)."""
     return k.type_size("union thread_union") or _DEFAULT_THREAD_SIZE
@@ -242,9 +268,7 @@ def kernel_info(k: KernelAccess) -> KernelInfo:
         raise TargetError("no symbol 'init_uts_ns' in the kernel")
     release = release_view.string()
     toc, toc_source = kernel_toc(k)
-    # ELFv1 has 16/24-byte function descriptors, ELFv2 just the address.
-    func_desc_size = k.type_size("func_desc_t") or (8 if little else 16)
-    abi = 2 if func_desc_size == 8 else 1
+    func_desc_size, abi = func_desc(k)
     return KernelInfo(
         release=release,
         arch="ppc64le" if little else "ppc64",
@@ -401,7 +425,7 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
                 break
             out[_attr_name(battr)] = _member_int(battr, "private")
         return out
-    # 5.10 ... 6.x: struct module_sect_attr { struct bin_attribute battr; unsigned long address; }
+    # 5.8 ... 6.x: struct module_sect_attr { struct bin_attribute battr; unsigned long address; }
     n = nsections.integer()
     if not 0 <= n <= MAX_SECTIONS:
         raise TargetError(f"mod->sect_attrs->nsections is {n}")
@@ -411,9 +435,16 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
     for i in range(n):
         a = array.element(i)
         inner = a.member("battr")
-        if inner is None:
+        if inner is not None:
+            out[_attr_name(inner)] = _member_int(a, "address")
+            continue
+        # Before 5.8, ed66f991bb19 ("module: Refactor section attr into bin
+        # attribute"): struct module_sect_attr { struct module_attribute mattr;
+        # char *name; unsigned long address; }.
+        name = a.member("name")
+        if name is None:
             return out
-        out[_attr_name(inner)] = _member_int(a, "address")
+        out[name.string()] = _member_int(a, "address")
     return out
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from klpinspect.backends.chunkcache import ChunkCache
+from klpinspect.backends.vmcoreinfo import vmcoreinfo_value
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.radix import (
     PAGE_OFFSET,
@@ -33,6 +34,7 @@ __all__ = (
     "RadixSetup",
     "core_file_path",
     "core_file_ranges",
+    "vmcoreinfo_page_size",
 )
 
 # Cache granularity: small enough for a gdbstub round trip, large enough
@@ -66,6 +68,16 @@ def core_file_path(info_target: str) -> str | None:
             if text.startswith("`") and "'" in text:
                 return text[1 : text.rindex("'")]
     return None
+
+
+def vmcoreinfo_page_size(vmcoreinfo: bytes | str | None) -> int | None:
+    """``PAGESIZE`` of a VMCOREINFO text, if it is one the radix walker knows (4K, 64K)."""
+    if not vmcoreinfo:
+        return None
+    value = vmcoreinfo_value(vmcoreinfo, "PAGESIZE")
+    if value is None or not value.isdigit() or int(value) not in (4096, 65536):
+        return None
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from klpinspect.backends import layout
-from klpinspect.backends.elfcore import core_file_truncation
-from klpinspect.backends.gdb.memory import CHUNK_SIZE, GdbMemory, RadixSetup, core_file_path
+from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
+from klpinspect.backends.gdb.memory import (
+    CHUNK_SIZE,
+    GdbMemory,
+    RadixSetup,
+    core_file_path,
+    vmcoreinfo_page_size,
+)
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
 from klpinspect.elf64 import ELF64_SYM_SIZE, iter_syms
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
-from klpinspect.ppc64.lpstack import unwind_back_chain
+from klpinspect.livepatch import back_chain_stack_trace
+from klpinspect.ppc64.radix import check_radix
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
@@ -169,12 +177,23 @@ class GdbTarget:
         k = self._k
         spec = k.u64(self._symbol_address_required("cur_cpu_spec"))
         features = k.u32(spec + self.types.offsetof("struct cpu_spec", "mmu_features"))
+        check_radix(features)  # a hash-MMU dump: say that, before asking for the page size
         init_mm = self._symbol_address_required("init_mm")
         pgd = k.u64(init_mm + self.types.offsetof("struct mm_struct", "pgd"))
         return RadixSetup(features, pgd, 1 << self._page_shift())
 
     def _page_shift(self) -> int:
-        """``mmu_psize_defs[mmu_virtual_psize].shift`` (PAGE_SHIFT), 16 if unknown."""
+        """PAGE_SHIFT, from the kernel's own data, never a default.
+
+        ``mmu_psize_defs[mmu_virtual_psize].shift`` where the kernel has that
+        variable (hash MMU built in); on radix-only kernels
+        (``CONFIG_PPC_64S_HASH_MMU=n``) ``mmu_virtual_psize`` is a macro, and the
+        VMCOREINFO ``PAGESIZE`` tells it (the core file's note, else the
+        kernel's ``vmcoreinfo_data``).  A 4K kernel walked with 64K geometry
+        would read the wrong pages.
+
+        :raises TargetError: if nothing tells the page size
+        """
         try:
             idx = self._k.u32(self._symbol_address_required("mmu_virtual_psize"))
             defs = self._symbol_address_required("mmu_psize_defs")
@@ -184,7 +203,36 @@ class GdbTarget:
                 return shift
         except (TargetError, MemoryReadError):
             pass
-        return 16
+        size = vmcoreinfo_page_size(self._vmcoreinfo())
+        if size is None:
+            raise TargetError(
+                "cannot tell the kernel's page size: no mmu_virtual_psize and no "
+                "VMCOREINFO PAGESIZE"
+            )
+        return size.bit_length() - 1
+
+    def _vmcoreinfo(self) -> bytes | None:
+        """The VMCOREINFO text: the core file's note, else ``vmcoreinfo_data`` in memory."""
+        if _is_core():
+            path = core_file_path(_info_target())
+            if path:
+                try:
+                    with open(path, "rb") as f:
+                        head = f.read(64)
+                        if head[:4] == b"\x7fELF":
+                            note = read_elf_core(Path(path), f, head).vmcoreinfo
+                            if note:
+                                return note
+                except (OSError, TargetError):
+                    pass
+        try:
+            data = self._k.u64(self._symbol_address_required("vmcoreinfo_data"))
+            size = self._k.u64(self._symbol_address_required("vmcoreinfo_size"))
+            if data and 0 < size <= 1 << 16:
+                return self.read(data, size)
+        except (TargetError, MemoryReadError):
+            pass
+        return None
 
     # --- symbols ---------------------------------------------------------------------
 
@@ -340,17 +388,14 @@ class GdbTarget:
         if task.ksp is None or not task.stack:
             raise KlpError(f"cannot unwind pid {pid}: no saved stack pointer")
         try:
-            data = self.read(task.stack, task.stack_size)
+            # the kernel's arch_stack_walk order, from __switch_to's frame
+            chain = back_chain_stack_trace(self, task, self._byteorder)
         except MemoryReadError as err:
             raise KlpError(f"cannot unwind pid {pid}: {err}") from None
-        chain = unwind_back_chain(data, task.stack, task.ksp, byteorder=self._byteorder)
-        # ksp is _switch's own frame: nothing it called saved an LR into it,
-        # so its LR slot is stale; the walk starts at __switch_to's frame
-        # (as the kernel's arch_stack_walk output does).
         frames: list[StackFrame] = []
-        for sp, lr in chain[1:]:
-            frames.extend(StackFrame(pc=lr, sp=sp, inline=name) for name in _inlined_at(lr))
-            frames.append(StackFrame(pc=lr, sp=sp))
+        for f in chain:
+            frames.extend(StackFrame(pc=f.pc, sp=f.sp, inline=n) for n in _inlined_at(f.pc))
+            frames.append(f)
         return frames
 
 

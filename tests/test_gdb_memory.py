@@ -1,0 +1,137 @@
+"""The gdb back end's memory layer, without gdb: core-file dispatch, cache, page tables.
+
+gdb's part (the inferior's ``read_memory``, the connection type, ``info
+target``) is replaced by plain functions over a fake core; the text given
+for ``info target`` is what gdb-multiarch 13 prints for the fixture dumps
+(the same lines tests/test_gdb.py makes gdb print for real).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from klpinspect.backends.gdb.memory import (
+    CHUNK_SIZE,
+    GdbMemory,
+    RadixSetup,
+    core_file_path,
+    core_file_ranges,
+    vmcoreinfo_page_size,
+)
+from klpinspect.errors import MemoryReadError, TargetError
+from klpinspect.ppc64.radix import HASH_MMU_MESSAGE, PAGE_OFFSET
+
+# gdb's "info target" after "core-file vmcore.elf" (the lab's fix-up: linear map)
+INFO_LINEAR = """Symbols from "/x/vmlinux.debug".
+Local core dump file:
+\t`/x/vmcore.elf', file type elf64-powerpcle.
+\t0xc000000000000000 - 0xc000000020000000 is load1
+Local exec file:
+\t`/x/vmlinux.debug', file type elf64-powerpcle.
+\tEntry point: 0xc000000000000000
+\t0xc000000000000000 - 0xc000000000c00000 is .text
+"""
+# ... after "core-file vmcore.qemu.elf" (QEMU's own: PT_LOAD at physical 0)
+INFO_PHYSICAL = """Local core dump file:
+\t`/x/vmcore.qemu.elf', file type elf64-powerpc.
+\t0x0000000000000000 - 0x0000000020000000 is load1
+"""
+
+
+def test_info_target_parsing() -> None:
+    assert core_file_ranges(INFO_LINEAR) == [(PAGE_OFFSET, PAGE_OFFSET + 0x20000000)]
+    assert core_file_ranges(INFO_PHYSICAL) == [(0, 0x20000000)]
+    assert core_file_path(INFO_LINEAR) == "/x/vmcore.elf"
+    assert core_file_path(INFO_PHYSICAL) == "/x/vmcore.qemu.elf"
+    assert core_file_path("Local exec file:\n\t`/x/vmlinux', file type elf64.\n") is None
+    assert core_file_ranges("") == []
+
+
+class FakeInferior:
+    """``read_memory`` over a few ranges of a fake core, counting calls."""
+
+    def __init__(self, ranges: dict[int, bytes]) -> None:
+        self.ranges = ranges
+        self.calls: list[tuple[int, int]] = []
+
+    def read(self, address: int, size: int) -> bytes:
+        self.calls.append((address, size))
+        for base, data in self.ranges.items():
+            if base <= address and address + size <= base + len(data):
+                return data[address - base : address - base + size]
+        raise MemoryReadError(address, size, "not in the dump")
+
+
+def _no_radix() -> RadixSetup:
+    raise AssertionError("the page tables must not be needed here")
+
+
+def test_linear_core_reads_at_the_virtual_address() -> None:
+    inf = FakeInferior({PAGE_OFFSET: bytes(range(256)) * 64})
+    mem = GdbMemory(inf.read, lambda: True, lambda: INFO_LINEAR, _no_radix)
+    assert mem.read(PAGE_OFFSET + 0x10, 4) == bytes([0x10, 0x11, 0x12, 0x13])
+    assert inf.calls == [(PAGE_OFFSET, CHUNK_SIZE)]  # one chunk, cached
+    assert mem.read(PAGE_OFFSET + 0x20, 4) == bytes([0x20, 0x21, 0x22, 0x23])
+    assert mem.reads == 1 and mem.bytes_read == CHUNK_SIZE
+
+
+def test_physical_core_reads_at_paddr() -> None:
+    """QEMU's own dump: linear-map reads go to ``vaddr - PAGE_OFFSET``."""
+    inf = FakeInferior({0: b"\x01" * 8192})
+    mem = GdbMemory(inf.read, lambda: True, lambda: INFO_PHYSICAL, _no_radix)
+    assert mem.core_maps_physical()
+    assert mem.read(PAGE_OFFSET + 8, 2) == b"\x01\x01"
+    assert inf.calls == [(0, CHUNK_SIZE)]
+    with pytest.raises(MemoryReadError) as err:
+        mem.read(PAGE_OFFSET + 0x100000, 8)
+    assert err.value.address == PAGE_OFFSET + 0x100000  # the address asked for
+
+
+def test_live_target_reads_directly() -> None:
+    inf = FakeInferior({0xC008000000000000: b"\x02" * 4096})
+    mem = GdbMemory(inf.read, lambda: False, lambda: "", _no_radix)
+    assert mem.read(0xC008000000000010, 1) == b"\x02"
+    mem.clear()
+    assert mem.read(0xC008000000000010, 1) == b"\x02"
+    assert len(inf.calls) == 2  # cleared: read again
+
+
+def test_implausible_reads_refused() -> None:
+    mem = GdbMemory(FakeInferior({}).read, lambda: True, lambda: INFO_LINEAR, _no_radix)
+    for address, size in ((PAGE_OFFSET, 65 << 20), (-8, 8), ((1 << 64) - 4, 8)):
+        with pytest.raises(MemoryReadError, match="implausible"):
+            mem.read(address, size)
+
+
+def test_module_memory_on_a_hash_mmu_core_is_refused_once() -> None:
+    """vmalloc space on a core goes through the page tables; hash MMU: one plain error."""
+    calls = []
+
+    def setup() -> RadixSetup:
+        calls.append(1)
+        return RadixSetup(mmu_features=0, pgd=PAGE_OFFSET + 0x10000, page_size=65536)
+
+    mem = GdbMemory(FakeInferior({}).read, lambda: True, lambda: INFO_LINEAR, setup)
+    for _ in range(2):
+        with pytest.raises(TargetError, match=HASH_MMU_MESSAGE.split(";")[0]):
+            mem.read(0xC008000000000000, 8)
+    assert calls == [1]  # decided once
+
+
+def test_page_tables_unreadable_is_a_target_error() -> None:
+    def setup() -> RadixSetup:
+        raise MemoryReadError(PAGE_OFFSET, 8, "not in the dump")
+
+    mem = GdbMemory(FakeInferior({}).read, lambda: True, lambda: INFO_LINEAR, setup)
+    with pytest.raises(TargetError, match="cannot walk the kernel page tables"):
+        mem.read(0xC008000000000000, 8)
+
+
+def test_page_size_from_vmcoreinfo(lp61: Path) -> None:
+    """Radix-only kernels have no ``mmu_virtual_psize`` variable: VMCOREINFO says it."""
+    assert vmcoreinfo_page_size((lp61 / "vmcoreinfo.txt").read_bytes()) == 65536
+    assert vmcoreinfo_page_size("OSRELEASE=6.12.0\nPAGESIZE=4096\n") == 4096
+    for text in ("OSRELEASE=6.12.0\n", "PAGESIZE=8192\n", "PAGESIZE=\n", "", None):
+        assert vmcoreinfo_page_size(text) is None
