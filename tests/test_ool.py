@@ -377,3 +377,12 @@ def test_livepatch_ops_named() -> None:
         ops_names=names)
     assert [r.ftrace_op_symbol for r in records[:2]] == ["klp_ops(oolmod:func0)",
                                                          "ftrace_nop_ops"]
+
+
+def test_ool_codes_are_finding_codes() -> None:
+    """Each code of the pure checks becomes the FindingCode of the same name, an error."""
+    from klpinspect.ool_audit import _FINDING
+    from klpinspect.ppc64.ool import OolCode
+
+    assert {c: f.value for c, f in _FINDING.items()} == {c: c.value for c in OolCode}
+    assert all(f.severity is Severity.ERROR for f in _FINDING.values())
