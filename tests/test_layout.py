@@ -347,3 +347,48 @@ def test_task_walk_by_pid(era: str) -> None:
     got = layout.tasks(k, damage)
     assert [t.pid for t in got] == [10, 15, 20] and damage == []
     assert all(t.stack_size == 16384 for t in got)
+
+
+def test_idle_tasks_one_per_online_cpu() -> None:
+    """swapper/N of each CPU in cpu_online_mask, from per_cpu(runqueues, cpu).idle, before
+    the other tasks (pid 0); an offline CPU's runqueue is not read."""
+    runqueues, offsets = 0xC000000001600000, [0x100000, 0x200000, 0x300000]
+    idle = [0xC000000001410000, 0xC000000006800000, 0xC000000006900000]
+    k = Kernel(symbols={"runqueues": runqueues, "init_task": 0xC000000001400000},
+               offsets={("struct rq", "idle"): 0x900,
+                        ("struct task_struct", "tasks"): 0x100},
+               variables={"__per_cpu_offset": offsets, "nr_cpu_ids": 3,
+                          "__cpu_online_mask": {"bits": [0b101]}})
+    _list(k, 0xC000000001400000 + 0x100, [])  # no other tasks
+    for cpu in (0, 2):
+        k.objects[("struct rq", runqueues + offsets[cpu])] = {"idle": idle[cpu]}
+        k.objects[("struct task_struct", idle[cpu])] = _task(0, comm=f"swapper/{cpu}",
+                                                            thread_info={})
+    damage = layout.Damage()
+    got = layout.tasks(k, damage)
+    assert [(t.pid, t.comm, t.address) for t in got] == [
+        (0, "swapper/0", idle[0]), (0, "swapper/2", idle[2])]
+    assert damage == []
+    assert layout.online_cpus(k) == [0, 2]
+
+
+def test_irq_stacks_before_thread_info_in_task() -> None:
+    """4.x: each CPU's hardirq/softirq stack has its own thread_info and livepatch stack;
+    with THREAD_INFO_IN_TASK there is none to walk."""
+    hard, soft = [0xC000000001700000, 0], [0xC000000001800000, 0xC000000001810000]
+    k = Kernel(symbols={"init_task": 0xC000000001400000},
+               sizes={"struct thread_info": 0x60, "union thread_union": 16384},
+               offsets={("struct task_struct", "tasks"): 0x100},
+               variables={"nr_cpu_ids": 2, "__cpu_online_mask": {"bits": [0b11]},
+                          "hardirq_ctx": hard, "softirq_ctx": soft})
+    _list(k, 0xC000000001400000 + 0x100, [])
+    for base in (hard[0], *soft):
+        k.objects[("struct thread_info", base)] = {"livepatch_sp": base + 0x68}
+    got = layout.tasks(k, layout.Damage())
+    assert [(t.pid, t.comm, t.stack, t.livepatch_sp, t.thread_info_in_task) for t in got] == [
+        (layout.IRQ_STACK_PID, "hardirq_ctx/0", hard[0], hard[0] + 0x68, False),
+        (layout.IRQ_STACK_PID, "softirq_ctx/0", soft[0], soft[0] + 0x68, False),
+        (layout.IRQ_STACK_PID, "softirq_ctx/1", soft[1], soft[1] + 0x68, False),
+    ]
+    k.offsets[("struct task_struct", "thread_info")] = 0
+    assert layout.tasks(k, layout.Damage()) == []

@@ -23,6 +23,7 @@ imports drgn or gdb.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,6 +34,7 @@ from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
+    "IRQ_STACK_PID",
     "Damage",
     "KernelAccess",
     "ListDamaged",
@@ -40,6 +42,8 @@ __all__ = (
     "StructView",
     "func_desc",
     "function_entry",
+    "idle_task_structs",
+    "irq_stacks",
     "kernel_info",
     "kernel_toc",
     "klp_sechdrs",
@@ -50,6 +54,8 @@ __all__ = (
     "module_section_sizes",
     "module_structs",
     "module_text_ranges",
+    "modules",
+    "online_cpus",
     "sect_attrs_sections",
     "task_info",
     "task_structs",
@@ -607,6 +613,51 @@ def task_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, StructV
             yield task, view
 
 
+def online_cpus(k: KernelAccess) -> list[int]:
+    """The CPUs set in ``__cpu_online_mask`` (``cpu_online_mask``), below ``nr_cpu_ids``."""
+    mask = k.variable("__cpu_online_mask")
+    bits = mask.member("bits") if mask is not None else None
+    count = k.variable("nr_cpu_ids")
+    if bits is None or count is None:
+        return []
+    n = count.integer()
+    if not 0 < n <= 1 << 16:
+        return []
+    cpus: list[int] = []
+    for word in range((n + 63) // 64):
+        value = bits.element(word).integer()
+        cpus.extend(word * 64 + b for b in range(64) if value >> b & 1 and word * 64 + b < n)
+    return cpus
+
+
+def idle_task_structs(k: KernelAccess, damage: Damage) -> Iterator[tuple[int, StructView]]:
+    """The idle task (``swapper/N``, pid 0) of each online CPU: ``per_cpu(runqueues,
+    cpu).idle``.  ``livepatch_handler`` pushes onto the *current* task's livepatch
+    stack, so an interrupt on an idle CPU pushes onto its idle task's (drgn's
+    ``for_each_task(idle=True)`` lists them the same way)."""
+    runqueues = k.symbol_address("runqueues")
+    offsets = k.variable("__per_cpu_offset")
+    if runqueues is None or offsets is None or k.offsetof("struct rq", "idle") is None:
+        return
+    try:
+        cpus = online_cpus(k)
+    except MemoryReadError:
+        damage.add(None, "cpu_online_mask unreadable: idle tasks left out")
+        return
+    for cpu in cpus:
+        try:
+            rq = k.object("struct rq", runqueues + offsets.element(cpu).integer())
+            idle = rq.member("idle")
+            address = idle.integer() if idle is not None else 0
+            if not address:
+                continue
+            view = k.object("struct task_struct", address)
+        except MemoryReadError:
+            damage.add(None, f"idle task of CPU {cpu} unreadable")
+            continue
+        yield address, view
+
+
 def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) -> TaskInfo:
     """Plain facts about one ``struct task_struct``."""
     stack = _member_int(task, "stack")
@@ -632,14 +683,61 @@ def task_info(k: KernelAccess, address: int, task: StructView, stack_size: int) 
     )
 
 
+#: the ``pid`` of an interrupt stack's entry in :func:`tasks` (it is no task)
+IRQ_STACK_PID = -1
+
+
+def irq_stacks(k: KernelAccess, stack_size: int, damage: Damage) -> list[TaskInfo]:
+    """Before ``THREAD_INFO_IN_TASK``: each CPU's interrupt stacks, as task-like entries.
+
+    There, ``livepatch_handler`` finds ``thread_info`` from r1, so a patched call
+    made on an interrupt stack pushes onto that stack's own ``thread_info``
+    livepatch stack (``irq_ctx_init()`` calls ``klp_init_thread_info()`` for each
+    ``softirq_ctx``/``hardirq_ctx``; docs/kernel-facts.md §4).  With
+    ``THREAD_INFO_IN_TASK`` interrupt stacks have none: nothing to walk.
+    """
+    if k.offsetof("struct task_struct", "thread_info") is not None:
+        return []
+    ti_size = k.type_size("struct thread_info") or 0
+    out = []
+    try:
+        cpus = online_cpus(k)
+    except MemoryReadError:
+        return []
+    for name in ("hardirq_ctx", "softirq_ctx"):
+        array = k.variable(name)  # struct thread_info *[NR_CPUS]
+        if array is None:
+            continue
+        for cpu in cpus:
+            try:
+                base = array.element(cpu).integer()
+                if not base:
+                    continue
+                ti = k.object("struct thread_info", base)
+                out.append(TaskInfo(
+                    pid=IRQ_STACK_PID,
+                    comm=f"{name}/{cpu}",
+                    stack=base,
+                    stack_size=stack_size,
+                    livepatch_sp=_opt_int(ti, "livepatch_sp"),
+                    thread_info_in_task=False,
+                    thread_info_size=ti_size,
+                ))
+            except MemoryReadError:
+                damage.add(None, f"{name}[{cpu}] unreadable")
+    return out
+
+
 def tasks(k: KernelAccess, damage: Damage) -> list[TaskInfo]:
-    """Every task (threads included), by pid; unreadable ones left out and recorded."""
+    """Every task (threads included) and each online CPU's idle task, by pid (the idle
+    tasks first, in CPU order), after the interrupt stacks of kernels before
+    ``THREAD_INFO_IN_TASK`` (:func:`irq_stacks`); unreadable ones left out and recorded."""
     size = thread_size(k)
     out = []
-    for address, task in task_structs(k, damage):
+    for address, task in itertools.chain(idle_task_structs(k, damage), task_structs(k, damage)):
         try:
             out.append(task_info(k, address, task, size))
         except MemoryReadError:
             damage.add(address, f"task_struct at {address:#x} unreadable")
     out.sort(key=lambda t: t.pid)
-    return out
+    return irq_stacks(k, size, damage) + out
