@@ -45,6 +45,7 @@ __all__ = (
     "audit",
     "backtrace",
     "crashed_task",
+    "ftrace",
     "lint_ko",
     "livepatch_stacks",
     "open_target",
@@ -210,6 +211,19 @@ def audit(
     return _settled(
         _audit(target, list(modules) if modules else None, callsites=callsites, tasks=lpstack)
     )
+
+
+def ftrace(target: Target, modules: Sequence[str] | None = None) -> Report:
+    """Every function ftrace currently redirects, by which ``struct ftrace_ops``,
+    and the ``struct klp_func`` behind each livepatch redirect (``klp-ftrace``).
+
+    :param modules: limit the redirects to functions of these modules
+        (``vmlinux`` for the kernel's own); ``None``: all
+    :raises KlpError: the back end or the kernel cannot give the ftrace records
+    """
+    from .ftrace_view import ftrace_report
+
+    return _settled(ftrace_report(target, list(modules) if modules else None))
 
 
 def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Report:
