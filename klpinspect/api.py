@@ -336,10 +336,13 @@ def _backtrace_target(target: Target, ref: TaskRef) -> tuple[Target, int]:
     """The target to unwind ``ref`` on and its pid."""
     if ref.kind == "pid":
         return target, ref.value
+    prog = getattr(target, "prog", None)
     for info in target.tasks():
         if info.address == ref.value:
-            return target, info.pid
-    prog = getattr(target, "prog", None)
+            # pid 0 names every CPU's idle task: unwind those by address below
+            if info.pid != 0 or prog is None:
+                return target, info.pid
+            break
     if prog is not None and hasattr(target, "task_info"):
         # Idle tasks are not on the task list; the crashed task often is one.
         import drgn

@@ -237,9 +237,13 @@ def test_cli_and_drgn_plugin() -> None:
                          timeout=300, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "no module named 'xfz'" in bad.stderr
-    code = ("from drgn.commands import run_command\n"
+    code = ("import sys\n"
+            "from drgn.commands import CommandError, run_command\n"
             "run_command(prog, 'klp-ftrace rk_target')\n"
-            "run_command(prog, 'klp-ftrace xfz')\n")
+            "try:\n"
+            "    run_command(prog, 'klp-ftrace xfz')\n"
+            "except CommandError as e:\n"
+            "    print(e, file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, "-m", "drgn", "-q", "-c", str(lp.vmcore_elf), "-s",
                            str(lp.vmlinux_debug), "-e", code],
                           capture_output=True, text=True, env=drgn_env(), timeout=300,
