@@ -45,6 +45,7 @@ __all__ = (
     "audit",
     "backtrace",
     "crashed_task",
+    "ftrace",
     "lint_ko",
     "livepatch_stacks",
     "open_target",
@@ -215,6 +216,19 @@ def audit(
     )
 
 
+def ftrace(target: Target, modules: Sequence[str] | None = None) -> Report:
+    """Every function ftrace currently redirects, by which ``struct ftrace_ops``,
+    and the ``struct klp_func`` behind each livepatch redirect (``klp-ftrace``).
+
+    :param modules: limit the redirects to functions of these modules
+        (``vmlinux`` for the kernel's own); ``None``: all
+    :raises KlpError: the back end or the kernel cannot give the ftrace records
+    """
+    from .ftrace_view import ftrace_report
+
+    return _settled(ftrace_report(target, list(modules) if modules else None))
+
+
 def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Report:
     """The per-task livepatch stacks (``thread_info.livepatch_sp``), checked.
 
@@ -326,10 +340,13 @@ def _backtrace_target(target: Target, ref: TaskRef) -> tuple[Target, int]:
     """The target to unwind ``ref`` on and its pid."""
     if ref.kind == "pid":
         return target, ref.value
+    prog = getattr(target, "prog", None)
     for info in target.tasks():
         if info.address == ref.value:
-            return target, info.pid
-    prog = getattr(target, "prog", None)
+            # pid 0 names every CPU's idle task: unwind those by address below
+            if info.pid != 0 or prog is None:
+                return target, info.pid
+            break
     if prog is not None and hasattr(target, "task_info"):
         # Idle tasks are not on the task list; the crashed task often is one.
         import drgn

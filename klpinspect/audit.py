@@ -20,6 +20,13 @@ from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .gcpause import without_cyclic_gc
 from .livepatch import audit_livepatch_stacks
+from .ool_audit import (
+    OolRead,
+    check_ool,
+    livepatch_ops_names,
+    read_ool_sites,
+    recorded_ool_sites,
+)
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -37,6 +44,7 @@ from .report import (
     ModuleRecord,
     Report,
     StubRecord,
+    damage_findings,
     new_report,
 )
 from .target import KernelInfo, ModuleInfo, Target
@@ -83,6 +91,8 @@ class ModuleAudit:
     # (arch.tramp / tramp_regs, the function it must reach, its address, the decoded
     # stub or the MEMORY_UNREADABLE finding of its read), for check_module
     tramps: list[tuple[str, str, int | None, Stub | Finding]] = field(default_factory=list)
+    # 6.13+ OOL stubs with their sites' words, for check_module
+    ool: OolRead | None = None
 
 
 def _read_stubs(target: Target, mod: ModuleInfo, slot: int) -> tuple[bytes, int]:
@@ -182,6 +192,8 @@ def audit_module(
     loaded_text: Iterable[tuple[int, int]] | _TextRanges = (),
     symbols: Symbolizer | None = None,
     traits: KernelTraits | None = None,
+    ool_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
 ) -> ModuleAudit:
     """Decode and check one module's stubs, TOC and ftrace trampolines.
 
@@ -190,9 +202,13 @@ def audit_module(
         for ``STUB_TARGET_DANGLING``; empty to skip that check
     :param traits: the kernel-wide traits; ``None`` to decide them from this module's
         own slots (:func:`audit` decides them once, from every audited module)
+    :param ool_sites: 6.13+ OOL stubs: ``&insn[0]`` -> ``rec->ip`` from the ftrace
+        records (:func:`~klpinspect.ool_audit.recorded_ool_sites`), if read
+    :param ops_names: ``ftrace_ops`` address -> name for ops without a symbol
     """
     symbols = symbols or Symbolizer(target)
-    result = decode_module(target, kernel, mod, symbols)
+    result = decode_module(target, kernel, mod, symbols, ool_sites=ool_sites,
+                           ops_names=ops_names)
     if traits is None:
         traits = KernelTraits(
             writes_stub_magic=any(s.magic_ok for s in result.stubs),
@@ -203,7 +219,13 @@ def audit_module(
 
 
 def decode_module(
-    target: Target, kernel: KernelInfo, mod: ModuleInfo, symbols: Symbolizer
+    target: Target,
+    kernel: KernelInfo,
+    mod: ModuleInfo,
+    symbols: Symbolizer,
+    *,
+    ool_sites: Mapping[int, int] | None = None,
+    ops_names: Mapping[int, str] | None = None,
 ) -> ModuleAudit:
     """Read and decode one module's ``.stubs``, OOL stubs and trampolines; resolve its TOC.
 
@@ -247,8 +269,14 @@ def decode_module(
             # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
             # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
             # fixed) shows up as an unknown entry here.
-            for o in for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order):
-                rec.ool_stubs.append(_record(o, None, symbols))
+            ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
+            # each one's site word read here, checked in check_module (klpinspect.ool_audit)
+            result.ool, read_findings = read_ool_sites(target, kernel, mod, ools,
+                                                       recorded_sites=ool_sites,
+                                                       ops_names=ops_names)
+            rec.ool_stubs = [_record(o, None, symbols) for o in ools]
+            result.findings.extend(read_findings)
+            for o in ools:
                 if o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
                         Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "
@@ -301,6 +329,11 @@ def check_module(
     """Run the finding rules (:mod:`klpinspect.checks.stub_rules`) over a decoded module."""
     loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
     mod = result.module
+    if result.ool is not None:
+        # 6.13+ OOL stubs: their records gain site, site state and ftrace_op
+        ool_records, ool_findings = check_ool(kernel, mod, result.ool, symbols.name)
+        result.record.ool_stubs = list(ool_records)
+        result.findings.extend(ool_findings)
     result.findings.extend(
         stub_findings(
             mod, result.stubs, kernel=kernel, traits=traits, mod_toc=result.record.toc,
@@ -423,7 +456,14 @@ def _audit_modules(
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
     symbols = symbols or Symbolizer(target)
-    audits = [decode_module(target, kernel, m, symbols) for m in chosen]
+    # 6.13+ OOL stubs: their sites from the ftrace records, when the back end reads them
+    ool_sites, ops_names = None, None
+    if any(m.ool_stub_count for m in chosen):
+        ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
+    audits = [
+        decode_module(target, kernel, m, symbols, ool_sites=ool_sites, ops_names=ops_names)
+        for m in chosen
+    ]
     # the kernel-wide traits, once, from every audited module, before any is checked
     traits = KernelTraits(
         writes_stub_magic=any(s.magic_ok for a in audits for s in a.stubs),
@@ -462,12 +502,6 @@ def _paca_tramp_kernel(
     return False
 
 
-def _damage_findings(target: Target) -> list[Finding]:
-    """The back end's record of structures it could not walk (``Target.damage``)."""
-    unreadable = FindingCode.MEMORY_UNREADABLE
-    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]
-
-
 @without_cyclic_gc
 def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     """``klp-stubs``: every used slot of the named (or all) modules, decoded."""
@@ -477,7 +511,7 @@ def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 
@@ -511,7 +545,7 @@ def toc_report(
         )
     if callsites:
         report.extend(_callsite_findings(target, kernel, audits))
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 
@@ -540,7 +574,7 @@ def audit(
         )
         report.tasks = records
         report.extend(findings)
-    report.extend(_damage_findings(target))
+    report.extend(damage_findings(target))
     return report
 
 

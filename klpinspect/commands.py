@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "audit": "run every check: stubs, TOCs, ftrace trampolines, call sites, livepatch stacks",
     "lpstack": "walk the per-task livepatch stacks (saved r2, saved LR, end marker)",
     "bt": "backtrace of a task corrected through livepatch_handler frames",
+    "ftrace": "every function ftrace redirects, by which ftrace_ops, for which livepatch",
 }
 
 
@@ -100,7 +101,7 @@ def command_arguments(name: str) -> list[ArgSpec]:
         (("--format",), {"choices": ("table", "json"), "default": None,
                          "help": "output format (table)"}),
     ]
-    if name in ("stubs", "toc", "audit"):
+    if name in ("stubs", "toc", "audit", "ftrace"):
         specs.append((("modules",), {"nargs": "*", "metavar": "MODULE", "help": "module names"}))
     if name == "toc":
         specs.append((("--callsites",), {"action": "store_true",
@@ -148,6 +149,8 @@ def run_report(target: Target, name: str, args: argparse.Namespace) -> Report:
         return api.audit(
             target, args.modules, callsites=not args.no_callsites, lpstack=not args.no_tasks
         )
+    if name == "ftrace":
+        return api.ftrace(target, args.modules)
     if name == "lpstack":
         return api.livepatch_stacks(target, args.pids or None)
     if name == "bt":

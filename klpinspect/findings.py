@@ -246,6 +246,94 @@ EXPLANATIONS: dict[str, Explanation] = {
         "against this kernel's headers.",
         example="ld r12,8(r13) does not load paca->kernel_toc (offset 16)",
     ),
+    "OOL_STUB_TRAMP_MISMATCH": Explanation(
+        meaning="An out-of-line ftrace stub (6.13+) does not call this module's own ftrace "
+        "trampoline (`mod->arch.tramp` / `tramp_regs`).",
+        mechanism="With `CONFIG_PPC_FTRACE_OUT_OF_LINE` each traced function's patchable "
+        "site branches to its own stub in `mod->arch.ool_stubs`; `ftrace_init_ool_stub()` "
+        "writes `mflr r0; bl <ftrace trampoline>; mtlr r0; b <site + 4>`.  The `bl` must "
+        "reach the module's trampoline, which loads the kernel TOC; a module's stubs cannot "
+        "reach `ftrace_caller` directly.",
+        action="The stub was overwritten or built for another module (a bad backport of the "
+        "out-of-line series, or memory corruption).  Disable tracing of the module's "
+        "functions and report the kernel build; compare `klp-stubs MODULE` with the `.ko`.",
+        example="virtio_net  0xc0080000002d4010  insn[1] is bl 0xc0080000001a0000, not this "
+        "module's ftrace trampoline (0xc0080000002d3180)",
+    ),
+    "OOL_STUB_RETURN_MISMATCH": Explanation(
+        meaning="An out-of-line ftrace stub's closing `b` does not return to the instruction "
+        "after its call site (site + 4).",
+        mechanism="`ftrace_init_ool_stub()` ends each stub with `b rec->ip + 4`, so that after "
+        "the tracer (or a livepatch's new function) runs, execution resumes in the traced "
+        "function right after its patched site.  klpinspect takes the site from the ftrace "
+        "record (`rec->arch.ool_stub` -> `rec->ip`) where the back end can read it.",
+        action="A stub returning elsewhere resumes a traced function at a wrong place: treat "
+        "the module's tracing as broken, disable it (`echo 0 > "
+        "/proc/sys/kernel/ftrace_enabled`) and report the kernel build.",
+        example="squashfs  0xc008000001139010  insn[3] returns to 0xc008000001130104, not to "
+        "the ftrace record's site 0xc008000001130200 + 4",
+    ),
+    "OOL_SITE_NOT_PATCHED": Explanation(
+        meaning="The call site an out-of-line ftrace stub serves holds neither a branch to "
+        "that stub (tracing enabled) nor a `nop` (tracing disabled).",
+        mechanism="`ftrace_make_call()` / `ftrace_make_nop()` switch the site between `b "
+        "<ool stub>` and `nop` (`ftrace_replace_code()`); anything else means the site was "
+        "patched by something other than ftrace, or half-written.",
+        action="Find who wrote the site (a kprobe, a jump label, a livepatch tool writing text "
+        "directly) with `klp-ftrace` and the disassembly around the address; do not trust "
+        "tracing or livepatching of that function until it is explained.",
+        example="udf  0xc008000000aa1234  site 0xc008000000aa1234 holds bl 0xc008000000ab0000: "
+        "neither b 0xc008000000ab7000 (this stub, enabled) nor nop (disabled)",
+    ),
+    "OOL_SITE_CLAIMED_TWICE": Explanation(
+        meaning="Two out-of-line ftrace stubs of a module return to the same call site.",
+        mechanism="`ftrace_init_ool_stub()` hands out one stub per ftrace record "
+        "(`mod->arch.ool_stub_index++`); two stubs for one site mean a record was initialised "
+        "twice or a stub was overwritten with another's contents.",
+        action="Report the kernel build; until then, tracing of that function may go through "
+        "either stub.",
+        example="fuse  0xc0080000002a6040  site 0xc008000000281000 is also claimed by the stub "
+        "at 0xc0080000002a6010",
+    ),
+    "FTRACE_PATCHED_SITE_NOP": Explanation(
+        meaning="A livepatch says a function is patched (`klp_func->patched`) but ftrace does "
+        "not redirect it: its site is a `nop` or its ftrace record is not enabled.",
+        mechanism="`klp_patch_func()` registers a `klp_ops` ftrace_ops filtering the old "
+        "function; ftrace then turns the function's `_mcount` / patchable site into a call "
+        "to the module trampoline, whose handler (`klp_ftrace_handler`) redirects to "
+        "`new_func`.  A nop site never reaches the handler: the old code runs.",
+        action="The patch is not in effect for that function: check `/sys/kernel/livepatch/"
+        "PATCH/transition`, whether ftrace was disabled after a bug (`ftrace_kill()`), and "
+        "`klp-ftrace` for the record's flags.",
+        example="livepatch_sample: vmlinux:cmdline_proc_show is patched but its ftrace site "
+        "is a nop",
+    ),
+    "FTRACE_REDIRECT_NO_PATCH": Explanation(
+        meaning="ftrace redirects a function in livepatch style (`FTRACE_FL_IPMODIFY`, or an "
+        "owner that is a `klp_ops`) but no patched `klp_func` on the `klp_patches` list "
+        "stands behind it.",
+        mechanism="Besides livepatch, only `ftrace_ops` registered with "
+        "`FTRACE_OPS_FL_IPMODIFY` change where a traced function continues; a `klp_ops` "
+        "whose patch has been removed should have been unregistered by "
+        "`klp_unpatch_func()`.",
+        action="Look at `klp-ftrace` for the owning ops: a stale `klp_ops` after a patch was "
+        "disabled points at a livepatch core bug; an out-of-tree IPMODIFY user is "
+        "expected and can be ignored once identified.",
+        example="rk_target  0xc008000000f40120  livepatch-style ftrace redirect (IPMODIFY / "
+        "klp_ops) with no patched klp_func behind it",
+    ),
+    "FTRACE_REDIRECT_NO_OPS": Explanation(
+        meaning="A function's ftrace record is enabled (its site calls the tracer) but no "
+        "registered `ftrace_ops` filters that function.",
+        mechanism="`ftrace_replace_code()` enables a record when some ops on "
+        "`ftrace_ops_list` matches it by its filter/notrace hashes; with none left, the "
+        "next update should have turned the site back into a `nop`.",
+        action="Usually a transition caught mid-update in a dump; on a live kernel that "
+        "persists, it costs a tracer call per invocation of the function: report it with "
+        "`klp-ftrace` output.",
+        example="loop  0xc008000000e01000  ftrace record enabled but no registered ftrace_ops "
+        "filters this function",
+    ),
 }
 
 

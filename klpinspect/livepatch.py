@@ -25,6 +25,7 @@ from klpinspect.ppc64.lpstack import (
     unwind_back_chain,
     walk_livepatch_stack,
 )
+from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.report import (
     BacktraceEntry,
     Finding,
@@ -39,6 +40,7 @@ from klpinspect.target import KernelInfo, StackFrame, Target, TaskInfo
 
 __all__ = (
     "MAX_FRAME_FINDINGS",
+    "PCREL_NO_TOC",
     "UNSUPPORTED_MESSAGE",
     "audit_livepatch_stacks",
     "back_chain_stack_trace",
@@ -180,8 +182,24 @@ def check_livepatch_stack(
     return out + frame_findings
 
 
+# r2_owner of every saved r2 on a PCREL kernel (CONFIG_PPC_KERNEL_PCREL: not in
+# 6.1, in 6.12; docs/kernel-facts.md section 1): neither the kernel nor its
+# modules have a TOC, and livepatch_handler saves and restores r2 all the same.
+# Told from the kernel facts: no paca->kernel_toc and no .TOC. symbol.
+PCREL_NO_TOC = "no TOC (PCREL)"
+
+
+def _no_toc(kernel: KernelInfo) -> str | None:
+    if kernel.toc is None and kernel.toc_source is KernelTocSource.NONE:
+        return PCREL_NO_TOC
+    return None
+
+
 def _frame_records(
-    stack: LivepatchStack, owners: Mapping[int, str], symbols: Symbolizer
+    stack: LivepatchStack,
+    owners: Mapping[int, str],
+    symbols: Symbolizer,
+    no_toc: str | None = None,
 ) -> list[FrameRecord]:
     return [
         FrameRecord(
@@ -189,7 +207,7 @@ def _frame_records(
             r2=f.r2,
             lr=f.lr,
             magic_ok=f.magic_ok,
-            r2_owner=owners.get(f.r2),
+            r2_owner=owners.get(f.r2, no_toc),
             lr_symbol=symbols.text(f.lr),
         )
         for f in stack.frames
@@ -253,7 +271,7 @@ def audit_livepatch_stacks(
         problems = check_livepatch_stack(task, stack, owners)
         findings.extend(problems)
         if stack.frames or problems or wanted is not None:
-            frames = _frame_records(stack, owners, symbols)
+            frames = _frame_records(stack, owners, symbols, _no_toc(kernel))
             records.append(TaskRecord(task.pid, task.comm, stack.livepatch_sp, frames))
     if wanted is not None and wanted - seen:
         missing = ", ".join(str(p) for p in sorted(wanted - seen))
@@ -352,7 +370,7 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
             findings.append(_unreadable(task, err))
     if stack is not None:
         findings.extend(check_livepatch_stack(task, stack, owners))
-        record.frames = _frame_records(stack, owners, symbols)
+        record.frames = _frame_records(stack, owners, symbols, _no_toc(kernel))
     frames = stack.frames if stack is not None else ()
     if kernel.livepatch_handler is None:
         corrected = [CorrectedFrame(i, pc, pc) for i, pc in enumerate(pcs)]

@@ -27,11 +27,13 @@ __all__ = (
     "FindingCode",
     "FrameRecord",
     "ModuleRecord",
+    "OolStubRecord",
     "Report",
     "Severity",
     "StubRecord",
     "TaskRecord",
     "hexaddr",
+    "damage_findings",
     "new_report",
     "render",
     "render_json",
@@ -94,6 +96,15 @@ class FindingCode(StrEnum):
     KO_UNREADABLE = ("KO_UNREADABLE", Severity.WARNING)
     KO_NO_RELOCATIONS = ("KO_NO_RELOCATIONS", Severity.INFO)
     FTRACE_STUB_PACA_OFFSET = ("FTRACE_STUB_PACA_OFFSET", Severity.ERROR)
+    # Out-of-line ftrace stubs (6.13+), klpinspect.ppc64.ool
+    OOL_STUB_TRAMP_MISMATCH = ("OOL_STUB_TRAMP_MISMATCH", Severity.ERROR)
+    OOL_STUB_RETURN_MISMATCH = ("OOL_STUB_RETURN_MISMATCH", Severity.ERROR)
+    OOL_SITE_NOT_PATCHED = ("OOL_SITE_NOT_PATCHED", Severity.ERROR)
+    OOL_SITE_CLAIMED_TWICE = ("OOL_SITE_CLAIMED_TWICE", Severity.ERROR)
+    # The ftrace view (klpinspect.ftrace_view)
+    FTRACE_PATCHED_SITE_NOP = ("FTRACE_PATCHED_SITE_NOP", Severity.ERROR)
+    FTRACE_REDIRECT_NO_PATCH = ("FTRACE_REDIRECT_NO_PATCH", Severity.ERROR)
+    FTRACE_REDIRECT_NO_OPS = ("FTRACE_REDIRECT_NO_OPS", Severity.WARNING)
 
 
 #: code -> default severity (the table the codes were first kept in)
@@ -189,6 +200,34 @@ class StubRecord:
         if self.implied_toc is not None:
             out["implied_toc"] = hexaddr(self.implied_toc)
         out["magic_ok"] = self.magic_ok
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OolStubRecord(StubRecord):
+    """An out-of-line ftrace stub (``struct ftrace_ool_stub``, 6.13+) with its site.
+
+    :param site: the ftrace site (``rec->ip``) whose call this stub carries
+    :param site_state: ``enabled`` (``b`` this stub), ``disabled`` (``nop``),
+        ``other`` or ``unreadable``
+    :param ftrace_op: ``ool_stub->ftrace_op``, the ``struct ftrace_ops *`` that owns it
+    """
+
+    site: int | None = None
+    site_symbol: str | None = None
+    site_state: str | None = None
+    ftrace_op: int | None = None
+    ftrace_op_symbol: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = StubRecord.to_json(self)
+        out.update(
+            site=hexaddr(self.site),
+            site_symbol=self.site_symbol,
+            site_state=self.site_state,
+            ftrace_op=hexaddr(self.ftrace_op),
+            ftrace_op_symbol=self.ftrace_op_symbol,
+        )
         return out
 
 
@@ -376,6 +415,13 @@ def _stub_row(mod: ModuleRecord, s: StubRecord, index: Any, label: str) -> Seque
     )
 
 
+def _ool_role(s: StubRecord) -> str:
+    """``ool <- site_symbol (state)`` for an OOL stub row."""
+    if not isinstance(s, OolStubRecord) or s.site is None:
+        return "ool"
+    return f"ool <- {s.site_symbol or hexaddr(s.site)} ({s.site_state})"
+
+
 def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
     specials = {}
     if mod.tramp is not None:
@@ -387,7 +433,7 @@ def _stub_rows(mod: ModuleRecord) -> list[Sequence[Any]]:
     for label, tramp in (("tramp", mod.tramp), ("tramp_regs", mod.tramp_regs)):
         if tramp is not None and tramp.address not in listed:
             rows.append(_stub_row(mod, tramp, "-", label))
-    rows.extend(_stub_row(mod, s, "-", "ool") for s in mod.ool_stubs)
+    rows.extend(_stub_row(mod, s, "-", _ool_role(s)) for s in mod.ool_stubs)
     return rows
 
 
@@ -540,6 +586,11 @@ def render_table(report: Report) -> str:
             parts.append(_render_backtrace(report))
         elif section == "findings":
             parts.append(_render_findings(report))
+        else:  # a section a Report subclass renders itself (klpinspect.ftrace_view)
+            extra = getattr(report, "render_section", None)
+            text = extra(section) if extra is not None else None
+            if text is not None:
+                parts.append(text)
     return "\n\n".join(parts) + "\n"
 
 
@@ -567,3 +618,10 @@ def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) ->
         },
         sections=sections,
     )
+
+
+def damage_findings(target: Target) -> list[Finding]:
+    """The back end's record of structures it could not walk (``Target.damage``),
+    one ``MEMORY_UNREADABLE`` finding each."""
+    unreadable = FindingCode.MEMORY_UNREADABLE
+    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]

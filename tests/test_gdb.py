@@ -1,6 +1,6 @@
-"""The gdb front end, run in a real ``gdb-multiarch`` (batch mode) on the fixture dump.
+"""The gdb front end, run in a real ``gdb-multiarch`` (batch mode) on the fixture dumps.
 
-gdb reads ``vmcore.elf`` with the fixture's ``vmlinux.debug`` (zstd debug
+gdb reads each fixture's ``vmcore.elf`` (6.1 and 7.2) with its ``vmlinux.debug`` (zstd debug
 sections: gdb 13 reads them), module memory through the radix page-table
 walker, and must print what the drgn back end prints for the same dump:
 same modules, slots, kinds, targets, TOCs, livepatch frames and corrected
@@ -10,9 +10,11 @@ traceback or a gdb crash.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LpFixture, lp_fixture
 from golden import cut_memory as _truncated_copy
 from labload import load_lab
 
@@ -38,14 +41,21 @@ SHIM = REPO / "gdb" / "klpinspect.py"  # the older `source gdb/klpinspect.py`
 GDB = "gdb-multiarch"
 PPC64 = ("-ex", "set architecture powerpc:common64")
 
-# (command, drgn subcommand argv, gdb command line)
-COMMANDS = {
-    "stubs": ["stubs"],
-    "toc": ["toc", "--callsites"],
-    "audit": ["audit"],
-    "lpstack": ["lpstack"],
-    "bt": ["bt", "130"],
-}
+
+
+def commands(pid: int) -> dict[str, list[str]]:
+    """name -> klpinspect subcommand argv; ``bt`` of the fixture's parked task *pid*."""
+    return {
+        "stubs": ["stubs"],
+        "toc": ["toc", "--callsites"],
+        "audit": ["audit"],
+        "lpstack": ["lpstack"],
+        "bt": ["bt", str(pid)],
+        "ftrace": ["ftrace"],
+    }
+
+
+COMMANDS = commands(130)  # the 6.1 fixture's parked task
 
 
 def gdb_binary() -> str:
@@ -85,12 +95,12 @@ def vmcore_args(core: Path, symbols: Path) -> list[str]:
 
 
 def gdb_core_json(
-    core: Path, symbols: Path, out: Path, names: Sequence[str] = tuple(COMMANDS)
+    core: Path, symbols: Path, out: Path, names: Sequence[str] = tuple(COMMANDS), pid: int = 130
 ) -> dict[str, Any]:
-    """The JSON of the ``COMMANDS`` *names* from one gdb session on *core*."""
+    """The JSON of the ``commands(pid)`` *names* from one gdb session on *core*."""
     args = [*vmcore_args(core, symbols), "-ex", f"source {SCRIPT}"]
     for name in names:
-        argv = COMMANDS[name]
+        argv = commands(pid)[name]
         line = " ".join(["klp-" + argv[0], *argv[1:], "--format", "json"])
         args += ["-ex", f"pipe {line} | cat > {out / name}.json"]
     proc = run_gdb(*args)
@@ -103,23 +113,50 @@ def gdb_core_json(
     return results
 
 
-@pytest.fixture(scope="module")
-def gdb_json(
-    vmcore_elf: Path, vmlinux_debug: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """Every command's JSON from one gdb session on vmcore.elf."""
-    return gdb_core_json(vmcore_elf, vmlinux_debug, tmp_path_factory.mktemp("gdb"))
+_GDB_JSON: dict[str, dict[str, Any]] = {}
 
 
-@pytest.fixture(scope="module")
-def drgn_json(vmcore_elf: Path, vmlinux_debug: Path) -> dict[str, Any]:
-    prog, kind = open_program(core=str(vmcore_elf), symbols=[str(vmlinux_debug)])
+def _gdb_json(version: str, tmp: pytest.TempPathFactory) -> dict[str, Any]:
+    """One gdb session per fixture for the whole module."""
+    if version not in _GDB_JSON:
+        lp = lp_fixture(version)
+        out = tmp.mktemp(f"gdb{version}")
+        _GDB_JSON[version] = gdb_core_json(lp.vmcore_elf, lp.vmlinux_debug, out, pid=lp.facts.pid)
+    return _GDB_JSON[version]
+
+
+@functools.cache
+def _drgn_json(version: str) -> dict[str, Any]:
+    lp = lp_fixture(version)
+    prog, kind = open_program(core=str(lp.vmcore_elf), symbols=[str(lp.vmlinux_debug)])
     target = DrgnTarget(prog, kind)
     results = {}
-    for name, argv in COMMANDS.items():
+    for name, argv in commands(lp.facts.pid).items():
         text, _status = run_command(target, argv[0], [*argv[1:], "--format", "json"])
         results[name] = json.loads(text)
     return results
+
+
+@pytest.fixture(scope="module")
+def gdb_json(lp: LpFixture, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every command's JSON from one gdb session on each fixture's vmcore.elf (6.1, 7.2)."""
+    return _gdb_json(lp.version, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def drgn_json(lp: LpFixture) -> dict[str, Any]:
+    """The same commands through the drgn back end, in process."""
+    return _drgn_json(lp.version)
+
+
+@pytest.fixture(scope="module")
+def gdb_json61(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _gdb_json("6.1", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def drgn_json61() -> dict[str, Any]:
+    return _drgn_json("6.1")
 
 
 def _without_kind(report: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +165,7 @@ def _without_kind(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("name", ["stubs", "toc", "audit", "lpstack"])
+@pytest.mark.parametrize("name", ["stubs", "toc", "audit", "lpstack", "ftrace"])
 def test_vmcore_same_as_drgn(
     gdb_json: dict[str, Any], drgn_json: dict[str, Any], name: str
 ) -> None:
@@ -138,7 +175,7 @@ def test_vmcore_same_as_drgn(
 
 
 def test_qemu_raw_dump_same_as_fixed_up(
-    gdb_json: dict[str, Any],
+    gdb_json61: dict[str, Any],
     vmcore_elf: Path,
     vmcore_qemu_elf: Path,
     vmlinux_debug: Path,
@@ -156,28 +193,36 @@ def test_qemu_raw_dump_same_as_fixed_up(
                    "-ex", f"pipe klp-audit --format json | cat > {out}")  # fmt: skip
     assert_clean(proc)
     assert out.stat().st_size, proc.stderr
-    assert json.loads(out.read_text()) == gdb_json["audit"]
+    assert json.loads(out.read_text()) == gdb_json61["audit"]
 
 
-def test_vmcore_facts(gdb_json: dict[str, Any]) -> None:
-    """Spot checks against the fixture README (what the guest itself printed)."""
+def test_vmcore_facts(gdb_json: dict[str, Any], lp: LpFixture) -> None:
+    """Checks against the fixture README and facts.txt (what the guest itself printed)."""
+    facts = lp.facts
     report = gdb_json["audit"]
-    assert report["target"]["release"] == "6.1.192"
-    assert report["kernel"]["toc"] == "0xc000000000be8000"
+    assert report["target"]["release"] == facts.release
+    assert report["kernel"]["toc"] == hex(facts.kernel_toc)
     mods = {m["name"]: m for m in report["modules"]}
-    assert len(mods) == 40
-    assert sum(len(m["stubs"]) for m in mods.values()) == 1917
+    assert list(mods) == [r.name for r in facts.modules]
+    assert sum(len(m["stubs"]) for m in mods.values()) == facts.totals[0]
+    for row in facts.modules:
+        m = mods[row.name]
+        assert (m["stubs_section"], m["toc"]) == (hex(row.stubs), hex(row.toc)), row.name
+        kinds = [s["kind"] for s in m["stubs"]]
+        assert (kinds.count("normal"), kinds.count("ftrace")) == (row.normal, row.ftrace)
+        assert (m["tramp"]["address"], m["tramp_regs"]["address"]) == (
+            hex(row.tramp), hex(row.tramp_regs))
+        assert m["tramp"]["target_symbol"] == "ftrace_caller"
+        assert m["tramp_regs"]["target_symbol"] == "ftrace_regs_caller"
+        assert not m.get("ool_stubs"), row.name  # gcc 12: no out-of-line ftrace stubs
     rk_lib = mods["rk_lib"]
-    assert rk_lib["stubs_section"] == "0xc008000000ef0068"
-    assert rk_lib["toc"] == "0xc008000000f18100"
     assert [s["kind"] for s in rk_lib["stubs"]] == ["normal", "ftrace", "ftrace", "ftrace"]
     assert rk_lib["stubs"][0]["target_symbol"] == "msleep"
-    assert rk_lib["tramp"]["target_symbol"] == "ftrace_caller"
-    assert rk_lib["tramp_regs"]["target_symbol"] == "ftrace_regs_caller"
     (task,) = report["tasks"]
-    assert (task["pid"], task["comm"]) == (130, "rk_target")
-    assert [f["lr"] for f in task["frames"]] == ["0xc008000000f401e4", "0xc008000000f900b8"]
-    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    assert (task["pid"], task["comm"]) == (facts.pid, facts.comm)
+    assert [f["lr"] for f in task["frames"]] == [hex(f.lr) for f in facts.frames]
+    assert [f["r2_owner"] for f in task["frames"]] == ["rk_target", "rk_target"]
+    assert report["findings"] == []
 
 
 def _frames(report: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -190,17 +235,25 @@ def _frames(report: dict[str, Any]) -> list[tuple[Any, ...]]:
     return out
 
 
-def test_bt_same_as_drgn(gdb_json: dict[str, Any], drgn_json: dict[str, Any]) -> None:
+def test_bt_same_as_drgn(
+    gdb_json: dict[str, Any], drgn_json: dict[str, Any], lp: LpFixture
+) -> None:
     """gdb's back-chain unwind plus DWARF inline blocks gives drgn's backtrace exactly."""
+    facts = lp.facts
     ours, theirs = gdb_json["bt"], drgn_json["bt"]
     assert _without_kind(ours) == _without_kind(theirs)
     symbols = [f[1] for f in _frames(ours)]
-    # the README's /proc/130/stack, with the two livepatch_handler returns corrected
-    assert symbols[0] == "__switch_to+0x280/0x35c"
-    assert "context_switch (inlined in __schedule+0x26c/0x724)" in symbols
-    assert "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in symbols
-    assert "rk_target_thread+0x2c/0x5c [rk_target]" in symbols
-    assert symbols[-1] == "ret_from_kernel_thread+0x5c/0x64"
+    # the README's /proc/PID/stack (name+offset; sizes there are kallsyms', here ELF's),
+    # with the two livepatch_handler returns corrected to the frame table's callers
+    proc = [line.split("/")[0] for line in facts.proc_stack if "+" in line]
+    assert symbols[0].startswith(proc[0] + "/")  # __switch_to+0x280 (7.2: +0x2a0)
+    assert any(s.startswith("context_switch (inlined in __schedule+") for s in symbols)
+    assert any(s.startswith(facts.frames[1].lr_symbol + "/") and s.endswith(" [rk_lp]")
+               for s in symbols)
+    assert any(s.startswith(facts.frames[0].lr_symbol + "/") and s.endswith(" [rk_target]")
+               for s in symbols)
+    assert not any(s.startswith("livepatch_handler") for s in symbols)
+    assert symbols[-1].startswith(proc[-1] + "/")  # ret_from_kernel_thread (7.2: start_...)
 
 
 def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Path) -> None:
@@ -217,6 +270,9 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
         "-ex", "klp-audit --format xml",
         "-ex", "klp-lpstack 130",
         "-ex", "klp-stubs --help",
+        "-ex", "help klp-ftrace",
+        "-ex", "klp-ftrace nosuch",
+        "-ex", "klp-ftrace rk_lib",
         "-ex", "python import sys; print('drgn imported:', 'drgn' in sys.modules)",
     )  # fmt: skip
     assert_clean(proc)
@@ -234,10 +290,14 @@ def test_table_output_help_and_bad_arguments(vmcore_elf: Path, vmlinux_debug: Pa
     assert "klp-toc: unrecognized arguments: --bogus" in err
     assert "klp-audit: argument --format: invalid choice: 'xml'" in err
     assert "rk_target" in out and "livepatch_rk_target_work+0x30/0x58 [rk_lp]" in out
+    assert "usage: klp-ftrace [-h] [--format {table,json}] [MODULE ...]" in out
+    assert "klp-ftrace: no module named 'nosuch'" in err
+    # rk_lib has none of the patched functions (facts.txt: RK-FACT livepatch)
+    assert re.search(r"^0 of \d{5} ftrace records redirected$", out, re.M)
     # gdb does not need drgn, and the commands never load it
     assert "drgn imported: False" in out
     klp_lines = [ln for ln in err.splitlines() if ln.startswith("klp-")]
-    assert len(klp_lines) == 6, err  # one line per failing command
+    assert len(klp_lines) == 7, err  # one line per failing command
 
 
 def test_klp_prefix_help_and_completion(vmcore_elf: Path, vmlinux_debug: Path) -> None:
@@ -487,7 +547,7 @@ def test_makedumpfile_elf_excludes_pages(makedumpfile_elf: Path, vmcore_elf: Pat
 def test_makedumpfile_elf_gdb_same_as_drgn(
     makedumpfile_elf: Path,
     vmlinux_debug: Path,
-    drgn_json: dict[str, Any],
+    drgn_json61: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     """gdb on makedumpfile's ELF prints what drgn prints for vmcore.elf: module
@@ -495,13 +555,13 @@ def test_makedumpfile_elf_gdb_same_as_drgn(
     ours = gdb_core_json(makedumpfile_elf, vmlinux_debug, tmp_path, ("stubs", "lpstack", "audit"))
     for name, report in ours.items():
         assert report["target"]["kind"] == "gdb"
-        assert _without_kind(report) == _without_kind(drgn_json[name]), name
+        assert _without_kind(report) == _without_kind(drgn_json61[name]), name
     assert len(ours["audit"]["modules"]) == 40
     assert [len(t["frames"]) for t in ours["lpstack"]["tasks"]] == [2]
 
 
 def test_makedumpfile_elf_drgn_same_as_vmcore(
-    makedumpfile_elf: Path, vmlinux_debug: Path, drgn_json: dict[str, Any]
+    makedumpfile_elf: Path, vmlinux_debug: Path, drgn_json61: dict[str, Any]
 ) -> None:
     """The drgn back end (the CLI) opens makedumpfile's ELF output too, with the same result."""
     proc = subprocess.run(
@@ -510,7 +570,7 @@ def test_makedumpfile_elf_drgn_same_as_vmcore(
         capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == drgn_json["stubs"]
+    assert json.loads(proc.stdout) == drgn_json61["stubs"]
 
 
 # -- symbol look-up parity (pure helpers, outside gdb) ----------------------------

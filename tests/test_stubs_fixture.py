@@ -1,19 +1,20 @@
-"""Real stub slots of the ppc64le 6.1 fixture kernel, decoded by the pure core.
+"""Real stub slots of the ppc64le 6.1 and 7.2 fixture kernels, decoded by the pure core.
 
 Two sources:
 
 * ``tests/data/fixture_slots.json``: a subset kept in the repo (every slot of six
   modules, the first normal and all ftrace stubs of two big ones), extracted by
   ``tools/extract_fixture_slots.py`` from the fixture's ``checks/drgn-inspect.json``;
-* the fixture itself: every one of the 1,917 used slots in ``drgn-inspect.json``,
-  checked against the README's module table and the kallsyms lines of ``facts.txt``.
-  A missing fixture is a test error (conftest), never a skip.
+* each fixture itself (6.1 and 7.2): every used slot in its ``drgn-inspect.json``
+  (1,917 and 2,256), checked against its README's module table and totals and
+  the kallsyms lines of its ``facts.txt``.  A missing fixture is a test error
+  (conftest), never a skip.  Neither kernel has out-of-line ftrace stubs
+  (gcc 12, ``PPC_FTRACE_OUT_OF_LINE=n``): those are covered by tests/test_ool.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import struct
 from collections import Counter
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LpFixture
+from fixturefacts import ModuleRow
 
 from klpinspect.ppc64.stubs import StubKind, decode_stub, for_each_stub
 from klpinspect.ppc64.toc import check_stub_tocs, implied_tocs, module_toc, resolve_module_toc
 
 DATA = Path(__file__).resolve().parent / "data" / "fixture_slots.json"
-KERNEL_TOC = 0xC000000000BE8000  # README: paca_ptrs[0]->kernel_toc
+KERNEL_TOC = 0xC000000000BE8000  # 6.1 README: paca_ptrs[0]->kernel_toc (the subset's kernel)
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,11 @@ def _section(mod: Module, trailing_zero_slots: int = 1) -> bytes:
     return b"".join(mod.slots[a] for a in addrs) + bytes(40 * trailing_zero_slots)
 
 
-def _check_module(mod: Module, kallsyms: dict[str, int]) -> tuple[int, int]:
+def _check_module(
+    mod: Module, kallsyms: dict[str, int], kernel_toc: int = KERNEL_TOC
+) -> tuple[int, int]:
     ftrace_targets = {kallsyms[k] for k in ("_mcount", "ftrace_caller", "ftrace_regs_caller")}
-    stubs = [decode_stub(data, addr, kernel_toc=KERNEL_TOC) for addr, data in mod.slots.items()]
+    stubs = [decode_stub(data, addr, kernel_toc=kernel_toc) for addr, data in mod.slots.items()]
     kinds = Counter(s.kind for s in stubs)
     assert set(kinds) <= {StubKind.NORMAL, StubKind.FTRACE}, (mod.name, kinds)
     for s in stubs:
@@ -146,83 +151,55 @@ def test_subset_rk_modules() -> None:
 # --- the whole fixture -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReadmeRow:
-    name: str
-    toc_section: int
-    stubs_section: int
-    used: int
-    normal: int
-    ftrace: int
-    tramp: int
-    tramp_regs: int
-    toc: int
-
-
-def _readme_rows(lp61: Path) -> dict[str, ReadmeRow]:
-    rows = {}
-    hexa = r"(0x[0-9a-f]+)"
-    pat = re.compile(rf"^\| (\w+) \| ({hexa[1:-1]}|-) \| {hexa} \| {hexa} \| "
-                     rf"(\d+) \| (\d+) \| (\d+) \| {hexa} \| {hexa} \| {hexa} \|$")
-    for line in (lp61 / "README.md").read_text().splitlines():
-        m = pat.match(line)
-        if m:
-            g = m.groups()
-            rows[g[0]] = ReadmeRow(g[0], int(g[2], 16), int(g[3], 16), int(g[4]), int(g[5]),
-                                   int(g[6]), int(g[7], 16), int(g[8], 16), int(g[9], 16))
-    assert len(rows) == 40, "README module table not found"
-    return rows
-
-
-def _facts_kallsyms(lp61: Path) -> dict[str, int]:
-    out = {}
-    for line in (lp61 / "facts.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 5 and parts[:2] == ["RK-FACT", "kallsyms"]:
-            out[parts[2]] = int(parts[3], 16)
-    return out
-
-
-def _fixture_modules(lp61: Path) -> Iterator[tuple[ReadmeRow, Module]]:
-    rows = _readme_rows(lp61)
-    inspect = json.loads((lp61 / "checks" / "drgn-inspect.json").read_text())
-    assert inspect["kernel_toc"] == KERNEL_TOC
+def _fixture_modules(lp: LpFixture) -> Iterator[tuple[ModuleRow, Module]]:
+    rows = {r.name: r for r in lp.facts.modules}
+    inspect = json.loads((lp.path / "checks" / "drgn-inspect.json").read_text())
+    assert inspect["kernel_toc"] == lp.facts.kernel_toc
     assert {m["name"] for m in inspect["modules"]} == set(rows)
     for m in inspect["modules"]:
         row = rows[m["name"]]
+        # 7.x: out-of-line ftrace stubs would be listed here; neither fixture has any
+        assert not m.get("ool_stubs") and not m.get("ool_stub_count"), m["name"]
         slots = {}
         for e in m["first_normal_stubs"] + m["ftrace_stub_list"]:
             words = [int(w, 16) for w in e["words"]]
             slots[e["addr"]] = struct.pack("<8IQ", *words, e["funcdata"])
-        yield row, Module(m["name"], row.toc, row.toc_section, row.stubs_section, m["tramp"],
+        yield row, Module(m["name"], row.toc, row.toc_section, row.stubs, m["tramp"],
                           m["tramp_regs"], m["stubs_used"], slots)
 
 
-def test_fixture_every_slot(lp61: Path) -> None:
-    kallsyms = _facts_kallsyms(lp61)
-    assert kallsyms["_mcount"] == 0xC0000000000638C0  # README kallsyms table
+def test_fixture_every_slot(lp: LpFixture) -> None:
+    facts = lp.facts
+    kallsyms = {k.name: k.address for k in facts.kallsyms if k.owner == "vmlinux"}
     totals: Counter[str] = Counter()
     targets: Counter[int] = Counter()
-    for row, mod in _fixture_modules(lp61):
+    rows = 0
+    for row, mod in _fixture_modules(lp):
+        rows += 1
         assert mod.tramp == row.tramp and mod.tramp_regs == row.tramp_regs
         assert len(mod.slots) == row.used == mod.used, mod.name
-        assert _check_module(mod, kallsyms) == (row.normal, row.ftrace), mod.name
+        assert _check_module(mod, kallsyms, facts.kernel_toc) == (row.normal, row.ftrace), mod.name
         section = _section(mod)
-        stubs = list(for_each_stub(section, row.stubs_section, kernel_toc=KERNEL_TOC))
+        stubs = list(for_each_stub(section, row.stubs, kernel_toc=facts.kernel_toc))
         assert len(stubs) == row.used
         totals.update(s.kind.value for s in stubs)
         targets.update(s.target for s in stubs if s.kind is StubKind.FTRACE and s.target)
         # the module TOC, from the README's .toc with the stubs choosing the rule
-        resolved = resolve_module_toc(row.toc_section, row.stubs_section, stubs)
+        resolved = resolve_module_toc(row.toc_section, row.stubs, stubs)
         assert resolved.toc == row.toc, mod.name
-        assert resolve_module_toc(row.toc_section, row.stubs_section).toc == row.toc
+        assert resolve_module_toc(row.toc_section, row.stubs).toc == row.toc
         assert module_toc(row.toc_section) == row.toc
         if stubs and row.normal:
             assert implied_tocs(stubs) == Counter({row.toc: row.normal})
-    # README: 1,917 used slots = 1,799 normal + 118 ftrace; 40/40/38 per target
-    assert totals == Counter({"normal": 1799, "ftrace": 118})
-    assert targets == Counter({kallsyms["ftrace_caller"]: 40, kallsyms["ftrace_regs_caller"]: 40,
-                               kallsyms["_mcount"]: 38})
+    # README: "N used slots = X normal + Y ftrace" (6.1: 1,917; 7.2: 2,256)
+    used, normal, ftrace = facts.totals
+    assert rows == len(facts.modules)
+    assert totals == Counter({"normal": normal, "ftrace": ftrace}) and normal + ftrace == used
+    # every module has its arch.tramp (ftrace_caller) and tramp_regs; the rest go to _mcount
+    # (6.1: 38 of 40 modules, crc_itu_t and libcrc32c have none; 7.2: all 45)
+    assert targets == Counter({kallsyms["ftrace_caller"]: rows,
+                               kallsyms["ftrace_regs_caller"]: rows,
+                               kallsyms["_mcount"]: ftrace - 2 * rows})
 
 
 def test_fixture_subset_is_current(lp61: Path) -> None:

@@ -1,4 +1,5 @@
-"""drgn plugin: ``%klp-stubs``, ``%klp-toc``, ``%klp-audit``, ``%klp-lpstack``, ``%klp-bt``.
+"""drgn plugin: ``%klp-stubs``, ``%klp-toc``, ``%klp-audit``, ``%klp-lpstack``, ``%klp-bt``,
+``%klp-ftrace``.
 
 Registered through the ``drgn.plugins`` entry point, so after ``pip install``
 a plain ``drgn -c VMCORE -s VMLINUX`` has them, and ``%crash`` (drgn's

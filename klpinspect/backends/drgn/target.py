@@ -229,6 +229,24 @@ class DrgnTarget:
         view = self._k.object("struct task_struct", address)
         return layout.task_info(self._k, address, view, layout.thread_size(self._k))
 
+    # --- layout queries (klpinspect.ftrace_view.LayoutSource): the layout layer's --------
+
+    def type_size(self, type_name: str) -> int | None:
+        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
+        return self._k.type_size(type_name)
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        """``offsetof(type_name, member)`` (``member`` may be ``a.b``), ``None`` if absent."""
+        return self._k.offsetof(type_name, member)
+
+    def symbol_address(self, name: str) -> int | None:
+        """Address of kernel symbol ``name`` (ELF symbol, else a debug-info variable)."""
+        return self._k.symbol_address(name)
+
+    def constant(self, name: str) -> int | None:
+        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
+        return self._k.constant(name)
+
     def _find_task(self, pid: int) -> Object:
         # the task list, as tasks() walks it: find_task() walks the pid idr,
         # which a damaged dump may have lost where the list survives

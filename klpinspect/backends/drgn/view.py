@@ -86,29 +86,39 @@ class DrgnKernel:
     def object(self, type_name: str, address: int) -> DrgnView:
         return DrgnView(Object(self.prog, type_name, address=address))
 
+    # A type name drgn cannot parse is SyntaxError; an incomplete type TypeError.
     def type_size(self, type_name: str) -> int | None:
         try:
             return int(sizeof(self.prog.type(type_name)))
-        except (LookupError, TypeError):
+        except (LookupError, TypeError, ValueError, SyntaxError):
             return None
 
     def offsetof(self, type_name: str, member: str) -> int | None:
+        """``member`` may be a path (``a.b``), as drgn's ``offsetof`` takes it."""
         try:
             return int(offsetof(self.prog.type(type_name), member))
-        except (LookupError, TypeError):
+        except (LookupError, TypeError, ValueError, SyntaxError):
             return None
 
     def constant(self, name: str) -> int | None:
         try:
             return int(self.prog.constant(name).value_())
-        except LookupError:
+        except (LookupError, ValueError):
             return None
 
     def symbol_address(self, name: str) -> int | None:
+        """The ELF symbol, else a debug-info variable (a ``static`` one such as
+        ``klp_ops`` that the symbol table does not give by name), as gdb's
+        ``&'name'`` finds it."""
         try:
             return int(self.prog.symbol(name).address)
         except LookupError:
+            pass
+        try:
+            address = self.prog.object(name).address_
+        except (LookupError, ValueError):
             return None
+        return int(address) if address else None
 
     def read(self, address: int, size: int) -> bytes:
         data: bytes = drgn_errors(lambda: self.prog.read(address, size), address, size)

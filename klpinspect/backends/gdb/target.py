@@ -282,8 +282,11 @@ class GdbTarget:
         if table is None:
             regions = [(s, e) for s, e, _n, a in self._module_owners().ranges if a == mod_addr]
             try:
+                # Aliases (zram_init / init_module): the first in table order, as the
+                # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
+                # module_kallsyms() pick; not the higher binding.
                 entries = [
-                    e
+                    (e[0], e[1], e[2], 0, e[4])
                     for e in self._kallsyms_entries(mod_addr)
                     if any(s <= e[0] < end for s, end in regions)
                 ]
@@ -356,6 +359,24 @@ class GdbTarget:
     def tasks(self) -> Iterator[TaskInfo]:
         """Every task (threads included), by pid; damage recorded as for :meth:`modules`."""
         return iter(layout.tasks(self._k, self.damage))
+
+    # --- layout queries (klpinspect.ftrace_view.LayoutSource): the layout layer's --------
+
+    def type_size(self, type_name: str) -> int | None:
+        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
+        return self._k.type_size(type_name)
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        """``offsetof(type_name, member)`` (``member`` may be ``a.b``), ``None`` if absent."""
+        return self._k.offsetof(type_name, member)
+
+    def symbol_address(self, name: str) -> int | None:
+        """Address of kernel symbol ``name`` (``.symtab``, else gdb's own look-up)."""
+        return self._k.symbol_address(name)
+
+    def constant(self, name: str) -> int | None:
+        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
+        return self._k.constant(name)
 
     def stack_trace(self, pid: int) -> Sequence[StackFrame]:
         """Back-chain unwind of task ``pid`` from ``task->thread.ksp``, innermost first.

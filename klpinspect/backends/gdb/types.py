@@ -204,10 +204,15 @@ class GdbKernel:
             return None
 
     def constant(self, name: str) -> int | None:
+        """An enumerator only: a variable of that name is not read behind the memory layer."""
         if name not in self._constants:
             try:
-                self._constants[name] = int(gdb.parse_and_eval(name))
-            except gdb.error:
+                value = gdb.parse_and_eval(name)
+                if value.type.strip_typedefs().code == gdb.TYPE_CODE_ENUM:
+                    self._constants[name] = int(value)
+                else:
+                    self._constants[name] = None
+            except (gdb.error, RuntimeError):
                 self._constants[name] = None
         return self._constants[name]
 
