@@ -10,13 +10,15 @@ Executables (``vmlinux``, ``vmlinux.debug``) with compressed sections load fine
 and are passed through.
 
 Everything here is pure Python (pyelftools, zlib; ``zstandard`` only for
-``ELFCOMPRESS_ZSTD`` sections in relocatable files).
+``ELFCOMPRESS_ZSTD`` sections in relocatable files).  Files are mapped, not
+read: a ``-s`` vmlinux costs the pages of its headers and notes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
+import mmap
 import os
 import struct
 import zlib
@@ -52,41 +54,68 @@ def debug_cache_dir() -> Path:
     return Path(base) / "klpinspect"
 
 
-def _open_elf(path: Path) -> tuple[bytes, ELFFile]:
+@contextlib.contextmanager
+def _open_elf(path: Path) -> Iterator[tuple[mmap.mmap, ELFFile]]:
+    """The ELF file at ``path``, mapped, not read: learning its type, build ID or
+    whether it has compressed sections reads its headers and notes only (a
+    distribution's debug vmlinux is 300-400 MB)."""
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 (closed below, after the mapping)
     except FileNotFoundError:
         raise TargetError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TargetError(f"{path}: is a directory") from None
     except OSError as e:
         raise TargetError(f"{path}: {e.strerror}") from None
-    if data[:4] != b"\x7fELF":
-        raise TargetError(f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)")
+    with f:
+        try:
+            magic = f.read(4)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if magic else None
+        except (OSError, ValueError) as e:
+            raise TargetError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+        if mm is None or magic != b"\x7fELF":
+            if mm is not None:
+                mm.close()
+            raise TargetError(
+                f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)"
+            )
+        with mm:
+            try:
+                elf = ELFFile(mm)  # type: ignore[arg-type]  # a stream: read/seek/tell
+            except (ELFError, ValueError, struct.error) as e:
+                raise TargetError(f"{path}: malformed ELF file: {e}") from None
+            yield mm, elf
+
+
+def _has_compressed(path: Path, elf: ELFFile) -> bool:
     try:
-        return data, ELFFile(io.BytesIO(data))
-    except ELFError as e:
+        return any(s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections())
+    except (ELFError, ValueError, struct.error) as e:
         raise TargetError(f"{path}: malformed ELF file: {e}") from None
 
 
 def has_compressed_sections(path: str | os.PathLike[str]) -> bool:
     """Whether the ELF file has any ``SHF_COMPRESSED`` section."""
-    _, elf = _open_elf(Path(path))
-    return any(s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections())
+    with _open_elf(Path(path)) as (_, elf):
+        return _has_compressed(Path(path), elf)
 
 
 def read_build_id(path: str | os.PathLike[str]) -> str | None:
     """The GNU build ID (``NT_GNU_BUILD_ID`` note) of an ELF file as lower-case hex."""
-    return _build_id(_open_elf(Path(path))[1])
+    with _open_elf(Path(path)) as (_, elf):
+        return _build_id(Path(path), elf)
 
 
-def _build_id(elf: ELFFile) -> str | None:
-    for sec in elf.iter_sections():
-        if not isinstance(sec, NoteSection):
-            continue
-        for note in sec.iter_notes():
-            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                return str(note["n_desc"]).lower()
+def _build_id(path: Path, elf: ELFFile) -> str | None:
+    try:
+        for sec in elf.iter_sections():
+            if not isinstance(sec, NoteSection):
+                continue
+            for note in sec.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                    return str(note["n_desc"]).lower()
+    except (ELFError, ValueError, struct.error) as e:
+        raise TargetError(f"{path}: malformed ELF file: {e}") from None
     return None
 
 
@@ -106,7 +135,7 @@ def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
     raise TargetError(f"{path}: section {name} has unknown compression type {ch_type}")
 
 
-def _write_decompressed(path: Path, data: bytes, elf: ELFFile, out: Path) -> None:
+def _write_decompressed(path: Path, data: bytes | mmap.mmap, elf: ELFFile, out: Path) -> None:
     """Write ``data`` (the ELF ``path``) to ``out`` with every section decompressed.
 
     Section indices, names, links and order stay the same; only contents,
@@ -184,10 +213,14 @@ def decompressed_debug_file(
     :raises TargetError: if the file is missing or not ELF
     """
     src = Path(path)
-    data, elf = _open_elf(src)
-    if elf["e_type"] != "ET_REL" or not any(
-        s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections()
-    ):
+    with _open_elf(src) as (data, elf):
+        return _decompressed(src, data, elf, cache_dir)
+
+
+def _decompressed(
+    src: Path, data: mmap.mmap, elf: ELFFile, cache_dir: str | os.PathLike[str] | None
+) -> Path:
+    if elf["e_type"] != "ET_REL" or not _has_compressed(src, elf):
         return src
     digest = hashlib.sha256(data).hexdigest()[:24]
     out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
@@ -220,8 +253,8 @@ def prepare_debug_files(
     """
     out = []
     for path in expand_debug_paths(paths):
-        _, elf = _open_elf(path)
-        rel = elf["e_type"] == "ET_REL"
-        build_id = None if rel else _build_id(elf)
-        out.append((path, decompressed_debug_file(path, cache_dir), build_id, rel))
+        with _open_elf(path) as (data, elf):
+            rel = elf["e_type"] == "ET_REL"
+            build_id = None if rel else _build_id(path, elf)
+            out.append((path, _decompressed(path, data, elf, cache_dir), build_id, rel))
     return out
