@@ -93,7 +93,7 @@ def find_dumps() -> list[Dump]:
     except ImportError:
         root = Path("/work/cache/debian/dumps")
     order = {"bookworm": 0, "trixie": 1, "sid": 2}
-    for d in sorted(root.glob("*/vmcore"), key=lambda p: (order.get(p.parent.name[:3], 9),
+    for d in sorted(root.glob("*/vmcore"), key=lambda p: (order.get(p.parent.name.split("-")[0], 9),
                                                           p.parent.name)):
         info: dict[str, Any] = {}
         if (d.parent / "matrix.json").exists():
@@ -107,7 +107,8 @@ def find_dumps() -> list[Dump]:
 def commands(d: Dump) -> dict[str, list[str]]:
     py = sys.executable
     base = ["-c", str(d.vmcore), "-s", str(d.vmlinux)]
-    each = "from drgn.helpers.linux.module import for_each_module\nfor m in for_each_module(prog): pass"
+    each = ("from drgn.helpers.linux.module import for_each_module\n"
+            "for m in for_each_module(prog): pass")
     bt = f"prog.stack_trace({d.pid})"
     return {
         "drgn": [py, "-m", "drgn", "-q", *base, "-e", each],
