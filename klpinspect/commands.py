@@ -8,7 +8,7 @@ everywhere.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from .errors import KlpError
@@ -99,6 +99,29 @@ def make_command_parser(name: str, prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+class _LazyTocs(Mapping[int, str]):
+    """Module TOC -> owner, computed (every module's stubs decoded) on first use:
+    ``bt`` of a task with no livepatch frames never needs it."""
+
+    def __init__(self, compute: Callable[[], Mapping[int, str]]) -> None:
+        self._compute = compute
+        self._tocs: Mapping[int, str] | None = None
+
+    def _get(self) -> Mapping[int, str]:
+        if self._tocs is None:
+            self._tocs = self._compute()
+        return self._tocs
+
+    def __getitem__(self, key: int) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
     from . import audit as _audit
 
@@ -112,7 +135,7 @@ def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
         )
     from .livepatch import audit_livepatch_stacks, klp_backtrace
 
-    tocs = _audit.tocs_for(target)
+    tocs = _LazyTocs(lambda: _audit.tocs_for(target))
     if name == "lpstack":
         kernel = target.kernel()
         report = _audit.new_report(target, kernel, ("tasks", "findings"))

@@ -8,9 +8,11 @@ Pure: bytes and files in, tuples out.
 
 from __future__ import annotations
 
+import array
 import bisect
 import itertools
 import struct
+import sys
 from collections.abc import Iterable
 
 from .errors import TargetError
@@ -58,18 +60,22 @@ class ElfSymbols:
         boundaries: Iterable[int] = (),
         strtab: bytes | None = None,
     ) -> None:
-        self._entries = sorted(
-            (start, order, size, name, bind, shndx)
-            for order, (start, size, name, bind, shndx) in enumerate(entries)
-        )
-        self._starts = [e[0] for e in self._entries]
+        # Sorted by address, table order kept among equals (a stable sort of
+        # indices by an int key: ~4x cheaper than sorting 125,000 tuples).
+        n = len(entries)
+        raw_starts = [e[0] for e in entries]
+        order = sorted(range(n), key=raw_starts.__getitem__)
+        self._order = order
+        self._entries = [entries[i] for i in order]
+        self._starts = [raw_starts[i] for i in order]
         # _reach[k]: the furthest end of entries[0..k]: scanning back stops once
         # nothing at or before k contains the address; also drgn's max_end_addr.
-        self._reach = list(itertools.accumulate((e[0] + e[2] for e in self._entries), max))
-        self._sizeless = [e for e in self._entries if not e[2]]
-        self._sizeless_starts = [e[0] for e in self._sizeless]
+        self._reach = list(itertools.accumulate((e[0] + e[1] for e in self._entries), max))
+        self._sizeless = [k for k, e in enumerate(self._entries) if not e[1]]
+        self._sizeless_starts = [self._starts[k] for k in self._sizeless]
         self._sections = sections
-        self._all_starts = sorted(set(self._starts).union(boundaries))
+        self._boundaries = boundaries
+        self._all_starts: list[int] | None = None
         self._by_name: dict[str, int] | None = None
         self._strtab = strtab
 
@@ -97,9 +103,9 @@ class ElfSymbols:
             j -= 1
             if self._reach[j] <= address:
                 break
-            start, order, size, name, bind, _shndx = self._entries[j]
+            start, size, name, bind, _shndx = self._entries[j]
             if size and address < start + size:
-                key = (start, -size, _PRECEDENCE.get(bind, 1), -order)
+                key = (start, -size, _PRECEDENCE.get(bind, 1), -self._order[j])
                 if best is None or key > best[0]:
                     best = (key, (start, size, name))
         if best is not None:
@@ -117,10 +123,11 @@ class ElfSymbols:
         best: tuple[tuple[int, int], SymEntry] | None = None
         while k > 0 and self._sizeless_starts[k - 1] == nearest:
             k -= 1
-            start, order, size, name, bind, shndx = self._sizeless[k]
-            key = (_PRECEDENCE.get(bind, 1), -order)
+            j = self._sizeless[k]
+            entry = self._entries[j]
+            key = (_PRECEDENCE.get(entry[3], 1), -self._order[j])
             if best is None or key > best[0]:
-                best = (key, (start, size, name, bind, shndx))
+                best = (key, entry)
         assert best is not None
         start, size, name, _bind, shndx = best[1]
         if self._sections is not None:
@@ -137,6 +144,8 @@ class ElfSymbols:
         For assembler labels with no ELF size (``livepatch_handler``), so that
         ``name+off/size`` reads like the kernel's ``%pS`` (and the drgn back end).
         """
+        if self._all_starts is None:  # built on first use (few lookups need it)
+            self._all_starts = sorted(set(self._starts).union(self._boundaries))
         i = bisect.bisect_right(self._all_starts, address)
         return self._all_starts[i] - address if i < len(self._all_starts) else 0
 
@@ -144,7 +153,9 @@ class ElfSymbols:
         """Address of the symbol called ``name`` with the highest binding, first found."""
         if self._by_name is None:
             by_name: dict[str, tuple[tuple[int, int], int]] = {}
-            for start, order, _size, raw, bind, _shndx in self._entries:
+            for (start, _size, raw, bind, _shndx), order in zip(
+                self._entries, self._order, strict=True
+            ):
                 sym = self._name(raw)
                 rank = (_PRECEDENCE.get(bind, 1), -order)
                 if sym not in by_name or rank > by_name[sym][0]:
@@ -166,24 +177,35 @@ def parse_elf_symbols(
     :param boundaries: if given, gets the addresses of section symbols
     :param lazy_names: keep ``st_name`` offsets for :class:`ElfSymbols` to decode
     """
-    fmt = struct.Struct(("<" if byteorder == "little" else ">") + "IBBHQQ")
-    out = []
-    for st_name, st_info, _other, shndx, st_value, st_size in fmt.iter_unpack(
-        symtab[: len(symtab) // 24 * 24]
-    ):
-        kind = st_info & 15
+    count = len(symtab) // 24
+    # Elf64_Sym as three 64-bit words: {st_name, st_info, st_other, st_shndx},
+    # st_value, st_size; unpacked in C (array), not one struct call a symbol.
+    words = array.array("Q")
+    words.frombytes(memoryview(symtab)[: count * 24])
+    if byteorder != sys.byteorder:
+        words.byteswap()
+    little = byteorder == "little"
+    skip = (_STT_SECTION, _STT_FILE, _STT_TLS)
+    out: list[SymEntry] = []
+    append = out.append
+    for w, st_value, st_size in zip(words[0::3], words[1::3], words[2::3], strict=True):
+        if little:
+            shndx, st_info, st_name = w >> 48, (w >> 32) & 0xFF, w & 0xFFFFFFFF
+        else:
+            shndx, st_info, st_name = w & 0xFFFF, (w >> 24) & 0xFF, w >> 32
         if not shndx:
             continue
+        kind = st_info & 15
         if kind == _STT_SECTION and boundaries is not None and st_value:
             boundaries.append(st_value)
-        if not st_name or not st_value or kind in (_STT_SECTION, _STT_FILE, _STT_TLS):
+        if not st_name or not st_value or kind in skip:
             continue
         if lazy_names:
-            out.append((st_value, st_size, st_name, st_info >> 4, shndx))
+            append((st_value, st_size, st_name, st_info >> 4, shndx))
             continue
         end = strtab.find(b"\0", st_name)
         name = strtab[st_name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
-        out.append((st_value, st_size, name, st_info >> 4, shndx))
+        append((st_value, st_size, name, st_info >> 4, shndx))
     return out
 
 

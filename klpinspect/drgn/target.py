@@ -42,7 +42,10 @@ __all__ = (
 )
 
 # Name of the symbol finder that adds module kallsyms to the program.
-_KALLSYMS_FINDER = "klpinspect_module_kallsyms"
+
+
+# vmlinux addresses named through drgn's Program.symbol before the .symtab is indexed
+_FEW_LOOKUPS = 64
 
 
 def _opt_int(obj: Object, member: str) -> int | None:
@@ -266,6 +269,10 @@ class DrgnTarget:
         self._symbol_starts: list[int] | None = None
         self._vmlinux_symbols: ElfSymbols | None = None
         self._vmlinux_symbols_tried = False
+        self._kallsyms: dict[str, drgn.SymbolIndex | None] = {}
+        self._kallsyms_starts: dict[str, list[int]] = {}
+        self._mod_objects: dict[str, Object] | None = None
+        self._vmlinux_lookups = 0
         # (address, message) of structures that could not be walked; see Target
         self.damage: list[tuple[int | None, str]] = [(None, n) for n in core_notes(prog)]
 
@@ -284,35 +291,43 @@ class DrgnTarget:
             raise MemoryReadError(address, size, str(e)) from None
         return data
 
-    def _enable_module_kallsyms(self) -> None:
-        """Add module kallsyms to the program's symbol finders, once.
+    def _module_kallsyms(self, owner: str) -> drgn.SymbolIndex | None:
+        """The kallsyms (``mod->kallsyms``) of module *owner*, indexed, once.
 
         Modules without debug info have no ELF symbol table in drgn 0.3.0;
-        their kallsyms (``mod->kallsyms``) are in memory.
+        their kallsyms are in memory.  Only the module an address falls in is
+        read: naming one module's targets costs the same however many modules
+        are loaded (drgn's ``module_kallsyms`` of 55 modules: ~0.3 s).
         """
-        prog = self.prog
-        if _KALLSYMS_FINDER in prog.registered_symbol_finders():
-            return
-        symbols: list[drgn.Symbol] = []
-        for mod in self._for_each_module():
+        if owner in self._kallsyms:
+            return self._kallsyms[owner]
+        index = None
+        mod = self._module_objects().get(owner)
+        if mod is not None:
             try:
                 regions = [(s, s + n) for s, n in module_address_regions(mod) if s and n]
                 # A livepatch module keeps its resolved SHN_UNDEF/klp symbols
                 # too (kallsyms type 'u'): only its own memory names it.
-                symbols.extend(
+                index = drgn.SymbolIndex([
                     sym
                     for sym in module_kallsyms(mod)
                     if any(s <= sym.address < e for s, e in regions)
-                )
-            except (drgn.FaultError, LookupError, AttributeError, IndexError):
-                continue  # a module whose kallsyms cannot be read: no names
-        # Last, so debug info symbols win where both exist.
-        prog.register_symbol_finder(
-            _KALLSYMS_FINDER,
-            drgn.SymbolIndex(symbols),
-            enable_index=len(prog.enabled_symbol_finders()),
-        )
-        self._symbol_starts = None
+                ])
+            except (drgn.FaultError, LookupError, AttributeError, IndexError, ValueError):
+                index = None  # a module whose kallsyms cannot be read: no names
+        self._kallsyms[owner] = index
+        return index
+
+    def _module_objects(self) -> dict[str, Object]:
+        if self._mod_objects is None:
+            objs: dict[str, Object] = {}
+            for mod in self._for_each_module():
+                try:
+                    objs.setdefault(_string(mod.name), mod)
+                except (drgn.FaultError, LookupError, AttributeError):
+                    continue
+            self._mod_objects = objs
+        return self._mod_objects
 
     def _size_to_next_symbol(self, address: int) -> int:
         """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
@@ -372,7 +387,22 @@ class DrgnTarget:
     def symbolize(self, address: int) -> SymbolInfo | None:
         """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
         owner = self._owner(address)
-        symtab = self._vmlinux_symtab() if owner == "vmlinux" else None
+        symtab = None
+        if owner == "vmlinux":
+            self._vmlinux_lookups += 1
+            if self._vmlinux_lookups <= _FEW_LOOKUPS and self._vmlinux_symbols is None:
+                # A backtrace names ~10 addresses: drgn's own look-up (~250 us
+                # each) beats indexing the whole .symtab (~0.3 s for a
+                # distribution vmlinux's 125,000 symbols).  Both name alike
+                # (symtab.ElfSymbols follows libdrgn's rules); only a label
+                # with no ELF size needs the index for its kallsyms-style size.
+                try:
+                    sym = self.prog.symbol(address)
+                except LookupError:
+                    sym = None
+                if sym is not None and int(sym.size):
+                    return SymbolInfo(sym.name, int(sym.address), int(sym.size), owner)
+            symtab = self._vmlinux_symtab()
         if symtab is not None:
             found = symtab.lookup(address)
             if found is not None:
@@ -381,15 +411,34 @@ class DrgnTarget:
         try:
             sym = self.prog.symbol(address)
         except LookupError:
-            self._enable_module_kallsyms()
-            try:
-                sym = self.prog.symbol(address)
-            except LookupError:
+            index = self._module_kallsyms(owner) if owner != "vmlinux" else None
+            hits: list[drgn.Symbol] = (
+                index(self.prog, None, address, True) if index is not None else []
+            )
+            if not hits or index is None:
                 return None
+            sym = hits[0]
+            start, size = int(sym.address), int(sym.size)
+            if not size:
+                size = self._kallsyms_size_to_next(owner, index, start)
+            return SymbolInfo(sym.name, start, size, owner)
         start, size = int(sym.address), int(sym.size)
         if not size:
             size = self._size_to_next_symbol(start)
         return SymbolInfo(sym.name, start, size, owner)
+
+    def _kallsyms_size_to_next(self, owner: str, index: drgn.SymbolIndex, address: int) -> int:
+        """:meth:`_size_to_next_symbol` over the debug info's symbols and the
+        module's kallsyms (what ``prog.symbols()`` held once they were a finder)."""
+        starts = self._kallsyms_starts.get(owner)
+        if starts is None:
+            own = {int(s.address) for s in index(self.prog, None, None, False)}
+            if self._symbol_starts is None:
+                self._symbol_starts = sorted({int(s.address) for s in self.prog.symbols()})
+            starts = sorted(own.union(self._symbol_starts))
+            self._kallsyms_starts[owner] = starts
+        i = bisect.bisect_right(starts, address)
+        return starts[i] - address if i < len(starts) else 0
 
     # --- kernel ---------------------------------------------------------------
 
