@@ -15,6 +15,9 @@ APT_PKGS=(
   python3-tabulate                 # gdb's embedded (system) Python renders tables with it
   gcc                              # a native program for the gdb wrong-architecture test
   xz-utils
+  kmod                             # depmod/modprobe: module order of Debian kernels (tests/lab/stock.py)
+  gpgv                             # checks Debian suites' InRelease (tests/lab/debarchive.py)
+  debian-archive-keyring           # ... against Debian's archive keys
 )
 
 missing=()
