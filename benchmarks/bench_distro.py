@@ -119,11 +119,16 @@ def commands(d: Dump) -> dict[str, list[str]]:
     }
 
 
+TREE = REPO  # the klpinspect measured (--tree: another checkout, e.g. before a change)
+
+
 def run_once(argv: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one run of *argv*."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(TREE))
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # cwd /: ``python -m klpinspect`` must find TREE's, not the current directory's
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         cwd="/")
     _pid, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
@@ -139,7 +144,7 @@ def split(d: Dump) -> dict[str, float]:
     """Where ``klpinspect audit``'s time goes, in this process (run in a child)."""
     code = f"""
 import json, time, sys
-sys.path.insert(0, {str(REPO)!r})
+sys.path.insert(0, {str(TREE)!r})
 t = [time.perf_counter()]
 import drgn
 from klpinspect.drgn import program
@@ -166,7 +171,8 @@ names = ["import", "drgn: open core", "ours: check -s files", "drgn: load_debug_
          "ours: audit", "ours: JSON"]
 print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd="/")
     if p.returncode:
         return {"error": p.stderr.strip().splitlines()[-1:] or ["?"]}  # type: ignore[dict-item]
     return dict(json.loads(p.stdout))
@@ -197,7 +203,11 @@ def main() -> int:
     ap.add_argument("--commands", default="drgn,audit,stubs,drgn-bt,bt")
     ap.add_argument("--split", action="store_true", help="also the audit's time split")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tree", help="measure the klpinspect of this checkout instead")
     a = ap.parse_args()
+    if a.tree:
+        global TREE
+        TREE = Path(a.tree).resolve()
     names = a.commands.split(",")
     dumps = find_dumps()
     if a.only:

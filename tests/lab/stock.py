@@ -105,13 +105,15 @@ def _wanted(name: str, members: list[str] | Callable[[str], bool] | None) -> boo
 
 
 def extract(deb: Path, dest: Path, members: list[str] | Callable[[str], bool] | None = None,
-            tag: str = "") -> None:
+            tag: str = "", done_when: Callable[[], bool] | None = None) -> None:
     """Unpack a .deb (only *members*: names, or a predicate on ``./path`` names)
     into *dest*, once (a marker file per *tag* remembers it; several packages
     can be unpacked into one tree with different tags).
 
     Symbolic links among the wanted members are kept as links (made here,
     relative to *dest* when absolute); :func:`resolve_in` follows them.
+    *done_when* stops reading the package as soon as it is true (a ``-dbg``
+    package is ~5 GB unpacked; the vmlinux comes early in it).
     """
     done = dest / f".extracted{'-' + tag if tag else ''}"
     if done.exists():
@@ -122,8 +124,9 @@ def extract(deb: Path, dest: Path, members: list[str] | Callable[[str], bool] | 
     if members is None:
         _run(["dpkg-deb", "-x", str(deb), str(dest)])
     else:
+        stopped = False
         with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
-                              stdout=subprocess.PIPE) as p:
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
             assert p.stdout is not None
             with tarfile.open(fileobj=p.stdout, mode="r|") as tar:
                 for ti in tar:
@@ -136,7 +139,12 @@ def extract(deb: Path, dest: Path, members: list[str] | Callable[[str], bool] | 
                         link.parent.mkdir(parents=True, exist_ok=True)
                         link.unlink(missing_ok=True)
                         link.symlink_to(ti.linkname)
-        if p.returncode != 0:
+                    if done_when is not None and done_when():
+                        stopped = True
+                        break
+            if stopped:
+                p.kill()  # our own child: the rest of the package is not needed
+        if p.returncode != 0 and not stopped:
             raise LabError(f"dpkg-deb --fsys-tarfile {deb.name} failed")
     done.touch()
 
@@ -394,6 +402,14 @@ def _find_dbg(root: Path, kver: str) -> Path:
     raise LabError(f"no debug vmlinux for {kver} in {root}")
 
 
+def _has_dbg(root: Path, kver: str) -> bool:
+    try:
+        _find_dbg(root, kver)
+    except LabError:
+        return False
+    return True
+
+
 def _find_busybox(root: Path) -> Path:
     """busybox-static's binary: ``bin/busybox`` (bookworm), ``usr/bin/busybox`` (trixie on)."""
     for c in ("bin/busybox", "usr/bin/busybox"):
@@ -433,7 +449,8 @@ def debian_kernel(suite_name: str, flavour: str = "powerpc64le", kver: str | Non
     for n in k.image_packages:
         extract(debs[n], img, tag=n)
     dbg = shared / "dbg"
-    extract(debs[k.dbg_package], dbg, _dbg_member(k.kver), tag=k.dbg_package)
+    extract(debs[k.dbg_package], dbg, _dbg_member(k.kver), tag=k.dbg_package,
+            done_when=lambda: _has_dbg(dbg, k.kver))
     bb = shared / f"busybox-{suite_name}"
     extract(debs["busybox-static"], bb)
     vmlinux = _find_image(img, k.kver)
