@@ -81,11 +81,11 @@ def _audit_module(audit_json: Path | None, default: str) -> str:
 def find_dumps() -> list[Dump]:
     """Every dump the lab has (fixtures unpacked into the cache once)."""
     out: list[Dump] = []
-    for ver, cache_name in (("6.1", "fixtures"), ("7.2", "fixtures-7.2")):
+    for ver, cache_name in (("6.1", "fixtures"), ("7.2", "fixtures/ppc64le-7.2-lp")):
         fx = FIXTURES / f"ppc64le-{ver}-lp"
         if (fx / "vmcore.elf.xz").exists():
             core = _unpacked(fx / "vmcore.elf.xz", CACHE / cache_name / "vmcore.elf")
-            out.append(Dump(f"fixture {ver}", core, fx / "vmlinux.debug", "xfs", 1))
+            out.append(Dump(f"fixture {ver}", core, fx / "vmlinux.debug", "bridge", 1))
     try:
         from debarchive import cache_dir
 

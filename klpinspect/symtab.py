@@ -60,11 +60,31 @@ class ElfSymbols:
         boundaries: Iterable[int] = (),
         strtab: bytes | None = None,
     ) -> None:
+        self._raw = entries
+        self._indexed = False
+        self._order: list[int] = []
+        self._entries: list[SymEntry] = []
+        self._starts: list[int] = []
+        self._reach: list[int] = []
+        self._sizeless: list[int] = []
+        self._sizeless_starts: list[int] = []
+        self._sections = sections
+        self._boundaries = list(boundaries)
+        self._all_starts: list[int] | None = None
+        self._by_name: dict[str, int] | None = None
+        self._strtab = strtab
+
+    def _index(self) -> None:
+        """Sort and index the entries, on the first :meth:`lookup` (a backtrace
+        that only needs :meth:`size_to_next` never pays for it)."""
+        if self._indexed:
+            return
+        self._indexed = True
+        entries = self._raw
         # Sorted by address, table order kept among equals (a stable sort of
         # indices by an int key: ~4x cheaper than sorting 125,000 tuples).
-        n = len(entries)
         raw_starts = [e[0] for e in entries]
-        order = sorted(range(n), key=raw_starts.__getitem__)
+        order = sorted(range(len(entries)), key=raw_starts.__getitem__)
         self._order = order
         self._entries = [entries[i] for i in order]
         self._starts = [raw_starts[i] for i in order]
@@ -73,11 +93,6 @@ class ElfSymbols:
         self._reach = list(itertools.accumulate((e[0] + e[1] for e in self._entries), max))
         self._sizeless = [k for k, e in enumerate(self._entries) if not e[1]]
         self._sizeless_starts = [self._starts[k] for k in self._sizeless]
-        self._sections = sections
-        self._boundaries = boundaries
-        self._all_starts: list[int] | None = None
-        self._by_name: dict[str, int] | None = None
-        self._strtab = strtab
 
     def _name(self, name: str | int) -> str:
         """An entry's name: entries from :func:`read_elf_symbols` keep the string
@@ -90,10 +105,11 @@ class ElfSymbols:
         return strtab[name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._raw)
 
     def lookup(self, address: int) -> tuple[int, int, str] | None:
         """``(address, size, name)`` of the best symbol containing ``address``."""
+        self._index()
         i = bisect.bisect_right(self._starts, address)
         if i == 0:
             return None
@@ -144,7 +160,12 @@ class ElfSymbols:
         For assembler labels with no ELF size (``livepatch_handler``), so that
         ``name+off/size`` reads like the kernel's ``%pS`` (and the drgn back end).
         """
-        if self._all_starts is None:  # built on first use (few lookups need it)
+        if self._all_starts is None:
+            if not self._indexed:  # one scan beats sorting for a few calls
+                nxt = min((e[0] for e in self._raw if e[0] > address), default=None)
+                nb = min((b for b in self._boundaries if b > address), default=None)
+                cands = [x for x in (nxt, nb) if x is not None]
+                return min(cands) - address if cands else 0
             self._all_starts = sorted(set(self._starts).union(self._boundaries))
         i = bisect.bisect_right(self._all_starts, address)
         return self._all_starts[i] - address if i < len(self._all_starts) else 0
@@ -152,6 +173,7 @@ class ElfSymbols:
     def address_of(self, name: str) -> int | None:
         """Address of the symbol called ``name`` with the highest binding, first found."""
         if self._by_name is None:
+            self._index()
             by_name: dict[str, tuple[tuple[int, int], int]] = {}
             for (start, _size, raw, bind, _shndx), order in zip(
                 self._entries, self._order, strict=True

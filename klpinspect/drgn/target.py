@@ -428,6 +428,12 @@ class DrgnTarget:
                     sym = None
                 if sym is not None and int(sym.size):
                     return SymbolInfo(sym.name, int(sym.address), int(sym.size), owner)
+                table = self._vmlinux_symtab() if sym is not None else None
+                if sym is not None and table is not None:
+                    # a label: its kallsyms-style size from one scan of the
+                    # table, which stays unsorted until many look-ups come
+                    start = int(sym.address)
+                    return SymbolInfo(sym.name, start, table.size_to_next(start), owner)
             symtab = self._vmlinux_symtab()
         if symtab is not None:
             found = symtab.lookup(address)
