@@ -23,6 +23,7 @@ own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
 the ``-s`` files, the audit, the JSON encoding).
 
     python3 benchmarks/bench_distro.py [--runs 5] [--only trixie,sid] [--split] [--json]
+                                       [--base OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -122,9 +123,12 @@ def commands(d: Dump) -> dict[str, list[str]]:
 TREE = REPO  # the klpinspect measured (--tree: another checkout, e.g. before a change)
 
 
-def run_once(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run of *argv*."""
-    env = dict(os.environ, PYTHONPATH=str(TREE))
+BASE: Path | None = None  # --base: a second checkout measured interleaved ("audit@base"...)
+
+
+def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one run of *argv* (klpinspect from *tree*)."""
+    env = dict(os.environ, PYTHONPATH=str(tree or TREE))
     t0 = time.perf_counter()
     # cwd /: ``python -m klpinspect`` must find TREE's, not the current directory's
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -190,7 +194,8 @@ def bench(d: Dump, runs: int, names: list[str]) -> dict[str, dict[str, list[floa
     res: dict[str, dict[str, list[float]]] = {n: {"wall": [], "rss": []} for n in names}
     for _ in range(runs):
         for n in names:
-            wall, rss = run_once(cmds[n])
+            cmd, _, at = n.partition("@")
+            wall, rss = run_once(cmds[cmd], BASE if at else None)
             res[n]["wall"].append(wall)
             res[n]["rss"].append(rss / 1024)
     return res
@@ -204,11 +209,16 @@ def main() -> int:
     ap.add_argument("--split", action="store_true", help="also the audit's time split")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tree", help="measure the klpinspect of this checkout instead")
+    ap.add_argument("--base", help="also measure this checkout's klpinspect, interleaved "
+                    "(audit@base, ...: before/after a change)")
     a = ap.parse_args()
+    global TREE, BASE
     if a.tree:
-        global TREE
         TREE = Path(a.tree).resolve()
     names = a.commands.split(",")
+    if a.base:
+        BASE = Path(a.base).resolve()
+        names += [f"{n}@base" for n in names if n in GOALS]
     dumps = find_dumps()
     if a.only:
         dumps = [d for d in dumps if any(s in d.label for s in a.only.split(","))]
@@ -228,12 +238,12 @@ def main() -> int:
         r = bench(d, a.runs, names)
         everything[d.label] = {"results": r}
         for n in names:
-            line = f"  {n:8s} wall {_fmt(r[n]['wall'], 's')}  RSS {_fmt(r[n]['rss'], 'MB')}"
-            base = "drgn-bt" if n == "bt" else "drgn"
-            if n in GOALS and base in r:
+            line = f"  {n:11s} wall {_fmt(r[n]['wall'], 's')}  RSS {_fmt(r[n]['rss'], 'MB')}"
+            base = "drgn-bt" if n.startswith("bt") else "drgn"
+            if n.partition("@")[0] in GOALS and base in r:
                 w = statistics.median(r[n]["wall"]) / statistics.median(r[base]["wall"])
                 m = statistics.median(r[n]["rss"]) / statistics.median(r[base]["rss"])
-                gw, gm = GOALS[n]
+                gw, gm = GOALS[n.partition("@")[0]]
                 line += f"   vs {base}: wall {w:.2f}x (goal {gw}), RSS {m:.2f}x"
                 line += f" (goal {gm})" if gm else ""
                 everything[d.label].setdefault("ratios", {})[n] = {"wall": w, "rss": m}
