@@ -71,6 +71,7 @@ class ElfSymbols:
         self._sections = sections
         self._boundaries = list(boundaries)
         self._all_starts: list[int] | None = None
+        self._scans = 0
         self._by_name: dict[str, int] | None = None
         self._strtab = strtab
 
@@ -161,7 +162,8 @@ class ElfSymbols:
         ``name+off/size`` reads like the kernel's ``%pS`` (and the drgn back end).
         """
         if self._all_starts is None:
-            if not self._indexed:  # one scan beats sorting for a few calls
+            self._scans += 1
+            if not self._indexed and self._scans <= 4:  # a scan beats sorting, a few times
                 nxt = min((e[0] for e in self._raw if e[0] > address), default=None)
                 nb = min((b for b in self._boundaries if b > address), default=None)
                 cands = [x for x in (nxt, nb) if x is not None]
