@@ -11,13 +11,20 @@ from __future__ import annotations
 import array
 import bisect
 import itertools
+import operator
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .errors import TargetError
 
-__all__ = ("ElfSymbols", "SymEntry", "parse_elf_symbols", "read_elf_symbols")
+__all__ = (
+    "ElfSymbols",
+    "SymEntry",
+    "parse_elf_columns",
+    "parse_elf_symbols",
+    "read_elf_symbols",
+)
 
 _STB_GLOBAL, _STB_WEAK, _STB_GNU_UNIQUE = 1, 2, 10
 _STT_SECTION, _STT_FILE, _STT_TLS = 3, 4, 6
@@ -28,6 +35,11 @@ _PRECEDENCE = {_STB_GLOBAL: 3, _STB_GNU_UNIQUE: 3, _STB_WEAK: 2}
 
 # (address, size, name or its .strtab offset, binding, section index)
 SymEntry = tuple[int, int, str | int, int, int]
+# the same as columns: addresses, sizes, names (or st_name offsets), bindings, shndx
+_Columns = tuple[
+    "array.array[int]", "array.array[int]", "Sequence[str | int]", "array.array[int]",
+    "array.array[int]",
+]
 
 
 # -- symbols -------------------------------------------------------------------------
@@ -60,43 +72,90 @@ class ElfSymbols:
         boundaries: Iterable[int] = (),
         strtab: bytes | None = None,
     ) -> None:
-        self._raw = entries
-        self._indexed = False
-        self._order: list[int] = []
-        self._entries: list[SymEntry] = []
-        self._starts: list[int] = []
-        self._reach: list[int] = []
-        self._sizeless: list[int] = []
-        self._sizeless_starts: list[int] = []
+        self._set_columns(
+            array.array("Q", [e[0] for e in entries]),
+            array.array("Q", [e[1] for e in entries]),
+            [e[2] for e in entries],
+            array.array("B", [e[3] & 0xFF for e in entries]),
+            array.array("I", [e[4] for e in entries]),
+        )
         self._sections = sections
         self._boundaries = list(boundaries)
+        self._strtab = strtab
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: _Columns,
+        sections: dict[int, tuple[int, int]] | None,
+        boundaries: Iterable[int],
+        strtab: bytes | None,
+    ) -> ElfSymbols:
+        """From :func:`parse_elf_columns`: no tuple per symbol (a distribution
+        vmlinux has 125,000: ~20 MB as tuples, ~3 MB as arrays)."""
+        self = cls.__new__(cls)
+        self._set_columns(*columns)
+        self._sections = sections
+        self._boundaries = list(boundaries)
+        self._strtab = strtab
+        return self
+
+    def _set_columns(
+        self,
+        starts: array.array[int],
+        sizes: array.array[int],
+        names: Sequence[str | int],
+        binds: array.array[int],
+        shndx: array.array[int],
+    ) -> None:
+        self._cols = (starts, sizes, names, binds, shndx)
+        self._indexed = False
+        # after _index(): the same columns sorted by address
+        self._order: array.array[int] = array.array("I")
+        self._starts: array.array[int] = array.array("Q")
+        self._sizes: array.array[int] = array.array("Q")
+        self._names: Sequence[str | int] = []
+        self._binds: array.array[int] = array.array("B")
+        self._shndx: array.array[int] = array.array("I")
+        self._reach: array.array[int] = array.array("Q")
+        self._sizeless: array.array[int] = array.array("I")
+        self._sizeless_starts: array.array[int] = array.array("Q")
         self._all_starts: list[int] | None = None
         self._scans = 0
         self._by_name: dict[str, int] | None = None
-        self._strtab = strtab
 
     def _index(self) -> None:
-        """Sort and index the entries, on the first :meth:`lookup` (a backtrace
+        """Sort and index the symbols, on the first :meth:`lookup` (a backtrace
         that only needs :meth:`size_to_next` never pays for it)."""
         if self._indexed:
             return
         self._indexed = True
-        entries = self._raw
+        starts, sizes, names, binds, shndx = self._cols
         # Sorted by address, table order kept among equals (a stable sort of
         # indices by an int key: ~4x cheaper than sorting 125,000 tuples).
-        raw_starts = [e[0] for e in entries]
-        order = sorted(range(len(entries)), key=raw_starts.__getitem__)
-        self._order = order
-        self._entries = [entries[i] for i in order]
-        self._starts = [raw_starts[i] for i in order]
+        order = sorted(range(len(starts)), key=starts.__getitem__)
+        self._order = array.array("I", order)
+        self._starts = array.array("Q", [starts[i] for i in order])
+        self._sizes = array.array("Q", [sizes[i] for i in order])
+        self._names = (
+            array.array("I", [names[i] for i in order])  # st_name offsets
+            if isinstance(names, array.array) else [names[i] for i in order]
+        )
+        self._binds = array.array("B", [binds[i] for i in order])
+        self._shndx = array.array("I", [shndx[i] for i in order])
+        del order
         # _reach[k]: the furthest end of entries[0..k]: scanning back stops once
         # nothing at or before k contains the address; also drgn's max_end_addr.
-        self._reach = list(itertools.accumulate((e[0] + e[1] for e in self._entries), max))
-        self._sizeless = [k for k, e in enumerate(self._entries) if not e[1]]
-        self._sizeless_starts = [self._starts[k] for k in self._sizeless]
+        self._reach = array.array("Q", itertools.accumulate(
+            map(operator.add, self._starts, self._sizes), max))
+        self._sizeless = array.array("I", [k for k, z in enumerate(self._sizes) if not z])
+        self._sizeless_starts = array.array("Q", [self._starts[k] for k in self._sizeless])
+        self._cols = (array.array("Q"), array.array("Q"), [], array.array("B"),
+                      array.array("I"))  # the unsorted copy is no longer needed
+        self._n = len(self._starts)
 
     def _name(self, name: str | int) -> str:
-        """An entry's name: entries from :func:`read_elf_symbols` keep the string
+        """A symbol's name: symbols from :func:`read_elf_symbols` keep the string
         table offset and are decoded only when looked up (an audit names ~1,000
         of a vmlinux's 60,000 symbols)."""
         if isinstance(name, str):
@@ -106,7 +165,7 @@ class ElfSymbols:
         return strtab[name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return self._n if self._indexed else len(self._cols[0])
 
     def lookup(self, address: int) -> tuple[int, int, str] | None:
         """``(address, size, name)`` of the best symbol containing ``address``."""
@@ -114,21 +173,22 @@ class ElfSymbols:
         i = bisect.bisect_right(self._starts, address)
         if i == 0:
             return None
-        best: tuple[tuple[int, int, int, int], tuple[int, int, str | int]] | None = None
+        best: tuple[tuple[int, int, int, int], int] | None = None
+        starts, sizes, reach = self._starts, self._sizes, self._reach
         j = i
         while j > 0:
             j -= 1
-            if self._reach[j] <= address:
+            if reach[j] <= address:
                 break
-            start, size, name, bind, _shndx = self._entries[j]
+            start, size = starts[j], sizes[j]
             if size and address < start + size:
-                key = (start, -size, _PRECEDENCE.get(bind, 1), -self._order[j])
+                key = (start, -size, _PRECEDENCE.get(self._binds[j], 1), -self._order[j])
                 if best is None or key > best[0]:
-                    best = (key, (start, size, name))
+                    best = (key, j)
         if best is not None:
-            start, size, name = best[1]
-            return start, size, self._name(name)
-        return self._sizeless_lookup(address, self._reach[i - 1])
+            j = best[1]
+            return starts[j], sizes[j], self._name(self._names[j])
+        return self._sizeless_lookup(address, reach[i - 1])
 
     def _sizeless_lookup(self, address: int, max_end: int) -> tuple[int, int, str] | None:
         k = bisect.bisect_right(self._sizeless_starts, address)
@@ -137,23 +197,23 @@ class ElfSymbols:
         nearest = self._sizeless_starts[k - 1]
         if nearest < max_end:
             return None
-        best: tuple[tuple[int, int], SymEntry] | None = None
+        best: tuple[tuple[int, int], int] | None = None
         while k > 0 and self._sizeless_starts[k - 1] == nearest:
             k -= 1
             j = self._sizeless[k]
-            entry = self._entries[j]
-            key = (_PRECEDENCE.get(entry[3], 1), -self._order[j])
+            key = (_PRECEDENCE.get(self._binds[j], 1), -self._order[j])
             if best is None or key > best[0]:
-                best = (key, entry)
+                best = (key, j)
         assert best is not None
-        start, size, name, _bind, shndx = best[1]
+        j = best[1]
+        shndx = self._shndx[j]
         if self._sections is not None:
             if shndx >= _SHN_LORESERVE or shndx not in self._sections:
                 return None
             sh_addr, sh_size = self._sections[shndx]
             if not sh_addr <= address < sh_addr + sh_size:
                 return None
-        return start, size, self._name(name)
+        return self._starts[j], self._sizes[j], self._name(self._names[j])
 
     def size_to_next(self, address: int) -> int:
         """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
@@ -164,10 +224,11 @@ class ElfSymbols:
         if self._all_starts is None:
             self._scans += 1
             if not self._indexed and self._scans <= 4:  # a scan beats sorting, a few times
-                nxt = min((e[0] for e in self._raw if e[0] > address), default=None)
+                nxt = min((s for s in self._cols[0] if s > address), default=None)
                 nb = min((b for b in self._boundaries if b > address), default=None)
                 cands = [x for x in (nxt, nb) if x is not None]
                 return min(cands) - address if cands else 0
+            self._index()
             self._all_starts = sorted(set(self._starts).union(self._boundaries))
         i = bisect.bisect_right(self._all_starts, address)
         return self._all_starts[i] - address if i < len(self._all_starts) else 0
@@ -177,8 +238,8 @@ class ElfSymbols:
         if self._by_name is None:
             self._index()
             by_name: dict[str, tuple[tuple[int, int], int]] = {}
-            for (start, _size, raw, bind, _shndx), order in zip(
-                self._entries, self._order, strict=True
+            for start, raw, bind, order in zip(
+                self._starts, self._names, self._binds, self._order, strict=True
             ):
                 sym = self._name(raw)
                 rank = (_PRECEDENCE.get(bind, 1), -order)
@@ -233,6 +294,40 @@ def parse_elf_symbols(
     return out
 
 
+def parse_elf_columns(
+    symtab: bytes, byteorder: str, boundaries: list[int] | None = None
+) -> _Columns:
+    """:func:`parse_elf_symbols` with lazy names, as columns (address, size,
+    ``st_name`` offset, binding, section index) for :meth:`ElfSymbols.from_columns`."""
+    count = len(symtab) // 24
+    words = array.array("Q")
+    words.frombytes(memoryview(symtab)[: count * 24])
+    if byteorder != sys.byteorder:
+        words.byteswap()
+    little = byteorder == "little"
+    skip = (_STT_SECTION, _STT_FILE, _STT_TLS)
+    starts, sizes = array.array("Q"), array.array("Q")
+    names, binds, shndxs = array.array("I"), array.array("B"), array.array("I")
+    for w, st_value, st_size in zip(words[0::3], words[1::3], words[2::3], strict=True):
+        if little:
+            shndx, st_info, st_name = w >> 48, (w >> 32) & 0xFF, w & 0xFFFFFFFF
+        else:
+            shndx, st_info, st_name = w & 0xFFFF, (w >> 24) & 0xFF, w >> 32
+        if not shndx:
+            continue
+        kind = st_info & 15
+        if kind == _STT_SECTION and boundaries is not None and st_value:
+            boundaries.append(st_value)
+        if not st_name or not st_value or kind in skip:
+            continue
+        starts.append(st_value)
+        sizes.append(st_size)
+        names.append(st_name)
+        binds.append(st_info >> 4)
+        shndxs.append(shndx)
+    return starts, sizes, names, binds, shndxs
+
+
 def read_elf_symbols(path: str) -> ElfSymbols:
     """The ``.symtab`` of an ELF64 file (vmlinux or its separate debug file).
 
@@ -260,8 +355,8 @@ def read_elf_symbols(path: str) -> ElfSymbols:
                 strtab = f.read(shdrs[link][5])
                 boundaries: list[int] = []
                 order = "little" if e == "<" else "big"
-                entries = parse_elf_symbols(symtab, strtab, order, boundaries, lazy_names=True)
-                return ElfSymbols(entries, sections, boundaries, strtab)
+                columns = parse_elf_columns(symtab, order, boundaries)
+                return ElfSymbols.from_columns(columns, sections, boundaries, strtab)
     except OSError as err:
         raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
     except struct.error:
