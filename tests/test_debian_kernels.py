@@ -30,7 +30,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("debian_kernel", names or [None])
 
 
-def test_debian_kernel(debian_kernel: str | None) -> None:
+def test_debian_kernel(debian_kernel: str | None, tmp_path: Path) -> None:
     if debian_kernel is None:
         pytest.skip("opt-in: --debian-kernel trixie (or KLP_DEBIAN_KERNELS=trixie,sid): "
                     "downloads ~1 GB per kernel, boots it under QEMU")
@@ -39,7 +39,10 @@ def test_debian_kernel(debian_kernel: str | None) -> None:
     import matrix
 
     t0 = time.monotonic()
-    r = matrix.run_kernel(debian_kernel)
+    # the dump (1 GiB) goes to tmp_path, not the shared dumps others may be reading
+    r = matrix.run_kernel(debian_kernel, dumps=tmp_path)
+    for core in tmp_path.glob("*/vmcore"):
+        core.unlink()  # 1 GiB; pytest keeps the last three tmp_path trees
     print(f"{debian_kernel}: {r['kver']}: {r['modules']} modules, {r['slots']} slots, "
           f"{r['ool_stubs']} OOL stubs, {time.monotonic() - t0:.0f} s {r['times']}")
     assert r["view_modules"] > 0, "the guest printed no /proc/modules"

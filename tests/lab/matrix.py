@@ -176,14 +176,16 @@ def _link(d: Path, name: str, target: Path) -> None:
     p.symlink_to(target)
 
 
-def run_kernel(name: str, use_gdb: bool = True, timeout: float = 900) -> dict[str, Any]:
+def run_kernel(name: str, use_gdb: bool = True, timeout: float = 900,
+               dumps: Path | None = None) -> dict[str, Any]:
     """Boot kernel *name*, audit it four ways, check; the result dict
-    (also written to ``<dumps>/<suite>-<flavour>/matrix.json``)."""
+    (also written to ``<dumps>/<suite>-<flavour>/matrix.json``; *dumps*
+    defaults to :func:`dumps_root`, the shared directory)."""
     t0 = time.monotonic()
     spec = stock.kernel_by_name(name)
     t_fetch = time.monotonic() - t0
     dbg = spec.symbols[0]
-    d = dumps_root() / f"{spec.extra['suite']}-{spec.extra['flavour']}"
+    d = (dumps or dumps_root()) / f"{spec.extra['suite']}-{spec.extra['flavour']}"
     d.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"name": name, "kver": spec.extra["kver"],
                            "version": spec.extra.get("version"), "suite": spec.extra.get("suite"),
@@ -193,7 +195,8 @@ def run_kernel(name: str, use_gdb: bool = True, timeout: float = 900) -> dict[st
     reports: dict[str, dict[str, Any]] = {}
     vmcore = d / "vmcore"
     print(f"matrix: {name}: {spec.extra['kver']}, booting", flush=True)
-    with lab.Guest(spec, lab.WORK / "matrix" / name, gdb=use_gdb) as g:
+    guest_dir = (dumps / "guest") if dumps is not None else lab.WORK / "matrix" / name
+    with lab.Guest(spec, guest_dir, gdb=use_gdb) as g:
         res["times"]["boot"] = round(g.wait_ready(timeout), 1)
         console = g.console_text()
         view = guest_view(console)
