@@ -17,6 +17,9 @@ APT_PKGS=(
   xz-utils
   binutils-arm-linux-gnueabihf     # ARM32 prologue vectors (klpinspect prologue)
   gcc-arm-linux-gnueabihf          # real GCC -mapcs-frame -pg shapes for the same tests
+  kmod                             # depmod/modprobe: module order of Debian kernels (tests/lab/stock.py)
+  gpgv                             # checks Debian suites' InRelease (tests/lab/debarchive.py)
+  debian-archive-keyring           # ... against Debian's archive keys
 )
 
 missing=()
