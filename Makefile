@@ -1,9 +1,10 @@
 # README's two commands: `make demo` (a real ppc64le guest, audited) and `make test`.
-.PHONY: demo test deps lab-deps lab-up lab-down
+.PHONY: demo test deps lab-deps lab-up lab-down matrix
 
 # the interpreter scripts/install-deps.sh chose (a venv on Debian's system Python)
 PYTHON ?= $$(bash scripts/python)
 # The fixture's 6.1 livepatch kernel when ../shared is there, else Debian's stock kernel.
+# KERNEL=stock (bookworm), bookworm, trixie, sid, trixie-64k, sid-64k: Debian's kernels.
 KERNEL ?= $(if $(wildcard ../shared/fixtures/ppc64le-6.1-lp/qemu-cmdline.txt),fixture,stock)
 
 deps:
@@ -23,6 +24,16 @@ lab-up: lab-deps
 
 lab-down:
 	$(PYTHON) tests/lab/lab.py --kernel $(KERNEL) down
+
+# Boot Debian's ppc64el kernels one at a time (trixie, sid, 4K and 64K pages,
+# bookworm), audit each live (QMP, gdbstub) and from a dump (drgn, gdb), check
+# against the guest's own /sys/module and /proc/modules, write docs/kernels.md.
+# ~1 GB of packages per kernel, cached in /work/cache/debian or .cache/debian.
+# MATRIX="trixie sid" limits the kernels.
+MATRIX ?=
+matrix: deps
+	bash tests/lab/deps.sh --stock
+	nice -n 10 $(PYTHON) tests/lab/matrix.py $(MATRIX)
 
 test:
 	bash scripts/test.sh

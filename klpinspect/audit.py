@@ -11,7 +11,7 @@ and every task's livepatch stack (:mod:`klpinspect.livepatch`).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -578,10 +578,38 @@ def audit(
     return report
 
 
+class _LazyTocs(Mapping[int, str]):
+    """A TOC map computed on first use: ``klp-bt`` of a task with no livepatch
+    frames never walks the module list."""
+
+    def __init__(self, compute: Callable[[], Mapping[int, str]]) -> None:
+        self._compute = compute
+        self._tocs: Mapping[int, str] | None = None
+
+    def _get(self) -> Mapping[int, str]:
+        if self._tocs is None:
+            self._tocs = self._compute()
+        return self._tocs
+
+    def __getitem__(self, key: int) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 def tocs_for(target: Target) -> Mapping[int, str]:
     """TOC value -> owner for every module of ``target`` (for ``klp-lpstack`` and
-    ``klp-bt``): from each module's ``.toc`` / ``arch.toc`` address, not its stubs."""
-    kernel = target.kernel()
-    everything = list(target.modules())
-    plain = toc_rule_plain(target, kernel, everything)
-    return module_toc_map(kernel, (), everything, plain=plain)
+    ``klp-bt``): from each module's ``.toc`` / ``arch.toc`` address, not its stubs;
+    computed (the module list walked) on first use."""
+
+    def compute() -> Mapping[int, str]:
+        kernel = target.kernel()
+        everything = list(target.modules())
+        plain = toc_rule_plain(target, kernel, everything)
+        return module_toc_map(kernel, (), everything, plain=plain)
+
+    return _LazyTocs(compute)

@@ -8,7 +8,9 @@ either byte order (include/uapi/linux/elf.h).
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Iterator
 from functools import lru_cache
 
@@ -20,6 +22,7 @@ __all__ = (
     "rela_struct",
     "shdr_struct",
     "sym_struct",
+    "sym_words",
 )
 
 # st_name, st_info, st_other, st_shndx, st_value, st_size
@@ -60,3 +63,19 @@ def iter_syms(symtab: bytes, byteorder: str) -> Iterator[tuple[int, int, int, in
     """Every whole ``Elf64_Sym`` of ``symtab`` (a trailing partial record is ignored)."""
     whole = len(symtab) // ELF64_SYM_SIZE * ELF64_SYM_SIZE
     return sym_struct(byteorder).iter_unpack(symtab[:whole])
+
+
+def sym_words(symtab: bytes, byteorder: str) -> tuple[array.array[int], ...]:
+    """Every whole ``Elf64_Sym`` of ``symtab`` as three columns of 64-bit words,
+    unpacked in C (no Python call a symbol): ``(heads, st_value, st_size)``.
+
+    A head word holds ``st_name, st_info, st_other, st_shndx``: in a
+    little-endian file ``st_name`` is bits 0-31, ``st_info`` 32-39, ``st_shndx``
+    48-63; in a big-endian one ``st_name`` is bits 32-63, ``st_info`` 24-31,
+    ``st_shndx`` 0-15.
+    """
+    words = array.array("Q")
+    words.frombytes(memoryview(symtab)[: len(symtab) // ELF64_SYM_SIZE * ELF64_SYM_SIZE])
+    if byteorder != sys.byteorder:
+        words.byteswap()
+    return words[0::3], words[1::3], words[2::3]

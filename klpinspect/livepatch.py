@@ -356,7 +356,6 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
     trace = list(target.stack_trace(pid))
     pcs = [f.pc for f in trace]
     symbols = Symbolizer(target)
-    owners = toc_owners(kernel, module_tocs)
     findings: list[Finding] = []
     notes: list[str] = []
     record = TaskRecord(task.pid, task.comm, task.livepatch_sp)
@@ -369,6 +368,8 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
         except MemoryReadError as err:
             findings.append(_unreadable(task, err))
     if stack is not None:
+        # the TOC owners (every module's TOC) only when there are frames to name
+        owners = toc_owners(kernel, module_tocs) if stack.frames else {}
         findings.extend(check_livepatch_stack(task, stack, owners))
         record.frames = _frame_records(stack, owners, symbols, _no_toc(kernel))
     frames = stack.frames if stack is not None else ()

@@ -8,7 +8,7 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
@@ -391,8 +391,60 @@ def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def render_json(report: Report) -> str:
-    """The report as ``klpinspect/1`` JSON text."""
-    return json.dumps(report.to_json(), indent=2)
+    """The report as ``klpinspect/1`` JSON text.
+
+    Indented by two spaces down to the innermost objects and arrays, which
+    are written one to a line (a stub slot, a frame): the same document as
+    ``json.dumps(indent=2)`` in fewer lines, and encoded by the json module's
+    C encoder (``indent`` makes json use its pure-Python one: 0.3 s for the
+    11,000 slots of a distribution kernel).
+    """
+    return _dumps(report.to_json(), 0)
+
+
+def _nested(values: Iterable[Any]) -> bool:
+    return any(isinstance(v, (dict, list)) and v for v in values)
+
+
+def _flat_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` of a flat value, without building an encoder each call
+    (the json module's C encoder when it has one)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+
+    def unsupported(o: Any) -> Any:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    enc = make(None, unsupported, json.encoder.encode_basestring_ascii, None,
+               ": ", ", ", False, False, True)
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return json.encoder.encode_basestring_ascii(obj)
+        return "".join(enc(obj, 0))
+
+    return encode
+
+
+_flat = _flat_encoder()
+
+
+def _dumps(obj: Any, level: int) -> str:
+    pad = "  " * (level + 1)
+    if isinstance(obj, dict) and _nested(obj.values()):
+        body = ",\n".join(
+            f"{pad}{_flat(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()
+        )
+        return "{\n" + body + "\n" + "  " * level + "}"
+    if isinstance(obj, list) and _nested(obj):
+        items = [
+            _dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
+                v.values() if isinstance(v, dict) else v) else _flat(v)
+            for v in obj
+        ]
+        return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
+    return _flat(obj)
 
 
 def _sym(name: str | None, owner: str | None) -> str:

@@ -20,6 +20,9 @@ APT_PKGS=(
   bpftool                          # BTF reader tests: bpftool's dump is the oracle
   clang                            # BTF with every kind (DECL_TAG, TYPE_TAG) for the BTF tests
   dwarves                          # pahole -J: ENUM64 BTF for the BTF tests
+  kmod                             # depmod/modprobe: module order of Debian kernels (tests/lab/stock.py)
+  gpgv                             # checks Debian suites' InRelease (tests/lab/debarchive.py)
+  debian-archive-keyring           # ... against Debian's archive keys
 )
 
 missing=()

@@ -150,6 +150,22 @@ def lp(request: pytest.FixtureRequest) -> LpFixture:
     return lp_fixture(request.param)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--debian-kernel", action="append", default=[], metavar="NAME",
+        help="boot and check Debian's kernel NAME (trixie, sid, trixie-64k, sid-64k, "
+        "bookworm; repeatable; also $KLP_DEBIAN_KERNELS=a,b): ~1 GB of packages each, "
+        "cached (tests/test_debian_kernels.py)",
+    )
+
+
+def debian_kernels(config: pytest.Config) -> list[str]:
+    """The Debian kernels this run boots (``--debian-kernel``, ``$KLP_DEBIAN_KERNELS``)."""
+    names = list(config.getoption("--debian-kernel") or [])
+    names += [n for n in os.environ.get("KLP_DEBIAN_KERNELS", "").split(",") if n.strip()]
+    return list(dict.fromkeys(n.strip() for n in names))
+
+
 @pytest.fixture(scope="session")
 def lp61() -> Path:
     """Directory of the ppc64le 6.1 livepatch fixture."""

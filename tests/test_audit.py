@@ -244,3 +244,26 @@ def test_ool_area_decoded_and_skipped() -> None:
     assert [s["address"] for s in doc["modules"][0]["ool_stubs"]] == [
         hex(stubs + 80), hex(stubs + 104), hex(stubs + 128)
     ]
+
+
+class _CountingTarget(SyntheticTarget):
+    """Counts module-list walks (the cost klp-bt skips without livepatch frames)."""
+
+    walks = 0
+
+    def modules(self) -> list[ModuleInfo]:
+        self.walks += 1
+        return list(super().modules())
+
+
+def test_tocs_for_walks_the_modules_only_when_used() -> None:
+    from klpinspect.audit import tocs_for
+
+    base = make_target()
+    target = _CountingTarget(kernel_info=base.kernel_info, regions=base.regions,
+                             module_list=base.module_list, symbols=base.symbols)
+    tocs = tocs_for(target)
+    assert target.walks == 0
+    assert tocs[TOC] == "badmod" and tocs[KTOC] == "vmlinux"
+    assert dict(tocs) == {TOC: "badmod", KTOC: "vmlinux"}
+    assert target.walks == 1  # computed once

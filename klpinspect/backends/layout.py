@@ -28,9 +28,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from klpinspect.elf64 import ELF64_SHDR_SIZE, shdr_struct
+from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, iter_syms, shdr_struct
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
+from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
@@ -49,6 +50,7 @@ __all__ = (
     "klp_sechdrs",
     "list_nodes",
     "module_info",
+    "module_kallsyms",
     "module_regions",
     "module_section_addresses",
     "module_section_sizes",
@@ -572,6 +574,56 @@ class ModuleOwners:
         if i >= 0 and self.ranges[i][0] <= address < self.ranges[i][1]:
             return self.ranges[i][2], self.ranges[i][3]
         return "vmlinux", None
+
+    def regions(self, mod_addr: int) -> list[tuple[int, int]]:
+        """The memory regions of the ``struct module`` at ``mod_addr``."""
+        return [(s, e) for s, e, _n, a in self.ranges if a == mod_addr]
+
+
+def module_kallsyms(k: KernelAccess, owners: ModuleOwners, mod_addr: int) -> ElfSymbols:
+    """The kallsyms (``mod->kallsyms``) of the ``struct module`` at ``mod_addr``
+    that name its own memory, indexed.
+
+    Two bulk reads (its ``Elf64_Sym`` array, then its string table up to the
+    last name), so naming one module's addresses costs the same however many
+    modules are loaded.  A livepatch module also keeps its resolved
+    undefined/klp symbols (type ``u``) pointing elsewhere: only addresses in
+    its own regions count.  A module whose kallsyms cannot be read has no names.
+    """
+    regions = owners.regions(mod_addr)
+    try:
+        # Aliases (zram_init / init_module): the first in table order, as the
+        # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
+        # module_kallsyms() pick; not the higher binding.
+        entries = [
+            (e[0], e[1], e[2], 0, e[4])
+            for e in _kallsyms_entries(k, mod_addr)
+            if any(s <= e[0] < end for s, end in regions)
+        ]
+    except (MemoryReadError, TargetError):
+        entries = []
+    return ElfSymbols(entries)
+
+
+def _kallsyms_entries(k: KernelAccess, mod_addr: int) -> list[SymEntry]:
+    mod = k.object("struct module", mod_addr)
+    # Before 4.5 (commit 8244062ef1e5 "modules: fix longstanding
+    # /proc/kallsyms vs module insertion race.") the fields were in
+    # struct module.
+    ks = mod.member("kallsyms") or mod
+    num = ks.member("num_symtab")
+    symtab_view, strtab_view = ks.member("symtab"), ks.member("strtab")
+    if num is None or symtab_view is None or strtab_view is None:
+        return []
+    n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
+    if not n or not symtab_addr or not strtab_addr or n > MAX_LIST:
+        return []
+    symtab = k.read(symtab_addr, n * ELF64_SYM_SIZE)
+    last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
+    strtab = k.read(strtab_addr, last + 1)
+    while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
+        strtab = k.read(strtab_addr, len(strtab) + 64)
+    return parse_elf_symbols(symtab, strtab, k.byteorder)
 
 
 # -- tasks ---------------------------------------------------------------------------------

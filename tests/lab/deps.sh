@@ -2,13 +2,14 @@
 # deps.sh - install what the ppc64le lab needs, from Debian packages by name.
 #
 #   tests/lab/deps.sh            the fixture kernel lab: qemu-system-ppc
-#   tests/lab/deps.sh --stock    + what the stock Debian kernel lab needs on the
-#                                host (kmod for depmod/modprobe, and the
-#                                ppc64el architecture, so that stock.py can
-#                                `apt-get download` linux-image-*-powerpc64le
-#                                (+ -dbg), busybox-static, kexec-tools and
-#                                makedumpfile for ppc64el; nothing of ppc64el
-#                                is installed on the host)
+#   tests/lab/deps.sh --stock    + what the Debian kernel lab needs on the host:
+#                                kmod (depmod/modprobe), gpgv and
+#                                debian-archive-keyring (stock.py reads each
+#                                suite's signed index itself: debarchive.py),
+#                                gdb-multiarch (make matrix), and the ppc64el
+#                                architecture, so that kdump.py can `apt-get
+#                                download` kexec-tools and makedumpfile for
+#                                ppc64el; nothing of ppc64el is installed)
 #   tests/lab/deps.sh --check    only say what is missing (exit 1 if anything)
 #
 # Idempotent: when everything is there it only runs dpkg-query (well under a
@@ -27,7 +28,7 @@ done
 
 pkgs=(qemu-system-ppc)
 if [ $stock = 1 ]; then
-  pkgs+=(kmod)
+  pkgs+=(kmod gpgv debian-archive-keyring gdb-multiarch)
 fi
 
 missing=()

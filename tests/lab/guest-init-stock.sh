@@ -15,6 +15,15 @@ while read -r m; do
 done < /etc/modlist
 echo "RK: insmod ok=$ok failed=$bad"
 echo "RK-MODULES-BEGIN"; cat /proc/modules; echo "RK-MODULES-END"
+# the kernel's own view of each module's stub and TOC sections (root sees
+# the real addresses), for the lab's matrix to check klpinspect against
+for d in /sys/module/*/sections; do
+  m=${d%/sections}; m=${m##*/}
+  for s in .stubs .toc .text; do
+    [ -r "$d/$s" ] && echo "RK-SECT $m $s $(cat "$d/$s")"
+  done
+done
+echo "RK-PAGESIZE $(getconf PAGESIZE 2>/dev/null || echo -)"
 echo "RK-VMCOREINFO $(cat /sys/kernel/vmcoreinfo)"
 echo "RK-READY"
 exec sh

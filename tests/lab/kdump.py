@@ -82,8 +82,8 @@ def _kdump_spec(base: KernelSpec, work: Path) -> KernelSpec:
     debs = stock.fetch_debs(root / "debs", _USERSPACE + _LIBS)
     for name, deb in debs.items():
         stock.extract(deb, root / "x" / name)
-    img = root / "x" / "image"
-    bb = root / "x" / "busybox" / "bin" / "busybox"
+    img = Path(base.extra["image_root"])
+    bb = Path(base.extra["busybox"])
     libs = [root / "x" / n for n in _LIBS]
     work.mkdir(parents=True, exist_ok=True)
 

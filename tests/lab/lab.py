@@ -154,15 +154,15 @@ def fixture_kernel(directory: Path | None = None) -> KernelSpec:
 
 
 def kernel_spec(name: str) -> KernelSpec:
-    """The kernel called *name*: ``fixture`` or ``stock``."""
+    """The kernel called *name*: ``fixture``, ``stock``, or a Debian suite's
+    kernel: ``bookworm``, ``trixie``, ``sid``, ``trixie-64k``, ``sid-64k``
+    (``stock.kernel_by_name``)."""
     if name == "fixture":
         return fixture_kernel()
-    if name == "stock":
-        import stock
+    import stock
 
-        spec: KernelSpec = stock.stock_kernel()
-        return spec
-    raise LabError(f"unknown kernel {name!r} (fixture or stock)")
+    spec: KernelSpec = stock.kernel_by_name(name)
+    return spec
 
 
 def free_port() -> int:
@@ -600,7 +600,8 @@ def cmd_kdump(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernel", default="fixture", help="fixture (default) or stock")
+    ap.add_argument("--kernel", default="fixture",
+                    help="fixture (default), stock, bookworm, trixie, sid, trixie-64k, sid-64k")
     ap.add_argument("--workdir", help="guest directory (default tests/lab/work/<kernel>)")
     sp = ap.add_subparsers(dest="cmd", required=True)
     s = sp.add_parser("up", help="boot a guest and leave it running")

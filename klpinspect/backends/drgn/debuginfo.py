@@ -10,22 +10,21 @@ Executables (``vmlinux``, ``vmlinux.debug``) with compressed sections load fine
 and are passed through.
 
 Everything here is pure Python (pyelftools, zlib; ``zstandard`` only for
-``ELFCOMPRESS_ZSTD`` sections in relocatable files).
+``ELFCOMPRESS_ZSTD`` sections in relocatable files).  Files are mapped, not
+read: a ``-s`` vmlinux costs the pages of its headers and notes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
+import mmap
 import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
+from typing import Any
 
 from klpinspect.errors import TargetError
 
@@ -40,7 +39,9 @@ __all__ = (
 )
 
 SHT_NULL = 0
+SHT_NOTE = 7
 SHT_NOBITS = 8
+ET_REL = 1
 SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
 ELFCOMPRESS_ZSTD = 2
@@ -53,42 +54,106 @@ def debug_cache_dir() -> Path:
     return Path(base) / "klpinspect"
 
 
-def _open_elf(path: Path) -> tuple[bytes, ELFFile]:
+class _Elf:
+    """The ELF header and section headers of a mapped file (``Elf64_Ehdr``,
+    ``Elf64_Shdr``, or their 32-bit forms): what learning a file's type, build ID
+    and compressed sections needs, without pyelftools (~40 ms to import)."""
+
+    def __init__(self, path: Path, mm: mmap.mmap) -> None:
+        try:
+            ident = mm[:16]
+            self.is64 = ident[4] == 2
+            self.little = ident[5] == 1
+            e = "<" if self.little else ">"
+            if self.is64:
+                (self.e_type, _m, _v, _entry, _phoff, shoff, _fl, _eh, _phes, _phn, shentsize,
+                 shnum, _shstrndx) = struct.unpack_from(e + "HHIQQQIHHHHHH", mm, 16)
+                fmt = struct.Struct(e + "IIQQQQIIQQ")
+            else:
+                (self.e_type, _m, _v, _entry, _phoff, shoff, _fl, _eh, _phes, _phn, shentsize,
+                 shnum, _shstrndx) = struct.unpack_from(e + "HHIIIIIHHHHHH", mm, 16)
+                fmt = struct.Struct(e + "IIIIIIIIII")
+            if shoff and shnum and shentsize < fmt.size:
+                raise ValueError(f"e_shentsize {shentsize}")
+            # (sh_type, sh_flags, sh_offset, sh_size)
+            self.sections = [
+                (h[1], h[2], h[4], h[5])
+                for h in (fmt.unpack_from(mm, shoff + i * shentsize) for i in range(shnum))
+            ] if shoff else []
+        except (struct.error, ValueError, IndexError) as err:
+            raise TargetError(f"{path}: malformed ELF file: {err}") from None
+        self.path = path
+        self.mm = mm
+
+    @property
+    def relocatable(self) -> bool:
+        return bool(self.e_type == ET_REL)
+
+    def has_compressed(self) -> bool:
+        return any(flags & SHF_COMPRESSED for _t, flags, _o, _s in self.sections)
+
+    def build_id(self) -> str | None:
+        """The ``NT_GNU_BUILD_ID`` note's descriptor, from the ``SHT_NOTE`` sections."""
+        e = "<" if self.little else ">"
+        for sh_type, _flags, off, size in self.sections:
+            if sh_type != SHT_NOTE:
+                continue
+            end = off + size
+            if end > len(self.mm):
+                raise TargetError(f"{self.path}: malformed ELF file: note past the end")
+            pos = off
+            while pos + 12 <= end:
+                namesz, descsz, ntype = struct.unpack_from(e + "III", self.mm, pos)
+                name_at = pos + 12
+                desc_at = name_at + (namesz + 3) // 4 * 4
+                nxt = desc_at + (descsz + 3) // 4 * 4
+                if nxt > end:
+                    break
+                if ntype == NT_GNU_BUILD_ID and self.mm[name_at : name_at + namesz] == b"GNU\0":
+                    return bytes(self.mm[desc_at : desc_at + descsz]).hex()
+                pos = nxt
+        return None
+
+
+@contextlib.contextmanager
+def _open_elf(path: Path) -> Iterator[_Elf]:
+    """The ELF file at ``path``, mapped, not read: learning its type, build ID or
+    whether it has compressed sections reads its headers and notes only (a
+    distribution's debug vmlinux is 300-400 MB)."""
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 (closed below, after the mapping)
     except FileNotFoundError:
         raise TargetError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TargetError(f"{path}: is a directory") from None
     except OSError as e:
         raise TargetError(f"{path}: {e.strerror}") from None
-    if data[:4] != b"\x7fELF":
-        raise TargetError(f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)")
-    try:
-        return data, ELFFile(io.BytesIO(data))
-    except ELFError as e:
-        raise TargetError(f"{path}: malformed ELF file: {e}") from None
+    with f:
+        try:
+            magic = f.read(4)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if magic else None
+        except (OSError, ValueError) as e:
+            raise TargetError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+        if mm is None or magic != b"\x7fELF":
+            if mm is not None:
+                mm.close()
+            raise TargetError(
+                f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)"
+            )
+        with mm:
+            yield _Elf(path, mm)
 
 
 def has_compressed_sections(path: str | os.PathLike[str]) -> bool:
     """Whether the ELF file has any ``SHF_COMPRESSED`` section."""
-    _, elf = _open_elf(Path(path))
-    return any(s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections())
+    with _open_elf(Path(path)) as elf:
+        return elf.has_compressed()
 
 
 def read_build_id(path: str | os.PathLike[str]) -> str | None:
     """The GNU build ID (``NT_GNU_BUILD_ID`` note) of an ELF file as lower-case hex."""
-    return _build_id(_open_elf(Path(path))[1])
-
-
-def _build_id(elf: ELFFile) -> str | None:
-    for sec in elf.iter_sections():
-        if not isinstance(sec, NoteSection):
-            continue
-        for note in sec.iter_notes():
-            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                return str(note["n_desc"]).lower()
-    return None
+    with _open_elf(Path(path)) as elf:
+        return elf.build_id()
 
 
 def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
@@ -107,7 +172,7 @@ def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
     raise TargetError(f"{path}: section {name} has unknown compression type {ch_type}")
 
 
-def _write_decompressed(path: Path, data: bytes, elf: ELFFile, out: Path) -> None:
+def _write_decompressed(path: Path, data: bytes | mmap.mmap, elf: Any, out: Path) -> None:
     """Write ``data`` (the ELF ``path``) to ``out`` with every section decompressed.
 
     Section indices, names, links and order stay the same; only contents,
@@ -185,17 +250,26 @@ def decompressed_debug_file(
     :raises TargetError: if the file is missing or not ELF
     """
     src = Path(path)
-    data, elf = _open_elf(src)
-    if elf["e_type"] != "ET_REL" or not any(
-        s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections()
-    ):
+    with _open_elf(src) as elf:
+        return _decompressed(elf, cache_dir)
+
+
+def _decompressed(elf: _Elf, cache_dir: str | os.PathLike[str] | None) -> Path:
+    src = elf.path
+    if not elf.relocatable or not elf.has_compressed():
         return src
-    digest = hashlib.sha256(data).hexdigest()[:24]
+    digest = hashlib.sha256(elf.mm).hexdigest()[:24]
     out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
     out = out / f"{digest}-{src.name}"
     if not out.exists():
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
         try:
-            _write_decompressed(src, data, elf, out)
+            parsed = ELFFile(elf.mm)  # type: ignore[arg-type]  # a stream: read/seek/tell
+            _write_decompressed(src, elf.mm, parsed, out)
+        except (ELFError, ValueError, struct.error) as e:
+            raise TargetError(f"{src}: malformed ELF file: {e}") from None
         except OSError as e:
             raise TargetError(f"{out}: cannot write decompressed copy of {src}: {e}") from None
     return out
@@ -233,8 +307,8 @@ def prepare_debug_files(
     """
     out = []
     for path in expand_debug_paths(paths):
-        _, elf = _open_elf(path)
-        rel = elf["e_type"] == "ET_REL"
-        build_id = None if rel else _build_id(elf)
-        out.append((path, decompressed_debug_file(path, cache_dir), build_id, rel))
+        with _open_elf(path) as elf:
+            rel = elf.relocatable
+            build_id = None if rel else elf.build_id()
+            out.append((path, _decompressed(elf, cache_dir), build_id, rel))
     return out

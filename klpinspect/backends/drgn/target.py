@@ -23,7 +23,6 @@ from klpinspect.backends.drgn.btf_finder import (
     debuginfo_source,
     kallsyms_symtab,
 )
-from klpinspect.backends.drgn.modsyms import module_symbols
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.backends.drgn.view import DrgnKernel
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
@@ -38,8 +37,8 @@ from klpinspect.target import (
 
 __all__ = ("DrgnTarget",)
 
-# Name of the symbol finder that adds module kallsyms to the program.
-_KALLSYMS_FINDER = "klpinspect_module_kallsyms"
+# vmlinux addresses named through drgn's Program.symbol before the .symtab is indexed
+_FEW_LOOKUPS = 64
 
 
 class DrgnTarget:
@@ -61,6 +60,8 @@ class DrgnTarget:
         self._vmlinux_symbols_tried = False
         #: where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms"
         self.debuginfo: str | None = debuginfo_source(prog)
+        self._vmlinux_lookups = 0
+        self._module_symbols: dict[int, ElfSymbols] = {}
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage((None, n) for n in core_notes(prog))
 
@@ -79,34 +80,20 @@ class DrgnTarget:
             raise MemoryReadError(address, size, str(e)) from None
         return data
 
-    def _enable_module_kallsyms(self) -> None:
-        """Add module kallsyms to the program's symbol finders, once.
+    def _module_kallsyms(self, mod_addr: int) -> ElfSymbols:
+        """The kallsyms of the module at ``mod_addr`` (:func:`layout.module_kallsyms`:
+        two bulk reads, only for a module an address falls in), once.
 
         Modules without debug info have no ELF symbol table in drgn 0.3.0;
-        their kallsyms (``mod->kallsyms``) are in memory.
+        their kallsyms are in memory.  drgn's ``module_kallsyms`` helper makes a
+        Python ``drgn.Symbol`` of every symbol of every module instead (~0.8 s
+        for Debian sid's 50 modules).
         """
-        prog = self.prog
-        if _KALLSYMS_FINDER in prog.registered_symbol_finders():
-            return
-        symbols: list[drgn.Symbol] = []
-        regions: dict[int, list[tuple[int, int]]] = {}
-        for start, end, _name, address in self._module_owners().ranges:
-            regions.setdefault(address, []).append((start, end))
-        for address, mine in regions.items():
-            mod = Object(prog, "struct module *", value=address)
-            try:
-                # A livepatch module keeps its resolved SHN_UNDEF/klp symbols
-                # too (kallsyms type 'u'): only its own memory names it.
-                symbols.extend(module_symbols(mod, mine))
-            except (drgn.FaultError, LookupError, AttributeError, IndexError):
-                continue  # a module whose kallsyms cannot be read: no names
-        # Last, so debug info symbols win where both exist.
-        prog.register_symbol_finder(
-            _KALLSYMS_FINDER,
-            drgn.SymbolIndex(symbols),
-            enable_index=len(prog.enabled_symbol_finders()),
-        )
-        self._symbol_starts = None
+        table = self._module_symbols.get(mod_addr)
+        if table is None:
+            table = layout.module_kallsyms(self._k, self._module_owners(), mod_addr)
+            self._module_symbols[mod_addr] = table
+        return table
 
     def _size_to_next_symbol(self, address: int) -> int:
         """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
@@ -150,10 +137,39 @@ class DrgnTarget:
                 self._vmlinux_symbols = kallsyms_symtab(self.prog)
         return self._vmlinux_symbols
 
+    def _few_vmlinux_lookup(self, address: int) -> SymbolInfo | None:
+        """The first few vmlinux addresses through drgn's ``Program.symbol``.
+
+        A backtrace names ~10 addresses: drgn's own look-up (~250 us each)
+        beats indexing the whole ``.symtab`` (~0.3 s for a distribution
+        vmlinux's 125,000 symbols).  Both name alike (:class:`ElfSymbols`
+        follows libdrgn's rules); only a label with no ELF size needs the
+        table, for its kallsyms-style size from one scan (no sort).
+        """
+        self._vmlinux_lookups += 1
+        if self._vmlinux_lookups > _FEW_LOOKUPS or self._vmlinux_symbols is not None:
+            return None
+        try:
+            sym = self.prog.symbol(address)
+        except LookupError:
+            return None
+        start, size = int(sym.address), int(sym.size)
+        if size:
+            return SymbolInfo(sym.name, start, size, "vmlinux")
+        table = self._vmlinux_symtab()
+        if table is None:
+            return None
+        return SymbolInfo(sym.name, start, table.size_to_next(start), "vmlinux")
+
     def symbolize(self, address: int) -> SymbolInfo | None:
         """The symbol containing ``address`` with its owner (``vmlinux`` or a module)."""
-        owner, _mod = self._module_owners().owner(address)
-        symtab = self._vmlinux_symtab() if owner == "vmlinux" else None
+        owner, mod_addr = self._module_owners().owner(address)
+        symtab = None
+        if owner == "vmlinux":
+            few = self._few_vmlinux_lookup(address)
+            if few is not None:
+                return few
+            symtab = self._vmlinux_symtab()
         if symtab is not None:
             found = symtab.lookup(address)
             if found is not None:
@@ -162,11 +178,12 @@ class DrgnTarget:
         try:
             sym = self.prog.symbol(address)
         except LookupError:
-            self._enable_module_kallsyms()
-            try:
-                sym = self.prog.symbol(address)
-            except LookupError:
+            table = self._module_kallsyms(mod_addr) if mod_addr is not None else None
+            hit = table.lookup(address) if table is not None else None
+            if table is None or hit is None:
                 return None
+            start, size, name = hit
+            return SymbolInfo(name, start, size or table.size_to_next(start), owner)
         start, size = int(sym.address), int(sym.size)
         if not size:
             size = self._size_to_next_symbol(start)

@@ -30,11 +30,10 @@ from klpinspect.backends.gdb.memory import (
     vmcoreinfo_page_size,
 )
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
-from klpinspect.elf64 import ELF64_SYM_SIZE, iter_syms
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.livepatch import back_chain_stack_trace
 from klpinspect.ppc64.radix import check_radix
-from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
+from klpinspect.symtab import ElfSymbols, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
     ModuleInfo,
@@ -57,9 +56,6 @@ __all__ = (
     "GdbTarget",
     "read_elf_symbols",
 )  # ElfSymbols and read_elf_symbols live in klpinspect.symtab
-
-# Refuse absurd symbol counts read from a damaged dump.
-_MAX_LIST = 1 << 20
 
 
 def _gdb_error_text(err: BaseException) -> str:
@@ -272,48 +268,13 @@ class GdbTarget:
         return self._symbols
 
     def _module_kallsyms(self, mod_addr: int) -> ElfSymbols:
-        """The kallsyms of the module at ``mod_addr`` that name its own memory.
-
-        Read only for modules an address falls in (two bulk reads each).  A
-        livepatch module also keeps its resolved undefined/klp symbols (type
-        ``u``) pointing elsewhere: only addresses in its own regions count.
-        """
+        """The kallsyms of the module at ``mod_addr`` that name its own memory
+        (:func:`layout.module_kallsyms`), read only for modules an address falls in."""
         table = self._module_symbols.get(mod_addr)
         if table is None:
-            regions = [(s, e) for s, e, _n, a in self._module_owners().ranges if a == mod_addr]
-            try:
-                # Aliases (zram_init / init_module): the first in table order, as the
-                # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
-                # module_kallsyms() pick; not the higher binding.
-                entries = [
-                    (e[0], e[1], e[2], 0, e[4])
-                    for e in self._kallsyms_entries(mod_addr)
-                    if any(s <= e[0] < end for s, end in regions)
-                ]
-            except (MemoryReadError, TargetError):
-                entries = []  # a module whose kallsyms cannot be read: no names
-            table = self._module_symbols[mod_addr] = ElfSymbols(entries)
+            table = layout.module_kallsyms(self._k, self._module_owners(), mod_addr)
+            self._module_symbols[mod_addr] = table
         return table
-
-    def _kallsyms_entries(self, mod_addr: int) -> list[SymEntry]:
-        mod = self._k.object("struct module", mod_addr)
-        # Before 4.5 (commit 8244062ef1e5 "modules: fix longstanding
-        # /proc/kallsyms vs module insertion race.") the fields were in
-        # struct module.
-        ks = mod.member("kallsyms") or mod
-        num = ks.member("num_symtab")
-        symtab_view, strtab_view = ks.member("symtab"), ks.member("strtab")
-        if num is None or symtab_view is None or strtab_view is None:
-            return []
-        n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
-        if not n or not symtab_addr or not strtab_addr or n > _MAX_LIST:
-            return []
-        symtab = self.read(symtab_addr, n * ELF64_SYM_SIZE)
-        last = max(sym[0] for sym in iter_syms(symtab, self._byteorder))
-        strtab = self.read(strtab_addr, last + 1)
-        while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
-            strtab = self.read(strtab_addr, len(strtab) + 64)
-        return parse_elf_symbols(symtab, strtab, self._byteorder)
 
     def _module_owners(self) -> layout.ModuleOwners:
         if self._owners is None:

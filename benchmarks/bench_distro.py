@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Benchmark: klpinspect on distribution kernels vs drgn's own open (issue 13).
+
+For every kernel dump the lab has -- the fixture's 6.1 and 7.2 livepatch
+kernels, and the Debian dumps ``tests/lab/matrix.py`` keeps in
+``/work/cache/debian/dumps/<suite>-<flavour>/`` (vmcore + the ``-dbg`` package's full
+debug vmlinux) -- each command below runs as its own process, ``--runs``
+times, interleaved (run 1 of every command, then run 2, ...), and the
+benchmark prints the median and min-max of wall time and peak RSS
+(``wait4`` ru_maxrss) and the ratio of medians to drgn's baseline:
+
+``drgn``
+    ``drgn -q -c VMCORE -s VMLINUX -e 'for_each_module(prog)'`` (the baseline)
+``audit``
+    ``klpinspect -c VMCORE -s VMLINUX --format json audit``   (goal <= 1.15x wall, <= 1.2x RSS)
+``stubs``
+    ``klpinspect ... stubs MODULE`` (one module)            (goal <= 1.05x)
+``bt`` / ``drgn-bt``
+    ``klpinspect ... bt PID`` vs ``drgn ... -e 'prog.stack_trace(PID)'``  (goal <= 1.05x)
+
+``--split`` also prints where the audit's time goes, in one process: drgn's
+own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
+the ``-s`` files, the audit, the JSON encoding).
+
+    python3 benchmarks/bench_distro.py [--runs 5] [--only trixie,sid] [--split] [--json]
+                                       [--base OTHER_CHECKOUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("KLPINSPECT_FIXTURES", REPO.parent / "shared" / "fixtures"))
+CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache"))
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+
+GOALS = {"audit": (1.15, 1.2), "stubs": (1.05, None), "bt": (1.05, None)}
+
+
+@dataclass
+class Dump:
+    label: str
+    vmcore: Path
+    vmlinux: Path
+    module: str
+    pid: int
+
+
+def _unpacked(src: Path, dst: Path) -> Path:
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    with lzma.open(src) as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+    tmp.replace(dst)
+    return dst
+
+
+def _audit_module(audit_json: Path | None, default: str) -> str:
+    """The module with the most stub slots of a stored audit (else *default*)."""
+    if audit_json and audit_json.exists():
+        mods = json.loads(audit_json.read_text()).get("modules", [])
+        if mods:
+            return str(max(mods, key=lambda m: len(m.get("stubs", [])))["name"])
+    return default
+
+
+def find_dumps() -> list[Dump]:
+    """Every dump the lab has (fixtures unpacked into the cache once)."""
+    out: list[Dump] = []
+    for ver, cache_name in (("6.1", "fixtures"), ("7.2", "fixtures/ppc64le-7.2-lp")):
+        fx = FIXTURES / f"ppc64le-{ver}-lp"
+        if (fx / "vmcore.elf.xz").exists():
+            core = _unpacked(fx / "vmcore.elf.xz", CACHE / cache_name / "vmcore.elf")
+            out.append(Dump(f"fixture {ver}", core, fx / "vmlinux.debug", "bridge", 1))
+    try:
+        from debarchive import cache_dir
+
+        root = Path(os.environ.get("KLP_MATRIX_DUMPS", str(cache_dir() / "dumps")))
+    except ImportError:
+        root = Path("/work/cache/debian/dumps")
+    order = {"bookworm": 0, "trixie": 1, "sid": 2}
+    for d in sorted(root.glob("*/vmcore"), key=lambda p: (order.get(p.parent.name.split("-")[0], 9),
+                                                          p.parent.name)):
+        info: dict[str, Any] = {}
+        if (d.parent / "matrix.json").exists():
+            info = json.loads((d.parent / "matrix.json").read_text())
+        label = f"Debian {d.parent.name} {info.get('kver', '')}".strip()
+        out.append(Dump(label, d, (d.parent / "vmlinux").resolve(),
+                        _audit_module(d.parent / "audit.json", "xfs"), 1))
+    return out
+
+
+def commands(d: Dump) -> dict[str, list[str]]:
+    py = sys.executable
+    base = ["-c", str(d.vmcore), "-s", str(d.vmlinux)]
+    each = ("from drgn.helpers.linux.module import for_each_module\n"
+            "for m in for_each_module(prog): pass")
+    bt = f"prog.stack_trace({d.pid})"
+    return {
+        "drgn": [py, "-m", "drgn", "-q", *base, "-e", each],
+        "audit": [py, "-m", "klpinspect", *base, "--format", "json", "audit"],
+        "stubs": [py, "-m", "klpinspect", *base, "stubs", d.module],
+        "drgn-bt": [py, "-m", "drgn", "-q", *base, "-e", bt],
+        "bt": [py, "-m", "klpinspect", *base, "bt", str(d.pid)],
+    }
+
+
+TREE = REPO  # the klpinspect measured (--tree: another checkout, e.g. before a change)
+
+
+BASE: Path | None = None  # --base: a second checkout measured interleaved ("audit@base"...)
+
+
+def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one run of *argv* (klpinspect from *tree*)."""
+    env = dict(os.environ, PYTHONPATH=str(tree or TREE))
+    t0 = time.perf_counter()
+    # cwd /: ``python -m klpinspect`` must find TREE's, not the current directory's
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         cwd="/")
+    _pid, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if p.stderr:
+        p.stderr.close()
+    rc = os.waitstatus_to_exitcode(status)
+    if rc not in (0, 1):
+        raise SystemExit(f"bench_distro: {' '.join(argv[2:4])} ... exit {rc}: {err.strip()[-200:]}")
+    return wall, ru.ru_maxrss
+
+
+def split(d: Dump) -> dict[str, float]:
+    """Where ``klpinspect audit``'s time goes, in this process (run in a child)."""
+    code = f"""
+import json, time, sys
+sys.path.insert(0, {str(TREE)!r})
+t = [time.perf_counter()]
+import drgn
+try:
+    from klpinspect.backends.drgn import program
+    from klpinspect.backends.drgn.debuginfo import prepare_debug_files
+    from klpinspect.backends.drgn.target import DrgnTarget
+except ImportError:  # a checkout from before issue 11's move
+    from klpinspect.drgn import program
+    from klpinspect.drgn.debuginfo import prepare_debug_files
+    from klpinspect.drgn.target import DrgnTarget
+from klpinspect import audit as A
+from klpinspect.report import render
+t.append(time.perf_counter())
+prog = program.open_core({str(d.vmcore)!r})
+t.append(time.perf_counter())
+files = prepare_debug_files([{str(d.vmlinux)!r}])
+t.append(time.perf_counter())
+try:
+    prog.load_debug_info([str(f[1]) for f in files], main=True)
+except drgn.MissingDebugInfoError:
+    pass
+t.append(time.perf_counter())
+target = DrgnTarget(prog, "vmcore")
+rep = A.audit(target)
+t.append(time.perf_counter())
+text = render(rep, "json")
+t.append(time.perf_counter())
+names = ["import", "drgn: open core", "ours: check -s files", "drgn: load_debug_info",
+         "ours: audit", "ours: JSON"]
+print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd="/")
+    if p.returncode:
+        return {"error": p.stderr.strip().splitlines()[-1:] or ["?"]}  # type: ignore[dict-item]
+    return dict(json.loads(p.stdout))
+
+
+def _fmt(vals: list[float], unit: str, scale: float = 1.0) -> str:
+    v = [x * scale for x in vals]
+    prec = 2 if unit == "s" else 0
+    return (f"{statistics.median(v):.{prec}f} {unit} "
+            f"({min(v):.{prec}f}-{max(v):.{prec}f})")
+
+
+def bench(d: Dump, runs: int, names: list[str]) -> dict[str, dict[str, list[float]]]:
+    cmds = commands(d)
+    res: dict[str, dict[str, list[float]]] = {n: {"wall": [], "rss": []} for n in names}
+    for _ in range(runs):
+        for n in names:
+            cmd, _, at = n.partition("@")
+            wall, rss = run_once(cmds[cmd], BASE if at else None)
+            res[n]["wall"].append(wall)
+            res[n]["rss"].append(rss / 1024)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", help="comma-separated substrings of dump labels")
+    ap.add_argument("--commands", default="drgn,audit,stubs,drgn-bt,bt")
+    ap.add_argument("--split", action="store_true", help="also the audit's time split")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tree", help="measure the klpinspect of this checkout instead")
+    ap.add_argument("--base", help="also measure this checkout's klpinspect, interleaved "
+                    "(audit@base, ...: before/after a change)")
+    a = ap.parse_args()
+    global TREE, BASE
+    if a.tree:
+        TREE = Path(a.tree).resolve()
+    names = a.commands.split(",")
+    if a.base:
+        BASE = Path(a.base).resolve()
+        names += [f"{n}@base" for n in names if n in GOALS]
+    dumps = find_dumps()
+    if a.only:
+        dumps = [d for d in dumps if any(s in d.label for s in a.only.split(","))]
+    if not dumps:
+        print("bench_distro: no dumps (fixtures missing, no tests/lab/matrix.py runs)",
+              file=sys.stderr)
+        return 2
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs "
+          f"({platform.processor() or platform.platform()}), Python "
+          f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}; "
+          f"{a.runs} interleaved runs, median (min-max)")
+    everything: dict[str, Any] = {}
+    for d in dumps:
+        mb = d.vmlinux.stat().st_size / 1e6
+        print(f"\n== {d.label}: {d.vmcore.name} {d.vmcore.stat().st_size / 1e6:.0f} MB, "
+              f"debug vmlinux {mb:.0f} MB; stubs {d.module}, bt {d.pid}")
+        r = bench(d, a.runs, names)
+        everything[d.label] = {"results": r}
+        for n in names:
+            line = f"  {n:11s} wall {_fmt(r[n]['wall'], 's')}  RSS {_fmt(r[n]['rss'], 'MB')}"
+            base = "drgn-bt" if n.startswith("bt") else "drgn"
+            if n.partition("@")[0] in GOALS and base in r:
+                w = statistics.median(r[n]["wall"]) / statistics.median(r[base]["wall"])
+                m = statistics.median(r[n]["rss"]) / statistics.median(r[base]["rss"])
+                gw, gm = GOALS[n.partition("@")[0]]
+                line += f"   vs {base}: wall {w:.2f}x (goal {gw}), RSS {m:.2f}x"
+                line += f" (goal {gm})" if gm else ""
+                everything[d.label].setdefault("ratios", {})[n] = {"wall": w, "rss": m}
+            print(line, flush=True)
+        if a.split:
+            s = split(d)
+            everything[d.label]["split"] = s
+            print("  split: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()
+                                          if isinstance(v, float)))
+    if a.json:
+        print(json.dumps(everything, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
