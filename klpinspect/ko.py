@@ -51,11 +51,8 @@ Bad input (not an ELF file, not ppc64, not relocatable, truncated) gives one
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
-import os
 import struct
 import zlib
 from bisect import bisect_right
@@ -77,6 +74,7 @@ from .elf64 import (
     sym_struct,
 )
 from .errors import KlpError
+from .kofile import decompress_module, module_name
 from .ppc64.insn import NOP, toc_restore
 from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, FindingCode, Report
 
@@ -139,29 +137,6 @@ def parse_klp_sym(name: str) -> KlpSym | None:
     return KlpSym(obj, sym, int(pos))
 
 
-def _decompress(data: bytes) -> bytes:
-    """Decompress a ``.ko.xz``/``.ko.gz``/``.ko.bz2`` image (by magic), else as is."""
-    if data[:6] == b"\xfd7zXZ\x00":
-        return lzma.decompress(data)
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    if data[:3] == b"BZh":
-        return bz2.decompress(data)
-    if data[:4] == b"\x28\xb5\x2f\xfd":
-        raise KlpError("zstd-compressed module: decompress it first (zstd -d)")
-    return data
-
-
-def _module_name(path: str, modinfo: bytes | None) -> str:
-    """``name=`` from ``.modinfo`` (modpost writes it), else the file's stem."""
-    if modinfo:
-        for entry in modinfo.split(b"\0"):
-            if entry.startswith(b"name="):
-                return entry[5:].decode("utf-8", "replace")
-    base = os.path.basename(path)
-    for suffix in (".xz", ".gz", ".bz2", ".zst"):
-        base = base.removesuffix(suffix)
-    return base.removesuffix(".ko").removesuffix(".o").replace("-", "_")
 
 
 def _cstr(table: bytes, offset: int) -> str:
@@ -301,7 +276,7 @@ def _open(path: str) -> _Object:
     except OSError as e:
         raise KlpError(f"cannot read: {e.strerror or e}") from e
     try:
-        raw = _decompress(raw)
+        raw = decompress_module(raw)
     except (lzma.LZMAError, zlib.error, EOFError, OSError) as e:
         raise KlpError(f"cannot decompress: {e}") from e
     if raw[:4] != b"\x7fELF":
@@ -323,7 +298,7 @@ def _open(path: str) -> _Object:
     abi = flags & 3 or (2 if byteorder == "little" else 1)
     obj = _Object(path, raw, byteorder, abi, sections)
     mi = obj.section_index(".modinfo")
-    obj.module = _module_name(path, None if mi is None else obj.section_data(mi))
+    obj.module = module_name(path, None if mi is None else obj.section_data(mi))
     return obj
 
 
@@ -486,7 +461,7 @@ def _unreadable(path: str, reason: str) -> Finding:
         code=FindingCode.KO_UNREADABLE,
         message=reason,
         file=path,
-        module=_module_name(path, None),
+        module=module_name(path, None),
     )
 
 

@@ -197,7 +197,18 @@ def test_types_and_globals_from_btf(btf_prog: drgn.Program) -> None:
     assert prog.type("struct virtnet_info").size
     assert len(kbtf.module_btfs()) == 40
     # a module's function: its split BTF FUNC, addressed by the module's kallsyms
-    DrgnTarget(prog)._enable_module_kallsyms()
+    # (the plugin's lazy finders add module kallsyms the same way; DrgnTarget reads
+    # them itself, per module, and registers nothing)
+    from drgn.helpers.linux.module import for_each_module
+
+    from klpinspect.backends.drgn.modsyms import module_symbols
+
+    if "test-modsyms" not in prog.registered_symbol_finders():
+        prog.register_symbol_finder(
+            "test-modsyms",
+            drgn.SymbolIndex([sym for mod in for_each_module(prog) for sym in module_symbols(mod)]),
+            enable_index=-1,
+        )
     func = prog.function("rk_lib_sleep")
     assert func.type_.type_name() == "void (unsigned int ms)"
     assert func.address_ == prog.symbol("rk_lib_sleep").address

@@ -36,8 +36,6 @@ instruction's own offset field is then a placeholder).
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import mmap
@@ -56,6 +54,7 @@ from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import KlpError
+from ..kofile import decompress_module, module_name
 from .disasm import disassemble, disassemble_one
 from .insn import (
     COND_NAMES,
@@ -357,28 +356,6 @@ def _section_bytes(elf: ELFFile, index: int, file_size: int) -> bytes:
     return data
 
 
-def _decompress(data: bytes) -> bytes:
-    """A ``.ko.xz``/``.ko.gz``/``.ko.bz2`` image decompressed (by magic), else as is."""
-    if data[:6] == b"\xfd7zXZ\x00":
-        return lzma.decompress(data)
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    if data[:3] == b"BZh":
-        return bz2.decompress(data)
-    if data[:4] == b"\x28\xb5\x2f\xfd":
-        raise KlpError("zstd-compressed module: decompress it first (zstd -d)")
-    return data
-
-
-def _module_name(path: str, modinfo: bytes | None) -> str:
-    """``name=`` from ``.modinfo`` (modpost writes it), else the file's stem."""
-    for entry in (modinfo or b"").split(b"\0"):
-        if entry.startswith(b"name="):
-            return entry[5:].decode("utf-8", "replace")
-    base = os.path.basename(path)
-    for suffix in (".xz", ".gz", ".bz2", ".zst"):
-        base = base.removesuffix(suffix)
-    return base.removesuffix(".ko").removesuffix(".o").replace("-", "_")
 
 
 def _open(path: str) -> tuple[BinaryIO, int]:
@@ -398,7 +375,7 @@ def _open(path: str) -> tuple[BinaryIO, int]:
         f.seek(0)
         raw = f.read()
     try:
-        raw = _decompress(raw)
+        raw = decompress_module(raw)
     except (lzma.LZMAError, zlib.error, EOFError, OSError) as e:
         raise KlpError(f"cannot decompress: {e}") from e
     if raw[:4] != b"\x7fELF":
@@ -523,7 +500,7 @@ def _lint(path: str, stream: BinaryIO, file_size: int) -> FilePrologues:
     out = FilePrologues(path, "vmlinux" if linked else "", linked)
     if not linked:
         mi = next((i for i, (n, _h) in enumerate(heads) if n == ".modinfo"), None)
-        out.name = _module_name(path, None if mi is None else _section_bytes(elf, mi, file_size))
+        out.name = module_name(path, None if mi is None else _section_bytes(elf, mi, file_size))
     else:
         out.name = os.path.basename(path)
 
