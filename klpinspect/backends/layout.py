@@ -38,6 +38,7 @@ __all__ = (
     "IRQ_STACK_PID",
     "Damage",
     "KernelAccess",
+    "LayoutQueries",
     "ListDamaged",
     "ModuleOwners",
     "StructView",
@@ -134,6 +135,30 @@ class KernelAccess(Protocol):
     def read(self, address: int, size: int) -> bytes:
         """Raw memory; raises :class:`~klpinspect.errors.MemoryReadError`."""
         ...
+
+
+class LayoutQueries:
+    """The layout queries :class:`klpinspect.ftrace_view.LayoutSource` asks of a
+    Target, answered by the back end's :class:`KernelAccess` (``self._k``): one
+    definition for both back ends."""
+
+    _k: KernelAccess
+
+    def type_size(self, type_name: str) -> int | None:
+        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
+        return self._k.type_size(type_name)
+
+    def member_offset(self, type_name: str, member: str) -> int | None:
+        """``offsetof(type_name, member)`` (``member`` may be ``a.b``), ``None`` if absent."""
+        return self._k.offsetof(type_name, member)
+
+    def symbol_address(self, name: str) -> int | None:
+        """Address of kernel symbol ``name`` (ELF symbol, else a debug-info variable)."""
+        return self._k.symbol_address(name)
+
+    def constant(self, name: str) -> int | None:
+        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
+        return self._k.constant(name)
 
 
 class Damage(list[tuple[int | None, str]]):

@@ -41,13 +41,15 @@ __all__ = ("DrgnTarget",)
 _FEW_LOOKUPS = 64
 
 
-class DrgnTarget:
+class DrgnTarget(layout.LayoutQueries):
     """The :class:`klpinspect.target.Target` protocol over a ``drgn.Program``.
 
     :param prog: a Linux kernel program with vmlinux debug info loaded, or
         BTF + kallsyms finders (:mod:`klpinspect.backends.drgn.btf_finder`)
     :param kind: ``"vmcore"``, ``"live"`` or ``"qemu"``
     """
+
+    _k: DrgnKernel
 
     def __init__(self, prog: drgn.Program, kind: str = "vmcore") -> None:
         self.prog = prog
@@ -246,23 +248,6 @@ class DrgnTarget:
         view = self._k.object("struct task_struct", address)
         return layout.task_info(self._k, address, view, layout.thread_size(self._k))
 
-    # --- layout queries (klpinspect.ftrace_view.LayoutSource): the layout layer's --------
-
-    def type_size(self, type_name: str) -> int | None:
-        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
-        return self._k.type_size(type_name)
-
-    def member_offset(self, type_name: str, member: str) -> int | None:
-        """``offsetof(type_name, member)`` (``member`` may be ``a.b``), ``None`` if absent."""
-        return self._k.offsetof(type_name, member)
-
-    def symbol_address(self, name: str) -> int | None:
-        """Address of kernel symbol ``name`` (ELF symbol, else a debug-info variable)."""
-        return self._k.symbol_address(name)
-
-    def constant(self, name: str) -> int | None:
-        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
-        return self._k.constant(name)
 
     def _find_task(self, pid: int) -> Object:
         # the task list, as tasks() walks it: find_task() walks the pid idr,

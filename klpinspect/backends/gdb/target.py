@@ -79,11 +79,13 @@ def _info_target() -> str:
     return text
 
 
-class GdbTarget:
+class GdbTarget(layout.LayoutQueries):
     """The :class:`klpinspect.target.Target` protocol over gdb's selected inferior.
 
     :raises TargetError: when gdb has no kernel, no target, or not a ppc64 one
     """
+
+    _k: GdbKernel
 
     kind = "gdb"
     # Where types and symbols come from (report target.debuginfo): gdb reads
@@ -321,23 +323,6 @@ class GdbTarget:
         """Every task (threads included), by pid; damage recorded as for :meth:`modules`."""
         return iter(layout.tasks(self._k, self.damage))
 
-    # --- layout queries (klpinspect.ftrace_view.LayoutSource): the layout layer's --------
-
-    def type_size(self, type_name: str) -> int | None:
-        """``sizeof(type_name)`` from the debug info, ``None`` if there is no such type."""
-        return self._k.type_size(type_name)
-
-    def member_offset(self, type_name: str, member: str) -> int | None:
-        """``offsetof(type_name, member)`` (``member`` may be ``a.b``), ``None`` if absent."""
-        return self._k.offsetof(type_name, member)
-
-    def symbol_address(self, name: str) -> int | None:
-        """Address of kernel symbol ``name`` (``.symtab``, else gdb's own look-up)."""
-        return self._k.symbol_address(name)
-
-    def constant(self, name: str) -> int | None:
-        """The enumerator ``name``'s value, ``None`` if the debug info has none."""
-        return self._k.constant(name)
 
     def stack_trace(self, pid: int) -> Sequence[StackFrame]:
         """Back-chain unwind of task ``pid`` from ``task->thread.ksp``, innermost first.
