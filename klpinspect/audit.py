@@ -269,15 +269,27 @@ def decode_module(
             # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
             # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
             # fixed) shows up as an unknown entry here.
-            ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order))
+            ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order,
+                                          slot_size=slot))
             # each one's site word read here, checked in check_module (klpinspect.ool_audit)
             result.ool, read_findings = read_ool_sites(target, kernel, mod, ools,
                                                        recorded_sites=ool_sites,
                                                        ops_names=ops_names)
             rec.ool_stubs = [_record(o, None, symbols) for o in ools]
             result.findings.extend(read_findings)
-            for o in ools:
-                if o.kind is not StubKind.OOL_FTRACE:
+            # eec37961a56a: only the first mod->arch.ool_stub_index stubs are handed out;
+            # the rest are unused (EMPTY) and anything else there is OOL_STUB_PAST_INDEX
+            used = len(ools) if mod.ool_stub_index is None else mod.ool_stub_index
+            for i, o in enumerate(ools):
+                if i >= used:
+                    if o.kind is not StubKind.EMPTY:
+                        result.findings.append(
+                            Finding(FindingCode.OOL_STUB_PAST_INDEX, f"out-of-line ftrace "
+                                    f"stub {i} is past ool_stub_index {used} but not empty: "
+                                    + " ".join(f"{w:08x}" for w in o.words),
+                                    module=mod.name, address=o.address)
+                        )
+                elif o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
                         Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "
                                 "known layout: " + " ".join(f"{w:08x}" for w in o.words),

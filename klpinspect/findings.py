@@ -295,6 +295,20 @@ EXPLANATIONS: dict[str, Explanation] = {
         example="fuse  0xc0080000002a6040  site 0xc008000000281000 is also claimed by the stub "
         "at 0xc0080000002a6010",
     ),
+    "OOL_STUB_PAST_INDEX": Explanation(
+        meaning="An out-of-line ftrace stub past `mod->arch.ool_stub_index` is not empty.",
+        mechanism="`ftrace_init_ool_stub()` hands out the module's OOL stubs strictly in order "
+        "(`ool_stub_index++`) and writes only the one it hands out; the rest of the area stays "
+        "as `setup_ftrace_ool_stubs()` left it: zero, or (stable 6.13-6.17) a `nop` reserve "
+        "mark in each slot's `funcdata`, both reported as `empty`. Anything else there was "
+        "written by someone else: a normal stub placed over the OOL area (the 6.13 bug "
+        "f6b4df37ebfe fixed), or memory corruption.",
+        action="Compare with the module's normal stubs (`klpinspect stubs MODULE`): a stub "
+        "placed inside the OOL area means the kernel lacks f6b4df37ebfe; otherwise treat the "
+        "area as corrupted.",
+        example="kvm  0xc0080000002a60b0  out-of-line ftrace stub 4 is past ool_stub_index 2 "
+        "but not empty: 00000000 7c0802a6 ...",
+    ),
     "FTRACE_PATCHED_SITE_NOP": Explanation(
         meaning="A livepatch says a function is patched (`klp_func->patched`) but ftrace does "
         "not redirect it: its site is a `nop` or its ftrace record is not enabled.",

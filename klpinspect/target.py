@@ -86,6 +86,8 @@ class ModuleInfo:
     :param stub_count: ``mod->arch.stub_count`` (7.2+)
     :param ool_stubs: ``mod->arch.ool_stubs`` (6.13+, ``struct ftrace_ool_stub *``)
     :param ool_stub_count: ``mod->arch.ool_stub_count``
+    :param ool_stub_index: ``mod->arch.ool_stub_index``: how many of the OOL stubs
+        ``ftrace_init_ool_stub()`` has handed out (the rest are unused)
     :param livepatch: ``mod->klp`` is set (a livepatch module)
     :param address: address of the ``struct module`` itself
     """
@@ -103,6 +105,7 @@ class ModuleInfo:
     stub_count: int | None = None
     ool_stubs: int | None = None
     ool_stub_count: int | None = None
+    ool_stub_index: int | None = None
     livepatch: bool = False
     address: int | None = None
 
@@ -141,6 +144,8 @@ def make_module_info(
         # docs/kernel-facts.md §1)
         ool_stubs=arch("ool_stubs"),
         ool_stub_count=arch("ool_stub_count"),
+        # same commit: the next free OOL stub; feature-detected like the others
+        ool_stub_index=arch("ool_stub_index"),
         livepatch=livepatch,
         address=address,
     )

@@ -16,6 +16,7 @@ target below runs the same audit both back ends run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -386,3 +387,93 @@ def test_ool_codes_are_finding_codes() -> None:
 
     assert {c: f.value for c, f in _FINDING.items()} == {c: c.value for c in OolCode}
     assert all(f.severity is Severity.ERROR for f in _FINDING.values())
+
+
+# --- mod->arch.ool_stub_index (tests/asm/ool_index.s) ---------------------------
+
+IDX_SYMS = {**{k: SYMS[k] for k in ("BASE", "TOC", "KTOC", "PACATOC", "FC", "FRC", "CALLEE")},
+            "OP0": SYMS["OPS"], "OP1": SYMS["NOPOPS"]}
+IDX_SITES = [BASE + 0x408, BASE + 0x508]
+
+
+def _index_target(*, stray: bool = False, stub_count: int | None = None,
+                  order: str = "little") -> SyntheticTarget:
+    """Five OOL stubs, two handed out (``ool_stub_index`` 2); ``stub_count`` set = 6.18+
+    sizing (tramp, tramp_regs, 3 OOL slots, 1 normal), unset = the pre-6.18 sentinel."""
+    text = assemble("ool_index.s", byteorder=order, defsyms={**IDX_SYMS, "STRAY": int(stray)}).text
+    kernel = KernelInfo(
+        release="6.16.0-test", toc=SYMS["KTOC"], toc_source="paca", ftrace_caller=SYMS["FC"],
+        ftrace_regs_caller=SYMS["FRC"], text_ranges=((0xC000000000000000, 0xC000000001000000),),
+        paca_toc_offset=16, byteorder=order,
+    )
+    mod = ModuleInfo(
+        name="idxmod", text_ranges=(TEXT, (STUBS, STUBS + 0x200)), stubs=STUBS,
+        toc_section=SYMS["TOC"] - 0x8000, tramp=STUBS, tramp_regs=STUBS + 40,
+        ool_stubs=OOL, ool_stub_count=5, ool_stub_index=2, stub_count=stub_count,
+    )
+    symbols = [SymbolInfo(f"func{i}", site - 8, 0x80, "idxmod") for i, site in enumerate(IDX_SITES)]
+    symbols += [SymbolInfo("kmalloc", SYMS["CALLEE"], 0x100, "vmlinux"),
+                SymbolInfo("ftrace_caller", SYMS["FC"], 0x80, "vmlinux"),
+                SymbolInfo("ftrace_regs_caller", SYMS["FRC"], 0x100, "vmlinux")]
+    return SyntheticTarget(kernel_info=kernel, regions={BASE: text.ljust(0x10200, b"\0")},
+                           module_list=[mod], symbols=symbols)
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+@pytest.mark.parametrize("stub_count", [None, 6], ids=["sentinel", "stub_count"])
+def test_unused_tail_past_ool_stub_index(stub_count: int | None, order: str) -> None:
+    """Stubs past ool_stub_index holding zeros or stable 6.13-6.17 reserve marks are
+    `empty`, no finding; both .stubs sizing rules find the normal stub after the area."""
+    target = _index_target(stub_count=stub_count, order=order)
+    report = audit(target, callsites=False, tasks=False)
+    assert [f.code for f in report.findings] == []
+    (rec,) = report.modules
+    assert [s.kind for s in rec.ool_stubs] == ["ool-ftrace"] * 2 + ["empty"] * 3
+    # slots 0, 1 (tramps) and 5 (the normal stub); 2..4 are the OOL area
+    assert [(s.index, s.kind) for s in rec.stubs] == [(0, "ftrace"), (1, "ftrace"),
+                                                     (5, "normal")]
+    assert [s.site_state for s in rec.ool_stubs[:2] if isinstance(s, OolStubRecord)] == [
+        "enabled", "disabled"]
+
+
+def test_reserve_marks_without_index_are_empty() -> None:
+    """The marks alone say 'never written', whatever the index: not STUB_UNKNOWN."""
+    text = assemble("ool_index.s", defsyms={**IDX_SYMS, "STRAY": 0}).text
+    kinds = [s.kind for s in for_each_ool_stub(text[0x10000:], STUBS, OOL, 5)]
+    assert kinds == [StubKind.OOL_FTRACE] * 2 + [StubKind.EMPTY] * 3
+    # a mark not at a slot's funcdata is data, not a mark
+    moved = bytearray(text[0x10000:])
+    moved[OOL - STUBS + 2 * OOL_STUB_SIZE : OOL - STUBS + 2 * OOL_STUB_SIZE + 4] = (
+        insn.NOP.to_bytes(4, "little"))
+    kinds = [s.kind for s in for_each_ool_stub(bytes(moved), STUBS, OOL, 5)]
+    assert kinds[2] is StubKind.UNKNOWN
+
+
+@pytest.mark.parametrize("stub_count", [None, 6], ids=["sentinel", "stub_count"])
+def test_stray_stub_past_ool_stub_index(stub_count: int | None) -> None:
+    """A normal stub written over unused OOL stubs (the 6.13 bug f6b4df37ebfe fixed):
+    OOL_STUB_PAST_INDEX (a warning) for each stub it covers, never STUB_UNKNOWN."""
+    target = _index_target(stray=True, stub_count=stub_count)
+    report = audit(target, callsites=False, tasks=False)
+    found = sorted((f.code, f.address) for f in report.findings)
+    assert found == [("OOL_STUB_PAST_INDEX", OOL + 3 * OOL_STUB_SIZE),
+                     ("OOL_STUB_PAST_INDEX", OOL + 4 * OOL_STUB_SIZE)]
+    assert CODES["OOL_STUB_PAST_INDEX"] is Severity.WARNING
+    assert "stub 3 is past ool_stub_index 2" in report.findings[0].message
+    assert report.exit_status == 0  # a warning
+    (rec,) = report.modules
+    assert [s.kind for s in rec.ool_stubs][2] == "empty"
+
+
+def test_used_only_index_changes_nothing() -> None:
+    """Every stub handed out (ool_stub_index == ool_stub_count): the same findings as
+    without the member."""
+    target = _target()
+    before = sorted((f.code, f.address) for f in audit(target, callsites=False,
+                                                         tasks=False).findings)
+    target = _target()
+    (mod,) = target.module_list
+    target.module_list = [dataclasses.replace(mod, ool_stub_index=NOOL)]
+    after = sorted((f.code, f.address) for f in audit(target, callsites=False,
+                                                        tasks=False).findings)
+    assert after == before and "OOL_STUB_PAST_INDEX" not in {c for c, _ in after}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = (
     "decode_stub",
     "decode_stub_general",
     "for_each_ool_stub",
+    "ool_reserve_marks_only",
     "for_each_stub",
     "ool_reserved_slots",
     "stub_size",
@@ -596,6 +597,36 @@ def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> 
     return _make(address, kind, insns, byteorder, funcdata=op)
 
 
+def ool_reserve_marks_only(
+    data: bytes, offset: int, *, slot_size: int = 40, byteorder: str = "little"
+) -> bool:
+    """Whether an OOL stub's bytes are zero but for the reserve marks of stable 6.13–6.17.
+
+    Those kernels mark every ``.stubs`` slot reserved for the OOL area by
+    writing a ``nop`` (``0x60000000``, ``patch_u32()``) into its ``funcdata``
+    (f6b4df37ebfe, "powerpc64/modules: correctly iterate over stubs in
+    setup_ftrace_ool_stubs", v6.18, backported to stable 6.13–6.17; before it
+    only the first reserved slot was marked; 6.18's b137312fbf2d counts the
+    slots in ``mod->arch.stub_count`` and writes no mark).  An OOL stub that
+    ``ftrace_init_ool_stub()`` never wrote therefore holds only zeros and such
+    marks: it is unused, not unknown.
+
+    :param data: the stub's bytes (``struct ftrace_ool_stub``)
+    :param offset: where they start inside ``.stubs``
+    """
+    if byteorder not in _W8:
+        byteorder = "little"
+    mark = NOP.to_bytes(4, byteorder)  # type: ignore[arg-type]
+    rest = bytearray(data)
+    # every slot funcdata (slot start + 32) that falls inside this stub
+    first = max(0, (offset - 32) // slot_size)
+    for slot in range(first, (offset + len(data)) // slot_size + 1):
+        at = slot * slot_size + 32 - offset
+        if 0 <= at and at + 4 <= len(data) and rest[at : at + 4] == mark:
+            rest[at : at + 4] = bytes(4)
+    return not any(rest)
+
+
 def for_each_ool_stub(
     section: bytes,
     address: int,
@@ -603,16 +634,26 @@ def for_each_ool_stub(
     ool_stub_count: int,
     *,
     byteorder: str = "little",
+    slot_size: int = 40,
 ) -> Iterator[Stub]:
     """The ``ool_stub_count`` OOL stubs at ``ool_stubs`` inside ``.stubs``.
 
+    A stub holding only zeros and stable 6.13–6.17 reserve marks
+    (:func:`ool_reserve_marks_only`) is ``EMPTY``: never written by
+    ``ftrace_init_ool_stub()``.
+
     :param ool_stubs: ``mod->arch.ool_stubs`` (``struct ftrace_ool_stub *``)
+    :param slot_size: ``sizeof(struct ppc64_stub_entry)``, where the marks sit
     """
     start = ool_stubs - address
     for i in range(max(ool_stub_count, 0)):
         off = start + i * OOL_STUB_SIZE
         if off < 0 or off + OOL_STUB_SIZE > len(section):
             break
-        yield decode_ool_stub(
-            section[off : off + OOL_STUB_SIZE], address + off, byteorder=byteorder
-        )
+        data = section[off : off + OOL_STUB_SIZE]
+        stub = decode_ool_stub(data, address + off, byteorder=byteorder)
+        if stub.kind is StubKind.UNKNOWN and ool_reserve_marks_only(
+            data, off, slot_size=slot_size, byteorder=byteorder
+        ):
+            stub = replace(stub, kind=StubKind.EMPTY)
+        yield stub
