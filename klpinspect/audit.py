@@ -268,7 +268,7 @@ def decode_module(
             # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
             # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/
             # modules: correctly iterate over stubs in setup_ftrace_ool_stubs", v6.18,
-            # fixed) shows up as an unknown entry here.
+            # fixed) shows up as OOL_STUB_PAST_INDEX (or STUB_UNKNOWN below the index).
             ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order,
                                           slot_size=slot))
             # each one's site word read here, checked in check_module (klpinspect.ool_audit)

@@ -299,7 +299,7 @@ EXPLANATIONS: dict[str, Explanation] = {
         meaning="An out-of-line ftrace stub past `mod->arch.ool_stub_index` is not empty.",
         mechanism="`ftrace_init_ool_stub()` hands out the module's OOL stubs strictly in order "
         "(`ool_stub_index++`) and writes only the one it hands out; the rest of the area stays "
-        "as `setup_ftrace_ool_stubs()` left it: zero, or (stable 6.13-6.17) a `nop` reserve "
+        "as `setup_ftrace_ool_stubs()` left it: zero, or (6.13-6.17) a `nop` reserve "
         "mark in each slot's `funcdata`, both reported as `empty`. Anything else there was "
         "written by someone else: a normal stub placed over the OOL area (the 6.13 bug "
         "f6b4df37ebfe fixed), or memory corruption.",

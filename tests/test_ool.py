@@ -422,7 +422,7 @@ def _index_target(*, stray: bool = False, stub_count: int | None = None,
 @pytest.mark.parametrize("order", ["little", "big"])
 @pytest.mark.parametrize("stub_count", [None, 6], ids=["sentinel", "stub_count"])
 def test_unused_tail_past_ool_stub_index(stub_count: int | None, order: str) -> None:
-    """Stubs past ool_stub_index holding zeros or stable 6.13-6.17 reserve marks are
+    """Stubs past ool_stub_index holding zeros or 6.13-6.17 reserve marks are
     `empty`, no finding; both .stubs sizing rules find the normal stub after the area."""
     target = _index_target(stub_count=stub_count, order=order)
     report = audit(target, callsites=False, tasks=False)

@@ -600,14 +600,16 @@ def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> 
 def ool_reserve_marks_only(
     data: bytes, offset: int, *, slot_size: int = 40, byteorder: str = "little"
 ) -> bool:
-    """Whether an OOL stub's bytes are zero but for the reserve marks of stable 6.13–6.17.
+    """Whether an OOL stub's bytes are zero but for the 6.13–6.17 reserve marks.
 
-    Those kernels mark every ``.stubs`` slot reserved for the OOL area by
-    writing a ``nop`` (``0x60000000``, ``patch_u32()``) into its ``funcdata``
-    (f6b4df37ebfe, "powerpc64/modules: correctly iterate over stubs in
-    setup_ftrace_ool_stubs", v6.18, backported to stable 6.13–6.17; before it
-    only the first reserved slot was marked; 6.18's b137312fbf2d counts the
-    slots in ``mod->arch.stub_count`` and writes no mark).  An OOL stub that
+    ``setup_ftrace_ool_stubs()`` from eec37961a56a (v6.13) on marks the ``.stubs``
+    slots reserved for the OOL area by writing a ``nop`` (``0x60000000``,
+    ``patch_u32()``, kernel byte order) into the first 4 bytes of their
+    ``funcdata`` (slot + 32): only the first slot until f6b4df37ebfe
+    ("powerpc64/modules: correctly iterate over stubs in setup_ftrace_ool_stubs",
+    v6.18; 6.17 stable review of 2025-10-13) made it every slot; 6.18's
+    b137312fbf2d ("... replace stub allocation sentinel with an explicit
+    counter") counts them in ``mod->arch.stub_count`` and writes no mark.  An OOL stub that
     ``ftrace_init_ool_stub()`` never wrote therefore holds only zeros and such
     marks: it is unused, not unknown.
 
@@ -638,7 +640,7 @@ def for_each_ool_stub(
 ) -> Iterator[Stub]:
     """The ``ool_stub_count`` OOL stubs at ``ool_stubs`` inside ``.stubs``.
 
-    A stub holding only zeros and stable 6.13–6.17 reserve marks
+    A stub holding only zeros and 6.13–6.17 reserve marks
     (:func:`ool_reserve_marks_only`) is ``EMPTY``: never written by
     ``ftrace_init_ool_stub()``.
 

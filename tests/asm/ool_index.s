@@ -3,7 +3,7 @@
 # bytes = slots 2..4) of which ftrace_init_ool_stub() handed out two
 # (ool_stub_index = 2), then one normal stub (slot 5) and a zero slot (the
 # pre-6.18 sentinel).  The unused stubs 2..4 hold what setup_ftrace_ool_stubs()
-# left: on stable 6.13-6.17 (f6b4df37ebfe) a nop in every reserved slot's
+# left: on 6.17.y with f6b4df37ebfe (v6.18) a nop in every reserved slot's
 # funcdata (slot + 32), patch_u32(), at +0x70 (inside used stub 1, overwritten
 # by it), +0x98 and +0xc0.  With STRAY=1 a normal stub sits in slot 4 over
 # stubs 3 and 4, as the 6.13 bug that commit fixed could place one.
