@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Callable
 
 import pytest
 from asmutil import assemble, objdump_mnemonics
@@ -29,7 +30,7 @@ from klpinspect.ppc64 import insn
 from klpinspect.ppc64.ool import SiteState, check_ool_stubs, ool_insn0, site_state
 from klpinspect.ppc64.stubs import OOL_STUB_SIZE, StubKind, for_each_ool_stub, ool_reserved_slots
 from klpinspect.report import CODES, OolStubRecord, Severity, render_json, render_table
-from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo
+from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo, make_module_info
 
 BASE = 0xC008000001A60000
 STUBS = BASE + 0x10000
@@ -477,3 +478,17 @@ def test_used_only_index_changes_nothing() -> None:
     after = sorted((f.code, f.address) for f in audit(target, callsites=False,
                                                         tasks=False).findings)
     assert after == before and "OOL_STUB_PAST_INDEX" not in {c for c, _ in after}
+
+
+def test_make_module_info_reads_ool_stub_index() -> None:
+    """Both back ends build ModuleInfo through make_module_info: ool_stub_index is read
+    where mod->arch has it (feature detection), None where it does not."""
+    arch = {"ool_stubs": OOL, "ool_stub_count": 5, "ool_stub_index": 2, "stub_count": 6}
+
+    def info(read: Callable[[str], int | None]) -> ModuleInfo:
+        return make_module_info(name="m", text_ranges=(), sections={".stubs": STUBS},
+                                section_sizes={}, arch=read, livepatch=False, address=None)
+
+    mod = info(arch.get)
+    assert (mod.ool_stub_count, mod.ool_stub_index, mod.stub_count) == (5, 2, 6)
+    assert info(lambda _member: None).ool_stub_index is None
