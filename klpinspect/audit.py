@@ -289,6 +289,16 @@ def decode_module(
                                     + " ".join(f"{w:08x}" for w in o.words),
                                     module=mod.name, address=o.address)
                         )
+                elif o.kind is StubKind.EMPTY and mod.ool_stub_index is not None:
+                    # handed out (ool_stub_index++ comes first) but never written:
+                    # ftrace_init_ool_stub() failed there (-EINVAL, ftrace_bug()) or,
+                    # live, is writing it right now
+                    result.findings.append(
+                        Finding(FindingCode.STUB_UNKNOWN, f"out-of-line ftrace stub {i} is "
+                                f"below ool_stub_index {used} but was never written "
+                                "(ftrace_init_ool_stub() failed for it?)",
+                                module=mod.name, address=o.address)
+                    )
                 elif o.kind is not StubKind.OOL_FTRACE:
                     result.findings.append(
                         Finding(FindingCode.STUB_UNKNOWN, "out-of-line ftrace stub matches no "

@@ -492,3 +492,15 @@ def test_make_module_info_reads_ool_stub_index() -> None:
     mod = info(arch.get)
     assert (mod.ool_stub_count, mod.ool_stub_index, mod.stub_count) == (5, 2, 6)
     assert info(lambda _member: None).ool_stub_index is None
+
+
+def test_empty_stub_below_ool_stub_index() -> None:
+    """ool_stub_index 3 with stub 2 never written (ftrace_init_ool_stub() increments the
+    index first, then fails): STUB_UNKNOWN naming the cause; stubs 3, 4 stay unused."""
+    target = _index_target()
+    (mod,) = target.module_list
+    target.module_list = [dataclasses.replace(mod, ool_stub_index=3)]
+    report = audit(target, callsites=False, tasks=False)
+    assert [(f.code, f.address) for f in report.findings] == [
+        ("STUB_UNKNOWN", OOL + 2 * OOL_STUB_SIZE)]
+    assert "below ool_stub_index 3 but was never written" in report.findings[0].message
