@@ -17,7 +17,9 @@ symbolizing come on top and are reported).
 Then the cost of ``klp-audit`` next to gdb's own: ``gdb-multiarch -batch``
 with just ``file`` + ``core-file`` against the same plus ``source`` of the
 loader and ``klp-audit``, interleaved, ``--ratio-runs`` times, medians and
-their ratio (goal: at most 1.2x).
+their ratio (goal: at most 1.2x).  With ``PYTHONDONTWRITEBYTECODE`` set gdb's
+Python compiles the package on every run (~0.05 s); an installed package has
+its ``.pyc`` files, so unset it for the figure users see.
 
     python3 benchmarks/bench_gdb.py [--fixture 6.1|7.2] [--lab | --gdbstub HOST:PORT --qmp SOCK]
         [--repeat 3] [--ratio-runs 5] [--json]
