@@ -14,7 +14,15 @@ remote reads per module for ``klp-stubs`` (``struct module`` + ``.stubs``;
 the section table from ``mod->sect_attrs`` and module kallsyms for
 symbolizing come on top and are reported).
 
-    python3 benchmarks/bench_gdb.py [--lab | --gdbstub HOST:PORT --qmp SOCK] [--repeat 3] [--json]
+Then the cost of ``klp-audit`` next to gdb's own: ``gdb-multiarch -batch``
+with just ``file`` + ``core-file`` against the same plus ``source`` of the
+loader and ``klp-audit``, interleaved, ``--ratio-runs`` times, medians and
+their ratio (goal: at most 1.2x).  With ``PYTHONDONTWRITEBYTECODE`` set gdb's
+Python compiles the package on every run (~0.05 s); an installed package has
+its ``.pyc`` files, so unset it for the figure users see.
+
+    python3 benchmarks/bench_gdb.py [--fixture 6.1|7.2] [--lab | --gdbstub HOST:PORT --qmp SOCK]
+        [--repeat 3] [--ratio-runs 5] [--json]
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import argparse
 import gc
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,6 +107,27 @@ def run_gdb_measure(target_args: list[str], symbols: Path, repeat: int) -> dict[
     return data
 
 
+def load_ratio(symbols: Path, core: Path, runs: int) -> dict[str, Any]:
+    """Median wall time of gdb loading vmlinux + core, without and with ``klp-audit``."""
+    gdb = shutil.which("gdb-multiarch")
+    if gdb is None:
+        raise SystemExit("gdb-multiarch not installed (apt-get install gdb-multiarch)")
+    base = [gdb, "-batch", "-nx", "-ex", "set architecture powerpc:common64",
+            "-ex", f"file {symbols}", "-ex", f"core-file {core}"]  # fmt: skip
+    audit = [*base, "-ex", f"source {SCRIPT}", "-ex", "klp-audit"]
+    times: dict[str, list[float]] = {"gdb": [], "audit": []}
+    for _ in range(runs):
+        for key, argv in (("gdb", base), ("audit", audit)):
+            t0 = time.perf_counter()
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+            times[key].append(time.perf_counter() - t0)
+            if key == "audit" and "klp-" not in proc.stdout + proc.stderr and proc.returncode:
+                raise SystemExit(f"gdb failed:\n{proc.stderr}")
+    gdb_s, audit_s = statistics.median(times["gdb"]), statistics.median(times["audit"])
+    return {"gdb_seconds": gdb_s, "audit_seconds": audit_s, "ratio": audit_s / gdb_s,
+            "runs": runs, "all": times}
+
+
 def qmp_audit(qmp: str, symbols: Path, repeat: int) -> dict[str, Any]:
     """The drgn back end's audit over QMP, as ``klpinspect --qemu`` runs it."""
     from klpinspect.backends.drgn.program import open_program
@@ -136,7 +166,7 @@ def _print(label: str, data: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    from conftest import fixture_file, unpacked
+    from conftest import lp_fixture
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--core", type=Path, help="ELF vmcore (default: the fixture's vmcore.elf)")
@@ -144,16 +174,28 @@ def main() -> int:
     ap.add_argument("--gdbstub", help="HOST:PORT of a running guest's gdbstub")
     ap.add_argument("--qmp", help="QMP socket of that guest (drgn audit for comparison)")
     ap.add_argument("--lab", action="store_true", help="boot the fixture kernel with the lab")
+    ap.add_argument("--fixture", choices=("6.1", "7.2"), default="6.1")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ratio-runs", type=int, default=5,
+                    help="interleaved gdb runs for the load ratio (0: skip)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    symbols = a.symbols or fixture_file("vmlinux.debug")
-    core = a.core or unpacked("vmcore.elf.xz")
+    fixture = lp_fixture(a.fixture)
+    symbols = a.symbols or fixture.file("vmlinux.debug")
+    core = a.core or fixture.vmcore_elf
     results: dict[str, Any] = {
         "core": run_gdb_measure(["-ex", f"core-file {core}"], symbols, a.repeat)
     }
     if not a.json:
-        _print(f"core-file {core.name}", results["core"])
+        _print(f"core-file {core}", results["core"])
+    if a.ratio_runs > 0:
+        r = results["load_ratio"] = load_ratio(symbols, core, a.ratio_runs)
+        if not a.json:
+            print(
+                f"== gdb file+core-file {r['gdb_seconds']:.2f} s, + klp-audit "
+                f"{r['audit_seconds']:.2f} s (medians of {r['runs']}): "
+                f"{r['ratio']:.2f}x (goal 1.2x)"
+            )
     guest = None
     gdbstub, qmp = a.gdbstub, a.qmp
     if a.lab:

@@ -639,3 +639,23 @@ def test_bt_without_pid_takes_the_crashed_task(
     assert "pid 130 (rk_target)  livepatch_sp=0xc0000000037e8038  livepatch frames: 2" in (
         proc.stdout
     ), proc.stderr
+
+
+def test_elf_symbols_name_lookup_without_index(vmlinux_debug: Path) -> None:
+    """``address_of`` for a few names (the ``.strtab`` search, no name index) answers
+    as the full name index does: the highest binding, then the first in the table."""
+    from klpinspect.backends.gdb.target import read_elf_symbols
+
+    full = read_elf_symbols(str(vmlinux_debug))
+    full.address_of("\u00e9")  # not ASCII: builds the whole name index
+    assert full._by_name is not None
+    index = full._by_name
+    # names that several symbols share (static functions of the same name), suffixes
+    # of longer names (_end), and a sample across the table
+    shared = sorted({n for n in index if n.endswith("_init")})[:10]
+    names = [*sorted(index)[::1500], *shared, "_end", "_stext", "init_uts_ns", "no_such_sym"]
+    assert len(names) < 64
+    fast = read_elf_symbols(str(vmlinux_debug))
+    for name in names:
+        assert fast.address_of(name) == index.get(name), name
+    assert fast._by_name is None  # answered without the index

@@ -14,6 +14,7 @@ import pytest
 
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
+    LINEAR_CHUNK_SIZE,
     GdbMemory,
     RadixSetup,
     core_file_path,
@@ -69,21 +70,42 @@ def _no_radix() -> RadixSetup:
 
 
 def test_linear_core_reads_at_the_virtual_address() -> None:
-    inf = FakeInferior({PAGE_OFFSET: bytes(range(256)) * 64})
+    inf = FakeInferior({PAGE_OFFSET: bytes(range(256)) * (LINEAR_CHUNK_SIZE // 256)})
     mem = GdbMemory(inf.read, lambda: True, lambda: INFO_LINEAR, _no_radix)
     assert mem.read(PAGE_OFFSET + 0x10, 4) == bytes([0x10, 0x11, 0x12, 0x13])
-    assert inf.calls == [(PAGE_OFFSET, CHUNK_SIZE)]  # one chunk, cached
+    assert inf.calls == [(PAGE_OFFSET, LINEAR_CHUNK_SIZE)]  # one window, cached
     assert mem.read(PAGE_OFFSET + 0x20, 4) == bytes([0x20, 0x21, 0x22, 0x23])
-    assert mem.reads == 1 and mem.bytes_read == CHUNK_SIZE
+    assert mem.read(PAGE_OFFSET + CHUNK_SIZE + 1, 1) == bytes([1])  # the next page too
+    assert mem.reads == 1 and mem.bytes_read == LINEAR_CHUNK_SIZE
+
+
+def test_linear_core_window_past_the_dump_falls_back_to_the_page() -> None:
+    """A linear-map window reaching past the dump's memory: the page alone is read."""
+    inf = FakeInferior({PAGE_OFFSET: b"\x07" * CHUNK_SIZE})
+    mem = GdbMemory(inf.read, lambda: True, lambda: INFO_LINEAR, _no_radix)
+    assert mem.read(PAGE_OFFSET + 8, 2) == b"\x07\x07"
+    assert inf.calls == [(PAGE_OFFSET, LINEAR_CHUNK_SIZE), (PAGE_OFFSET, CHUNK_SIZE)]
+
+
+def test_prefetch_is_one_read_and_quiet_when_unreadable() -> None:
+    base = 0xC008000000000000
+    inf = FakeInferior({base: b"\x05" * (4 * CHUNK_SIZE)})
+    mem = GdbMemory(inf.read, lambda: False, lambda: "", _no_radix)
+    mem.prefetch(base, 4 * CHUNK_SIZE)
+    assert mem.read(base + 3 * CHUNK_SIZE, 4) == b"\x05" * 4
+    assert inf.calls == [(base, 4 * CHUNK_SIZE)]
+    mem.prefetch(base + 0x100000, CHUNK_SIZE)  # not there: left to the read that needs it
+    with pytest.raises(MemoryReadError):
+        mem.read(base + 0x100000, 4)
 
 
 def test_physical_core_reads_at_paddr() -> None:
     """QEMU's own dump: linear-map reads go to ``vaddr - PAGE_OFFSET``."""
-    inf = FakeInferior({0: b"\x01" * 8192})
+    inf = FakeInferior({0: b"\x01" * LINEAR_CHUNK_SIZE})
     mem = GdbMemory(inf.read, lambda: True, lambda: INFO_PHYSICAL, _no_radix)
     assert mem.core_maps_physical()
     assert mem.read(PAGE_OFFSET + 8, 2) == b"\x01\x01"
-    assert inf.calls == [(0, CHUNK_SIZE)]
+    assert inf.calls == [(0, LINEAR_CHUNK_SIZE)]
     with pytest.raises(MemoryReadError) as err:
         mem.read(PAGE_OFFSET + 0x100000, 8)
     assert err.value.address == PAGE_OFFSET + 0x100000  # the address asked for

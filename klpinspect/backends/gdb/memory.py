@@ -29,6 +29,7 @@ from klpinspect.ppc64.radix import (
 
 __all__ = (
     "CHUNK_SIZE",
+    "LINEAR_CHUNK_SIZE",
     "MAX_READ",
     "GdbMemory",
     "RadixSetup",
@@ -40,6 +41,12 @@ __all__ = (
 # Cache granularity: small enough for a gdbstub round trip, large enough
 # that a struct module or a .stubs section is one read.
 CHUNK_SIZE = 4096
+# Linear-map (slab) reads from a core file: a larger window, so the small
+# objects hanging off many modules (mod->sect_attrs, the section names) come
+# in a few reads; a local file read costs the same for 4 KiB or 64 KiB.
+LINEAR_CHUNK_SIZE = 64 << 10
+# Largest module text prefetched in one read (:meth:`GdbMemory.prefetch`).
+MAX_PREFETCH = 1 << 20
 # Refuse absurd sizes read from a damaged dump.
 MAX_READ = 64 << 20
 
@@ -119,6 +126,7 @@ class GdbMemory:
         self._radix_error: TargetError | None = None
         self._physical_core: bool | None = None
         self._cache = ChunkCache(self._raw_read, CHUNK_SIZE)
+        self._linear = ChunkCache(self._raw_read, LINEAR_CHUNK_SIZE)
         #: raw reads (module memory on a core: translated reads)
         self.reads = 0
         #: bytes those reads asked for
@@ -129,6 +137,7 @@ class GdbMemory:
     def clear(self) -> None:
         """Forget cached memory and page tables (the target ran)."""
         self._cache.clear()
+        self._linear.clear()
         self._radix = None
 
     def read(self, address: int, size: int) -> bytes:
@@ -138,7 +147,26 @@ class GdbMemory:
         """
         if size > MAX_READ or address < 0 or address + size > 1 << 64:
             raise MemoryReadError(address, size, "implausible read")  # a damaged length
+        if is_linear_map(address) and size <= LINEAR_CHUNK_SIZE and self._is_core():
+            try:
+                return self._linear.read(address, size)
+            except MemoryReadError:
+                pass  # the window reaches past the dump's memory: the page alone
         return self._cache.read(address, size)
+
+    def prefetch(self, address: int, size: int) -> None:
+        """Bring ``[address, address + size)`` into the cache in one read, if readable.
+
+        The gdb back end prefetches a module's text after its ``struct
+        module`` so that ``.stubs`` (and, before 6.4, the kallsyms in the same
+        allocation) are cache hits.  An unreadable range is left to the reads
+        that need it, which report it.
+        """
+        if 0 < size <= MAX_PREFETCH and address >= 0 and address + size <= 1 << 64:
+            try:
+                self._cache.read(address, size)
+            except MemoryReadError:
+                pass
 
     def core_maps_physical(self) -> bool:
         """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).

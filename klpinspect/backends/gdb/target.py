@@ -316,8 +316,30 @@ class GdbTarget(layout.LayoutQueries):
     # --- modules and tasks: the layout layer ----------------------------------------------
 
     def modules(self) -> Iterator[ModuleInfo]:
-        """Every loaded module, in ``modules`` list order; damage recorded, not raised."""
-        return layout.modules(self._k, self.damage)
+        """Every loaded module, in ``modules`` list order; damage recorded, not raised.
+
+        As :func:`layout.modules`, with (core file) each module's text read
+        in one go after its ``struct module``: ``.stubs`` is executable, so
+        it is in there.  Two reads a module instead of one per object.
+        """
+        for address, mod in layout.module_structs(self._k, self.damage):
+            try:
+                self._prefetch_text(mod)
+                yield layout.module_info(self._k, address, mod)
+            except MemoryReadError:
+                self.damage.add(address, f"struct module at {address:#x} unreadable")
+
+    def _prefetch_text(self, mod: Any) -> None:
+        """Read ``mod``'s core text into the cache (see :meth:`modules`).
+
+        Core files only: a local read costs the same for 64 KiB as for 4;
+        over a gdbstub the bytes are the cost (a packet per few KiB), and
+        the ``.stubs`` read alone is cheaper.
+        """
+        if self.live:
+            return
+        for start, end in layout.module_text_ranges(self._k, mod)[:1]:  # core text
+            self.memory.prefetch(start, end - start)
 
     def tasks(self) -> Iterator[TaskInfo]:
         """Every task (threads included), by pid; damage recorded as for :meth:`modules`."""

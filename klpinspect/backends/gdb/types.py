@@ -26,8 +26,29 @@ except ImportError:
 __all__ = ("GdbKernel", "GdbTypes", "GdbView", "find_field")
 
 
-def find_field(t: Any, name: str) -> tuple[int, Any] | None:
-    """``(byte offset, type)`` of member ``name``, looking into anonymous members."""
+FieldCache = dict[tuple[int, str, int, str], "tuple[int, Any] | None"]
+
+
+def find_field(t: Any, name: str, cache: FieldCache | None = None) -> tuple[int, Any] | None:
+    """``(byte offset, type)`` of member ``name``, looking into anonymous members.
+
+    :param cache: answers for named structs and unions (:attr:`GdbTypes.fields`):
+        ``Type.fields()`` builds every field object on each call and an audit
+        asks ~5,000 times.  Keyed by (code, tag, size, member): gdb.Type is
+        not hashable.
+    """
+    tag = t.tag
+    if cache is None or not tag:
+        return _find_field(t, name)
+    key = (t.code, tag, t.sizeof, name)
+    try:
+        return cache[key]
+    except KeyError:
+        found = cache[key] = _find_field(t, name)
+        return found
+
+
+def _find_field(t: Any, name: str) -> tuple[int, Any] | None:
     for f in t.fields():
         if f.name == name:
             return f.bitpos // 8, f.type
@@ -44,6 +65,8 @@ class GdbTypes:
 
     def __init__(self) -> None:
         self._types: dict[str, Any] = {}
+        #: :func:`find_field` answers for this target's types
+        self.fields: FieldCache = {}
 
     def type(self, name: str) -> Any:
         """The ``gdb.Type`` called ``name``.
@@ -84,7 +107,7 @@ class GdbTypes:
         off = 0
         for name in path.split("."):
             t = t.strip_typedefs()
-            found = find_field(t, name)
+            found = find_field(t, name, self.fields)
             if found is None:
                 raise TargetError(f"no member '{name}' in {t}")
             field_off, t = found
@@ -114,12 +137,12 @@ class GdbView:
         t = self._t
         if t.code == gdb.TYPE_CODE_PTR:
             t = self._k.types.complete(t.target())
-            if find_field(t, name) is None:
+            if find_field(t, name, self._k.types.fields) is None:
                 return None
             return self._pointee().member(name)
         if t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
             return None
-        found = find_field(t, name)
+        found = find_field(t, name, self._k.types.fields)
         if found is None:
             return None
         off, ft = found
