@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -561,10 +561,18 @@ def module_info(k: KernelAccess, address: int, mod: StructView) -> ModuleInfo:
     )
 
 
-def modules(k: KernelAccess, damage: Damage) -> Iterator[ModuleInfo]:
-    """Every loaded module, in list order; an unreadable one is left out and recorded."""
+def modules(
+    k: KernelAccess, damage: Damage, prefetch: Callable[[StructView], None] | None = None
+) -> Iterator[ModuleInfo]:
+    """Every loaded module, in list order; an unreadable one is left out and recorded.
+
+    :param prefetch: called with each ``struct module`` before it is decoded (a
+        back end that reads the module's memory into its cache in one go)
+    """
     for address, mod in module_structs(k, damage):
         try:
+            if prefetch is not None:
+                prefetch(mod)
             yield module_info(k, address, mod)
         except MemoryReadError:
             damage.add(address, f"struct module at {address:#x} unreadable")

@@ -322,12 +322,7 @@ class GdbTarget(layout.LayoutQueries):
         in one go after its ``struct module``: ``.stubs`` is executable, so
         it is in there.  Two reads a module instead of one per object.
         """
-        for address, mod in layout.module_structs(self._k, self.damage):
-            try:
-                self._prefetch_text(mod)
-                yield layout.module_info(self._k, address, mod)
-            except MemoryReadError:
-                self.damage.add(address, f"struct module at {address:#x} unreadable")
+        return layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
 
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).
