@@ -509,8 +509,12 @@ def _paca_tramp_kernel(
 
 def _damage_findings(target: Target) -> list[Finding]:
     """The back end's record of structures it could not walk (``Target.damage``)."""
-    damage: Sequence[tuple[int | None, str]] = getattr(target, "damage", ())
-    return [Finding("MEMORY_UNREADABLE", msg, address=addr) for addr, msg in damage]
+    damage: Sequence[tuple[Any, ...]] = getattr(target, "damage", ())
+    # (address, message) is MEMORY_UNREADABLE; (address, message, code) names its code
+    # (LIST_CORRUPT for a list that loops or leaves kernel memory).
+    return [
+        Finding(d[2] if len(d) > 2 else "MEMORY_UNREADABLE", d[1], address=d[0]) for d in damage
+    ]
 
 
 @without_cyclic_gc

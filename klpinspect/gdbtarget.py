@@ -38,6 +38,7 @@ from klpinspect.ppc64.radix import (
     is_linear_map,
     radix_geometry,
 )
+from klpinspect.stackcheck import KERNEL_SPACE, ListCorruption
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
@@ -105,6 +106,8 @@ class GdbTarget:
         self._mem = ChunkCache(self._raw_read, CHUNK_SIZE)
         #: raw ``read_memory`` calls (module memory on a core: translated reads)
         self.reads = 0
+        # (address, message[, code]) of lists that could not be walked (Target.damage)
+        self.damage: list[tuple[Any, ...]] = []
         #: bytes those calls asked for
         self.bytes_read = 0
         #: physical (linear-map) reads made by the page-table walker
@@ -537,13 +540,17 @@ class GdbTarget:
 
     def _list(self, head: int, what: str) -> Iterator[int]:
         """The ``list_head`` nodes after ``head`` (``list_for_each``)."""
-        seen = 0
+        seen: set[int] = set()
         node = self._read_ulong(head)
         while node != head:
-            if not node or seen > _MAX_LIST:
+            if not node or len(seen) > _MAX_LIST:
                 raise TargetError(f"{what} list is damaged at {node:#x}")
+            if node < KERNEL_SPACE or node in seen:  # loops, or leaves kernel memory
+                how = "leaves kernel memory" if node < KERNEL_SPACE else "loops"
+                raise ListCorruption(node, f"{what} list {how}: link {node:#x} after "
+                                     f"{len(seen)} entries; the walk stops there")
+            seen.add(node)
             yield node
-            seen += 1
             node = self._read_ulong(node)
 
     # --- modules -------------------------------------------------------------------------
@@ -724,13 +731,26 @@ class GdbTarget:
         )
 
     def modules(self) -> Iterator[ModuleInfo]:
-        """Every loaded module, in ``modules`` list order."""
-        for address, mod in self._module_values():
+        """Every loaded module, in ``modules`` list order; a list that loops or
+        leaves kernel memory ends the walk and is recorded in :attr:`damage`."""
+        values = self._module_values()
+        while True:
+            try:
+                address, mod = next(values)
+            except StopIteration:
+                return
+            except ListCorruption as e:
+                self._damaged(e.address, str(e), "LIST_CORRUPT")
+                return
             try:
                 yield self._module_info(address, mod)
             except MemoryReadError as err:
                 name = _array_string(mod["name"])
                 raise TargetError(f"module {name}: {err}") from None
+
+    def _damaged(self, address: int | None, message: str, code: str) -> None:
+        if (address, message, code) not in self.damage:
+            self.damage.append((address, message, code))
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -803,6 +823,8 @@ class GdbTarget:
                 infos.append(self._task_info(address, task))
         except MemoryReadError as err:
             raise TargetError(f"cannot read the task list: {err}") from None
+        except ListCorruption as e:
+            self._damaged(e.address, str(e), "LIST_CORRUPT")
         infos.sort(key=lambda t: t.pid)
         return iter(infos)
 

@@ -76,6 +76,10 @@ CODES: dict[str, Severity] = {
     "KO_UNREADABLE": Severity.WARNING,
     "KO_NO_RELOCATIONS": Severity.INFO,
     "FTRACE_STUB_PACA_OFFSET": Severity.ERROR,
+    # The kernel's own checks (issue 14).
+    "TASK_STACK_CORRUPT": Severity.ERROR,
+    "LPSTACK_OVERFLOW": Severity.ERROR,
+    "LIST_CORRUPT": Severity.ERROR,
 }
 
 

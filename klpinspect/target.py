@@ -216,7 +216,9 @@ class Target(Protocol):
     Optional: an attribute ``damage``, a list of ``(address or None, message)`` for
     structures the back end could not walk (a broken module or task list, an
     unreadable ``struct module``); :func:`klpinspect.audit.audit` reports each as a
-    ``MEMORY_UNREADABLE`` finding instead of failing.
+    ``MEMORY_UNREADABLE`` finding instead of failing.  A 3-tuple
+    ``(address, message, code)`` names another finding code (``LIST_CORRUPT``:
+    a list that loops or leaves kernel memory, see :mod:`klpinspect.stackcheck`).
     """
 
     kind: str

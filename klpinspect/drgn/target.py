@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import drgn
 from drgn import Object, cast, offsetof, sizeof
@@ -22,6 +23,7 @@ from drgn.helpers.linux.pid import find_task, for_each_task
 
 from klpinspect.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
+from klpinspect.stackcheck import ListCorruption, guard_list
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
@@ -78,6 +80,11 @@ def _function_entry(prog: drgn.Program, name: str, abi: int) -> int | None:
         except (LookupError, drgn.FaultError):
             pass
     return _symbol_address(prog, name)
+
+
+def _address(obj: Object) -> int:
+    """The address a pointer ``Object`` holds."""
+    return int(obj.value_())
 
 
 def _string(obj: Object) -> str:
@@ -267,7 +274,7 @@ class DrgnTarget:
         self._vmlinux_symbols: ElfSymbols | None = None
         self._vmlinux_symbols_tried = False
         # (address, message) of structures that could not be walked; see Target
-        self.damage: list[tuple[int | None, str]] = [(None, n) for n in core_notes(prog)]
+        self.damage: list[tuple[Any, ...]] = [(None, n) for n in core_notes(prog)]
 
     # --- memory and symbols ---------------------------------------------
 
@@ -488,7 +495,7 @@ class DrgnTarget:
 
     def _for_each_module(self) -> Iterator[Object]:
         """``for_each_module()``, ending (and recording the damage) at a broken link."""
-        it = iter(for_each_module(self.prog))
+        it = guard_list(for_each_module(self.prog), _address, "modules")
         while True:
             try:
                 mod = next(it)
@@ -496,6 +503,9 @@ class DrgnTarget:
                 return
             except drgn.FaultError as e:
                 self._damaged(e.address, f"modules list broken: {e}")
+                return
+            except ListCorruption as e:
+                self._damaged(e.address, str(e), "LIST_CORRUPT")
                 return
             yield mod
 
@@ -511,9 +521,10 @@ class DrgnTarget:
             except drgn.FaultError as e:
                 self._damaged(e.address, f"struct module at {mod.value_():#x} unreadable: {e}")
 
-    def _damaged(self, address: int | None, message: str) -> None:
-        if (address, message) not in self.damage:
-            self.damage.append((address, message))
+    def _damaged(self, address: int | None, message: str, code: str | None = None) -> None:
+        entry: tuple[Any, ...] = (address, message) if code is None else (address, message, code)
+        if entry not in self.damage:
+            self.damage.append(entry)
 
     # --- tasks ------------------------------------------------------------------
 
@@ -557,7 +568,7 @@ class DrgnTarget:
 
     def tasks(self) -> Iterator[TaskInfo]:
         """Every task (threads included); damage is recorded as for :meth:`modules`."""
-        it = iter(for_each_task(self.prog))
+        it = guard_list(for_each_task(self.prog), _address, "task")
         while True:
             try:
                 task = next(it)
@@ -565,6 +576,9 @@ class DrgnTarget:
                 return
             except drgn.FaultError as e:
                 self._damaged(e.address, f"task list broken: {e}")
+                return
+            except ListCorruption as e:
+                self._damaged(e.address, str(e), "LIST_CORRUPT")
                 return
             try:
                 yield self.task_info(task)
