@@ -119,9 +119,16 @@ def _report_for(target: Target, name: str, args: argparse.Namespace) -> Report:
         records, findings = audit_livepatch_stacks(target, tocs, pids=args.pids or None)
         report.tasks = records
         report.extend(findings)
+        report.extend(_audit._damage_findings(target))  # a task list that loops, ...
         return report
     if name == "bt":
-        return klp_backtrace(target, args.pid, tocs)
+        report = klp_backtrace(target, args.pid, tocs)
+        damage = _audit._damage_findings(target)
+        if damage:
+            report.extend(damage)
+            if "findings" not in report.sections:
+                report.sections = (*report.sections, "findings")
+        return report
     raise CommandError(f"unknown command '{name}'")
 
 
