@@ -19,11 +19,13 @@ import hashlib
 import io
 import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
+from elftools.common.exceptions import ELFError, ELFParseError
+from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection
 
@@ -44,6 +46,12 @@ SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
 ELFCOMPRESS_ZSTD = 2
 NT_GNU_BUILD_ID = 3
+#: Largest decompressed debug section accepted (a corrupt ``ch_size`` is refused,
+#: and no section may expand past the size its header declares).
+MAX_DECOMPRESSED = 1 << 30
+# What pyelftools raises on damaged input.
+_BAD_ELF = (ELFError, ELFParseError, ConstructError, struct.error, EOFError, ValueError,
+            IndexError, KeyError, AssertionError)
 
 
 def debug_cache_dir() -> Path:
@@ -64,9 +72,33 @@ def _open_elf(path: Path) -> tuple[bytes, ELFFile]:
     if data[:4] != b"\x7fELF":
         raise TargetError(f"{path}: not an ELF file (expected a vmlinux or .ko with debug info)")
     try:
-        return data, ELFFile(io.BytesIO(data))
-    except ELFError as e:
+        elf = ELFFile(io.BytesIO(data))
+        _check_tables(path, data, elf)
+        return data, elf
+    except _BAD_ELF as e:
         raise TargetError(f"{path}: malformed ELF file: {e}") from None
+
+
+def _check_tables(path: Path, data: bytes, elf: ELFFile) -> None:
+    """Refuse section headers a hostile file uses to make us read or allocate
+    without bound: a table past the end of the file, an odd entry size, a
+    section (other than ``SHT_NOBITS``) whose contents lie past the end."""
+    shoff, shnum, shentsize = elf["e_shoff"], elf.num_sections(), elf["e_shentsize"]
+    want = 64 if elf.elfclass == 64 else 40
+    if shnum and shentsize != want:
+        raise TargetError(f"{path}: malformed ELF file: section header size {shentsize}, "
+                          f"not {want}")
+    if shoff + shnum * shentsize > len(data):
+        raise TargetError(f"{path}: malformed ELF file: {shnum} section headers at {shoff:#x} "
+                          f"extend past the end of the file ({len(data)} bytes)")
+    end = "<" if elf.little_endian else ">"
+    fmt = struct.Struct(end + ("IIQQQQIIQQ" if elf.elfclass == 64 else "IIIIIIIIII"))
+    for i in range(shnum):
+        hdr = fmt.unpack_from(data, shoff + i * shentsize)
+        sh_type, sh_offset, sh_size = hdr[1], hdr[4], hdr[5]
+        if sh_type not in (SHT_NULL, SHT_NOBITS) and sh_offset + sh_size > len(data):
+            raise TargetError(f"{path}: malformed ELF file: section {i} ({sh_size} bytes at "
+                              f"{sh_offset:#x}) extends past the end of the file")
 
 
 def has_compressed_sections(path: str | os.PathLike[str]) -> bool:
@@ -90,9 +122,18 @@ def _build_id(elf: ELFFile) -> str | None:
     return None
 
 
-def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
+def _decompress(path: Path, name: str, raw: bytes, ch_type: int, ch_size: int) -> bytes:
+    """Decompress one section, never to more than ``ch_size`` (+1 to notice) bytes."""
+    if ch_size > MAX_DECOMPRESSED:
+        raise TargetError(f"{path}: section {name} declares {ch_size} decompressed bytes "
+                          f"(more than {MAX_DECOMPRESSED})")
     if ch_type == ELFCOMPRESS_ZLIB:
-        return zlib.decompress(raw)
+        d = zlib.decompressobj()
+        out = d.decompress(raw, ch_size + 1)
+        if len(out) > ch_size:
+            raise TargetError(f"{path}: section {name} expands past its declared size "
+                              f"{ch_size}")
+        return out
     if ch_type == ELFCOMPRESS_ZSTD:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
@@ -101,8 +142,15 @@ def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
                 f"{path}: section {name} is zstd-compressed; install the 'zstandard' "
                 "Python package to read it"
             ) from None
-        out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-        return out
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
+            zout: bytes = reader.read(ch_size + 1)
+        except zstandard.ZstdError as e:
+            raise TargetError(f"{path}: cannot decompress section {name}: {e}") from None
+        if len(zout) > ch_size:
+            raise TargetError(f"{path}: section {name} expands past its declared size "
+                              f"{ch_size}")
+        return zout
     raise TargetError(f"{path}: section {name} has unknown compression type {ch_type}")
 
 
@@ -130,12 +178,14 @@ def _write_decompressed(path: Path, data: bytes, elf: ELFFile, out: Path) -> Non
             continue
         body = data[sh_offset : sh_offset + sh_size]
         if sh_flags & SHF_COMPRESSED:
+            if len(body) < chdr_fmt.size:
+                raise TargetError(f"{path}: section {name}: truncated compression header")
             if is64:
                 ch_type, _, ch_size, ch_align = chdr_fmt.unpack_from(body)
             else:
                 ch_type, ch_size, ch_align = chdr_fmt.unpack_from(body)
             try:
-                body = _decompress(path, name, body[chdr_fmt.size :], ch_type)
+                body = _decompress(path, name, body[chdr_fmt.size :], ch_type, ch_size)
             except zlib.error as e:
                 raise TargetError(f"{path}: cannot decompress section {name}: {e}") from None
             if len(body) != ch_size:
@@ -166,10 +216,29 @@ def _write_decompressed(path: Path, data: bytes, elf: ELFFile, out: Path) -> Non
     struct.pack_into(end + ("Q" if is64 else "I"), buf, 0x28 if is64 else 0x20, new_shoff)
     struct.pack_into(end + "H", buf, 0x3A if is64 else 0x2E, shdr_fmt.size)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(buf))
-    tmp.replace(out)
+    _private_dir(out.parent)
+    # A private (0600) temporary file in the same directory, renamed into place:
+    # a reader sees the whole file or none; two writers race harmlessly (same
+    # content, keyed by the source's SHA-256).
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700; an existing one is made 0700 if it is ours."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def decompressed_debug_file(
@@ -185,9 +254,11 @@ def decompressed_debug_file(
     """
     src = Path(path)
     data, elf = _open_elf(src)
-    if elf["e_type"] != "ET_REL" or not any(
-        s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections()
-    ):
+    try:
+        compressed = any(s["sh_flags"] & SHF_COMPRESSED for s in elf.iter_sections())
+    except _BAD_ELF as e:
+        raise TargetError(f"{src}: malformed ELF file: {e}") from None
+    if elf["e_type"] != "ET_REL" or not compressed:
         return src
     digest = hashlib.sha256(data).hexdigest()[:24]
     out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
@@ -195,6 +266,8 @@ def decompressed_debug_file(
     if not out.exists():
         try:
             _write_decompressed(src, data, elf, out)
+        except _BAD_ELF as e:
+            raise TargetError(f"{src}: malformed ELF file: {e}") from None
         except OSError as e:
             raise TargetError(f"{out}: cannot write decompressed copy of {src}: {e}") from None
     return out
@@ -222,6 +295,9 @@ def prepare_debug_files(
     for path in expand_debug_paths(paths):
         _, elf = _open_elf(path)
         rel = elf["e_type"] == "ET_REL"
-        build_id = None if rel else _build_id(elf)
+        try:
+            build_id = None if rel else _build_id(elf)
+        except _BAD_ELF as e:
+            raise TargetError(f"{path}: malformed ELF file: {e}") from None
         out.append((path, decompressed_debug_file(path, cache_dir), build_id, rel))
     return out
