@@ -36,10 +36,27 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per trial")
     ap.add_argument("--mem", type=int, default=6, help="GiB of address space per worker")
     ap.add_argument("--json", help="write the per-command results here")
+    ap.add_argument("--partial", metavar="OUT.jsonl",
+                    help="only summarize a (running) worker's output file, for --backend")
     a = ap.parse_args()
     dump, symbols = harness.fixture_paths()
     regions = harness.regions_for(dump, symbols)
     trials = harness.make_trials(dump, regions, a.trials, a.seed)
+    if a.partial:
+        lines = [json.loads(x) for x in Path(a.partial).read_text().splitlines() if x.strip()]
+        base = [x for x in lines if x.get("trial") == -1]
+        res = [x for x in lines if x.get("trial", -1) >= 0]
+        finished = {r["trial"] for r in res if r["cmd"] == harness.COMMANDS[-1][0]}
+        res = [r for r in res if r["trial"] in finished]
+        done = [t for t in trials if t.index in finished]
+        fails = list(harness.iter_failures(res))
+        print(harness.render_table(harness.summarize(done, base, res),
+                                   f"{a.backend}: {len(done)} trials done, {len(fails)} failures"))
+        for r in res:
+            if r["outcome"] == "error":
+                t = trials[r["trial"]]
+                print(f"  exit-2 {t.region} {t.label} {r['cmd']}: {r.get('message', '')[:160]}")
+        return 1 if fails else 0
     print(f"{len(trials)} trials over {len(regions)} regions of {dump.name} (seed {a.seed})")
     print("regions: " + ", ".join(f"{k} {len(v)} ranges/{sum(x[2] for x in v)} B"
                                   for k, v in sorted(regions.items())))
