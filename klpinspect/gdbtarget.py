@@ -83,6 +83,12 @@ def _gdb_error_text(err: BaseException) -> str:
 # -- the target --------------------------------------------------------------------
 
 
+class _ListUnreadable(ListCorruption):
+    """A list link that cannot be followed (unreadable, NULL): ``MEMORY_UNREADABLE``."""
+
+    code = "MEMORY_UNREADABLE"
+
+
 class GdbTarget:
     """The :class:`klpinspect.target.Target` protocol over gdb's selected inferior.
 
@@ -543,7 +549,9 @@ class GdbTarget:
         seen: set[int] = set()
         node = self._read_ulong(head)
         while node != head:
-            if not node or len(seen) > _MAX_LIST:
+            if not node:
+                raise _ListUnreadable(node, f"{what} list broken: NULL link")
+            if len(seen) > _MAX_LIST:
                 raise TargetError(f"{what} list is damaged at {node:#x}")
             if node < KERNEL_SPACE or node in seen:  # loops, or leaves kernel memory
                 how = "leaves kernel memory" if node < KERNEL_SPACE else "loops"
@@ -563,7 +571,7 @@ class GdbTarget:
             for node in self._list(self._symbol_address_required("modules"), "modules"):
                 yield node - off, self._value(node - off, t)
         except MemoryReadError as err:
-            raise TargetError(f"cannot read the modules list: {err}") from None
+            raise _ListUnreadable(err.address, f"modules list broken: {err}") from None
 
     def _module_regions(self, mod: Any) -> list[tuple[int, int]]:
         """``[start, end)`` of all of a module's memory (``module_address_regions``)."""
@@ -740,13 +748,15 @@ class GdbTarget:
             except StopIteration:
                 return
             except ListCorruption as e:
-                self._damaged(e.address, str(e), "LIST_CORRUPT")
+                self._damaged(e.address, str(e), e.code)
                 return
             try:
-                yield self._module_info(address, mod)
-            except MemoryReadError as err:
-                name = _array_string(mod["name"])
-                raise TargetError(f"module {name}: {err}") from None
+                info = self._module_info(address, mod)
+            except MemoryReadError as err:  # as drgn: left out, recorded
+                self._damaged(err.address, f"struct module at {address:#x} unreadable: {err}",
+                              "MEMORY_UNREADABLE")
+                continue
+            yield info
 
     def _damaged(self, address: int | None, message: str, code: str) -> None:
         if (address, message, code) not in self.damage:
@@ -821,10 +831,10 @@ class GdbTarget:
         try:
             for address, task in self._task_values():
                 infos.append(self._task_info(address, task))
-        except MemoryReadError as err:
-            raise TargetError(f"cannot read the task list: {err}") from None
+        except MemoryReadError as err:  # as drgn: the walk ends, the damage is recorded
+            self._damaged(err.address, f"task list broken: {err}", "MEMORY_UNREADABLE")
         except ListCorruption as e:
-            self._damaged(e.address, str(e), "LIST_CORRUPT")
+            self._damaged(e.address, str(e), e.code)
         infos.sort(key=lambda t: t.pid)
         return iter(infos)
 

@@ -51,6 +51,8 @@ class ListCorruption(KlpError):
     :param address: the offending link
     """
 
+    code = "LIST_CORRUPT"
+
     def __init__(self, address: int, message: str) -> None:
         super().__init__(message)
         self.address = address

@@ -505,7 +505,7 @@ class DrgnTarget:
                 self._damaged(e.address, f"modules list broken: {e}")
                 return
             except ListCorruption as e:
-                self._damaged(e.address, str(e), "LIST_CORRUPT")
+                self._damaged(e.address, str(e), e.code)
                 return
             yield mod
 
@@ -578,7 +578,7 @@ class DrgnTarget:
                 self._damaged(e.address, f"task list broken: {e}")
                 return
             except ListCorruption as e:
-                self._damaged(e.address, str(e), "LIST_CORRUPT")
+                self._damaged(e.address, str(e), e.code)
                 return
             try:
                 yield self.task_info(task)
