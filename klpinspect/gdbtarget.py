@@ -431,13 +431,16 @@ class GdbTarget:
     def _module_ranges(self) -> list[tuple[int, int, str, int]]:
         if self._owners is None:
             ranges = []
-            for mod_addr, mod in self._module_values():
-                name = _array_string(mod["name"])
-                try:
-                    for start, end in self._module_regions(mod):
-                        ranges.append((start, end, name, mod_addr))
-                except (MemoryReadError, TargetError, gdb.error):
-                    continue
+            try:
+                for mod_addr, mod in self._module_values():
+                    name = _array_string(mod["name"])
+                    try:
+                        for start, end in self._module_regions(mod):
+                            ranges.append((start, end, name, mod_addr))
+                    except (MemoryReadError, TargetError, gdb.error):
+                        continue
+            except ListCorruption:
+                pass  # the modules before the damage (modules() records it)
             ranges.sort()
             self._owners = ranges
             self._owner_starts = [r[0] for r in ranges]
