@@ -669,8 +669,9 @@ class GdbTarget:
         # 5.10 ... 6.x: struct module_sect_attr { struct bin_attribute battr;
         # unsigned long address; }
         at = self._type("struct module_sect_attr")
-        if not 0 <= n <= 4096:
-            raise TargetError(f"mod->sect_attrs->nsections is {n}")
+        if not 0 <= n <= 4096:  # damaged: the module is left out and recorded, as in drgn
+            raise MemoryReadError(attrs_addr, abs(n) * at.sizeof,
+                                  f"implausible mod->sect_attrs->nsections {n}")
         base = attrs_addr + self._offsetof(t, "attrs")
         data = self.read(base, n * at.sizeof)
         name_off = self._offsetof(at, "battr.attr.name")
