@@ -41,6 +41,7 @@ __all__ = (
     "Damage",
     "KernelAccess",
     "ListDamaged",
+    "ModuleDamaged",
     "ModuleOwners",
     "StructView",
     "func_desc",
@@ -319,6 +320,11 @@ class ListDamaged(TargetError):
     """A ``list_head`` chain with a NULL link or no end."""
 
 
+class ModuleDamaged(TargetError):
+    """A ``struct module`` whose fields are implausible (a damaged dump):
+    :func:`modules` leaves the module out and records it, as an unreadable one."""
+
+
 def list_nodes(k: KernelAccess, head: int, what: str) -> Iterator[int]:
     """The ``list_head`` nodes after ``head`` (``list_for_each``).
 
@@ -464,7 +470,7 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
     # 5.8 ... 6.x: struct module_sect_attr { struct bin_attribute battr; unsigned long address; }
     n = nsections.integer()
     if not 0 <= n <= MAX_SECTIONS:
-        raise TargetError(f"mod->sect_attrs->nsections is {n}")
+        raise ModuleDamaged(f"mod->sect_attrs->nsections is {n}")
     array = attrs.member("attrs")
     if array is None:
         return {}
@@ -571,6 +577,8 @@ def modules(k: KernelAccess, damage: Damage) -> Iterator[ModuleInfo]:
             yield module_info(k, address, mod)
         except MemoryReadError:
             damage.add(address, f"struct module at {address:#x} unreadable")
+        except ModuleDamaged as err:
+            damage.add(address, f"struct module at {address:#x} damaged: {err}")
 
 
 @dataclass

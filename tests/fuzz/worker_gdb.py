@@ -26,8 +26,10 @@ def _main() -> None:
 
     def run(index: int, out: object) -> None:
         gdb.execute(f"core-file {dump}", to_string=True)
-        state["target"] = None
         for name, argv in spec["commands"]:
+            # a fresh target per command, as the drgn worker: the damage one
+            # command's walks record is not carried into the next one's report
+            state["target"] = None
             line = " ".join([f"klp-{name}", *argv, "--format", "json"])
             try:
                 text = gdb.execute(line, to_string=True)
