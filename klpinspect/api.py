@@ -239,7 +239,7 @@ def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Repor
     """
     from .audit import tocs_for
     from .livepatch import audit_livepatch_stacks
-    from .report import new_report
+    from .report import damage_findings, new_report
 
     report = new_report(target, target.kernel(), ("tasks", "findings"))
     records, findings = audit_livepatch_stacks(
@@ -247,6 +247,7 @@ def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Repor
     )
     report.tasks = records
     report.extend(findings)
+    report.extend(damage_findings(target))  # a task list that loops, ...
     return _settled(report)
 
 
@@ -379,6 +380,17 @@ def backtrace(target: Target, task: int | TaskRef | Any | None = None) -> Report
     ref = TaskRef("task", crashed_task(target)) if task is None else _task_ref(task)
     unwind_on, pid = _backtrace_target(target, ref)
     report = klp_backtrace(unwind_on, pid, tocs_for(target))
+    from .report import damage_findings
+
+    # In address order: which walk (the task's, the modules' for the TOC map)
+    # found it first depends on what ran before on a reused target.
+    damage = sorted(
+        damage_findings(target), key=lambda f: (f.address is not None, f.address or 0, f.message)
+    )
+    if damage:  # the walk that found the task stopped at a loop, ...
+        report.extend(damage)
+        if "findings" not in report.sections:
+            report.sections = (*report.sections, "findings")
     if getattr(target, "debuginfo", None) == "btf+kallsyms":
         from .commands import BTF_BACKTRACE_NOTE
 

@@ -348,6 +348,47 @@ EXPLANATIONS: dict[str, Explanation] = {
         example="loop  0xc008000000e01000  ftrace record enabled but no registered ftrace_ops "
         "filters this function",
     ),
+    "TASK_STACK_CORRUPT": Explanation(
+        meaning="The word at `end_of_stack(task)` is not `STACK_END_MAGIC`: the task "
+        "overran its kernel stack, or something wrote over the stack's lowest word.",
+        mechanism="`set_task_stack_end_magic()` writes `STACK_END_MAGIC` (0x57ac6e9d) at "
+        "`end_of_stack()` when a task is created; the kernel's own "
+        "`task_stack_end_corrupted()` tests it (\"Thread overran stack, or stack "
+        "corrupted\", kernel/sched/core.c).  On ppc64 with livepatch the same word is the "
+        "one just below the first livepatch stack slot.",
+        action="Checked for every task with a stack, livepatch or not.  The task's kernel "
+        "stack and, above it, its livepatch stack can no longer be trusted: look for deep "
+        "recursion or a large on-stack buffer in the task's backtrace.",
+        example="pid 130 (rk_target): end_of_stack word at 0xc000000004f00000 is 0x0, not "
+        "STACK_END_MAGIC 0x57ac6e9d: thread overran its stack, or the stack is corrupted",
+    ),
+    "LPSTACK_OVERFLOW": Explanation(
+        meaning="`thread_info.livepatch_sp` is past, or within `STACK_FRAME_OVERHEAD` (112) "
+        "bytes of, the task's saved kernel stack pointer `task->thread.ksp`.",
+        mechanism="The livepatch stack grows up from `end_of_stack + 1`, the kernel stack "
+        "grows down from the top of the same THREAD_SIZE area; `livepatch_handler` checks "
+        "neither against the other.  Only a `ksp` inside the task's stack is compared; a "
+        "livepatch_sp outside the stack is `LPSTACK_OUT_OF_BOUNDS` instead.",
+        action="The two stacks overlap or are about to: the next livepatched call or the "
+        "next kernel stack frame overwrites the other's saved r2/LR.  The message and the "
+        "finding's context give both addresses.",
+        example="pid 130 (rk_target): livepatch_sp 0xc000000004f03f80 is past the saved "
+        "kernel stack pointer 0xc000000004f03e00: the livepatch stack grows into the "
+        "kernel stack",
+    ),
+    "LIST_CORRUPT": Explanation(
+        meaning="The `modules` list or a task list loops back to an entry (not its head) "
+        "or links to an address outside kernel memory.",
+        mechanism="`list_for_each` follows `list_head.next` until it returns to the head; "
+        "a damaged link makes the kernel's own walk spin forever or fault.  klpinspect "
+        "stops the walk at the bad link, in both back ends "
+        "(`klpinspect/backends/layout.py`).",
+        action="The entries before the bad link are reported; the rest of the list is "
+        "not.  The dump's list is corrupted (use-after-free of a module or task, or a "
+        "stray write): other findings about the entries after it are missing, not absent.",
+        example="modules list loops: link 0xc008000000fb0488 after 3 entries; the walk "
+        "stops there",
+    ),
 }
 
 

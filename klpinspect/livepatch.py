@@ -36,6 +36,7 @@ from klpinspect.report import (
     hexaddr,
     new_report,
 )
+from klpinspect.stackcheck import end_of_stack, lpstack_overflow_finding, stack_end_finding
 from klpinspect.target import KernelInfo, StackFrame, Target, TaskInfo
 
 __all__ = (
@@ -133,16 +134,15 @@ def check_livepatch_stack(
                 address=stack.livepatch_sp,
             )
         )
-    if stack.start_marker_ok is False:
-        out.append(
-            Finding(
-                FindingCode.LPSTACK_BAD_MAGIC,
-                f"{where}: end_of_stack word at {stack.start - 8:#x} is "
-                f"{stack.start_marker:#x}, not STACK_END_MAGIC: stack overrun or corruption",
-                pid=pid,
-                address=stack.start - 8,
-            )
-        )
+    if stack.start_marker is not None:
+        # The word below the first slot is end_of_stack(): the kernel's own check.
+        corrupt = stack_end_finding(task, stack.start_marker)
+        if corrupt is not None:
+            out.append(corrupt)
+    if stack.status != LPSTACK_OUT_OF_BOUNDS:
+        overflow = lpstack_overflow_finding(task, stack.livepatch_sp)
+        if overflow is not None:
+            out.append(overflow)
     frame_findings: list[Finding] = []
     for f in stack.frames:
         if not f.magic_ok:
@@ -214,13 +214,33 @@ def _frame_records(
     ]
 
 
-def _unreadable(task: TaskInfo, err: MemoryReadError) -> Finding:
+def _unreadable(task: TaskInfo, err: MemoryReadError, what: str = "livepatch stack") -> Finding:
     return Finding(
         FindingCode.MEMORY_UNREADABLE,
-        f"pid {task.pid} ({task.comm}): livepatch stack: {err}",
+        f"pid {task.pid} ({task.comm}): {what}: {err}",
         pid=task.pid,
         address=err.address,
     )
+
+
+def _stack_end_findings(
+    target: Target, tasks: Iterable[TaskInfo], kernel: KernelInfo, pids: Sequence[int] | None
+) -> list[Finding]:
+    """``TASK_STACK_CORRUPT`` for tasks whose livepatch stack was not read (an
+    8-byte read of ``end_of_stack`` each); exited tasks (no stack) are skipped."""
+    out: list[Finding] = []
+    for task in tasks:
+        if not task.stack or (pids is not None and task.pid not in pids):
+            continue
+        try:
+            data = target.read(end_of_stack(task), 8)
+        except MemoryReadError as err:
+            out.append(_unreadable(task, err, "end of stack"))
+            continue
+        corrupt = stack_end_finding(task, int.from_bytes(data, kernel.byteorder))  # type: ignore[arg-type]
+        if corrupt is not None:
+            out.append(corrupt)
+    return out
 
 
 @without_cyclic_gc
@@ -245,7 +265,7 @@ def audit_livepatch_stacks(
     """
     kernel = target.kernel()
     if not kernel.has_livepatch_sp:
-        return [], [_unsupported()]
+        return [], [_unsupported(), *_stack_end_findings(target, target.tasks(), kernel, pids)]
     owners = toc_owners(kernel, module_tocs)
     symbols = symbols or Symbolizer(target)
     wanted = None if pids is None else set(pids)
@@ -265,6 +285,7 @@ def audit_livepatch_stacks(
             continue
         if stack is None:
             unsupported |= task.livepatch_sp is None
+            findings.extend(_stack_end_findings(target, (task,), kernel, None))
             if wanted is not None:
                 records.append(TaskRecord(task.pid, task.comm, task.livepatch_sp))
             continue
@@ -362,6 +383,7 @@ def klp_backtrace(target: Target, pid: int, module_tocs: Mapping[int, str]) -> R
     stack = None
     if not kernel.has_livepatch_sp or task.livepatch_sp is None:
         findings.append(_unsupported())
+        findings.extend(_stack_end_findings(target, (task,), kernel, None))
     else:
         try:
             stack = read_task_livepatch_stack(target, task, kernel.byteorder)

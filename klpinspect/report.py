@@ -106,6 +106,10 @@ class FindingCode(StrEnum):
     FTRACE_PATCHED_SITE_NOP = ("FTRACE_PATCHED_SITE_NOP", Severity.ERROR)
     FTRACE_REDIRECT_NO_PATCH = ("FTRACE_REDIRECT_NO_PATCH", Severity.ERROR)
     FTRACE_REDIRECT_NO_OPS = ("FTRACE_REDIRECT_NO_OPS", Severity.WARNING)
+    # The kernel's own checks (issue 14), klpinspect.stackcheck
+    TASK_STACK_CORRUPT = ("TASK_STACK_CORRUPT", Severity.ERROR)
+    LPSTACK_OVERFLOW = ("LPSTACK_OVERFLOW", Severity.ERROR)
+    LIST_CORRUPT = ("LIST_CORRUPT", Severity.ERROR)
 
 
 #: code -> default severity (the table the codes were first kept in)
@@ -675,6 +679,11 @@ def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) ->
 
 def damage_findings(target: Target) -> list[Finding]:
     """The back end's record of structures it could not walk (``Target.damage``),
-    one ``MEMORY_UNREADABLE`` finding each."""
+    one ``MEMORY_UNREADABLE`` finding each, or the code the record's ``codes``
+    names (``LIST_CORRUPT``, :class:`klpinspect.backends.layout.Damage`)."""
     unreadable = FindingCode.MEMORY_UNREADABLE
-    return [Finding(unreadable, msg, address=addr) for addr, msg in target.damage]
+    codes: dict[tuple[int | None, str], FindingCode] = getattr(target.damage, "codes", {})
+    return [
+        Finding(codes.get((addr, msg), unreadable), msg, address=addr)
+        for addr, msg in target.damage
+    ]

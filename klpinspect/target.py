@@ -225,7 +225,9 @@ class Target(Protocol):
     could not walk (a broken module or task list, an unreadable ``struct
     module``, a truncated core file); the reports show each as a
     ``MEMORY_UNREADABLE`` finding instead of failing.  It grows while
-    :meth:`modules` and :meth:`tasks` are walked.
+    :meth:`modules` and :meth:`tasks` are walked.  A list that loops or leaves
+    kernel memory is a ``LIST_CORRUPT`` finding instead (the damage list's
+    ``codes``, see :class:`klpinspect.backends.layout.Damage`).
     """
 
     kind: str

@@ -14,6 +14,7 @@ APT_PKGS=(
   qemu-user-static                 # runs Debian's ppc64el makedumpfile (gdb on its ELF output)
   python3-tabulate                 # gdb's embedded (system) Python renders tables with it
   gcc                              # a native program for the gdb wrong-architecture test
+  strace                           # proves --live opens /proc/kcore read-only
   xz-utils
   binutils-arm-linux-gnueabihf     # ARM32 prologue vectors (klpinspect prologue)
   gcc-arm-linux-gnueabihf          # real GCC -mapcs-frame -pg shapes for the same tests

@@ -408,3 +408,113 @@ def test_audit_reads_are_cached_and_batched(guest: Any, vmlinux_debug: Path) -> 
         assert requests >= 20 * round_trips
     finally:
         prog.cache["klpinspect.qmp"].close()
+
+
+# ---- read-only, proven: recording proxies between the tools and the guest
+
+from proxies import QMPRecorder, RSPRecorder, qmp_violations, rsp_violations  # noqa: E402
+
+# What gdb 13 + the klp-* commands send to QEMU 7.2's gdbstub (measured), by kind:
+# handshake, thread and feature queries, one register read, memory reads, detach.
+GDB_PACKET_KINDS = {
+    "qSupported", "vMustReplyEmpty", "Hg", "qTStatus", "?", "qfThreadInfo", "qsThreadInfo",
+    "qAttached", "Hc", "qOffsets", "g", "qSymbol", "qXfer:features:read", "vFile:setfs",
+    "vFile:open", "m", "D",
+}  # fmt: skip
+
+
+def _packet_kind(p: str) -> str:
+    if p[:1] in ("m", "g", "p", "?", "D"):
+        return p[:1]
+    if p[:1] == "H":
+        return p[:2]
+    if p.startswith("qXfer:"):
+        return ":".join(p.split(":")[:3])
+    return ":".join(p.split(":")[:2]) if p.startswith("vFile:") else p.split(":")[0]
+
+
+def _run_state(guest: Any) -> str:
+    with guest.qmp() as q:
+        return str(q.execute("query-status")["status"])
+
+
+def _assert_private_and_gone(rec: QMPRecorder) -> None:
+    assert rec.scratch, "no guest memory was copied to a host file"
+    for s in rec.scratch:
+        assert s.file_mode == 0o600, (s.path, oct(s.file_mode or 0))
+        assert s.dir_mode == 0o700 and s.dir_uid == os.getuid(), (s.path, oct(s.dir_mode))
+        assert not os.path.exists(os.path.dirname(s.path)), s.path  # removed afterwards
+
+
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_qmp_sends_only_reads(guest: Any, live_audit: dict[str, Any], vmlinux_debug: Path,
+                              tmp_path: Path, state: str) -> None:
+    """Every QMP command of ``audit`` and ``bt`` is a read; scratch files are private
+    and removed; a running guest runs on and a paused one stays paused."""
+    pid = str(live_audit["tasks"][0]["pid"])
+    with guest.qmp() as q:
+        q.execute("stop" if state == "paused" else "cont")  # the test's own socket
+    try:
+        for argv in (["audit"], ["bt", pid], ["lpstack"]):
+            with QMPRecorder(guest.qmp_path, str(tmp_path / "rec.sock")) as rec:
+                r = klpinspect("--qemu", rec.path, "-s", str(vmlinux_debug),
+                               "--format", "json", *argv)
+            assert r.returncode == 0, r.stderr
+            json.loads(r.stdout)
+            names = rec.names()
+            assert names[0] == "qmp_capabilities" and "pmemsave" in names, names
+            assert qmp_violations(rec.commands) == [] and rec.malformed == []
+            _assert_private_and_gone(rec)
+            assert _run_state(guest) == state
+    finally:
+        with guest.qmp() as q:
+            q.execute("cont")
+    assert _run_state(guest) == "running"
+
+
+def test_qmp_scratch_removed_when_audit_fails(guest: Any, vmlinux_debug: Path,
+                                              tmp_path: Path) -> None:
+    """QEMU goes away in the middle of the audit: exit 2, scratch files removed."""
+    with QMPRecorder(guest.qmp_path, str(tmp_path / "cut.sock"), cut_after=150) as rec:
+        r = klpinspect("--qemu", rec.path, "-s", str(vmlinux_debug), "audit", timeout=120)
+    _one_line_error(r, "went away")
+    assert qmp_violations(rec.commands) == []
+    _assert_private_and_gone(rec)
+    assert guest.alive() and _run_state(guest) == "running"
+
+
+@pytest.mark.parametrize("state,end", [("running", "detach"), ("paused", "disconnect")])
+def test_gdbstub_sends_only_reads(guest: Any, vmlinux_debug: Path, tmp_path: Path,
+                                  state: str, end: str) -> None:
+    """gdb + klp-audit/klp-lpstack/klp-bt through a recording proxy: only read packets.
+
+    QEMU's gdbstub stops the guest when gdb connects and resumes it on ``D``
+    (detach), even if it was paused before; so a running guest is left with
+    ``detach`` and a paused one with ``disconnect`` (gdb/README.md).
+    """
+    from test_gdb import PPC64, SCRIPT, assert_clean, run_gdb
+
+    assert guest.gdb_address
+    host, port = guest.gdb_address.split(":")
+    with guest.qmp() as q:
+        q.execute("stop" if state == "paused" else "cont")
+    try:
+        assert _run_state(guest) == state
+        out = tmp_path / "audit.json"
+        with RSPRecorder((host, int(port))) as rec:
+            proc = run_gdb(*PPC64, "-ex", f"file {vmlinux_debug}",
+                           "-ex", f"target remote {rec.address}", "-ex", f"source {SCRIPT}",
+                           "-ex", f"pipe klp-audit --format json | cat > {out}",
+                           "-ex", "klp-lpstack", "-ex", "klp-stubs rk_lib", "-ex", end)  # fmt: skip
+        assert_clean(proc)
+        assert len(json.loads(out.read_text())["modules"]) == 40
+        assert rsp_violations(rec.packets) == []
+        kinds = {_packet_kind(p) for p in rec.packets}
+        assert kinds <= GDB_PACKET_KINDS, kinds - GDB_PACKET_KINDS
+        assert {"m", "g"} <= kinds
+        assert ("D" in kinds) == (end == "detach")
+        assert sum(1 for p in rec.packets if p.startswith("m")) > 1000
+        assert _run_state(guest) == state
+    finally:
+        with guest.qmp() as q:
+            q.execute("cont")

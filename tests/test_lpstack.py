@@ -545,7 +545,9 @@ def test_audit_stack_overrun_marker() -> None:
     task = TaskInfo(5, "t5", base, THREAD_SIZE, livepatch_sp=sp)
     t = lp_target(lp_kernel(), [task], {base: data})
     records, findings = audit_livepatch_stacks(t, MODULE_TOCS)
-    assert [(f.code, f.pid, f.address) for f in findings] == [("LPSTACK_BAD_MAGIC", 5, base)]
+    # the word below the first slot is end_of_stack(): the kernel's own check
+    assert [(f.code, f.pid, f.address) for f in findings] == [("TASK_STACK_CORRUPT", 5, base)]
+    assert "0x4141414141414141" in findings[0].message and "t5" in findings[0].message
     assert [r.pid for r in records] == [5]
 
 
@@ -573,7 +575,63 @@ def test_audit_without_livepatch() -> None:
     assert records == [] and len(findings) == 1
     f = findings[0]
     assert f.code == "LIVEPATCH_UNSUPPORTED" and f.level is Severity.INFO
-    assert f.message == UNSUPPORTED_MESSAGE and t.reads == []
+    # only the end_of_stack word of each task is read (STACK_END_MAGIC)
+    assert f.message == UNSUPPORTED_MESSAGE and t.reads == [(tasks[0].stack, 8)]
+
+
+def test_stack_end_magic_without_livepatch() -> None:
+    """STACK_END_MAGIC is checked for every task, livepatch built in or not, on
+    both layouts (end_of_stack is above struct thread_info on old kernels)."""
+    base = 0xC000000050000000
+    good, _ = build_stack(base, [])
+    bad, _ = build_stack(base + THREAD_SIZE, [], marker=0)
+    old, _ = build_stack(base + 2 * THREAD_SIZE, [], start_off=0x68, marker=0xDEAD)
+    tasks = [
+        TaskInfo(1, "ok", base, THREAD_SIZE),
+        TaskInfo(2, "bad", base + THREAD_SIZE, THREAD_SIZE),
+        TaskInfo(3, "old", base + 2 * THREAD_SIZE, THREAD_SIZE, thread_info_in_task=False,
+                 thread_info_size=0x60),
+        TaskInfo(4, "exited", 0, THREAD_SIZE),
+    ]  # fmt: skip
+    memory = {base: good, base + THREAD_SIZE: bad, base + 2 * THREAD_SIZE: old}
+    t = lp_target(lp_kernel(has_livepatch_sp=False), tasks, memory)
+    _, findings = audit_livepatch_stacks(t, MODULE_TOCS)
+    assert [(f.code, f.pid, f.address) for f in findings] == [
+        ("LIVEPATCH_UNSUPPORTED", None, None),
+        ("TASK_STACK_CORRUPT", 2, base + THREAD_SIZE),
+        ("TASK_STACK_CORRUPT", 3, base + 2 * THREAD_SIZE + 0x60),
+    ]
+    assert all(f.level is Severity.ERROR for f in findings[1:])
+    # unreadable end of stack: a MEMORY_UNREADABLE warning, not a crash
+    t = lp_target(lp_kernel(has_livepatch_sp=False), tasks[:1], {})
+    _, findings = audit_livepatch_stacks(t, MODULE_TOCS)
+    assert [(f.code, f.pid) for f in findings][1:] == [("MEMORY_UNREADABLE", 1)]
+
+
+def test_livepatch_stack_grows_into_kernel_stack() -> None:
+    """livepatch_sp past (or within a minimum frame of) the saved ksp: LPSTACK_OVERFLOW,
+    naming both addresses; a ksp outside the stack is no evidence."""
+    frames = [(KTOC, A_THREAD, MAGIC)] * 3
+    tasks, memory = task_world([(1, frames), (2, frames), (3, frames), (4, frames)])
+    sp = [t.livepatch_sp for t in tasks]
+    assert all(s is not None for s in sp)
+    with_ksp = [
+        TaskInfo(1, "past", tasks[0].stack, THREAD_SIZE, sp[0], ksp=sp[0] - 16),  # type: ignore[operator]
+        TaskInfo(2, "near", tasks[1].stack, THREAD_SIZE, sp[1], ksp=sp[1] + 64),  # type: ignore[operator]
+        TaskInfo(3, "far", tasks[2].stack, THREAD_SIZE, sp[2], ksp=sp[2] + 112),  # type: ignore[operator]
+        TaskInfo(4, "wild", tasks[3].stack, THREAD_SIZE, sp[3], ksp=0x1000),
+    ]  # fmt: skip
+    records, findings = audit_livepatch_stacks(
+        lp_target(lp_kernel(), with_ksp, memory, SYMS), MODULE_TOCS
+    )
+    assert [(f.code, f.pid, f.address) for f in findings] == [
+        ("LPSTACK_OVERFLOW", 1, sp[0]),
+        ("LPSTACK_OVERFLOW", 2, sp[1]),
+    ]
+    assert "past" in findings[0].message and "within 64 bytes" in findings[1].message
+    for f, task in zip(findings, with_ksp, strict=False):
+        assert f"{task.livepatch_sp:#x}" in f.message and f"{task.ksp:#x}" in f.message
+        assert f.level is Severity.ERROR
 
 
 def test_toc_owners() -> None:
@@ -658,3 +716,18 @@ def test_back_chain_stack_trace() -> None:
     assert t.reads == [(base, THREAD_SIZE)]
     with pytest.raises(KlpError, match="pid 8: no kernel stack or saved stack pointer"):
         back_chain_stack_trace(t, TaskInfo(8, "t8", base, THREAD_SIZE))
+
+
+def test_guard_list_stops_at_loop_and_at_non_kernel_link() -> None:
+    from klpinspect.stackcheck import ListCorruption, guard_list
+
+    base = 0xC000000001000000
+    ok = [base, base + 0x100, base + 0x200]
+    assert list(guard_list(ok, lambda a: a, "modules")) == ok
+    got: list[int] = []
+    with pytest.raises(ListCorruption, match="modules list loops") as e:
+        got.extend(guard_list([*ok, base + 0x100, base], lambda a: a, "modules"))
+    assert got == ok and e.value.address == base + 0x100
+    with pytest.raises(ListCorruption, match="leaves kernel memory") as e:
+        list(guard_list([base, 0x1000], lambda a: a, "task"))
+    assert e.value.address == 0x1000

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, iter_syms, shdr_struct
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
+from klpinspect.report import FindingCode
+from klpinspect.stackcheck import KERNEL_SPACE, ListCorruption
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
@@ -40,6 +42,7 @@ __all__ = (
     "KernelAccess",
     "LayoutQueries",
     "ListDamaged",
+    "ModuleDamaged",
     "ModuleOwners",
     "StructView",
     "func_desc",
@@ -164,14 +167,28 @@ class LayoutQueries:
 class Damage(list[tuple[int | None, str]]):
     """``(address or None, message)`` of structures a back end could not walk.
 
-    Each becomes a ``MEMORY_UNREADABLE`` finding (``Target.damage``).
-    Messages name the structure and the address the layout rules tried to
-    read, not the back end's own error text, so both back ends agree.
+    Each becomes a ``MEMORY_UNREADABLE`` finding (``Target.damage``), or the
+    code :attr:`codes` names for it (``LIST_CORRUPT``: a list that loops or
+    leaves kernel memory).  Messages name the structure and the address the
+    layout rules tried to read, not the back end's own error text, so both
+    back ends agree.
     """
 
-    def add(self, address: int | None, message: str) -> None:
+    def __init__(self, entries: Iterable[tuple[int | None, str]] = ()) -> None:
+        super().__init__(entries)
+        #: ``(address, message)`` -> its finding code, where not ``MEMORY_UNREADABLE``
+        self.codes: dict[tuple[int | None, str], FindingCode] = {}
+
+    def add(
+        self,
+        address: int | None,
+        message: str,
+        code: FindingCode = FindingCode.MEMORY_UNREADABLE,
+    ) -> None:
         if (address, message) not in self:
             self.append((address, message))
+            if code is not FindingCode.MEMORY_UNREADABLE:
+                self.codes[(address, message)] = code
 
 
 def _u64(k: KernelAccess, address: int) -> int:
@@ -328,19 +345,33 @@ class ListDamaged(TargetError):
     """A ``list_head`` chain with a NULL link or no end."""
 
 
+class ModuleDamaged(TargetError):
+    """A ``struct module`` whose fields are implausible (a damaged dump):
+    :func:`modules` leaves the module out and records it, as an unreadable one."""
+
+
 def list_nodes(k: KernelAccess, head: int, what: str) -> Iterator[int]:
     """The ``list_head`` nodes after ``head`` (``list_for_each``).
 
     :raises MemoryReadError: at an unreadable link
     :raises ListDamaged: at a NULL link or an endless list
+    :raises ListCorruption: at a link back to an earlier node (not the head)
+        or below :data:`~klpinspect.stackcheck.KERNEL_SPACE` (``LIST_CORRUPT``)
     """
-    seen = 0
+    seen: set[int] = set()
     node = _u64(k, head)
     while node != head:
-        if not node or seen > MAX_LIST:
+        if not node or len(seen) > MAX_LIST:
             raise ListDamaged(f"{what} list is damaged at {node:#x}")
+        if node < KERNEL_SPACE or node in seen:
+            how = "leaves kernel memory" if node < KERNEL_SPACE else "loops"
+            raise ListCorruption(
+                node,
+                f"{what} list {how}: link {node:#x} after {len(seen)} entries; "
+                "the walk stops there",
+            )
+        seen.add(node)
         yield node
-        seen += 1
         node = _u64(k, node)
 
 
@@ -358,6 +389,9 @@ def _walk(k: KernelAccess, head: int, what: str, damage: Damage) -> Iterator[int
             return
         except ListDamaged as err:
             damage.add(prev, str(err))
+            return
+        except ListCorruption as err:
+            damage.add(err.address, str(err), FindingCode.LIST_CORRUPT)
             return
         prev = node
         yield node
@@ -461,7 +495,7 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
     # 5.8 ... 6.x: struct module_sect_attr { struct bin_attribute battr; unsigned long address; }
     n = nsections.integer()
     if not 0 <= n <= MAX_SECTIONS:
-        raise TargetError(f"mod->sect_attrs->nsections is {n}")
+        raise ModuleDamaged(f"mod->sect_attrs->nsections is {n}")
     array = attrs.member("attrs")
     if array is None:
         return {}
@@ -576,6 +610,8 @@ def modules(
             yield module_info(k, address, mod)
         except MemoryReadError:
             damage.add(address, f"struct module at {address:#x} unreadable")
+        except ModuleDamaged as err:
+            damage.add(address, f"struct module at {address:#x} damaged: {err}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import hashlib
 import mmap
 import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,6 +47,18 @@ SHF_COMPRESSED = 0x800
 ELFCOMPRESS_ZLIB = 1
 ELFCOMPRESS_ZSTD = 2
 NT_GNU_BUILD_ID = 3
+#: Largest decompressed debug section accepted (a corrupt ``ch_size`` is refused,
+#: and no section may expand past the size its header declares).
+MAX_DECOMPRESSED = 1 << 30
+
+
+def _bad_elf() -> tuple[type[BaseException], ...]:
+    """What pyelftools raises on damaged input (imported late: ~40 ms)."""
+    from elftools.common.exceptions import ELFError, ELFParseError
+    from elftools.construct import ConstructError
+
+    return (ELFError, ELFParseError, ConstructError, struct.error, EOFError, ValueError,
+            IndexError, KeyError, AssertionError)
 
 
 def debug_cache_dir() -> Path:
@@ -73,13 +86,27 @@ class _Elf:
                 (self.e_type, _m, _v, _entry, _phoff, shoff, _fl, _eh, _phes, _phn, shentsize,
                  shnum, _shstrndx) = struct.unpack_from(e + "HHIIIIIHHHHHH", mm, 16)
                 fmt = struct.Struct(e + "IIIIIIIIII")
-            if shoff and shnum and shentsize < fmt.size:
-                raise ValueError(f"e_shentsize {shentsize}")
+            # A hostile file must not make us read or allocate without bound: the
+            # table past the end of the file, an odd entry size, contents (other
+            # than SHT_NOBITS) past the end are refused before anything is read.
+            if shoff and shnum and shentsize != fmt.size:
+                raise ValueError(f"section header size {shentsize}, not {fmt.size}")
+            if shoff and shoff + shnum * shentsize > len(mm):
+                raise ValueError(
+                    f"{shnum} section headers at {shoff:#x} extend past the end of the "
+                    f"file ({len(mm)} bytes)"
+                )
             # (sh_type, sh_flags, sh_offset, sh_size)
             self.sections = [
                 (h[1], h[2], h[4], h[5])
                 for h in (fmt.unpack_from(mm, shoff + i * shentsize) for i in range(shnum))
             ] if shoff else []
+            for i, (sh_type, _flags, sh_offset, sh_size) in enumerate(self.sections):
+                if sh_type not in (SHT_NULL, SHT_NOBITS) and sh_offset + sh_size > len(mm):
+                    raise ValueError(
+                        f"section {i} ({sh_size} bytes at {sh_offset:#x}) extends past "
+                        "the end of the file"
+                    )
         except (struct.error, ValueError, IndexError) as err:
             raise TargetError(f"{path}: malformed ELF file: {err}") from None
         self.path = path
@@ -156,9 +183,18 @@ def read_build_id(path: str | os.PathLike[str]) -> str | None:
         return elf.build_id()
 
 
-def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
+def _decompress(path: Path, name: str, raw: bytes, ch_type: int, ch_size: int) -> bytes:
+    """Decompress one section, never to more than ``ch_size`` (+1 to notice) bytes."""
+    if ch_size > MAX_DECOMPRESSED:
+        raise TargetError(f"{path}: section {name} declares {ch_size} decompressed bytes "
+                          f"(more than {MAX_DECOMPRESSED})")
     if ch_type == ELFCOMPRESS_ZLIB:
-        return zlib.decompress(raw)
+        d = zlib.decompressobj()
+        out = d.decompress(raw, ch_size + 1)
+        if len(out) > ch_size:
+            raise TargetError(f"{path}: section {name} expands past its declared size "
+                              f"{ch_size}")
+        return out
     if ch_type == ELFCOMPRESS_ZSTD:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
@@ -167,8 +203,17 @@ def _decompress(path: Path, name: str, raw: bytes, ch_type: int) -> bytes:
                 f"{path}: section {name} is zstd-compressed; install the 'zstandard' "
                 "Python package to read it"
             ) from None
-        out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-        return out
+        try:
+            import io
+
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
+            zout: bytes = reader.read(ch_size + 1)
+        except zstandard.ZstdError as e:
+            raise TargetError(f"{path}: cannot decompress section {name}: {e}") from None
+        if len(zout) > ch_size:
+            raise TargetError(f"{path}: section {name} expands past its declared size "
+                              f"{ch_size}")
+        return zout
     raise TargetError(f"{path}: section {name} has unknown compression type {ch_type}")
 
 
@@ -196,12 +241,14 @@ def _write_decompressed(path: Path, data: bytes | mmap.mmap, elf: Any, out: Path
             continue
         body = data[sh_offset : sh_offset + sh_size]
         if sh_flags & SHF_COMPRESSED:
+            if len(body) < chdr_fmt.size:
+                raise TargetError(f"{path}: section {name}: truncated compression header")
             if is64:
                 ch_type, _, ch_size, ch_align = chdr_fmt.unpack_from(body)
             else:
                 ch_type, ch_size, ch_align = chdr_fmt.unpack_from(body)
             try:
-                body = _decompress(path, name, body[chdr_fmt.size :], ch_type)
+                body = _decompress(path, name, body[chdr_fmt.size :], ch_type, ch_size)
             except zlib.error as e:
                 raise TargetError(f"{path}: cannot decompress section {name}: {e}") from None
             if len(body) != ch_size:
@@ -232,10 +279,29 @@ def _write_decompressed(path: Path, data: bytes | mmap.mmap, elf: Any, out: Path
     struct.pack_into(end + ("Q" if is64 else "I"), buf, 0x28 if is64 else 0x20, new_shoff)
     struct.pack_into(end + "H", buf, 0x3A if is64 else 0x2E, shdr_fmt.size)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(buf))
-    tmp.replace(out)
+    _private_dir(out.parent)
+    # A private (0600) temporary file in the same directory, renamed into place:
+    # a reader sees the whole file or none; two writers race harmlessly (same
+    # content, keyed by the source's SHA-256).
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700; an existing one is made 0700 if it is ours."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def decompressed_debug_file(
@@ -262,13 +328,12 @@ def _decompressed(elf: _Elf, cache_dir: str | os.PathLike[str] | None) -> Path:
     out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
     out = out / f"{digest}-{src.name}"
     if not out.exists():
-        from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
 
         try:
             parsed = ELFFile(elf.mm)  # type: ignore[arg-type]  # a stream: read/seek/tell
             _write_decompressed(src, elf.mm, parsed, out)
-        except (ELFError, ValueError, struct.error) as e:
+        except _bad_elf() as e:
             raise TargetError(f"{src}: malformed ELF file: {e}") from None
         except OSError as e:
             raise TargetError(f"{out}: cannot write decompressed copy of {src}: {e}") from None
