@@ -323,18 +323,9 @@ class _IdleTask:
         return [self._info]
 
     def stack_trace(self, pid: int) -> Any:
-        from .target import StackFrame
-
-        frames = []
-        for frame in self._task.prog_.stack_trace(self._task):
-            try:
-                sp: int | None = int(frame.sp)
-            except LookupError:
-                sp = None
-            frames.append(
-                StackFrame(pc=int(frame.pc), sp=sp, inline=frame.name if frame.is_inline else None)
-            )
-        return frames
+        return self._target.task_stack_trace(
+            self._task, f"the idle task at {int(self._task.value_()):#x}"
+        )
 
 
 def _backtrace_target(target: Target, ref: TaskRef) -> tuple[Target, int]:

@@ -262,11 +262,20 @@ class DrgnTarget(layout.LayoutQueries):
 
         :raises KlpError: if there is no such task or it cannot be unwound
         """
-        task = self._find_task(pid)
+        return self.task_stack_trace(self._find_task(pid), f"pid {pid}")
+
+    def task_stack_trace(self, task: Object, what: str) -> Sequence[StackFrame]:
+        """drgn's unwind of ``task``, innermost frame first (also a task
+        :meth:`tasks` does not visit, such as a CPU's idle task).
+
+        :param task: ``struct task_struct *``
+        :param what: the task as error messages name it
+        :raises KlpError: if it cannot be unwound
+        """
         try:
             trace = self.prog.stack_trace(task)
         except (ValueError, drgn.FaultError) as e:
-            raise KlpError(f"cannot unwind pid {pid}: {e}") from None
+            raise KlpError(f"cannot unwind {what}: {e}") from None
         frames = []
         for frame in trace:
             try:
