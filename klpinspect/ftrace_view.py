@@ -38,6 +38,7 @@ from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .ppc64.insn import NOP, branch_target, is_b, is_bl
 from .report import Finding, FindingCode, Report, damage_findings, hexaddr, new_report
+from .stackcheck import ListBroken, ListCorruption, walk_list
 from .target import Target, try_symbolize
 
 __all__ = (
@@ -233,16 +234,10 @@ class _Mem:
             out += chunk
         return out.decode("utf-8", "replace")
 
-    def list_nodes(self, head: int) -> Iterator[int]:
-        """The node addresses of the ``struct list_head`` list at ``head``."""
-        node = self.u(head)
-        seen = 0
-        while node != head:
-            if not node or seen > _MAX_LIST:
-                raise MemoryReadError(head, 8, "list broken")
-            yield node
-            node = self.u(node)
-            seen += 1
+    def list_nodes(self, head: int, what: str) -> Iterator[int]:
+        """The node addresses of the ``struct list_head`` list at ``head``
+        (:func:`~klpinspect.stackcheck.walk_list`: a loop is ``LIST_CORRUPT``)."""
+        return walk_list(self.u, head, what, _MAX_LIST)
 
 
 def _bool(mem: _Mem, address: int) -> bool:
@@ -342,7 +337,7 @@ def _klp_objects(mem: _Mem, patch: int) -> Iterator[int]:
     list_off = mem.off("struct klp_patch", "obj_list", required=False)
     if list_off >= 0:
         node_off = mem.off(obj_t, "node")
-        for node in mem.list_nodes(patch + list_off):
+        for node in mem.list_nodes(patch + list_off, "klp_patch.obj_list"):
             yield node - node_off
         return
     obj = mem.u(patch + mem.off("struct klp_patch", "objs"))
@@ -363,7 +358,7 @@ def _klp_funcs(mem: _Mem, obj: int) -> Iterator[int]:
     list_off = mem.off("struct klp_object", "func_list", required=False)
     if list_off >= 0:
         node_off = mem.off(func_t, "node")
-        for node in mem.list_nodes(obj + list_off):
+        for node in mem.list_nodes(obj + list_off, "klp_object.func_list"):
             yield node - node_off
         return
     func = mem.u(obj + mem.off("struct klp_object", "funcs"))
@@ -401,9 +396,9 @@ def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
         stack_off = mem.off("struct klp_ops", "func_stack")
         fops_off = mem.off("struct klp_ops", "fops")
         stack_node = mem.off(func_t, "stack_node")
-        for node in mem.list_nodes(klp_ops_head):
+        for node in mem.list_nodes(klp_ops_head, "klp_ops"):
             ops = node - node_off
-            for i, fnode in enumerate(mem.list_nodes(ops + stack_off)):
+            for i, fnode in enumerate(mem.list_nodes(ops + stack_off, "klp_ops.func_stack")):
                 stacks[fnode - stack_node] = (ops + fops_off, i == 0)
     transition_patch = target.symbol_address("klp_transition_patch")
     in_transition = mem.u(transition_patch) if transition_patch is not None else 0
@@ -416,7 +411,7 @@ def read_klp_funcs(target: Any) -> list[KlpFuncInfo]:
         return mem.u(address + off, size) if off >= 0 else 0
 
     out: list[KlpFuncInfo] = []
-    for pnode in mem.list_nodes(head):
+    for pnode in mem.list_nodes(head, "klp_patches"):
         patch = pnode - mem.off(patch_t, "list")
         pmod = mem.u(patch + mem.off(patch_t, "mod"))
         name = mem.string(pmod + mem.off("struct module", "name")) if pmod else "?"
@@ -586,9 +581,13 @@ def ftrace_report(target: Target, names: Sequence[str] | None = None) -> FtraceR
         records = read_ftrace_records(target)
         report.ops = read_ftrace_ops(target)
         report.klp = read_klp_funcs(target)
-    except MemoryReadError as e:
+    except (MemoryReadError, ListBroken) as e:
         report.add(Finding(FindingCode.MEMORY_UNREADABLE, f"ftrace bookkeeping unreadable: {e}",
                            address=e.address))
+        report.extend(damage_findings(target))
+        return report
+    except ListCorruption as e:
+        report.add(Finding(FindingCode.LIST_CORRUPT, str(e), address=e.address))
         report.extend(damage_findings(target))
         return report
     report.records = len(records)

@@ -23,6 +23,7 @@ from .ppc64.insn import words
 from .ppc64.ool import OolCode, check_ool_stubs, ool_insn0
 from .ppc64.stubs import Stub, StubKind
 from .report import Finding, FindingCode, OolStubRecord
+from .stackcheck import ListBroken, ListCorruption
 from .target import KernelInfo, ModuleInfo, Target
 
 __all__ = (
@@ -111,7 +112,7 @@ def livepatch_ops_names(target: Target) -> dict[int, str]:
         return {}
     try:
         return klp_ops_names(read_klp_funcs(target))
-    except (FtraceUnsupported, MemoryReadError):
+    except (FtraceUnsupported, MemoryReadError, ListBroken, ListCorruption):
         return {}
 
 

@@ -6,9 +6,9 @@
 * The livepatch stack (growing up from ``end_of_stack + 1``) running into the
   kernel stack (growing down to ``task->thread.ksp`` for a sleeping task).
 * :func:`guard_list`: a walk that stops at a loop or at a link that leaves
-  kernel memory; :func:`klpinspect.backends.layout.list_nodes` applies the
-  same rule to every ``list_head`` walk of both back ends (``struct module``
-  list, task lists).
+  kernel memory; :func:`walk_list` is the ``list_head`` walk with that rule,
+  used by :func:`klpinspect.backends.layout.list_nodes` (``struct module``
+  list, task lists, both back ends) and by the ftrace view (livepatch lists).
 
 Pure core: plain data in, :class:`~klpinspect.report.Finding` out.
 """
@@ -27,11 +27,13 @@ __all__ = (
     "KERNEL_SPACE",
     "MAX_LIST_ENTRIES",
     "STACK_FRAME_OVERHEAD",
+    "ListBroken",
     "ListCorruption",
     "end_of_stack",
     "guard_list",
     "lpstack_overflow_finding",
     "stack_end_finding",
+    "walk_list",
 )
 
 _T = TypeVar("_T")
@@ -58,6 +60,47 @@ class ListCorruption(KlpError):
     def __init__(self, address: int, message: str) -> None:
         super().__init__(message)
         self.address = address
+
+
+class ListBroken(KlpError):
+    """A ``list_head`` chain with a NULL link or more than ``limit`` entries.
+
+    :param address: the link that was followed last (the head or a node)
+    """
+
+    def __init__(self, address: int, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+def walk_list(
+    read_u64: Callable[[int], int], head: int, what: str, limit: int = MAX_LIST_ENTRIES
+) -> Iterator[int]:
+    """The nodes after the ``struct list_head`` at ``head`` (``list_for_each``),
+    read through ``read_u64`` (``list_head.next`` is the first word).
+
+    :raises ListBroken: at a NULL link or after ``limit`` nodes
+    :raises ListCorruption: at a link back to an earlier node (not the head)
+        or below :data:`KERNEL_SPACE` (``LIST_CORRUPT``)
+    :raises: whatever ``read_u64`` raises at an unreadable link
+    """
+    seen: set[int] = set()
+    prev = head
+    node = read_u64(head)
+    while node != head:
+        if not node or len(seen) > limit:
+            raise ListBroken(prev, f"{what} list is damaged at {node:#x}")
+        if node < KERNEL_SPACE or node in seen:
+            how = "leaves kernel memory" if node < KERNEL_SPACE else "loops"
+            raise ListCorruption(
+                node,
+                f"{what} list {how}: link {node:#x} after {len(seen)} entries; "
+                "the walk stops there",
+            )
+        seen.add(node)
+        yield node
+        prev = node
+        node = read_u64(node)
 
 
 def guard_list(items: Iterable[_T], address_of: Callable[[_T], int], what: str) -> Iterator[_T]:

@@ -34,6 +34,7 @@ from klpinspect.backends.drgn.program import open_program
 from klpinspect.backends.drgn.target import DrgnTarget
 from klpinspect.errors import KlpError, MemoryReadError
 from klpinspect.ftrace_view import LayoutSource, ftrace_report, read_ftrace_records
+from klpinspect.ool_audit import livepatch_ops_names
 from klpinspect.report import render_json, render_table
 
 pytestmark = pytest.mark.dump
@@ -219,6 +220,28 @@ def test_unreadable_pages_are_a_finding(target: DrgnTarget) -> None:
     assert "ftrace bookkeeping unreadable" in report.findings[0].message
     with pytest.raises(MemoryReadError):
         read_ftrace_records(Broken(target, {}))
+
+
+def test_damaged_livepatch_lists_are_findings(target: DrgnTarget) -> None:
+    """A ``klp_object.func_list`` that loops back to its first node is ``LIST_CORRUPT``
+    and a NULL link ``MEMORY_UNREADABLE`` (the walk the module list uses), not a
+    traceback; ``audit``'s OOL naming, which reads the same lists, goes on."""
+    prog = target.prog
+    patch = next(_list(prog, prog["klp_patches"].address_, "struct klp_patch", "list"))
+    obj = next(_list(prog, patch.obj_list.address_, "struct klp_object", "node"))
+    funcs = list(_list(prog, obj.func_list.address_, "struct klp_func", "node"))
+    first, last = funcs[0], funcs[-1]
+    link = int(last.node.next.address_)
+    loop = Overlay(target, {link: int(first.node.address_).to_bytes(8, "little")})
+    report = ftrace_report(loop)  # type: ignore[arg-type]
+    assert [f.code for f in report.findings] == ["LIST_CORRUPT"]
+    assert report.findings[0].address == int(first.node.address_)
+    assert "klp_object.func_list list loops" in report.findings[0].message
+    assert livepatch_ops_names(loop) == {}  # type: ignore[arg-type]
+    null = Overlay(target, {link: bytes(8)})
+    report = ftrace_report(null)  # type: ignore[arg-type]
+    assert [f.code for f in report.findings] == ["MEMORY_UNREADABLE"]
+    assert "klp_object.func_list list is damaged at 0x0" in report.findings[0].message
 
 
 def test_cli_and_drgn_plugin() -> None:

@@ -32,7 +32,7 @@ from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, iter_syms, shdr_st
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.report import FindingCode
-from klpinspect.stackcheck import KERNEL_SPACE, ListCorruption
+from klpinspect.stackcheck import ListBroken, ListCorruption, walk_list
 from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
@@ -351,28 +351,18 @@ class ModuleDamaged(TargetError):
 
 
 def list_nodes(k: KernelAccess, head: int, what: str) -> Iterator[int]:
-    """The ``list_head`` nodes after ``head`` (``list_for_each``).
+    """The ``list_head`` nodes after ``head`` (``list_for_each``):
+    :func:`klpinspect.stackcheck.walk_list` over ``k``.
 
     :raises MemoryReadError: at an unreadable link
     :raises ListDamaged: at a NULL link or an endless list
     :raises ListCorruption: at a link back to an earlier node (not the head)
         or below :data:`~klpinspect.stackcheck.KERNEL_SPACE` (``LIST_CORRUPT``)
     """
-    seen: set[int] = set()
-    node = _u64(k, head)
-    while node != head:
-        if not node or len(seen) > MAX_LIST:
-            raise ListDamaged(f"{what} list is damaged at {node:#x}")
-        if node < KERNEL_SPACE or node in seen:
-            how = "leaves kernel memory" if node < KERNEL_SPACE else "loops"
-            raise ListCorruption(
-                node,
-                f"{what} list {how}: link {node:#x} after {len(seen)} entries; "
-                "the walk stops there",
-            )
-        seen.add(node)
-        yield node
-        node = _u64(k, node)
+    try:
+        yield from walk_list(lambda a: _u64(k, a), head, what, MAX_LIST)
+    except ListBroken as err:
+        raise ListDamaged(str(err)) from None
 
 
 def _walk(k: KernelAccess, head: int, what: str, damage: Damage) -> Iterator[int]:
