@@ -233,13 +233,13 @@ def test_damaged_livepatch_lists_are_findings(target: DrgnTarget) -> None:
     first, last = funcs[0], funcs[-1]
     link = int(last.node.next.address_)
     loop = Overlay(target, {link: int(first.node.address_).to_bytes(8, "little")})
-    report = ftrace_report(loop)  # type: ignore[arg-type]
+    report = ftrace_report(loop)
     assert [f.code for f in report.findings] == ["LIST_CORRUPT"]
     assert report.findings[0].address == int(first.node.address_)
     assert "klp_object.func_list list loops" in report.findings[0].message
-    assert livepatch_ops_names(loop) == {}  # type: ignore[arg-type]
+    assert livepatch_ops_names(loop) == {}
     null = Overlay(target, {link: bytes(8)})
-    report = ftrace_report(null)  # type: ignore[arg-type]
+    report = ftrace_report(null)
     assert [f.code for f in report.findings] == ["MEMORY_UNREADABLE"]
     assert "klp_object.func_list list is damaged at 0x0" in report.findings[0].message
 
