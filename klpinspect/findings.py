@@ -300,7 +300,8 @@ EXPLANATIONS: dict[str, Explanation] = {
         mechanism="`ftrace_init_ool_stub()` hands out the module's OOL stubs strictly in order "
         "(`ool_stub_index++`) and writes only the one it hands out; the rest of the area stays "
         "as `setup_ftrace_ool_stubs()` left it: zero, or (6.13-6.17) a `nop` reserve "
-        "mark in each slot's `funcdata`, both reported as `empty`. Anything else there was "
+        "mark in the `funcdata` of the first slot (of every slot from f6b4df37ebfe, 6.18 and "
+        "6.17 stable), both reported as `empty`. Anything else there was "
         "written by someone else: a normal stub placed over the OOL area (the 6.13 bug "
         "f6b4df37ebfe fixed), or memory corruption.",
         action="Compare with the module's normal stubs (`klpinspect stubs MODULE`): a stub "

@@ -607,7 +607,7 @@ def ool_reserve_marks_only(
     ``patch_u32()``, kernel byte order) into the first 4 bytes of their
     ``funcdata`` (slot + 32): only the first slot until f6b4df37ebfe
     ("powerpc64/modules: correctly iterate over stubs in setup_ftrace_ool_stubs",
-    v6.18; 6.17 stable review of 2025-10-13) made it every slot; 6.18's
+    v6.18; backported to 6.17 stable only, review of 2025-10-13) made it every slot; 6.18's
     b137312fbf2d ("... replace stub allocation sentinel with an explicit
     counter") counts them in ``mod->arch.stub_count`` and writes no mark.  An OOL stub that
     ``ftrace_init_ool_stub()`` never wrote therefore holds only zeros and such
