@@ -74,7 +74,7 @@ from .elf64 import (
     sym_struct,
 )
 from .errors import KlpError
-from .kofile import decompress_module, module_name
+from .kofile import elf_image, module_name
 from .ppc64.insn import NOP, toc_restore
 from .report import EXIT_ERROR_FINDING, EXIT_OK, EXIT_UNUSABLE, Finding, FindingCode, Report
 
@@ -275,12 +275,7 @@ def _open(path: str) -> _Object:
             raw = f.read()
     except OSError as e:
         raise KlpError(f"cannot read: {e.strerror or e}") from e
-    try:
-        raw = decompress_module(raw)
-    except (lzma.LZMAError, zlib.error, EOFError, OSError) as e:
-        raise KlpError(f"cannot decompress: {e}") from e
-    if raw[:4] != b"\x7fELF":
-        raise KlpError("not an ELF file")
+    raw = elf_image(raw)
     try:
         elf = ELFFile(io.BytesIO(raw))
         machine = elf.header["e_machine"]

@@ -10,10 +10,11 @@ import bz2
 import gzip
 import lzma
 import os
+import zlib
 
 from .errors import KlpError
 
-__all__ = ("decompress_module", "module_name")
+__all__ = ("decompress_module", "elf_image", "module_name")
 
 
 def decompress_module(data: bytes) -> bytes:
@@ -30,6 +31,20 @@ def decompress_module(data: bytes) -> bytes:
     if data[:4] == b"\x28\xb5\x2f\xfd":
         raise KlpError("zstd-compressed module: decompress it first (zstd -d)")
     return data
+
+
+def elf_image(data: bytes) -> bytes:
+    """``data`` decompressed (:func:`decompress_module`) and checked to be an ELF file.
+
+    :raises KlpError: ``cannot decompress: ...`` or ``not an ELF file``
+    """
+    try:
+        raw = decompress_module(data)
+    except (lzma.LZMAError, zlib.error, EOFError, OSError) as e:
+        raise KlpError(f"cannot decompress: {e}") from e
+    if raw[:4] != b"\x7fELF":
+        raise KlpError("not an ELF file")
+    return raw
 
 
 def module_name(path: str, modinfo: bytes | None) -> str:

@@ -54,7 +54,7 @@ from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import KlpError
-from ..kofile import decompress_module, module_name
+from ..kofile import elf_image, module_name
 from .disasm import disassemble, disassemble_one
 from .insn import (
     COND_NAMES,
@@ -374,12 +374,7 @@ def _open(path: str) -> tuple[BinaryIO, int]:
             return m, size  # type: ignore[return-value]  # mmap reads like a file
         f.seek(0)
         raw = f.read()
-    try:
-        raw = decompress_module(raw)
-    except (lzma.LZMAError, zlib.error, EOFError, OSError) as e:
-        raise KlpError(f"cannot decompress: {e}") from e
-    if raw[:4] != b"\x7fELF":
-        raise KlpError("not an ELF file")
+    raw = elf_image(raw)
     return io.BytesIO(raw), len(raw)
 
 
