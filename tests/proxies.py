@@ -48,8 +48,77 @@ class ScratchFile:
     dir_uid: int
 
 
+class _Relay:
+    """What both recorders share: accept clients, connect each to the upstream,
+    copy upstream -> client as is and hand client data to :meth:`_forward`."""
+
+    _lock: threading.Lock
+    _socks: list[socket.socket]
+    _server: socket.socket
+
+    def _start(self, server: socket.socket) -> None:
+        self._server = server
+        self._lock = threading.Lock()
+        self._socks = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        raise NotImplementedError
+
+    def _forward(self, buf: bytes, data: bytes, up: socket.socket) -> bytes:
+        """Record (and send up) what the client sent; return what is left over.
+        Raise ``ConnectionAbortedError`` to cut both sides."""
+        raise NotImplementedError
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            up = self._connect()
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._socks += [client, up]
+
+        def down() -> None:
+            with contextlib.suppress(OSError):
+                while data := up.recv(65536):
+                    client.sendall(data)
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+
+        threading.Thread(target=down, daemon=True).start()
+        buf = b""
+        try:
+            while data := client.recv(65536):
+                buf = self._forward(buf + data, data, up)
+        except OSError:
+            pass
+        finally:
+            for s in (client, up):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.close()
+        with self._lock:
+            for s in self._socks:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
 @dataclass
-class QMPRecorder:
+class QMPRecorder(_Relay):
     """A recording QMP proxy: listens on *path*, forwards to *upstream*.
 
     :param cut_after: close both sides instead of forwarding the
@@ -64,21 +133,10 @@ class QMPRecorder:
     malformed: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.path)
-        self._server.listen(4)
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(4)
+        self._start(server)
 
     def _record(self, line: bytes) -> bool:
         """Record one client line; False: cut the connection instead."""
@@ -103,52 +161,29 @@ class QMPRecorder:
                     return False
         return True
 
-    def _serve(self, client: socket.socket) -> None:
+    def _connect(self) -> socket.socket:
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             up.connect(self.upstream)
         except OSError:
-            client.close()
-            return
-        with self._lock:
-            self._socks += [client, up]
+            up.close()
+            raise
+        return up
 
-        def down() -> None:
-            with contextlib.suppress(OSError):
-                while data := up.recv(65536):
-                    client.sendall(data)
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-
-        threading.Thread(target=down, daemon=True).start()
-        buf = b""
-        try:
-            while data := client.recv(65536):
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if not self._record(line):
-                        raise ConnectionAbortedError
-                    up.sendall(line + b"\n")
-        except OSError:
-            pass
-        finally:
-            for s in (client, up):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+    def _forward(self, buf: bytes, data: bytes, up: socket.socket) -> bytes:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if not self._record(line):
+                raise ConnectionAbortedError
+            up.sendall(line + b"\n")
+        return buf
 
     def names(self) -> list[str]:
         with self._lock:
             return [str(c.get("execute")) for c in self.commands]
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._server.close()
-        with self._lock:
-            for s in self._socks:
-                with contextlib.suppress(OSError):
-                    s.close()
+        super().close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 
@@ -221,7 +256,7 @@ def rsp_violations(packets: list[str]) -> list[str]:
 _PACKET = re.compile(rb"\$([^#]*)#[0-9a-fA-F]{2}")
 
 
-class RSPRecorder:
+class RSPRecorder(_Relay):
     """A recording gdb remote-protocol proxy on 127.0.0.1 (a free port).
 
     ``packets``: the payload of every packet the client (gdb) sent, in order;
@@ -231,78 +266,37 @@ class RSPRecorder:
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.packets: list[str] = []
-        self._lock = threading.Lock()
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(1)
-        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self._socks: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        self.address = f"127.0.0.1:{server.getsockname()[1]}"
+        self._start(server)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            up = socket.create_connection(self.upstream, timeout=30)
-        except OSError:
-            client.close()
-            return
+    def _connect(self) -> socket.socket:
+        up = socket.create_connection(self.upstream, timeout=30)
         up.settimeout(None)
-        with self._lock:
-            self._socks += [client, up]
+        return up
 
-        def down() -> None:
-            with contextlib.suppress(OSError):
-                while data := up.recv(65536):
-                    client.sendall(data)
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-
-        threading.Thread(target=down, daemon=True).start()
-        buf = b""
-        try:
-            while data := client.recv(65536):
-                buf += data
-                while True:
-                    # acks ('+', '-') and interrupts between packets
-                    i = buf.find(b"$")
-                    head = buf if i < 0 else buf[:i]
-                    if b"\x03" in head:
-                        with self._lock:
-                            self.packets.append("\x03")
-                    if i < 0:
-                        buf = b""
-                        break
-                    buf = buf[i:]
-                    m = _PACKET.match(buf)
-                    if m is None:
-                        break
-                    with self._lock:
-                        self.packets.append(m.group(1).decode("latin-1"))
-                    buf = buf[m.end() :]
-                up.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (client, up):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._server.close()
-        with self._lock:
-            for s in self._socks:
-                with contextlib.suppress(OSError):
-                    s.close()
+    def _forward(self, buf: bytes, data: bytes, up: socket.socket) -> bytes:
+        while True:
+            # acks ('+', '-') and interrupts between packets
+            i = buf.find(b"$")
+            head = buf if i < 0 else buf[:i]
+            if b"\x03" in head:
+                with self._lock:
+                    self.packets.append("\x03")
+            if i < 0:
+                buf = b""
+                break
+            buf = buf[i:]
+            m = _PACKET.match(buf)
+            if m is None:
+                break
+            with self._lock:
+                self.packets.append(m.group(1).decode("latin-1"))
+            buf = buf[m.end() :]
+        up.sendall(data)
+        return buf
 
     def __enter__(self) -> RSPRecorder:
         return self

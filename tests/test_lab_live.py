@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import drgn
 import pytest
 from labload import load_lab
+from proxies import QMPRecorder, RSPRecorder, qmp_violations, rsp_violations
 
 from klpinspect.backends.drgn.qmp import QMPClient, QMPPhysicalMemory, open_qmp, qmp_read_stats
 from klpinspect.errors import TargetError
@@ -328,60 +328,12 @@ def test_guest_killed_mid_read(tmp_path: Path) -> None:
         mem.close()
 
 
-class _CuttingProxy:
-    """A QMP proxy that closes both sides after *limit* ``pmemsave`` commands,
-    as if QEMU died in the middle of an audit."""
-
-    def __init__(self, upstream: str, path: str, limit: int) -> None:
-        self.upstream, self.path, self.limit = upstream, path, limit
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(path)
-        self.server.listen(1)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        client, _ = self.server.accept()
-        up = socket.socket(socket.AF_UNIX)
-        up.connect(self.upstream)
-        seen = 0
-
-        def pump_up() -> None:
-            try:
-                while data := up.recv(65536):
-                    client.sendall(data)
-            except OSError:
-                pass
-
-        threading.Thread(target=pump_up, daemon=True).start()
-        try:
-            buf = b""
-            while data := client.recv(65536):
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if b'"pmemsave"' in line:
-                        seen += 1
-                        if seen > self.limit:
-                            raise ConnectionAbortedError
-                    up.sendall(line + b"\n")
-        except OSError:
-            pass
-        finally:
-            for s in (client, up):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            self.server.close()
-
-
 @pytest.mark.parametrize("cut_after", [60, 150], ids=["loading-debug-info", "auditing"])
 def test_guest_dies_mid_audit(guest: Any, live_audit: dict[str, Any], tmp_path: Path,
                               vmlinux_debug: Path, cut_after: int) -> None:
     # opening takes ~100 pmemsave round trips, the audit ~115 more (bench_live.py)
-    proxy = _CuttingProxy(guest.qmp_path, str(tmp_path / "cut.sock"), limit=cut_after)
-    r = klpinspect("--qemu", proxy.path, "-s", str(vmlinux_debug), "audit", timeout=120)
-    proxy.thread.join(timeout=10)
+    with QMPRecorder(guest.qmp_path, str(tmp_path / "cut.sock"), cut_after=cut_after) as proxy:
+        r = klpinspect("--qemu", proxy.path, "-s", str(vmlinux_debug), "audit", timeout=120)
     _one_line_error(r, "went away")
     assert guest.alive()  # only the connection was cut
 
@@ -412,7 +364,6 @@ def test_audit_reads_are_cached_and_batched(guest: Any, vmlinux_debug: Path) -> 
 
 # ---- read-only, proven: recording proxies between the tools and the guest
 
-from proxies import QMPRecorder, RSPRecorder, qmp_violations, rsp_violations  # noqa: E402
 
 # What gdb 13 + the klp-* commands send to QEMU 7.2's gdbstub (measured), by kind:
 # handshake, thread and feature queries, one register read, memory reads, detach.
