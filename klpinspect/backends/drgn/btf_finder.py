@@ -302,6 +302,9 @@ class KernelBtf:
         self._modules: list[Btf] | None = None
         self._loading_modules = False
         self._vars: dict[str, int] | None = None
+        # find_type's answers by (name, kinds): drgn asks the finders again for
+        # every Object(prog, "struct module", ...) (150 times in an audit)
+        self._named: dict[tuple[str, frozenset[TypeKind]], Type | None] = {}
         self._ptr_size = (
             8
             if prog.platform is None
@@ -493,6 +496,18 @@ class KernelBtf:
 
     def find_type(self, kinds: Any, name: str) -> Type | None:
         """A named type: ``kinds`` is drgn's ``TypeKindSet``; ``name`` a tag or type name."""
+        key = (name, frozenset(kinds))
+        try:
+            return self._named[key]
+        except KeyError:
+            pass
+        found = self._find_type(kinds, name)
+        # Not found while the modules' BTF is being read: it may be there.
+        if found is not None or not self._loading_modules:
+            self._named[key] = found
+        return found
+
+    def _find_type(self, kinds: Any, name: str) -> Type | None:
         wanted: list[BtfKind] = []
         for tk, bks in _AGGREGATE_KINDS.items():
             if tk in kinds:
