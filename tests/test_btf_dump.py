@@ -21,7 +21,7 @@ from typing import Any
 
 import drgn
 import pytest
-from btfcompare import bt_inlined_difference, without_debuginfo
+from btfcompare import bt_inlined_difference, symbol_size_difference, without_debuginfo
 from conftest import CACHE, FIXTURES, REPO
 
 from klpinspect.backends.drgn.btf_finder import (
@@ -33,7 +33,7 @@ from klpinspect.backends.drgn.btf_finder import (
 )
 from klpinspect.backends.drgn.program import open_core, open_program
 from klpinspect.backends.drgn.target import DrgnTarget
-from klpinspect.commands import BTF_BACKTRACE_NOTE, run_command
+from klpinspect.commands import BTF_BACKTRACE_NOTE, BTF_SYMBOL_SIZE_NOTE, run_command
 from klpinspect.errors import TargetError
 
 pytestmark = pytest.mark.dump
@@ -124,6 +124,32 @@ def test_bt_differs_only_where_dwarf_knows_more(
     inlined = bt_inlined_difference(btf, dwarf)
     assert inlined >= 1  # the fixtures' stacks have inlined frames: the test can fail
     assert any(f["corrected"] for f in btf["tasks"][0]["backtrace"])
+
+
+@pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
+def test_ftrace_differs_only_in_kallsyms_sizes(fixture: Path) -> None:
+    """``ftrace`` without debug files: the same redirects, ops and livepatches;
+    only symbol sizes may differ (kallsyms sizes include the padding after a
+    function), never smaller, and the report says so in a note."""
+    from klpinspect import api
+
+    core = _core(fixture, "vmcore.elf.xz")
+    docs, tables, notes = {}, {}, {}
+    for key, symbols in (("btf", []), ("dwarf", [str(fixture / "vmlinux.debug")])):
+        prog, kind = open_program(core=str(core), symbols=symbols)
+        report = api.ftrace(DrgnTarget(prog, kind))
+        docs[key] = json.loads(report.render("json"))
+        tables[key] = report.render("table")
+        notes[key] = report.notes
+    assert docs["btf"]["ftrace"]["redirects"]  # the fixtures are livepatched
+    differ = symbol_size_difference(docs["btf"], docs["dwarf"])
+    assert BTF_SYMBOL_SIZE_NOTE in notes["btf"]
+    assert BTF_SYMBOL_SIZE_NOTE not in notes["dwarf"]
+    assert f"note: {BTF_SYMBOL_SIZE_NOTE}" in tables["btf"]
+    if fixture == LP72:
+        # a livepatched function there has padding before the next one: the
+        # difference the note explains is real (the test can fail)
+        assert differ >= 1
 
 
 def test_cli_table_says_where_types_came_from() -> None:
