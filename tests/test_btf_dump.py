@@ -152,6 +152,34 @@ def test_ftrace_differs_only_in_kallsyms_sizes(fixture: Path) -> None:
         assert differ >= 1
 
 
+def test_qemu_without_symbols(tmp_path: Path) -> None:
+    """``--qemu`` with no ``-s``: kallsyms and BTF read over QMP (a QMP server
+    answering from the 6.1 fixture's QEMU dump), the same reports as with the
+    debug vmlinux, and only reads sent."""
+    from qmpdump import QMPDumpServer
+
+    dump = _core(LP61, "vmcore.qemu.elf.xz")
+    docs = {}
+    with QMPDumpServer(dump, tmp_path / "qmp.sock") as qmp:
+        for key, symbols in (("btf", []), ("dwarf", [str(LP61 / "vmlinux.debug")])):
+            prog, kind = open_program(qemu=qmp.path, symbols=symbols)
+            assert kind == "qemu"
+            target = DrgnTarget(prog, kind)
+            for name, argv in (("audit", []), ("lpstack", [])):
+                text, _status = run_command(target, name, argv, fmt="json")
+                docs[key, name] = json.loads(text)
+            prog.cache["klpinspect.qmp"].close()  # the server serves one client at a time
+        sent = set(qmp.commands)
+    for name in ("audit", "lpstack"):
+        assert docs["btf", name]["target"]["debuginfo"] == "btf+kallsyms"
+        assert docs["dwarf", name]["target"]["debuginfo"] == "dwarf"
+        assert docs["btf", name]["target"]["kind"] == "qemu"
+        assert without_debuginfo(docs["btf", name]) == without_debuginfo(docs["dwarf", name])
+    assert len(docs["btf", "audit"]["modules"]) == 40
+    assert sent <= {"qmp_capabilities", "query-target", "query-memory-size-summary",
+                    "human-monitor-command", "pmemsave"}
+
+
 def test_cli_table_says_where_types_came_from() -> None:
     core = _core(LP61, "vmcore.elf.xz")
     proc = subprocess.run(
