@@ -300,7 +300,7 @@ def main() -> int:
         for n in names:
             line = (f"  {n:11s} wall {_fmt(r[n]['wall'], 's')}  CPU {_fmt(r[n]['cpu'], 's')}"
                     f"  RSS {_fmt(r[n]['rss'], 'MB')}")
-            base = "drgn-bt" if n.startswith("bt") else "drgn"
+            base = "drgn-bt" if n.partition("@")[0] == "bt" else "drgn"
             if n.partition("@")[0] in GOALS and base in r:
                 w = statistics.median(r[n]["wall"]) / statistics.median(r[base]["wall"])
                 m = statistics.median(r[n]["rss"]) / statistics.median(r[base]["rss"])
