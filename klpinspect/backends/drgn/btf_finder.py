@@ -344,6 +344,8 @@ class KernelBtf:
         # find_type's answers by (name, kinds): drgn asks the finders again for
         # every Object(prog, "struct module", ...) (150 times in an audit)
         self._named: dict[tuple[str, frozenset[TypeKind]], Type | None] = {}
+        # find_object's finds by (name, flags): MOD_TEXT & co. are asked per module
+        self._objects: dict[tuple[str, int], Object] = {}
         self._ptr_size = (
             8
             if prog.platform is None
@@ -581,6 +583,17 @@ class KernelBtf:
 
     def find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         """A global variable, function or enumerator constant named ``name``."""
+        key = (name, int(flags.value))
+        found = self._objects.get(key)
+        if found is None:
+            # Only what is found is kept: a miss may be found later (a module's
+            # symbols, BTF read after the modules were).
+            found = self._find_object(name, flags)
+            if found is not None:
+                self._objects[key] = found
+        return found
+
+    def _find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         prog = self.prog
         if flags & drgn.FindObjectFlags.VARIABLE:
             var_id = self._var_index().get(name)
