@@ -180,6 +180,32 @@ def test_qemu_without_symbols(tmp_path: Path) -> None:
                     "human-monitor-command", "pmemsave"}
 
 
+def test_cli_skips_drgn_plugins_only_without_debug_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No debug files: drgn's plugins have nothing to add (the BTF finders are
+    klpinspect's own), so the CLI does not load them, unless the user's
+    DRGN_PLUGINS / DRGN_DISABLE_PLUGINS say otherwise; with -s they load."""
+    from klpinspect import cli
+
+    core = str(_core(LP61, "vmcore.elf.xz"))
+    cases = [
+        ([], {}, "*"),
+        (["-s", str(LP61 / "vmlinux.debug")], {}, None),
+        ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands"),
+        ([], {"DRGN_PLUGINS": "x=y"}, None),
+    ]
+    for extra, env, expected in cases:
+        monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+        monkeypatch.delenv("DRGN_PLUGINS", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        args = cli.make_parser().parse_args(["-c", core, *extra, "lpstack"])
+        target = cli.open_target(args)
+        assert getattr(target, "debuginfo", None) == ("dwarf" if extra else "btf+kallsyms")
+        assert os.environ.get("DRGN_DISABLE_PLUGINS") == expected
+
+
 def test_cli_table_says_where_types_came_from() -> None:
     core = _core(LP61, "vmcore.elf.xz")
     proc = subprocess.run(
