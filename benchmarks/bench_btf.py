@@ -38,6 +38,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+# The environment the commands run in: the user's, not the one tests/conftest.py
+# makes on import (DRGN_DISABLE_PLUGINS=klpinspect, which would keep klpinspect's
+# CLI from leaving drgn's plugins out on the no-debug path: ~50 ms).
+_USER_ENV = dict(os.environ)
+
 from conftest import CACHE, FIXTURES  # noqa: E402
 
 # (d): klpinspect's open with no debug files (kallsyms, BTF), then drgn's
@@ -61,7 +66,7 @@ DRGN_CODE = (
 
 def _run(cmd: list[str]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one run of ``cmd``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    env = dict(_USER_ENV, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
     # Byte-compiled modules, as an installed package has them (drgn's are).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
@@ -100,7 +105,7 @@ def _summary(results: list[tuple[float, float, int]]) -> tuple[float, float, flo
 
 
 def _json(cmd: list[str]) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    env = dict(_USER_ENV, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode not in (0, 1):
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr}")
