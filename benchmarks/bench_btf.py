@@ -10,12 +10,15 @@ DWARF's inlined frames), then wall time, CPU time and peak RSS of
   (d) klpinspect's open with no debug files + ``for_each_module``  (b)'s work, BTF instead
 
 Goal: (a) <= 0.5x the time of (b) and a small fraction of its memory.
+drgn indexes DWARF on every core, so on an idle machine (b)'s wall time is
+well under its CPU time; (a) is one thread: both ratios are printed.  The
+commands run interleaved (run 1 of each, then run 2, ...) after a warm-up.
 
 Dumps: the fixtures (6.1 ELF and kdump, 7.2 ELF), and any Debian stock-kernel
 dump the lab left under ``$KLPINSPECT_DEBIAN_DUMPS`` (default /work/cache/debian):
 ``**/vmcore`` with the ``-dbg`` package's vmlinux beside it as ``vmlinux``.
 
-Run: python3 benchmarks/bench_btf.py [--runs N]
+Run: python3 benchmarks/bench_btf.py [--runs N] [--only SUBSTRING,...]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +37,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+
+# The environment the commands run in: the user's, not the one tests/conftest.py
+# makes on import (DRGN_DISABLE_PLUGINS=klpinspect, which would keep klpinspect's
+# CLI from leaving drgn's plugins out on the no-debug path: ~50 ms).
+_USER_ENV = dict(os.environ)
 
 from conftest import CACHE, FIXTURES  # noqa: E402
 
@@ -57,7 +66,7 @@ DRGN_CODE = (
 
 def _run(cmd: list[str]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of one run of ``cmd``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    env = dict(_USER_ENV, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
     # Byte-compiled modules, as an installed package has them (drgn's are).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
@@ -72,15 +81,31 @@ def _run(cmd: list[str]) -> tuple[float, float, int]:
     return dt, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def _best(cmd: list[str], runs: int) -> tuple[float, float, int]:
-    """Best wall time, best CPU time, largest peak RSS over ``runs`` runs."""
-    _run(cmd)  # warm: page cache, __pycache__
-    results = [_run(cmd) for _ in range(runs)]
-    return min(r[0] for r in results), min(r[1] for r in results), max(r[2] for r in results)
+def _interleaved(cmds: list[list[str]], runs: int) -> list[list[tuple[float, float, int]]]:
+    """``runs`` rounds of every command in turn (run 1 of each, then run 2, ...:
+    a shared machine's load falls on all of them alike), after one warm-up
+    round (page cache, ``__pycache__``); each command's results."""
+    for cmd in cmds:
+        _run(cmd)
+    out: list[list[tuple[float, float, int]]] = [[] for _ in cmds]
+    for _ in range(runs):
+        for i, cmd in enumerate(cmds):
+            out[i].append(_run(cmd))
+    return out
+
+
+def _summary(results: list[tuple[float, float, int]]) -> tuple[float, float, float, int]:
+    """Median wall, min wall, median CPU seconds and the largest peak RSS (KiB)."""
+    return (
+        statistics.median(r[0] for r in results),
+        min(r[0] for r in results),
+        statistics.median(r[1] for r in results),
+        max(r[2] for r in results),
+    )
 
 
 def _json(cmd: list[str]) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
+    env = dict(_USER_ENV, PYTHONPATH=str(REPO), DEBUGINFOD_URLS="")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode not in (0, 1):
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr}")
@@ -137,11 +162,15 @@ def _dumps() -> list[tuple[str, Path, Path]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (best time)")
+    ap.add_argument("--runs", type=int, default=5, help="interleaved runs per measurement")
+    ap.add_argument("--only", help="comma-separated substrings of the dump names")
     args = ap.parse_args()
     print(f"cache: {CACHE}")
-    print("wall time best of", args.runs, "runs; peak RSS the largest")
+    print(f"{args.runs} interleaved runs: wall time median (min), CPU (user + system) "
+          f"median, peak RSS the largest; load {os.getloadavg()[0]:.1f}")
     for name, core, debug in _dumps():
+        if args.only and not any(o in name for o in args.only.split(",")):
+            continue
         kl = [sys.executable, "-m", "klpinspect", "-c", str(core)]
         try:
             same = _same_answers(kl, str(debug))
@@ -150,40 +179,31 @@ def main() -> None:
                 f"\n{name}: {core}\n  not auditable without debug files: {str(e).splitlines()[-1]}"
             )
             continue
-        a = _best([*kl, "audit"], args.runs)
-        b = _best(
-            [
-                sys.executable,
-                "-m",
-                "drgn",
-                "-q",
-                "-c",
-                str(core),
-                "-s",
-                str(debug),
-                "-e",
-                DRGN_CODE,
-            ],
-            args.runs,
-        )
-        c = _best([*kl, "-s", str(debug), "audit"], args.runs)
-        d = _best([sys.executable, "-c", BTF_OPEN_CODE, str(core)], args.runs)
+        drgn_cmd = [sys.executable, "-m", "drgn", "-q", "-c", str(core), "-s", str(debug),
+                    "-e", DRGN_CODE]
+        a, b, c, d = map(_summary, _interleaved([
+            [*kl, "--format", "json", "audit"],
+            drgn_cmd,
+            [*kl, "-s", str(debug), "--format", "json", "audit"],
+            [sys.executable, "-c", BTF_OPEN_CODE, str(core)],
+        ], args.runs))
         print(f"\n{name}: {core}")
-        print("                                          wall      CPU   peak RSS")
-        for label, (wall, cpu, rss) in (
+        print("                                          wall median (min)    CPU   peak RSS")
+        for label, (wall, wmin, cpu, rss) in (
             ("(a) klpinspect audit, no debug files", a),
             ("(b) drgn -s + for_each_module       ", b),
             ("(c) klpinspect -s audit             ", c),
             ("(d) BTF open + for_each_module      ", d),
         ):
-            print(f"  {label} {wall:6.2f} s {cpu:6.2f} s {rss / 1024:7.1f} MiB")
+            print(f"  {label} {wall:6.2f} s ({wmin:4.2f} s) {cpu:6.2f} s {rss / 1024:7.1f} MiB")
         print(f"  with and without debug files: {same}")
         print(
-            f"  (a)/(b): wall {a[0] / b[0]:.2f}x (goal <= 0.5), CPU {a[1] / b[1]:.2f}x, "
-            f"memory {a[2] / b[2]:.2f}x"
+            f"  (a)/(b): wall {a[0] / b[0]:.2f}x (min {a[1] / b[1]:.2f}x; goal <= 0.5), "
+            f"CPU {a[2] / b[2]:.2f}x, memory {a[3] / b[3]:.2f}x"
         )
         print(
-            f"  (d)/(b): wall {d[0] / b[0]:.2f}x, CPU {d[1] / b[1]:.2f}x, memory {d[2] / b[2]:.2f}x"
+            f"  (d)/(b): wall {d[0] / b[0]:.2f}x, CPU {d[2] / b[2]:.2f}x, "
+            f"memory {d[3] / b[3]:.2f}x"
         )
     if not any(n.startswith("Debian") for n, _, _ in _dumps()):
         print(

@@ -7,12 +7,18 @@ kernels, and the Debian dumps ``tests/lab/matrix.py`` keeps in
 debug vmlinux) -- each command below runs as its own process, ``--runs``
 times, interleaved (run 1 of every command, then run 2, ...), and the
 benchmark prints the median and min-max of wall time and peak RSS
-(``wait4`` ru_maxrss) and the ratio of medians to drgn's baseline:
+(``wait4`` ru_maxrss), and CPU seconds (user + system: drgn indexes DWARF
+on every core, so on an idle machine its wall time is well under its CPU
+time), and the ratios of medians to drgn's baseline:
 
 ``drgn``
     ``drgn -q -c VMCORE -s VMLINUX -e 'for_each_module(prog)'`` (the baseline)
 ``audit``
     ``klpinspect -c VMCORE -s VMLINUX --format json audit``   (goal <= 1.15x wall, <= 1.2x RSS)
+``btf``
+    ``klpinspect -c VMCORE --format json audit``: no debug file at all, types
+    from the kernel's BTF, symbols from kallsyms (issue 16: goal <= 0.5x
+    drgn's wall time *with* the debug vmlinux, a small fraction of its RSS)
 ``stubs``
     ``klpinspect ... stubs MODULE`` (one module)            (goal <= 1.05x)
 ``bt`` / ``drgn-bt``
@@ -20,9 +26,15 @@ benchmark prints the median and min-max of wall time and peak RSS
 
 ``--split`` also prints where the audit's time goes, in one process: drgn's
 own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
-the ``-s`` files, the audit, the JSON encoding).
+the ``-s`` files, the audit, the JSON encoding); for ``btf``: drgn's kallsyms
+loader, reading and indexing the BTF, the audit, the JSON.
+
+Byte-compiled modules are used as an installed package has them (the
+environment's ``PYTHONDONTWRITEBYTECODE`` is dropped: compiling klpinspect's
+sources costs ~75 ms a run otherwise).
 
     python3 benchmarks/bench_distro.py [--runs 5] [--only trixie,sid] [--split] [--json]
+                                       [--commands drgn,btf]   (issue 16's figure only)
                                        [--base OTHER_CHECKOUT]
 """
 
@@ -47,7 +59,7 @@ FIXTURES = Path(os.environ.get("KLPINSPECT_FIXTURES", REPO.parent / "shared" / "
 CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache"))
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
-GOALS = {"audit": (1.15, 1.2), "stubs": (1.05, None), "bt": (1.05, None)}
+GOALS = {"audit": (1.15, 1.2), "btf": (0.5, None), "stubs": (1.05, None), "bt": (1.05, None)}
 
 
 @dataclass
@@ -114,6 +126,7 @@ def commands(d: Dump) -> dict[str, list[str]]:
     return {
         "drgn": [py, "-m", "drgn", "-q", *base, "-e", each],
         "audit": [py, "-m", "klpinspect", *base, "--format", "json", "audit"],
+        "btf": [py, "-m", "klpinspect", "-c", str(d.vmcore), "--format", "json", "audit"],
         "stubs": [py, "-m", "klpinspect", *base, "stubs", d.module],
         "drgn-bt": [py, "-m", "drgn", "-q", *base, "-e", bt],
         "bt": [py, "-m", "klpinspect", *base, "bt", str(d.pid)],
@@ -126,9 +139,11 @@ TREE = REPO  # the klpinspect measured (--tree: another checkout, e.g. before a 
 BASE: Path | None = None  # --base: a second checkout measured interleaved ("audit@base"...)
 
 
-def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run of *argv* (klpinspect from *tree*)."""
-    env = dict(os.environ, PYTHONPATH=str(tree or TREE))
+def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one run
+    of *argv* (klpinspect from *tree*)."""
+    env = dict(os.environ, PYTHONPATH=str(tree or TREE), DEBUGINFOD_URLS="")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # .pyc files, as an installed package has
     t0 = time.perf_counter()
     # cwd /: ``python -m klpinspect`` must find TREE's, not the current directory's
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -141,13 +156,13 @@ def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int]:
     rc = os.waitstatus_to_exitcode(status)
     if rc not in (0, 1):
         raise SystemExit(f"bench_distro: {' '.join(argv[2:4])} ... exit {rc}: {err.strip()[-200:]}")
-    return wall, ru.ru_maxrss
+    return wall, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
 
 
 def split(d: Dump) -> dict[str, float]:
     """Where ``klpinspect audit``'s time goes, in this process (run in a child)."""
     code = f"""
-import json, time, sys
+import importlib, json, time, sys
 sys.path.insert(0, {str(TREE)!r})
 t = [time.perf_counter()]
 import drgn
@@ -159,7 +174,7 @@ except ImportError:  # a checkout from before issue 11's move
     from klpinspect.drgn import program
     from klpinspect.drgn.debuginfo import prepare_debug_files
     from klpinspect.drgn.target import DrgnTarget
-from klpinspect import audit as A
+A = importlib.import_module("klpinspect.audit")
 from klpinspect.report import render
 t.append(time.perf_counter())
 prog = program.open_core({str(d.vmcore)!r})
@@ -180,8 +195,46 @@ names = ["import", "drgn: open core", "ours: check -s files", "drgn: load_debug_
          "ours: audit", "ours: JSON"]
 print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=False, cwd="/")
+                       check=False, cwd="/", env=env)
+    if p.returncode:
+        return {"error": p.stderr.strip().splitlines()[-1:] or ["?"]}  # type: ignore[dict-item]
+    return dict(json.loads(p.stdout))
+
+
+def split_btf(d: Dump) -> dict[str, float]:
+    """Where ``klpinspect audit`` without debug files spends its time (in a child)."""
+    code = f"""
+import importlib, json, time, sys
+sys.path.insert(0, {str(TREE)!r})
+t = [time.perf_counter()]
+import drgn
+from klpinspect.backends.drgn import program, btf_finder
+from klpinspect.backends.drgn.target import DrgnTarget
+A = importlib.import_module("klpinspect.audit")
+from klpinspect.report import render
+t.append(time.perf_counter())
+prog = program.open_core({str(d.vmcore)!r})
+t.append(time.perf_counter())
+btf_finder._enable_vmlinux_kallsyms(prog)
+t.append(time.perf_counter())
+btf_finder.enable_btf(prog)
+t.append(time.perf_counter())
+rep = A.audit(DrgnTarget(prog, "vmcore"))
+t.append(time.perf_counter())
+render(rep, "json")
+t.append(time.perf_counter())
+names = ["import", "drgn: open core", "drgn: kallsyms", "ours: BTF", "ours: audit", "ours: JSON"]
+print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
+"""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if "DRGN_PLUGINS" not in env:
+        env.setdefault("DRGN_DISABLE_PLUGINS", "*")  # as the CLI's no-debug path
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd="/", env=env)
     if p.returncode:
         return {"error": p.stderr.strip().splitlines()[-1:] or ["?"]}  # type: ignore[dict-item]
     return dict(json.loads(p.stdout))
@@ -196,12 +249,22 @@ def _fmt(vals: list[float], unit: str, scale: float = 1.0) -> str:
 
 def bench(d: Dump, runs: int, names: list[str]) -> dict[str, dict[str, list[float]]]:
     cmds = commands(d)
-    res: dict[str, dict[str, list[float]]] = {n: {"wall": [], "rss": []} for n in names}
+    res: dict[str, dict[str, list[float]]] = {
+        n: {"wall": [], "rss": [], "cpu": []} for n in names}
     for _ in range(runs):
-        for n in names:
+        for n in [n for n in names if n in res]:
             cmd, _, at = n.partition("@")
-            wall, rss = run_once(cmds[cmd], BASE if at else None)
+            try:
+                wall, rss, cpu = run_once(cmds[cmd], BASE if at else None)
+            except SystemExit as e:
+                if cmd != "btf":
+                    raise
+                # a kernel without BTF (Debian's 6.1): the one-line answer, no figure
+                print(f"  {n:11s} {str(e).rpartition(': ')[2][:160]}")
+                del res[n]
+                continue
             res[n]["wall"].append(wall)
+            res[n]["cpu"].append(cpu)
             res[n]["rss"].append(rss / 1024)
     return res
 
@@ -210,7 +273,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", help="comma-separated substrings of dump labels")
-    ap.add_argument("--commands", default="drgn,audit,stubs,drgn-bt,bt")
+    ap.add_argument("--commands", default="drgn,audit,btf,stubs,drgn-bt,bt")
     ap.add_argument("--split", action="store_true", help="also the audit's time split")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tree", help="measure the klpinspect of this checkout instead")
@@ -242,22 +305,32 @@ def main() -> int:
               f"debug vmlinux {mb:.0f} MB; stubs {d.module}, bt {d.pid}")
         r = bench(d, a.runs, names)
         everything[d.label] = {"results": r}
-        for n in names:
-            line = f"  {n:11s} wall {_fmt(r[n]['wall'], 's')}  RSS {_fmt(r[n]['rss'], 'MB')}"
-            base = "drgn-bt" if n.startswith("bt") else "drgn"
+        for n in [n for n in names if n in r]:
+            line = (f"  {n:11s} wall {_fmt(r[n]['wall'], 's')}  CPU {_fmt(r[n]['cpu'], 's')}"
+                    f"  RSS {_fmt(r[n]['rss'], 'MB')}")
+            base = "drgn-bt" if n.partition("@")[0] == "bt" else "drgn"
             if n.partition("@")[0] in GOALS and base in r:
                 w = statistics.median(r[n]["wall"]) / statistics.median(r[base]["wall"])
                 m = statistics.median(r[n]["rss"]) / statistics.median(r[base]["rss"])
                 gw, gm = GOALS[n.partition("@")[0]]
-                line += f"   vs {base}: wall {w:.2f}x (goal {gw}), RSS {m:.2f}x"
+                wmin = min(r[n]["wall"]) / min(r[base]["wall"])
+                c = statistics.median(r[n]["cpu"]) / statistics.median(r[base]["cpu"])
+                line += (f"\n{'':14s}vs {base}: wall {w:.2f}x (min {wmin:.2f}x; goal {gw}), "
+                         f"CPU {c:.2f}x, RSS {m:.2f}x")
                 line += f" (goal {gm})" if gm else ""
-                everything[d.label].setdefault("ratios", {})[n] = {"wall": w, "rss": m}
+                everything[d.label].setdefault("ratios", {})[n] = {
+                    "wall": w, "wall_min": wmin, "cpu": c, "rss": m}
             print(line, flush=True)
         if a.split:
             s = split(d)
             everything[d.label]["split"] = s
-            print("  split: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()
-                                          if isinstance(v, float)))
+            print("  split: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in s.items()))
+            if "btf" in r:
+                s = split_btf(d)
+                everything[d.label]["split_btf"] = s
+                print("  split (btf): " + ", ".join(f"{k} {v:.3f} s" for k, v in s.items()
+                                                    if isinstance(v, float)))
     if a.json:
         print(json.dumps(everything, indent=1))
     return 0

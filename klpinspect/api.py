@@ -226,7 +226,12 @@ def ftrace(target: Target, modules: Sequence[str] | None = None) -> Report:
     """
     from .ftrace_view import ftrace_report
 
-    return _settled(ftrace_report(target, list(modules) if modules else None))
+    report = ftrace_report(target, list(modules) if modules else None)
+    if getattr(target, "debuginfo", None) == "btf+kallsyms":
+        from .commands import BTF_SYMBOL_SIZE_NOTE
+
+        report.notes.append(BTF_SYMBOL_SIZE_NOTE)
+    return _settled(report)
 
 
 def livepatch_stacks(target: Target, pids: Sequence[int] | None = None) -> Report:

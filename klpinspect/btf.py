@@ -207,6 +207,8 @@ _SIZED = frozenset(
     }
 )
 _MAX_KIND = max(BtfKind)
+# Kinds with so few types that find() indexes them by name (C's base types)
+_FEW_KINDS = frozenset({int(BtfKind.INT), int(BtfKind.FLOAT)})
 # Deepest chain of typedefs/qualifiers/arrays/anonymous members followed
 # before calling the BTF damaged (a loop).
 _MAX_DEPTH = 256
@@ -270,6 +272,7 @@ class Btf:
         self._name_off_bytes: bytes | None = None
         self._enumerators: dict[int, list[tuple[int, int]]] | None = None
         self._string_cache: dict[str, list[int]] = {}
+        self._few: dict[int, dict[str, list[int]]] = {}
 
     # --- scanning -----------------------------------------------------------
 
@@ -508,7 +511,13 @@ class Btf:
         """
         wanted = frozenset(int(k) for k in kinds) if kinds is not None else None
         ids: list[int] = []
-        if name:
+        if name and wanted is not None and wanted <= _FEW_KINDS:
+            # base types: a dozen, named once (drgn tries each spelling of
+            # "unsigned long" in turn: no search of the strings for the misses)
+            for kind in sorted(wanted):
+                ids.extend(self._few_named(kind).get(name, ()))
+            ids.sort()
+        elif name:
             for off in self._string_offsets(name):
                 for t in self._ids_named(off):
                     if wanted is None or self._kinds[t - self.start_id] in wanted:
@@ -516,6 +525,19 @@ class Btf:
         if self.base is not None:
             ids.extend(self.base.find(name, wanted))
         return ids
+
+    def _few_named(self, kind: int) -> dict[str, list[int]]:
+        """Name -> IDs of this blob's types of ``kind`` (one of :data:`_FEW_KINDS`)."""
+        found = self._few.get(kind)
+        if found is None:
+            found = self._few[kind] = {}
+            for type_id in self._ids_of_kind(kind):
+                try:
+                    name = self.string(self._name_offs[type_id - self.start_id])
+                except BtfError:
+                    continue  # a damaged name: found by no name, as by a search
+                found.setdefault(name, []).append(type_id)
+        return found
 
     def names(self) -> Iterator[tuple[str, int]]:
         """``(name, type ID)`` of every named type of this blob."""

@@ -215,10 +215,9 @@ def audit_module_callsites(
             )
             continue
         for site in find_stub_calls(
-            data, start, stubs, tramps=tramps, byteorder=kernel.byteorder, abi=kernel.abi
+            data, start, stubs, tramps=tramps, byteorder=kernel.byteorder, abi=kernel.abi,
+            suspect_only=True,
         ):
-            if site.ok:
-                continue
             if site.target not in decoded:
                 decoded[site.target] = _read_stub(target, site.target, kernel)
             stub = decoded[site.target]

@@ -110,6 +110,16 @@ def open_target(args: argparse.Namespace) -> Target:
     """Open the target the global options name (:func:`klpinspect.api.open_target`)."""
     from .api import open_target as _open_target
 
+    if not (args.symbols or args.debug_directories or args.default_symbols) and not (
+        "DRGN_PLUGINS" in os.environ or "DRGN_DISABLE_PLUGINS" in os.environ
+    ):
+        # No debug files: types and symbols come from the kernel's BTF and
+        # kallsyms (klpinspect.backends.drgn.btf_finder), so drgn's plugins --
+        # its own commands, klpinspect's drgn plugin (which does the same for
+        # drgn's CLI), debug-info finders -- have nothing to add, and finding
+        # and importing them costs ~50 ms of a 0.4 s audit.  The user's own
+        # DRGN_PLUGINS / DRGN_DISABLE_PLUGINS still decide.
+        os.environ["DRGN_DISABLE_PLUGINS"] = "*"
     return _open_target(
         args.core,
         symbols=args.symbols,

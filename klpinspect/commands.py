@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported on first use: the drgn plugin and gdb load this mo
 
 __all__ = (
     "BTF_BACKTRACE_NOTE",
+    "BTF_SYMBOL_SIZE_NOTE",
     "COMMANDS",
     "CommandError",
     "add_command_arguments",
@@ -48,6 +49,17 @@ BTF_BACKTRACE_NOTE = (
     "no debug info: types from the kernel's BTF, symbols from kallsyms; "
     "no inlined frames and no source lines (give -s VMLINUX for them), "
     "symbol sizes run to the next kallsyms symbol as in the kernel's %pS"
+)
+
+
+# What ``ftrace`` (or any report naming vmlinux functions ``name+off/size``)
+# shows differently with kallsyms: the kernel keeps no symbol sizes, so a
+# size is the distance to the next kallsyms symbol -- the function's ELF
+# ``st_size`` plus the padding to the next function's alignment.
+BTF_SYMBOL_SIZE_NOTE = (
+    "no debug info: symbols from kallsyms, whose sizes run to the next kallsyms "
+    "symbol as in the kernel's %pS (the debug vmlinux's ELF sizes can be smaller "
+    "by the alignment padding after a function; give -s VMLINUX for them)"
 )
 
 

@@ -16,7 +16,7 @@ from .ftrace_view import (
     FtraceUnsupported,
     LayoutSource,
     klp_ops_names,
-    read_ftrace_records,
+    read_ftrace_columns,
     read_klp_funcs,
 )
 from .ppc64.insn import words
@@ -97,10 +97,13 @@ def recorded_ool_sites(target: Target) -> dict[int, int] | None:
     if not isinstance(target, LayoutSource):
         return None
     try:
-        records = read_ftrace_records(target)
+        ips, _flags, ools = read_ftrace_columns(target)
     except (FtraceUnsupported, MemoryReadError):
         return None
-    sites = {r.ool_stub: r.ip for r in records if r.ool_stub}
+    if ools is None:
+        return None
+    sites = dict(zip(ools, ips, strict=True))
+    sites.pop(0, None)
     return sites or None
 
 

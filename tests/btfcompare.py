@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ("bt_inlined_difference", "without_debuginfo")
+__all__ = ("bt_inlined_difference", "symbol_size_difference", "without_debuginfo")
 
 
 def without_debuginfo(report: dict[str, Any]) -> dict[str, Any]:
@@ -63,3 +63,33 @@ def bt_inlined_difference(btf: dict[str, Any], dwarf: dict[str, Any]) -> int:
         if key != "backtrace":
             assert bt_task.get(key) == dw_task.get(key), key
     return len(dw_task["backtrace"]) - len(real)
+
+
+def symbol_size_difference(btf: dict[str, Any], dwarf: dict[str, Any]) -> int:
+    """Check two reports (``ftrace``: the functions ftrace redirects) differ
+    only in symbol sizes; returns how many ``name+off/size`` differ.
+
+    kallsyms keeps no sizes: with BTF + kallsyms a vmlinux symbol's size runs
+    to the next kallsyms symbol (the kernel's ``%pS``), the ELF ``st_size``
+    plus any alignment padding, so it is never smaller.
+
+    :raises AssertionError: for any other difference
+    """
+    return _sizes(without_debuginfo(btf), without_debuginfo(dwarf), "report")
+
+
+def _sizes(ours: Any, theirs: Any, where: str) -> int:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        assert ours.keys() == theirs.keys(), where
+        return sum(_sizes(ours[k], theirs[k], f"{where}.{k}") for k in ours)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        assert len(ours) == len(theirs), where
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        return sum(_sizes(a, b, f"{where}[{i}]") for i, (a, b) in pairs)
+    if ours == theirs:
+        return 0
+    assert isinstance(ours, str) and isinstance(theirs, str), where
+    assert "/" in ours and "/" in theirs, f"{where}: {ours!r} != {theirs!r}"
+    assert _name(ours) == _name(theirs), f"{where}: {ours!r} != {theirs!r}"
+    assert _size(ours) > _size(theirs), f"{where}: {ours!r} vs {theirs!r}"
+    return 1

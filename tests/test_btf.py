@@ -238,6 +238,22 @@ def _vmlinux_btf(fixture: Path) -> Btf:
     return Btf(_btf_section(fixture / "vmlinux"))
 
 
+@pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
+def test_find_base_types_by_name(fixture: Path) -> None:
+    """find() of INT/FLOAT names (answered from a small index) is every type of
+    that kind and name, as bpftool lists them; a spelling BTF lacks finds none."""
+    btf = _vmlinux_btf(fixture)
+    expected: dict[tuple[str, str], list[int]] = {}
+    for t in _bpftool(fixture / "vmlinux"):
+        if t["kind"] in ("INT", "FLOAT"):
+            expected.setdefault((t["kind"], t["name"]), []).append(t["id"])
+    assert ("INT", "long unsigned int") in expected
+    for (kind, name), ids in expected.items():
+        assert btf.find(name, [BtfKind[kind]]) == ids, name
+        assert btf.find(name, [BtfKind.INT, BtfKind.FLOAT]) == ids, name
+    assert btf.find("unsigned long", [BtfKind.INT]) == []
+
+
 def _modules() -> list[tuple[Path, str]]:
     found = [(f, ko.name) for f in (LP61, LP72) for ko in sorted((f / "modules").glob("*.ko"))]
     assert len(found) >= 80, "fixture modules missing"

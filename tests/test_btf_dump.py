@@ -21,7 +21,7 @@ from typing import Any
 
 import drgn
 import pytest
-from btfcompare import bt_inlined_difference, without_debuginfo
+from btfcompare import bt_inlined_difference, symbol_size_difference, without_debuginfo
 from conftest import CACHE, FIXTURES, REPO
 
 from klpinspect.backends.drgn.btf_finder import (
@@ -33,7 +33,7 @@ from klpinspect.backends.drgn.btf_finder import (
 )
 from klpinspect.backends.drgn.program import open_core, open_program
 from klpinspect.backends.drgn.target import DrgnTarget
-from klpinspect.commands import BTF_BACKTRACE_NOTE, run_command
+from klpinspect.commands import BTF_BACKTRACE_NOTE, BTF_SYMBOL_SIZE_NOTE, run_command
 from klpinspect.errors import TargetError
 
 pytestmark = pytest.mark.dump
@@ -124,6 +124,86 @@ def test_bt_differs_only_where_dwarf_knows_more(
     inlined = bt_inlined_difference(btf, dwarf)
     assert inlined >= 1  # the fixtures' stacks have inlined frames: the test can fail
     assert any(f["corrected"] for f in btf["tasks"][0]["backtrace"])
+
+
+@pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
+def test_ftrace_differs_only_in_kallsyms_sizes(fixture: Path) -> None:
+    """``ftrace`` without debug files: the same redirects, ops and livepatches;
+    only symbol sizes may differ (kallsyms sizes include the padding after a
+    function), never smaller, and the report says so in a note."""
+    from klpinspect import api
+
+    core = _core(fixture, "vmcore.elf.xz")
+    docs, tables, notes = {}, {}, {}
+    for key, symbols in (("btf", []), ("dwarf", [str(fixture / "vmlinux.debug")])):
+        prog, kind = open_program(core=str(core), symbols=symbols)
+        report = api.ftrace(DrgnTarget(prog, kind))
+        docs[key] = json.loads(report.render("json"))
+        tables[key] = report.render("table")
+        notes[key] = report.notes
+    assert docs["btf"]["ftrace"]["redirects"]  # the fixtures are livepatched
+    differ = symbol_size_difference(docs["btf"], docs["dwarf"])
+    assert BTF_SYMBOL_SIZE_NOTE in notes["btf"]
+    assert BTF_SYMBOL_SIZE_NOTE not in notes["dwarf"]
+    assert f"note: {BTF_SYMBOL_SIZE_NOTE}" in tables["btf"]
+    if fixture == LP72:
+        # a livepatched function there has padding before the next one: the
+        # difference the note explains is real (the test can fail)
+        assert differ >= 1
+
+
+def test_qemu_without_symbols(tmp_path: Path) -> None:
+    """``--qemu`` with no ``-s``: kallsyms and BTF read over QMP (a QMP server
+    answering from the 6.1 fixture's QEMU dump), the same reports as with the
+    debug vmlinux, and only reads sent."""
+    from qmpdump import QMPDumpServer
+
+    dump = _core(LP61, "vmcore.qemu.elf.xz")
+    docs = {}
+    with QMPDumpServer(dump, tmp_path / "qmp.sock") as qmp:
+        for key, symbols in (("btf", []), ("dwarf", [str(LP61 / "vmlinux.debug")])):
+            prog, kind = open_program(qemu=qmp.path, symbols=symbols)
+            assert kind == "qemu"
+            target = DrgnTarget(prog, kind)
+            for name, argv in (("audit", []), ("lpstack", [])):
+                text, _status = run_command(target, name, argv, fmt="json")
+                docs[key, name] = json.loads(text)
+            prog.cache["klpinspect.qmp"].close()  # the server serves one client at a time
+        sent = set(qmp.commands)
+    for name in ("audit", "lpstack"):
+        assert docs["btf", name]["target"]["debuginfo"] == "btf+kallsyms"
+        assert docs["dwarf", name]["target"]["debuginfo"] == "dwarf"
+        assert docs["btf", name]["target"]["kind"] == "qemu"
+        assert without_debuginfo(docs["btf", name]) == without_debuginfo(docs["dwarf", name])
+    assert len(docs["btf", "audit"]["modules"]) == 40
+    assert sent <= {"qmp_capabilities", "query-target", "query-memory-size-summary",
+                    "human-monitor-command", "pmemsave"}
+
+
+def test_cli_skips_drgn_plugins_only_without_debug_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No debug files: drgn's plugins have nothing to add (the BTF finders are
+    klpinspect's own), so the CLI does not load them, unless the user's
+    DRGN_PLUGINS / DRGN_DISABLE_PLUGINS say otherwise; with -s they load."""
+    from klpinspect import cli
+
+    core = str(_core(LP61, "vmcore.elf.xz"))
+    cases = [
+        ([], {}, "*"),
+        (["-s", str(LP61 / "vmlinux.debug")], {}, None),
+        ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands"),
+        ([], {"DRGN_PLUGINS": "x=y"}, None),
+    ]
+    for extra, env, expected in cases:
+        monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+        monkeypatch.delenv("DRGN_PLUGINS", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        args = cli.make_parser().parse_args(["-c", core, *extra, "lpstack"])
+        target = cli.open_target(args)
+        assert getattr(target, "debuginfo", None) == ("dwarf" if extra else "btf+kallsyms")
+        assert os.environ.get("DRGN_DISABLE_PLUGINS") == expected
 
 
 def test_cli_table_says_where_types_came_from() -> None:

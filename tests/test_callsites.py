@@ -90,6 +90,22 @@ def test_ftrace_needs_mflr_or_tramp() -> None:
     assert got[0x48] == "other"
 
 
+@pytest.mark.parametrize("byteorder,abi", [("little", 2), ("big", 1), ("big", 2)])
+@pytest.mark.parametrize("tramps", [(TRAMP, TRAMP_REGS), ()])
+def test_suspect_only_is_the_not_ok_sites(
+    byteorder: str, abi: int, tramps: tuple[int, ...]
+) -> None:
+    """The audit's fast filter drops exactly the sites that are ``ok``."""
+    text = _text(byteorder)
+    for cut in (len(text), 0x20, 0x24, 0x48):  # also with the last site at the text's end
+        every = find_stub_calls(text[:cut], BASE, STUBS, tramps=tramps, byteorder=byteorder,
+                                abi=abi)
+        suspect = find_stub_calls(text[:cut], BASE, STUBS, tramps=tramps, byteorder=byteorder,
+                                  abi=abi, suspect_only=True)
+        assert suspect == [c for c in every if not c.ok]
+        assert any(c.ok for c in every) and suspect
+
+
 def test_edges() -> None:
     text = _text()
     assert find_stub_calls(text, BASE, ()) == []
@@ -105,8 +121,11 @@ def test_edges() -> None:
 @given(st.binary(max_size=512), st.sampled_from(["little", "big"]))
 def test_random_bytes_never_raise(data: bytes, byteorder: str) -> None:
     stubs = {BASE + 0x100, BASE + 0x128}
-    for c in find_stub_calls(data, BASE, stubs, byteorder=byteorder):
+    every = find_stub_calls(data, BASE, stubs, byteorder=byteorder)
+    for c in every:
         assert c.target in stubs and (c.address - BASE) % 4 == 0
+    suspect = find_stub_calls(data, BASE, stubs, byteorder=byteorder, suspect_only=True)
+    assert suspect == [c for c in every if not c.ok]
 
 
 def test_scan_speed_5mb() -> None:

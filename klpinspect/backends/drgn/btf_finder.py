@@ -23,6 +23,7 @@ not per-CPU.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = (
     "has_kernel_dwarf",
     "kallsyms_symtab",
     "kernel_btf",
+    "load_vmlinux_kallsyms",
     "register_lazy_btf",
 )
 
@@ -175,6 +177,45 @@ def _symbol_address(prog: Program, name: str) -> int | None:
         return None
 
 
+# VMCOREINFO symbols drgn's kallsyms loader takes, in its order
+# (drgn.helpers.linux.kallsyms._load_builtin_kallsyms, drgn 0.0.26-0.3.0)
+_KALLSYMS_TABLES = (
+    "kallsyms_names",
+    "kallsyms_token_table",
+    "kallsyms_token_index",
+    "kallsyms_num_syms",
+    "kallsyms_offsets",
+    "kallsyms_relative_base",
+    "kallsyms_addresses",
+    "_stext",
+)
+_SYMBOL_LINE = re.compile(r"^SYMBOL\(([^)]+)\)=([A-Fa-f0-9]+)$", re.M)
+
+
+def load_vmlinux_kallsyms(prog: Program) -> Any:
+    """drgn's ``load_vmlinux_kallsyms(prog)``: vmlinux's kallsyms as a symbol finder.
+
+    The same C loader, called without importing ``drgn.helpers.linux``,
+    whose package imports every Linux helper (25-30 ms, a tenth of an
+    audit without debug files); the public helper if this drgn lacks it.
+    """
+    try:
+        from _drgn import (  # type: ignore[import-not-found,unused-ignore]
+            _linux_helper_load_builtin_kallsyms,
+            _linux_helper_load_proc_kallsyms,
+        )
+    except ImportError:  # pragma: no cover (another drgn)
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms as public
+
+        return public(prog)
+    live = drgn.ProgramFlags.IS_LIVE | drgn.ProgramFlags.IS_LOCAL
+    if prog.flags & live == live and os.geteuid() == 0:
+        return _linux_helper_load_proc_kallsyms()
+    text = prog["VMCOREINFO"].string_().decode("ascii")
+    found = {m.group(1): int(m.group(2), 16) for m in _SYMBOL_LINE.finditer(text)}
+    return _linux_helper_load_builtin_kallsyms(prog, *(found.get(n, 0) for n in _KALLSYMS_TABLES))
+
+
 def _enable_vmlinux_kallsyms(prog: Program) -> None:
     """Add vmlinux kallsyms (from VMCOREINFO) as a symbol finder, once.
 
@@ -182,8 +223,6 @@ def _enable_vmlinux_kallsyms(prog: Program) -> None:
     """
     if _KALLSYMS in prog.registered_symbol_finders():
         return
-    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
-
     try:
         index = prog.cache.get(_KALLSYMS) or load_vmlinux_kallsyms(prog)
     except (ValueError, drgn.FaultError, LookupError, OSError, drgn.MissingDebugInfoError) as e:
@@ -302,6 +341,11 @@ class KernelBtf:
         self._modules: list[Btf] | None = None
         self._loading_modules = False
         self._vars: dict[str, int] | None = None
+        # find_type's answers by (name, kinds): drgn asks the finders again for
+        # every Object(prog, "struct module", ...) (150 times in an audit)
+        self._named: dict[tuple[str, frozenset[TypeKind]], Type | None] = {}
+        # find_object's finds by (name, flags): MOD_TEXT & co. are asked per module
+        self._objects: dict[tuple[str, int], Object] = {}
         self._ptr_size = (
             8
             if prog.platform is None
@@ -493,6 +537,18 @@ class KernelBtf:
 
     def find_type(self, kinds: Any, name: str) -> Type | None:
         """A named type: ``kinds`` is drgn's ``TypeKindSet``; ``name`` a tag or type name."""
+        key = (name, frozenset(kinds))
+        try:
+            return self._named[key]
+        except KeyError:
+            pass
+        found = self._find_type(kinds, name)
+        # Not found while the modules' BTF is being read: it may be there.
+        if found is not None or not self._loading_modules:
+            self._named[key] = found
+        return found
+
+    def _find_type(self, kinds: Any, name: str) -> Type | None:
         wanted: list[BtfKind] = []
         for tk, bks in _AGGREGATE_KINDS.items():
             if tk in kinds:
@@ -527,6 +583,17 @@ class KernelBtf:
 
     def find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         """A global variable, function or enumerator constant named ``name``."""
+        key = (name, int(flags.value))
+        found = self._objects.get(key)
+        if found is None:
+            # Only what is found is kept: a miss may be found later (a module's
+            # symbols, BTF read after the modules were).
+            found = self._find_object(name, flags)
+            if found is not None:
+                self._objects[key] = found
+        return found
+
+    def _find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         prog = self.prog
         if flags & drgn.FindObjectFlags.VARIABLE:
             var_id = self._var_index().get(name)
@@ -631,8 +698,6 @@ def register_lazy_btf(prog: Program) -> None:
     def get_kallsyms() -> Any:
         index = prog.cache.get(_KALLSYMS)
         if index is None:
-            from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
-
             state["symbols"] = True
             try:
                 index = load_vmlinux_kallsyms(prog)
