@@ -16,6 +16,7 @@
 #                                out-of-line ftrace stubs need clang), the
 #                                ppc64el cross binutils/gcc (CROSS_COMPILE, the
 #                                kernel's host tools), and the kernel build tools
+#                                (libelf-dev: objtool, for the gcc PCREL build)
 #   tests/lab/deps.sh --check    only say what is missing (exit 1 if anything)
 #
 # Idempotent: when everything is there it only runs dpkg-query (well under a
@@ -40,7 +41,7 @@ fi
 
 if [ $lp = 1 ]; then
   pkgs+=(clang-22 lld-22 llvm-22 gcc-powerpc64le-linux-gnu binutils-powerpc64le-linux-gnu
-         make bc flex bison libssl-dev dwarves kmod xz-utils perl)
+         make bc flex bison libssl-dev libelf-dev dwarves kmod xz-utils perl)
 fi
 
 missing=()

@@ -95,12 +95,16 @@ VARIANTS: dict[str, Variant] = {
         "ool", ("lp-kernel.config", "lp-kernel-ool.config"),
         _BASE_REQUIRE + ("CONFIG_PPC_FTRACE_OUT_OF_LINE=y", "CONFIG_CC_IS_CLANG=y"),
     ),
-    # POWER10 pc-relative kernel: r2 holds no TOC; boots with -cpu power10.
+    # POWER10 pc-relative kernel: r2 holds no TOC; boots with -cpu power10.  gcc
+    # (Debian 12's cross gcc 12), not clang: arch/powerpc/Kconfig's CC_HAS_PCREL is
+    # "PPC64 && CC_IS_GCC && ..." (clang emits no pcrel code with -msoft-float /
+    # -mno-altivec / -mno-vsx: llvm-project issue 62372), so no OOL stubs here;
+    # with gcc, pahole 1.24's BTF is good.
     "pcrel": Variant(
-        "pcrel", ("lp-kernel.config", "lp-kernel-ool.config", "lp-kernel-pcrel.config"),
+        "pcrel", ("lp-kernel.config", "lp-kernel-pcrel.config"),
         _BASE_REQUIRE + ("CONFIG_PPC_KERNEL_PCREL=y", "CONFIG_POWER10_CPU=y",
-                         "CONFIG_CC_IS_CLANG=y"),
-        cpu="power10",
+                         "CONFIG_CC_IS_GCC=y", "CONFIG_DEBUG_INFO_BTF=y"),
+        llvm=False, btf=True, cpu="power10",
     ),
 }
 

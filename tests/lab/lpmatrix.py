@@ -189,7 +189,9 @@ def lab_facts(console: str) -> LabFacts:
             f.pid, f.comm = int(kv["pid"]), kv["comm"]
         elif kind == "stack":
             m = re.match(r"\[<[0-9a-f]+>\] (\S+?)(?:/0x[0-9a-f]+)?(?: \[\S+\])?$", " ".join(w[2:]))
-            if m and m.group(1) != "0x0":
+            # an entry kallsyms cannot name is printed as a bare address (the
+            # first one: 0x0 from gcc 12's kernel, a stack address from clang 22's)
+            if m and not re.fullmatch(r"0x[0-9a-f]+", m.group(1)):
                 f.stack.append(m.group(1))
         elif kind == "module":
             f.modules.append(w[2])
