@@ -161,6 +161,8 @@ class LabFacts:
     comm: str = ""
     stack: list[str] = field(default_factory=list)  # /proc/PID/stack: "name+0xoff"
     modules: list[str] = field(default_factory=list)
+    # /sys/kernel/tracing/enabled_functions, if printed: (name, owner) -> (refs, ops)
+    enabled: dict[tuple[str, str], tuple[int, int | None]] | None = None
 
     def sym(self, name: str, owner: str = "vmlinux") -> int:
         return self.kallsyms[(name, owner)]
@@ -195,6 +197,14 @@ def lab_facts(console: str) -> LabFacts:
                 f.stack.append(m.group(1))
         elif kind == "module":
             f.modules.append(w[2])
+        elif kind == "ftrace_enabled_begin":
+            f.enabled = {}
+        elif kind == "ftrace_enabled" and f.enabled is not None:
+            m = re.match(r"RK-FACT ftrace_enabled (\S+)(?: \[(\S+)\])? \((\d+)\)", line)
+            if m:
+                ops = re.search(r"\tops: (0x[0-9a-f]+|[0-9a-f]{16}) ", line)
+                f.enabled[(m.group(1), m.group(2) or "vmlinux")] = (
+                    int(m.group(3)), int(ops.group(1), 16) if ops else None)
     return f
 
 
@@ -308,6 +318,16 @@ def _check_ftrace(rep: dict[str, Any], facts: LabFacts) -> list[str]:
     if got != want:
         errs.append(f"ftrace: redirected {sorted(got.items())}; /sys/kernel/livepatch: "
                     f"{sorted(want.items())}")
+    if facts.enabled is not None:
+        # the kernel's own enabled_functions: the same sites, refs and ftrace_ops
+        ours = {(_name(r.get("symbol")).split("+")[0], r.get("owner")):
+                (r.get("refs"), int(r["ops"][0]["address"], 16) if r.get("ops") else None)
+                for r in ft.get("redirects", [])}
+        theirs = {k: (refs, ops if ops is not None else ours.get(k, (0, None))[1])
+                  for k, (refs, ops) in facts.enabled.items()}
+        if ours != theirs:
+            errs.append(f"ftrace: redirects {sorted(ours.items())} vs enabled_functions "
+                        f"{sorted(facts.enabled.items())}")
     for f in rep.get("findings", []):
         if f.get("severity") != "info":
             errs.append(f"ftrace finding {f.get('severity')} {f.get('code')}: {f.get('message')}")

@@ -4,7 +4,8 @@
 # module list is /etc/modlist (ordinary modules and their dependencies, from
 # stock.Initramfs.modules) then /etc/modlist-lp (the livepatches and rk_*,
 # with arguments), and the kernel's own section view is also printed as the
-# stock guest's RK-SECT lines (matrix.guest_view reads them).  Loads a set of
+# stock guest's RK-SECT lines (matrix.guest_view reads them), and
+# /sys/kernel/tracing/enabled_functions as RK-FACT ftrace_enabled lines.  Loads a set of
 # ordinary modules, the in-tree livepatch samples/tests, then rk_lib,
 # rk_target and the rk_lp livepatch; waits for every livepatch transition to
 # finish, sets rk_lib.hold=1 so the rk_target kthread parks inside the
@@ -82,6 +83,14 @@ grep -E ' (ftrace_caller|ftrace_regs_caller|ftrace_call|ftrace_regs_call|livepat
   /proc/kallsyms | while read -r a t n; do echo "RK-FACT kallsyms $n $a $t"; done
 grep -E '[[:space:]](rk_target_thread|rk_target_work|rk_target_inner|livepatch_rk_target_work|livepatch_rk_target_inner|rk_lib_sleep)[[:space:]]' \
   /proc/kallsyms | while read -r a t n m; do echo "RK-FACT kallsyms $n $a $t $m"; done
+# the kernel's own list of redirected ftrace sites (kernel/trace/ftrace.c t_show:
+# "func [mod] (refs) R I  O M \tops: OPS (FUNC)"), between two markers
+mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+if [ -r /sys/kernel/tracing/enabled_functions ]; then
+  echo "RK-FACT ftrace_enabled_begin"
+  sed 's/^/RK-FACT ftrace_enabled /' /sys/kernel/tracing/enabled_functions
+  echo "RK-FACT ftrace_enabled_end"
+fi
 read -r _ _ st _ < /proc/$pid/stat
 echo "RK-FACT task pid=$pid comm=$(cat /proc/$pid/comm) state=$st" \
      "wchan=$(cat /proc/$pid/wchan) patch_state=$(cat /proc/$pid/patch_state 2>/dev/null)" \
