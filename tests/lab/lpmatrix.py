@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """The lab's own livepatch kernels in the matrix: ``lp-ool`` (Linux 7.2, clang 22, OOL stubs).
 
+``lp-pcrel`` is the same with ``CONFIG_PPC_KERNEL_PCREL`` (gcc: the kernel
+allows PCREL with gcc only, so no OOL stubs), booted on ``-cpu power10``: the
+livepatch frames' saved r2 must read ``no TOC (PCREL)``.
+
 For ``lp-ool`` (:mod:`lpkernel`, variant ``ool``) the matrix:
 
 1. builds the kernel once (cached; a re-run is a no-op), writes an initramfs
@@ -107,6 +111,9 @@ def lp_kernel_spec(name: str = "lp-ool") -> lab.KernelSpec:
     except (lpkernel.LpError, debarchive.ArchiveError) as e:
         raise lab.LabError(str(e)) from None
     kver = b.kver
+    config = (b.out / ".config").read_text().splitlines()
+    ool = "CONFIG_PPC_FTRACE_OUT_OF_LINE=y" in config
+    pcrel = "CONFIG_PPC_KERNEL_PCREL=y" in config
     bb = _busybox()
     init = lpkernel.LPDIR / "guest-init-lp.sh"
     initrd = b.out / "initramfs.cpio.gz"
@@ -143,6 +150,8 @@ def lp_kernel_spec(name: str = "lp-ool") -> lab.KernelSpec:
         extra={"kver": kver, "version": b.version, "suite": "lab", "flavour": name,
                "page_size": "64K", "modules": str(b.mods / "lib" / "modules" / kver),
                "rkmods": str(b.rkmods), "variant": b.variant.name,
+               "compiler": "clang 22" if b.variant.llvm else "gcc 12",
+               "ool": "1" if ool else "", "pcrel": "1" if pcrel else "",
                "build_seconds": (b.out / "build-time.txt").read_text().strip()
                if (b.out / "build-time.txt").exists() else ""},
     )
@@ -234,7 +243,7 @@ def _check_ool(audit: dict[str, Any]) -> list[str]:
     return errs
 
 
-def _check_lpstack(rep: dict[str, Any], facts: LabFacts) -> list[str]:
+def _check_lpstack(rep: dict[str, Any], facts: LabFacts, pcrel: bool = False) -> list[str]:
     errs: list[str] = []
     tasks = {t["pid"]: t for t in rep.get("tasks", [])}
     if set(tasks) != {facts.pid}:
@@ -257,9 +266,12 @@ def _check_lpstack(rep: dict[str, Any], facts: LabFacts) -> list[str]:
             errs.append(f"lpstack: frame LR {fr['lr']} is {sym!r}; kallsyms: {fn} at {base:#x}")
         if not fr.get("magic_ok"):
             errs.append(f"lpstack: frame {fr['address']}: bad end marker")
-        if fr.get("r2_owner") != "rk_target":
+        # CONFIG_PPC_KERNEL_PCREL: livepatch_handler saves r2 all the same, but
+        # no code keeps a TOC in it (klpinspect.livepatch.PCREL_NO_TOC)
+        owner = "no TOC (PCREL)" if pcrel else "rk_target"
+        if fr.get("r2_owner") != owner:
             errs.append(f"lpstack: frame {fr['address']}: r2 {fr['r2']} owner "
-                        f"{fr.get('r2_owner')}, expected rk_target")
+                        f"{fr.get('r2_owner')!r}, expected {owner!r}")
     return errs
 
 
@@ -335,8 +347,9 @@ def _check_ftrace(rep: dict[str, Any], facts: LabFacts) -> list[str]:
 
 
 def check_lp(reports: dict[str, dict[str, dict[str, Any]]], view: dict[str, Any],
-             facts: LabFacts) -> list[str]:
-    """Every check of the module docstring on ``reports[kind][command]``."""
+             facts: LabFacts, ool: bool = True, pcrel: bool = False) -> list[str]:
+    """Every check of the module docstring on ``reports[kind][command]``; *ool*:
+    the kernel has out-of-line ftrace stubs, *pcrel*: ``CONFIG_PPC_KERNEL_PCREL``."""
     errs: list[str] = []
     kinds = list(reports)
     base = reports[kinds[-1]] if "dump-drgn" not in reports else reports["dump-drgn"]
@@ -345,8 +358,11 @@ def check_lp(reports: dict[str, dict[str, dict[str, Any]]], view: dict[str, Any]
             if matrix._strip_kind(rep) != matrix._strip_kind(base[cmd]):
                 errs.append(f"{kind}: {cmd} report differs from dump-drgn's")
         errs += [f"{kind}: {e}" for e in matrix.check_report(reps["audit"], view)]
-    errs += _check_ool(base["audit"])
-    errs += _check_lpstack(base["lpstack"], facts)
+    if ool:
+        errs += _check_ool(base["audit"])
+    elif any(m.get("ool_stubs") for m in base["audit"].get("modules", [])):
+        errs.append("audit: OOL stubs on a kernel without CONFIG_PPC_FTRACE_OUT_OF_LINE")
+    errs += _check_lpstack(base["lpstack"], facts, pcrel)
     errs += _check_bt(base["bt"], facts, base["lpstack"])
     errs += _check_ftrace(base["ftrace"], facts)
     return errs
@@ -411,11 +427,13 @@ def _modules_dir(d: Path, spec: lab.KernelSpec, console: str) -> None:
 
 def _write_readme(d: Path, spec: lab.KernelSpec, res: dict[str, Any]) -> None:
     x = spec.extra
+    feat = ("CONFIG_PPC_KERNEL_PCREL (POWER10 pc-relative: no TOC, r2 free)" if x["pcrel"]
+            else "CONFIG_PPC_FTRACE_OUT_OF_LINE (out-of-line ftrace stubs), no BTF"
+            if x["ool"] else "profile-kernel ftrace")
     (d / "README.txt").write_text(f"""\
 QEMU dump of the lab's own Linux {x['kver']} livepatch kernel ({res['name']}), built by
-tests/lab/lpkernel.py from Debian's linux-source-7.2 {x['version']} with clang/lld 22
-(LLVM=/usr/lib/llvm-22/bin/): CONFIG_LIVEPATCH, CONFIG_PPC_FTRACE_OUT_OF_LINE (out-of-line
-ftrace stubs), 64K pages, no BTF; booted by tests/lab/lpmatrix.py under
+tests/lab/lpkernel.py from Debian's linux-source-7.2 {x['version']} with {x['compiler']}:
+CONFIG_LIVEPATCH, {feat}, 64K pages; booted by tests/lab/lpmatrix.py under
 qemu-system-ppc64 -M pseries -cpu {res['cpu']} -m 512M -smp 2 (TCG, init_on_free=1).
 The guest loaded {res['view_modules']} modules with 5 livepatches (the kernel's samples and
 selftests, rk_lp) and parked the rk_target kthread (pid {res['pid']}) inside the patched
@@ -449,6 +467,8 @@ def run_lp(name: str = "lp-ool", use_gdb: bool = True, timeout: float = 1500,
         "name": name, "kver": spec.extra["kver"], "version": spec.extra["version"],
         "suite": "lab", "page_size": spec.extra["page_size"],
         "cpu": lpkernel.VARIANTS[LP_KERNELS[name]].cpu,
+        "compiler": spec.extra["compiler"], "ool_expected": bool(spec.extra["ool"]),
+        "pcrel": bool(spec.extra["pcrel"]),
         "debug_vmlinux_mb": round(vmlinux.stat().st_size / 1e6),
         "times": {"build": round(t_build, 1),
                   "kernel_build": float(spec.extra["build_seconds"] or 0)},
@@ -490,7 +510,7 @@ def run_lp(name: str = "lp-ool", use_gdb: bool = True, timeout: float = 1500,
     res["redirects"] = len(base["ftrace"]["ftrace"]["redirects"])
     if res["insmod_failed"]:
         res["errors"].append(f"insmod failed: {res['insmod_failed']}")
-    res["errors"] += check_lp(reports, view, facts)
+    res["errors"] += check_lp(reports, view, facts, res["ool_expected"], res["pcrel"])
     res["times"]["total"] = round(time.monotonic() - t0, 1)
     res["ok"] = not res["errors"]
     for cmd, rep in base.items():
@@ -516,4 +536,6 @@ def recheck(d: Path, out: Path, use_gdb: bool = True) -> tuple[list[str], dict[s
     if use_gdb:
         reports["dump-gdb"], times["dump-gdb"] = _gdb_all(
             d / "vmlinux", ["-ex", f"core-file {d / 'vmcore'}"], out / "gdbcore", facts.pid)
-    return check_lp(reports, matrix.guest_view(console), facts), times
+    m = json.loads((d / "matrix.json").read_text()) if (d / "matrix.json").exists() else {}
+    return check_lp(reports, matrix.guest_view(console), facts, m.get("ool_expected", True),
+                    m.get("pcrel", False)), times

@@ -267,7 +267,8 @@ def write_table(out: Path) -> str:
         findings = ", ".join(r["findings"]) or "none"
         kernel = f"{r['suite']} {r['kver']} ({r['version']})"
         if r.get("suite") == "lab":  # lpmatrix.py: the lab's own livepatch build
-            kernel = (f"lab {r['name']}: {r['kver']} (linux-source {r['version']}, clang 22; "
+            kernel = (f"lab {r['name']}: {r['kver']} (linux-source {r['version']}, "
+                      f"{r.get('compiler', 'clang 22')}; "
                       f"{r.get('livepatch_frames', 0)} livepatch frames, "
                       f"{r.get('redirects', 0)} klp redirects)")
         lines.append(
