@@ -180,6 +180,7 @@ class LabFacts:
 def lab_facts(console: str) -> LabFacts:
     """Parse the ``RK-FACT`` lines of a console log."""
     f = LabFacts()
+    stack_lines = 0
     for line in console.splitlines():
         if not line.startswith("RK-FACT "):
             continue
@@ -199,10 +200,14 @@ def lab_facts(console: str) -> LabFacts:
             kv = dict(x.split("=", 1) for x in w[2:] if "=" in x)
             f.pid, f.comm = int(kv["pid"]), kv["comm"]
         elif kind == "stack":
+            stack_lines += 1
+            # The first entry is no frame: arch_stack_walk (arch/powerpc/kernel/
+            # stacktrace.c) starts at thread.ksp, _switch's own frame, and prints
+            # its LR save slot, which _switch never writes: whatever was there
+            # (0x0, a stack address, a stale return address such as
+            # timer_interrupt+0x128 were all seen).  __switch_to comes next.
             m = re.match(r"\[<[0-9a-f]+>\] (\S+?)(?:/0x[0-9a-f]+)?(?: \[\S+\])?$", " ".join(w[2:]))
-            # an entry kallsyms cannot name is printed as a bare address (the
-            # first one: 0x0 from gcc 12's kernel, a stack address from clang 22's)
-            if m and not re.fullmatch(r"0x[0-9a-f]+", m.group(1)):
+            if m and stack_lines > 1:
                 f.stack.append(m.group(1))
         elif kind == "module":
             f.modules.append(w[2])
