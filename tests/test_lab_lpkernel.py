@@ -1,6 +1,6 @@
 """The lab's own Linux 7.2 livepatch kernel with out-of-line ftrace stubs, from its kept dump.
 
-Opt-in (``--lab-lp lp-ool`` or ``$KLP_LAB_LP=lp-ool``): the dump exists only
+Opt-in (``--lab-lp lp-ool``, ``--lab-lp lp-pcrel``, or ``$KLP_LAB_LP=lp-ool,lp-pcrel``): the dump exists only
 where ``make matrix MATRIX=lp-ool`` ran (``tests/lab/lpmatrix.py``: builds
 the kernel with clang 22 from Debian's ``linux-source-7.2``, 20-40 min, boots
 it, parks ``rk_target`` in a livepatched function, dumps it into
@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import lab_lp_kernels
 
-pytestmark = [pytest.mark.lab]
-
 LAB = Path(__file__).resolve().parent / "lab"
 
 
@@ -30,6 +28,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("lab_lp", lab_lp_kernels(metafunc.config) or [None])
 
 
+@pytest.mark.lab
 def test_lab_lp_dump(lab_lp: str | None, tmp_path: Path) -> None:
     if lab_lp is None:
         pytest.skip("opt-in: --lab-lp lp-ool (or KLP_LAB_LP=lp-ool) after "
