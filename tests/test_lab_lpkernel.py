@@ -1,7 +1,8 @@
 """The lab's own Linux 7.2 livepatch kernel with out-of-line ftrace stubs, from its kept dump.
 
-Opt-in (``--lab-lp lp-ool``, ``--lab-lp lp-pcrel``, or ``$KLP_LAB_LP=lp-ool,lp-pcrel``): the dump exists only
-where ``make matrix MATRIX=lp-ool`` ran (``tests/lab/lpmatrix.py``: builds
+Opt-in (``--lab-lp lp-ool``, ``--lab-lp lp-pcrel``, or
+``$KLP_LAB_LP=lp-ool,lp-pcrel``): the dump exists only where ``make matrix
+MATRIX=lp-ool`` ran (``tests/lab/lpmatrix.py``: builds
 the kernel with clang 22 from Debian's ``linux-source-7.2``, 20-40 min, boots
 it, parks ``rk_target`` in a livepatched function, dumps it into
 ``/work/cache/debian/dumps/lp-ool-7.2``); CI cannot build a kernel in its
