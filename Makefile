@@ -29,10 +29,12 @@ lab-down:
 # bookworm), audit each live (QMP, gdbstub) and from a dump (drgn, gdb), check
 # against the guest's own /sys/module and /proc/modules, write docs/kernels.md.
 # ~1 GB of packages per kernel, cached in /work/cache/debian or .cache/debian.
-# MATRIX="trixie sid" limits the kernels.
+# MATRIX="trixie sid" limits the kernels.  MATRIX=lp-ool: the lab's own Linux 7.2
+# livepatch kernel with out-of-line ftrace stubs (clang 22; built once, 20-40 min,
+# cached in /work/cache/lpbuild-ool or .cache/lpbuild-ool; tests/lab/lpkernel.py).
 MATRIX ?=
 matrix: deps
-	bash tests/lab/deps.sh --stock
+	bash tests/lab/deps.sh --stock $(if $(filter lp-%,$(MATRIX)),--lp)
 	nice -n 10 $(PYTHON) tests/lab/matrix.py $(MATRIX)
 
 test:

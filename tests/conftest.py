@@ -157,12 +157,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "bookworm; repeatable; also $KLP_DEBIAN_KERNELS=a,b): ~1 GB of packages each, "
         "cached (tests/test_debian_kernels.py)",
     )
+    parser.addoption(
+        "--lab-lp", action="append", default=[], metavar="NAME",
+        help="check the dump of the lab's own livepatch kernel NAME (lp-ool) that "
+        "`make matrix MATRIX=lp-ool` kept in /work/cache/debian/dumps/lp-ool-7.2; "
+        "also $KLP_LAB_LP=lp-ool (tests/test_lab_lpkernel.py)",
+    )
 
 
 def debian_kernels(config: pytest.Config) -> list[str]:
     """The Debian kernels this run boots (``--debian-kernel``, ``$KLP_DEBIAN_KERNELS``)."""
     names = list(config.getoption("--debian-kernel") or [])
     names += [n for n in os.environ.get("KLP_DEBIAN_KERNELS", "").split(",") if n.strip()]
+    return list(dict.fromkeys(n.strip() for n in names))
+
+
+def lab_lp_kernels(config: pytest.Config) -> list[str]:
+    """The lab livepatch dumps this run checks (``--lab-lp``, ``$KLP_LAB_LP``)."""
+    names = list(config.getoption("--lab-lp") or [])
+    names += [n for n in os.environ.get("KLP_LAB_LP", "").split(",") if n.strip()]
     return list(dict.fromkeys(n.strip() for n in names))
 
 

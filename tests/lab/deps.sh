@@ -10,18 +10,26 @@
 #                                architecture, so that kdump.py can `apt-get
 #                                download` kexec-tools and makedumpfile for
 #                                ppc64el; nothing of ppc64el is installed)
+#   tests/lab/deps.sh --lp       + what the lab's own livepatch kernel builds need
+#                                (lpkernel.py, make matrix MATRIX=lp-ool): clang,
+#                                lld and llvm 22 (Debian 12: bookworm-security;
+#                                out-of-line ftrace stubs need clang), the
+#                                ppc64el cross binutils/gcc (CROSS_COMPILE, the
+#                                kernel's host tools), and the kernel build tools
+#                                (libelf-dev: objtool, for the gcc PCREL build)
 #   tests/lab/deps.sh --check    only say what is missing (exit 1 if anything)
 #
 # Idempotent: when everything is there it only runs dpkg-query (well under a
 # second).  Needs root (or sudo) to install.
 set -euo pipefail
 
-stock=0 check=0
+stock=0 check=0 lp=0
 for a in "$@"; do
   case $a in
     --stock) stock=1 ;;
+    --lp) stock=1 lp=1 ;;
     --check) check=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -29,6 +37,11 @@ done
 pkgs=(qemu-system-ppc)
 if [ $stock = 1 ]; then
   pkgs+=(kmod gpgv debian-archive-keyring gdb-multiarch)
+fi
+
+if [ $lp = 1 ]; then
+  pkgs+=(clang-22 lld-22 llvm-22 gcc-powerpc64le-linux-gnu binutils-powerpc64le-linux-gnu
+         make bc flex bison libssl-dev libelf-dev dwarves kmod xz-utils perl)
 fi
 
 missing=()

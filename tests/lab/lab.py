@@ -156,9 +156,15 @@ def fixture_kernel(directory: Path | None = None) -> KernelSpec:
 def kernel_spec(name: str) -> KernelSpec:
     """The kernel called *name*: ``fixture``, ``stock``, or a Debian suite's
     kernel: ``bookworm``, ``trixie``, ``sid``, ``trixie-64k``, ``sid-64k``
-    (``stock.kernel_by_name``)."""
+    (``stock.kernel_by_name``), or the lab's livepatch build ``lp-ool``
+    (``lpmatrix.lp_kernel_spec``)."""
     if name == "fixture":
         return fixture_kernel()
+    if name.startswith("lp-"):  # the lab's own livepatch builds (lpmatrix.py)
+        import lpmatrix
+
+        lp: KernelSpec = lpmatrix.lp_kernel_spec(name)
+        return lp
     import stock
 
     spec: KernelSpec = stock.kernel_by_name(name)

@@ -20,6 +20,10 @@ For each kernel (``bookworm``, ``trixie``, ``sid``, ``trixie-64k``, ``sid-64k``;
    guest's ``sections/.stubs``, its TOC ``sections/.toc`` + 0x8000; no
    finding above ``info``.
 
+``lp-ool`` (and ``lp-pcrel``) are the lab's own Linux 7.2 livepatch kernels,
+built with clang 22 (``lpkernel.py``, ``lpmatrix.py``): not in the default
+list (the first run builds a kernel, 20-40 min); ``make matrix MATRIX=lp-ool``.
+
 Results go to ``<dumps>/<suite>-<flavour>/matrix.json``; ``docs/kernels.md`` is written
 from every ``matrix.json`` there, so kernels can be run one at a time::
 
@@ -237,7 +241,7 @@ def run_kernel(name: str, use_gdb: bool = True, timeout: float = 900,
 
 
 def _kernel_key(r: dict[str, Any]) -> tuple[int, str]:
-    order = {"bookworm": 0, "trixie": 1, "sid": 2}
+    order = {"bookworm": 0, "trixie": 1, "sid": 2, "lab": 3}
     return order.get(r.get("suite") or "", 9), r["name"]
 
 
@@ -261,8 +265,14 @@ def write_table(out: Path) -> str:
                         ("boot", "qmp-drgn", "gdbstub-gdb", "dump-drgn", "dump-gdb"))
         checks = "pass" if r.get("ok") else f"FAIL ({len(r['errors'])})"
         findings = ", ".join(r["findings"]) or "none"
+        kernel = f"{r['suite']} {r['kver']} ({r['version']})"
+        if r.get("suite") == "lab":  # lpmatrix.py: the lab's own livepatch build
+            kernel = (f"lab {r['name']}: {r['kver']} (linux-source {r['version']}, "
+                      f"{r.get('compiler', 'clang 22')}; "
+                      f"{r.get('livepatch_frames', 0)} livepatch frames, "
+                      f"{r.get('redirects', 0)} klp redirects)")
         lines.append(
-            f"| {r['suite']} {r['kver']} ({r['version']}) | {r['page_size']} | "
+            f"| {kernel} | {r['page_size']} | "
             f"{r['debug_vmlinux_mb']} MB | {r['modules']} | {r['slots']:,} | {r['ool_stubs']:,} | "
             f"{findings} | {checks} | {tt} |"
         )
@@ -279,7 +289,9 @@ def write_table(out: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="matrix.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("kernels", nargs="*", help=f"default: {' '.join(DEFAULT_KERNELS)}")
+    ap.add_argument("kernels", nargs="*",
+                    help=f"default: {' '.join(DEFAULT_KERNELS)}; also lp-ool, lp-pcrel "
+                    "(the lab's livepatch builds)")
     ap.add_argument("--no-gdb", action="store_true", help="drgn only (no gdbstub, no gdb core)")
     ap.add_argument("--timeout", type=float, default=900, help="boot timeout per kernel")
     ap.add_argument("--table-only", action="store_true", help="only rewrite docs/kernels.md")
@@ -289,7 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.table_only:
         for name in a.kernels or DEFAULT_KERNELS:
             try:
-                r = run_kernel(name, use_gdb=not a.no_gdb, timeout=a.timeout)
+                if name.startswith("lp-"):  # the lab's own livepatch kernels
+                    import lpmatrix
+
+                    r = lpmatrix.run_lp(name, use_gdb=not a.no_gdb,
+                                        timeout=max(a.timeout, 1500))
+                else:
+                    r = run_kernel(name, use_gdb=not a.no_gdb, timeout=a.timeout)
             except (lab.LabError, subprocess.TimeoutExpired, OSError) as e:
                 print(f"matrix: {name}: {e}", file=sys.stderr)
                 rc = 2

@@ -284,4 +284,41 @@ class DrgnTarget(layout.LayoutQueries):
                 sp = None
             inline = frame.name if frame.is_inline else None
             frames.append(StackFrame(pc=int(frame.pc), sp=sp, inline=inline))
+        if frames and not _on_cpu(task):
+            frames = _switched_out(self.prog, frames)
         return frames
+
+
+def _on_cpu(task: Object) -> bool:
+    """Whether drgn unwinds ``task`` from a CPU's registers (``task->on_cpu``,
+    CONFIG_SMP), not from the switch frame ``thread.ksp`` points to."""
+    try:
+        return bool(task.on_cpu)
+    except (AttributeError, LookupError, drgn.FaultError):
+        return False
+
+
+def _switched_out(prog: drgn.Program, frames: list[StackFrame]) -> list[StackFrame]:
+    """The innermost frame of a switched-out task, inlined functions as at a call.
+
+    Its pc is the return address ``_switch`` saved in ``__switch_to``, yet drgn
+    marks the frame interrupted and so looks the inlined functions up at the pc
+    itself: where the call is the function's last instruction before inlined
+    code (no TOC restore after ``bl _switch`` on a PCREL kernel: ``get_current``
+    follows it), a frame for code the task has not reached appears.  The
+    kernel's own ``arch_stack_walk`` (``/proc/PID/stack``) and the gdb back end
+    (:func:`klpinspect.backends.gdb.target._inlined_at`) name the call at
+    ``pc - 4``; so does this, with drgn's ``Program.source_location``.
+    """
+    pc = frames[0].pc
+    lead = next((i for i, f in enumerate(frames) if f.inline is None), None)
+    if lead is None:
+        return frames
+    locate = getattr(prog, "source_location", None)
+    try:
+        # SourceLocation.name is a method (it reads the DWARF on demand)
+        names = [loc.name() for loc in locate(pc - 4)] if locate is not None else []
+    except (LookupError, ValueError, drgn.FaultError):
+        names = []
+    inlined = [StackFrame(pc=pc, sp=frames[lead].sp, inline=n) for n in names[:-1] if n]
+    return inlined + frames[lead:]
