@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -115,23 +116,41 @@ class StockDump:
 
     @cached_property
     def kver(self) -> str:
-        """The release, from the debug vmlinux's file name (``vmlinux-KVER``)."""
-        return self.vmlinux.name.removeprefix("vmlinux-")
+        """The release: ``lib/modules/KVER`` of the image packages."""
+        return self.modules.name
 
     @cached_property
-    def symbols(self) -> dict[str, int]:
+    def symbols(self) -> dict[str, set[int]]:
         """The symbol table of the image the guest booted (``nm``; Debian's
-        ``System.map`` is a placeholder): name -> its first address."""
+        ``System.map`` is a placeholder): name -> its addresses."""
         image = (self.path / "image").resolve()
         p = subprocess.run([NM, "--defined-only", str(image)], capture_output=True, text=True,
                            check=False)
         if p.returncode or not p.stdout:
             raise StockDumpError(f"{NM} {image}: exit {p.returncode}: {p.stderr.strip()[-200:]}")
-        out: dict[str, int] = {}
+        out: dict[str, set[int]] = {}
         for line in p.stdout.splitlines():
             parts = line.split()
             if len(parts) == 3:
-                out.setdefault(parts[2], int(parts[0], 16))
+                out.setdefault(parts[2], set()).add(int(parts[0], 16))
+        return out
+
+    def symbol(self, name: str) -> int:
+        """The address of the image's one symbol *name*."""
+        (addr,) = self.symbols[name]
+        return addr
+
+    @cached_property
+    def proc_modules(self) -> dict[str, dict[str, Any]]:
+        """``/proc/modules`` as the guest printed it: name -> ``size``,
+        ``used_by`` (the modules that depend on it), ``address``."""
+        out: dict[str, dict[str, Any]] = {}
+        m = re.search(r"^RK-MODULES-BEGIN\n(.*?)^RK-MODULES-END", self.console, re.M | re.S)
+        for line in (m.group(1) if m else "").splitlines():
+            f = line.split()
+            if len(f) >= 6:
+                used_by = {u for u in f[3].split(",") if u and u != "-"}
+                out[f[0]] = {"size": int(f[1]), "used_by": used_by, "address": int(f[-1], 16)}
         return out
 
 
