@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ABSENT, KERNELS, REPO
-from stockdump import StockDump
+from stockdump import SESSION_DUMPS, StockDump
 
 pytestmark = pytest.mark.stock
 
@@ -43,7 +43,11 @@ def test_without_shared(stock_dump: StockDump, tmp_path: Path) -> None:
     fixtures = tmp_path / "no-shared" / "fixtures"
     junit = tmp_path / "junit.xml"
     env = dict(os.environ, KLPINSPECT_FIXTURES=str(fixtures), KLP_STOCK_DUMP=str(stock_dump.path))
-    p = _pytest(env, f"--junitxml={junit}", *SELECTION)
+    print(f"stock dump: {stock_dump.path} ({stock_dump.source})")
+    if SESSION_DUMPS and not os.environ.get("KLP_STOCK_DUMP"):
+        assert stock_dump.path == SESSION_DUMPS[0]  # CI's Debian kernel: no second boot
+    # its own basetemp: pytest's tmp rotation must not touch this session's dumps
+    p = _pytest(env, f"--junitxml={junit}", f"--basetemp={tmp_path / 'basetemp'}", *SELECTION)
     out = p.stdout
     assert p.returncode == 0, out[-4000:] + p.stderr[-2000:]
 
