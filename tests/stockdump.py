@@ -76,6 +76,8 @@ class StockDump:
     path: Path
     source: str
     info: dict[str, Any] = field(init=False)
+    # global functions of the image (name -> address), filled by :attr:`symbols`
+    global_functions: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for n in ("vmcore", "vmlinux", "console.log"):
@@ -133,6 +135,8 @@ class StockDump:
             parts = line.split()
             if len(parts) == 3:
                 out.setdefault(parts[2], set()).add(int(parts[0], 16))
+                if parts[1] in "TW":  # global text: what a module's undefined symbol binds to
+                    self.global_functions[parts[2]] = int(parts[0], 16)
         return out
 
     def symbol(self, name: str) -> int:

@@ -29,6 +29,7 @@ import pytest
 from conftest import REPO, drgn_env
 from stockdump import StockDump
 from test_callsites import _modinfo_name, check_module_call_sites
+from test_cli_dump import _rel24_undefined
 
 from klpinspect import api
 from klpinspect.backends.drgn.program import open_program
@@ -55,10 +56,31 @@ def cli_audit(stock_dump: StockDump) -> dict[str, Any]:
     return doc
 
 
-def _cli(dump: StockDump, *args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def kos(stock_dump: StockDump, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each loaded module's ``.ko`` from the image packages (``.ko.xz`` decompressed),
+    checked by its ``.modinfo`` name."""
+    tmp = tmp_path_factory.mktemp("kos")
+    files: dict[str, Path] = {}
+    for ko in stock_dump.modules.rglob("*.ko*"):
+        files.setdefault(ko.name.split(".ko")[0].replace("-", "_"), ko)
+    out = {}
+    for name in stock_dump.view["modules"]:
+        ko = files[name]
+        if ko.name.endswith(".xz"):
+            plain = tmp / ko.name.removesuffix(".xz")
+            plain.write_bytes(lzma.decompress(ko.read_bytes()))
+            ko = plain
+        assert _modinfo_name(ko) == name
+        out[name] = ko
+    return out
+
+
+def _cli(dump: StockDump, *args: str, core: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "klpinspect", "-c", str(dump.vmcore), "-s", str(dump.vmlinux),
-         "--format", "json", *args],
+        [sys.executable, "-m", "klpinspect", "-c", str(core or dump.vmcore),
+         "-s", str(dump.vmlinux), "--format", "json", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
@@ -171,26 +193,45 @@ def test_cli_toc_and_stubs(cli_audit: dict[str, Any], stock_dump: StockDump) -> 
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-def test_call_sites_are_the_kos(target: DrgnTarget, stock_dump: StockDump,
-                                tmp_path: Path) -> None:
+def test_call_sites_are_the_kos(target: DrgnTarget, kos: dict[str, Path]) -> None:
     """Every call into a stub restores the TOC, and the sites in memory are the
-    REL24 relocations of the modules' own ``.ko`` files (decompressed when
-    ``.ko.xz``); no ftrace site is enabled (the guest starts no tracer)."""
-    files: dict[str, Path] = {}
-    for ko in stock_dump.modules.rglob("*.ko*"):
-        files.setdefault(ko.name.split(".ko")[0].replace("-", "_"), ko)
-    kos = {}
-    for name in stock_dump.view["modules"]:
-        ko = files[name]
-        if ko.name.endswith(".xz"):
-            plain = tmp_path / ko.name.removesuffix(".xz")
-            plain.write_bytes(lzma.decompress(ko.read_bytes()))
-            ko = plain
-        assert _modinfo_name(ko) == name
-        kos[name] = ko
+    REL24 relocations of the modules' own ``.ko`` files; no ftrace site is
+    enabled (the guest starts no tracer)."""
     total, ftrace_funcs = check_module_call_sites(target, kos)
     assert total > 10 * len(kos)
     assert ftrace_funcs == set()
+
+
+def test_stub_targets_are_the_ko_relocations(cli_audit: dict[str, Any], kos: dict[str, Path],
+                                             stock_dump: StockDump) -> None:
+    """Each module's normal stubs reach exactly the functions its ``.ko`` calls
+    via REL24: vmlinux's at the image's address, other modules' by name."""
+    assert stock_dump.symbols
+    funcs = stock_dump.global_functions
+    for m in cli_audit["modules"]:
+        wanted = {funcs.get(n, n) for n in _rel24_undefined(kos[m["name"]])}
+        got = {int(s["target"], 16) if s["target_owner"] == "vmlinux" else s["target_symbol"]
+               for s in m["stubs"] if s["kind"] == "normal"}
+        assert got == wanted, (m["name"], got ^ wanted)
+
+
+def test_damaged_dump_is_findings_not_a_crash(stock_dump: StockDump, tmp_path: Path) -> None:
+    """The dump cut at 64 MiB: what cannot be read is a finding, not a crash;
+    cut at 1 MiB (before the kernel's data): one line, exit 2."""
+    cut = tmp_path / "cut.core"
+    with open(stock_dump.vmcore, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(64 << 20))
+    p = _cli(stock_dump, "audit", core=cut)
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr
+    doc = json.loads(p.stdout)
+    messages = [f["message"] for f in doc["findings"] if f["code"] == "MEMORY_UNREADABLE"]
+    assert any("core file truncated: 67,108,864 of the" in m for m in messages), messages
+    assert all(f["severity"] in ("info", "warning") for f in doc["findings"]), doc["findings"]
+    with open(stock_dump.vmcore, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(1 << 20))
+    p = _cli(stock_dump, "audit", core=cut)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "truncated" in p.stderr
 
 
 def test_ftrace_view(stock_dump: StockDump) -> None:
