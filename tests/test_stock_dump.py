@@ -9,7 +9,8 @@ dependencies the loader recorded) and ``/sys/module/*/sections/{.text,.toc,.stub
 printed on its console, the symbol table of the image it booted, and the
 modules' ``.ko`` files (their ``R_PPC64_REL24`` relocations).  They cover the
 drgn back end (``DrgnTarget``), the API, the CLI, the drgn plugin and the gdb
-back end on one real kernel: stubs, TOCs, trampolines, call sites, ftrace.
+back end on one real kernel: stubs, TOCs, trampolines, call sites, ftrace, `bt`,
+a damaged dump.
 
 Collected when a fixture directory is absent or ``$KLP_STOCK_DUMP`` names a
 dump (tests/conftest.py); ``tests/test_without_shared.py`` runs them in CI.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +279,22 @@ def test_gdb_core_audit_is_drgns(cli_audit: dict[str, Any], stock_dump: StockDum
     p = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
     assert out.exists() and out.stat().st_size, (p.stderr or p.stdout)[-2000:]
     assert _no_kind(json.loads(out.read_text())) == _no_kind(cli_audit)
+
+
+def test_bt_frames_are_the_images_functions(stock_dump: StockDump) -> None:
+    """``bt 1``: every frame's ``function+off/size`` is the image's function at
+    ``pc - off``; no livepatch stack on a kernel without CONFIG_LIVEPATCH."""
+    p = _cli(stock_dump, "bt", "1")
+    assert p.returncode == 0, p.stderr
+    (task,) = json.loads(p.stdout)["tasks"]
+    assert task["pid"] == 1
+    syms = stock_dump.symbols
+    checked = 0
+    for frame in task["backtrace"]:
+        m = re.fullmatch(r"([\w.]+)\+0x([0-9a-f]+)/0x[0-9a-f]+", frame["symbol"] or "")
+        if m:  # not an inlined frame
+            assert int(frame["pc"], 16) - int(m[2], 16) in syms[m[1]], frame
+            checked += 1
+    assert checked >= 3, task["backtrace"]
+    if "klp_enable_patch" not in syms:
+        assert task["livepatch_sp"] is None and task["frames"] == []
