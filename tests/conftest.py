@@ -26,6 +26,7 @@ from __future__ import annotations
 import lzma
 import os
 import shutil
+import sys
 from collections.abc import Generator
 from functools import cached_property
 from pathlib import Path
@@ -244,12 +245,18 @@ def modules_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def stock_dump() -> StockDump:
+def stock_dump(request: pytest.FixtureRequest) -> StockDump:
     """A dump of a Debian stock ppc64el kernel with the guest's own view
     (tests/stockdump.py: ``$KLP_STOCK_DUMP``, this session's Debian kernel test,
-    the lab's cache, or the lab boots one)."""
+    the lab's cache, or the lab boots one, which it says on the terminal)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def say(msg: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{msg}", file=sys.stderr, flush=True)
+
     try:
-        return find_stock_dump()
+        return find_stock_dump(say=say if capture is not None else None)
     except StockDumpError as e:
         pytest.fail(str(e), pytrace=False)
 

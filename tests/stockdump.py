@@ -31,6 +31,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -163,9 +164,10 @@ def stock_dump_dir(name: str, root: Path | None = None) -> Path:
     return (root or _lab().dumps_root()) / KERNEL_DIRS[name]
 
 
-def find_stock_dump(make: bool = True) -> StockDump:
+def find_stock_dump(make: bool = True,
+                    say: Callable[[str], None] | None = None) -> StockDump:
     """The stock-kernel dump, found as the module docstring says; made by the
-    lab when none is there and *make*."""
+    lab when none is there and *make* (announced through *say*, else stderr)."""
     env = os.environ.get("KLP_STOCK_DUMP")
     if env:
         return StockDump(Path(env).resolve(), "$KLP_STOCK_DUMP")
@@ -182,8 +184,12 @@ def find_stock_dump(make: bool = True) -> StockDump:
     if not make:
         raise StockDumpError(f"no stock-kernel dump in {stock_dump_dir(name).parent}")
     matrix = _lab()
-    print(f"stock dump: none cached; the lab fetches and boots Debian's {name} kernel",
-          file=sys.stderr, flush=True)
+    msg = (f"stock dump: none in {stock_dump_dir(name).parent}; the lab fetches Debian's "
+           f"{name} kernel, boots it under QEMU and dumps it (about a minute)")
+    if say is not None:
+        say(msg)
+    else:
+        print(msg, file=sys.stderr, flush=True)
     try:
         matrix.run_kernel(name, use_gdb=False)
     except Exception as e:  # the lab's errors: LabError, OSError, TimeoutExpired
