@@ -10,6 +10,15 @@ are unpacked once: 6.1's as ``fixtures/NAME``, the others' as
 
 ``lp`` is parametrized over both kernels; tests that only one fixture can
 serve (6.1's kdump and raw QEMU dumps) keep the 6.1-only fixtures below.
+
+Without ``../shared`` (a clone outside this project; or ``$KLPINSPECT_FIXTURES``
+naming a directory that is not there), a fixture directory that does not
+exist means its tests are not run: they are deselected (they use a fixture
+below or carry the ``lpfixture`` marker) or stop at their first fixture file
+(:class:`FixtureMissing`), print nothing each, and are counted in one line
+at the end; the tests a Debian stock kernel can serve run on a lab dump
+instead (``stock_dump``, tests/stockdump.py, tests/test_stock_dump.py).  A
+fixture directory that exists but lacks a file is an error, as ever.
 """
 
 from __future__ import annotations
@@ -17,11 +26,14 @@ from __future__ import annotations
 import lzma
 import os
 import shutil
+import sys
+from collections.abc import Generator
 from functools import cached_property
 from pathlib import Path
 
 import pytest
 from fixturefacts import Facts, load_facts
+from stockdump import StockDump, StockDumpError, find_stock_dump
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(
@@ -30,6 +42,13 @@ FIXTURES = Path(
 CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache")).resolve()
 KERNELS = {"6.1": "ppc64le-6.1-lp", "7.2": "ppc64le-7.2-lp"}
 LP61 = FIXTURES / KERNELS["6.1"]
+# Fixture directories that are not there at all: their tests are not run (see above).
+ABSENT = [name for name in KERNELS.values() if not (FIXTURES / name).is_dir()]
+# the fixtures (and their dependents) that only the livepatch fixtures can serve
+FIXTURE_FIXTURES = frozenset({
+    "lp", "lp61", "lp72", "vmcore_elf", "vmcore_qemu_elf", "vmcore_kdump", "vmlinux_debug",
+    "vmlinux", "modules_dir",
+})
 
 # drgn loads its plugins once per process, when a test first makes a kernel
 # program: an installed klpinspect (an older wheel, another checkout's editable
@@ -40,10 +59,23 @@ if "klpinspect" not in _disabled:
     os.environ["DRGN_DISABLE_PLUGINS"] = ",".join([*_disabled, "klpinspect"])
 
 
+class FixtureMissing(FileNotFoundError):
+    """A file of a livepatch fixture is not there."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"fixture missing: {path} (../shared must sit beside the checkout)")
+        self.path = path
+
+    @property
+    def absent(self) -> bool:
+        """The whole fixture directory is absent (no ../shared), not just this file."""
+        return any(self.path.is_relative_to(FIXTURES / name) for name in ABSENT)
+
+
 def _unpack(src: Path, into: Path) -> Path:
     """``src`` (``foo.xz``) decompressed as ``into/foo``, unless already there and newer."""
     if not src.exists():
-        raise FileNotFoundError(f"fixture missing: {src} (../shared must sit beside the checkout)")
+        raise FixtureMissing(src)
     dst = into / src.name.removesuffix(".xz")
     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
         return dst
@@ -69,9 +101,7 @@ class LpFixture:
     def file(self, name: str) -> Path:
         path = self.path / name
         if not path.exists():
-            raise FileNotFoundError(
-                f"fixture missing: {path} (../shared must sit beside the checkout)"
-            )
+            raise FixtureMissing(path)
         return path
 
     def unpacked(self, name: str) -> Path:
@@ -222,3 +252,95 @@ def vmlinux() -> Path:
 @pytest.fixture(scope="session")
 def modules_dir() -> Path:
     return lp_fixture("6.1").modules
+
+
+# --- a stock Debian kernel from the lab; without ../shared, one line for the rest ----------
+
+
+@pytest.fixture(scope="session")
+def stock_dump(request: pytest.FixtureRequest) -> StockDump:
+    """A dump of a Debian stock ppc64el kernel with the guest's own view
+    (tests/stockdump.py: ``$KLP_STOCK_DUMP``, this session's Debian kernel test,
+    the lab's cache, or the lab boots one, which it says on the terminal)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def say(msg: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{msg}", file=sys.stderr, flush=True)
+
+    try:
+        return find_stock_dump(say=say if capture is not None else None)
+    except StockDumpError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+# node ids of the livepatch-fixture tests not run because a fixture directory is absent
+_NOT_RUN: set[str] = set()
+_SIX_ONE = FIXTURE_FIXTURES - {"lp", "lp72"}
+
+
+def _needs_absent_fixture(item: pytest.Item) -> bool:
+    """*item* needs a fixture directory that is absent (see the module docstring)."""
+    if not ABSENT:
+        return False
+    if item.get_closest_marker("lpfixture") is not None:
+        return True
+    names = set(getattr(item, "fixturenames", ()))
+    if "lp" in names:
+        callspec = getattr(item, "callspec", None)
+        version = callspec.params.get("lp") if callspec is not None else None
+        if version is None or KERNELS[version] in ABSENT:
+            return True
+    if names & _SIX_ONE and KERNELS["6.1"] in ABSENT:
+        return True
+    return "lp72" in names and KERNELS["7.2"] in ABSENT
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # The stock-kernel tests stand in for the fixture tests: with every fixture
+    # there (CI) and no $KLP_STOCK_DUMP they are not collected, so nothing changes.
+    # tests/test_without_shared.py runs them with the fixtures pointed away.
+    if collection_path.name == "test_stock_dump.py" and not ABSENT:
+        return True if not os.environ.get("KLP_STOCK_DUMP") else None
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    drop = [item for item in items if _needs_absent_fixture(item)]
+    if drop:
+        _NOT_RUN.update(item.nodeid for item in drop)
+        config.hook.pytest_deselected(items=drop)
+        dropped = set(map(id, drop))
+        items[:] = [item for item in items if id(item) not in dropped]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # A test that reaches for a file of an absent fixture directory without being
+    # deselected (lp_fixture() in its body): not run either, and counted, not failed.
+    report = yield
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, FixtureMissing) and exc.absent:
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {exc}")
+        report.klp_not_run = True  # type: ignore[attr-defined]
+        _NOT_RUN.add(item.nodeid)
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config
+                             ) -> tuple[str, str, str] | None:
+    if getattr(report, "klp_not_run", False):
+        # no letter (-q) and no category: the one line below counts them
+        return "", "", "NOT RUN"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if ABSENT and _NOT_RUN:
+        where = ", ".join(str(FIXTURES / name) for name in ABSENT)
+        terminalreporter.write_line(
+            f"livepatch fixture tests need {where} (../shared beside the checkout, or "
+            f"$KLPINSPECT_FIXTURES): {len(_NOT_RUN)} tests not run"
+        )

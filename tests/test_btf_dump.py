@@ -22,7 +22,7 @@ from typing import Any
 import drgn
 import pytest
 from btfcompare import bt_inlined_difference, symbol_size_difference, without_debuginfo
-from conftest import CACHE, FIXTURES, REPO
+from conftest import CACHE, FIXTURES, REPO, FixtureMissing
 
 from klpinspect.backends.drgn.btf_finder import (
     KNOWN_GLOBALS,
@@ -46,7 +46,7 @@ def _unpacked(fixture: Path, name: str) -> Path:
     """``fixture/name`` (``.xz``) decompressed into the cache once (as conftest does)."""
     src = fixture / name
     if not src.exists():
-        raise FileNotFoundError(f"fixture missing: {src}")
+        raise FixtureMissing(src)
     if fixture == LP61:
         dst = CACHE / "fixtures" / src.name.removesuffix(".xz")
     else:
@@ -78,7 +78,11 @@ COMMANDS = [
 
 
 def _core(fixture: Path, name: str) -> Path:
-    return _unpacked(fixture, name) if name.endswith(".xz") else fixture / name
+    if name.endswith(".xz"):
+        return _unpacked(fixture, name)
+    if not (fixture / name).exists():
+        raise FixtureMissing(fixture / name)
+    return fixture / name
 
 
 def _reports(core: Path, symbols: list[str], pid: int) -> dict[str, dict[str, Any]]:
@@ -474,6 +478,7 @@ def test_with_symbols_no_btf_is_read() -> None:
 # --- the public API without symbols ------------------------------------------------------
 
 
+@pytest.mark.lpfixture
 def test_api_open_target_without_symbols(tmp_path: Path) -> None:
     """``klpinspect.api.open_target(core)`` with no symbols opens with BTF + kallsyms
     and gives the same reports as with the debug vmlinux."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import drgn
 import pytest
+from conftest import lp_fixture
 from labload import load_lab
 from proxies import QMPRecorder, RSPRecorder, qmp_violations, rsp_violations
 
@@ -62,6 +63,7 @@ def klpinspect(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.Completed
 @pytest.fixture(scope="session")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The fixture kernel, booted and ready (``RK-READY``)."""
+    lp_fixture("6.1").file("qemu-cmdline.txt")  # FixtureMissing without ../shared
     g = lab.Guest(lab.fixture_kernel(), tmp_path_factory.mktemp("guest"))
     with g:
         g.wait_ready(timeout=300)
