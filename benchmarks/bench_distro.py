@@ -20,7 +20,10 @@ benchmark prints the median and min-max of wall time and peak RSS
 
 ``--split`` also prints where the audit's time goes, in one process: drgn's
 own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
-the ``-s`` files, the audit, the JSON encoding).
+the ``-s`` files, the audit, the JSON encoding); and, for ``audit``, ``stubs``
+and ``bt``, the seconds spent inside drgn (its C methods and Python helpers,
+from one run under cProfile) against the rest: where drgn's share alone is
+over a goal, drgn itself does the work.
 
     python3 benchmarks/bench_distro.py [--runs 5] [--only trixie,sid] [--split] [--json]
                                        [--base OTHER_CHECKOUT]
@@ -155,11 +158,12 @@ try:
     from klpinspect.backends.drgn import program
     from klpinspect.backends.drgn.debuginfo import prepare_debug_files
     from klpinspect.backends.drgn.target import DrgnTarget
-except ImportError:  # a checkout from before issue 11's move
+except ImportError:  # a checkout from before the drgn back end moved to backends/drgn
     from klpinspect.drgn import program
     from klpinspect.drgn.debuginfo import prepare_debug_files
     from klpinspect.drgn.target import DrgnTarget
-from klpinspect import audit as A
+# the submodule, not klpinspect.audit (the api function klpinspect/__init__ re-exports)
+from klpinspect.audit import audit as run_audit
 from klpinspect.report import render
 t.append(time.perf_counter())
 prog = program.open_core({str(d.vmcore)!r})
@@ -172,7 +176,7 @@ except drgn.MissingDebugInfoError:
     pass
 t.append(time.perf_counter())
 target = DrgnTarget(prog, "vmcore")
-rep = A.audit(target)
+rep = run_audit(target)
 t.append(time.perf_counter())
 text = render(rep, "json")
 t.append(time.perf_counter())
@@ -185,6 +189,36 @@ print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
     if p.returncode:
         return {"error": p.stderr.strip().splitlines()[-1:] or ["?"]}  # type: ignore[dict-item]
     return dict(json.loads(p.stdout))
+
+
+def drgn_share(argv: list[str]) -> float:
+    """Seconds a command spends in drgn (its C methods and its Python helpers), from
+    one run of *argv* under cProfile in a child: the part klpinspect cannot cut by
+    itself (its own time is the wall time less this)."""
+    code = f"""
+import cProfile, io, json, pstats, runpy, sys
+sys.path.insert(0, {str(TREE)!r})
+sys.argv = [{argv[2]!r}, *{argv[3:]!r}]
+sys.stdout = io.StringIO()
+prof = cProfile.Profile()
+prof.enable()
+try:
+    runpy.run_module({argv[2]!r}, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+prof.disable()
+sys.stdout = sys.__stdout__
+spent = 0.0
+for (path, _line, name), (_cc, _nc, tt, _ct, _callers) in pstats.Stats(prof).stats.items():
+    if "_drgn" in name or "/drgn/" in path:
+        spent += tt
+print(json.dumps(spent))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd="/")
+    if p.returncode:
+        return float("nan")
+    return float(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
 def _fmt(vals: list[float], unit: str, scale: float = 1.0) -> str:
@@ -256,8 +290,21 @@ def main() -> int:
         if a.split:
             s = split(d)
             everything[d.label]["split"] = s
-            print("  split: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()
-                                          if isinstance(v, float)))
+            print("  split: " + (", ".join(f"{k} {v:.2f} s" for k, v in s.items()
+                                           if isinstance(v, float)) or str(s)))
+            cmds = commands(d)
+            shares = {n: drgn_share(cmds[n]) for n in ("drgn", "drgn-bt", *GOALS) if n in r}
+            everything[d.label]["drgn_share"] = shares
+            for n in GOALS:
+                base = "drgn-bt" if n == "bt" else "drgn"
+                if n not in r or base not in r:
+                    continue
+                wall, bwall = statistics.median(r[n]["wall"]), statistics.median(r[base]["wall"])
+                rest, brest = wall - shares[n], bwall - shares[base]
+                print(f"  {n}: in drgn {shares[n]:.2f} s (in {base}: {shares[base]:.2f} s), "
+                      f"the rest {rest:.2f} s ({base}: {brest:.2f} s: Python start-up, "
+                      f"imports); klpinspect's own extra {rest - brest:.2f} s; drgn's work "
+                      f"alone is {shares[n] / bwall:.2f}x {base}", flush=True)
     if a.json:
         print(json.dumps(everything, indent=1))
     return 0
