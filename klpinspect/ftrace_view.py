@@ -30,6 +30,8 @@ redirect no registered ops asks for (``FTRACE_REDIRECT_NO_OPS``).
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -51,6 +53,7 @@ __all__ = (
     "ftrace_report",
     "klp_ops_names",
     "read_ftrace_ops",
+    "read_ftrace_ool_sites",
     "read_ftrace_records",
     "read_klp_funcs",
 )
@@ -249,18 +252,13 @@ def _bool(mem: _Mem, address: int) -> bool:
     return bool(mem.u(address, 1))
 
 
-def read_ftrace_records(target: Any) -> list[FtraceRecord]:
-    """Every ``struct dyn_ftrace`` from ``ftrace_pages_start``, in page order."""
-    mem = _Mem(target)
-    rec_size = mem.size("struct dyn_ftrace")
-    ip_off = mem.off("struct dyn_ftrace", "ip")
-    flags_off = mem.off("struct dyn_ftrace", "flags")
-    ool_off = mem.off("struct dyn_ftrace", "arch.ool_stub", required=False)
+def _ftrace_pages(mem: _Mem, rec_size: int) -> Iterator[tuple[bytes, int]]:
+    """Each ``struct ftrace_page`` from ``ftrace_pages_start``: its records' bytes
+    (one read a page) and ``index`` (how many it holds)."""
     page_next = mem.off("struct ftrace_page", "next")
     page_records = mem.off("struct ftrace_page", "records")
     page_index = mem.off("struct ftrace_page", "index")
     page = mem.u(mem.sym("ftrace_pages_start"))
-    out: list[FtraceRecord] = []
     pages = 0
     while page:
         pages += 1
@@ -268,8 +266,20 @@ def read_ftrace_records(target: Any) -> list[FtraceRecord]:
             raise MemoryReadError(page, 8, "ftrace_pages list loops")
         records = mem.u(page + page_records)
         count = mem.u(page + page_index, 4)
-        data = target.read(records, count * rec_size) if count else b""
-        order = mem.order
+        yield (mem.t.read(records, count * rec_size) if count else b""), count
+        page = mem.u(page + page_next)
+
+
+def read_ftrace_records(target: Any) -> list[FtraceRecord]:
+    """Every ``struct dyn_ftrace`` from ``ftrace_pages_start``, in page order."""
+    mem = _Mem(target)
+    rec_size = mem.size("struct dyn_ftrace")
+    ip_off = mem.off("struct dyn_ftrace", "ip")
+    flags_off = mem.off("struct dyn_ftrace", "flags")
+    ool_off = mem.off("struct dyn_ftrace", "arch.ool_stub", required=False)
+    out: list[FtraceRecord] = []
+    order = mem.order
+    for data, count in _ftrace_pages(mem, rec_size):
         for i in range(count):
             base = i * rec_size
             ip = int.from_bytes(data[base + ip_off : base + ip_off + 8], order)
@@ -278,7 +288,39 @@ def read_ftrace_records(target: Any) -> list[FtraceRecord]:
             if ool_off >= 0:
                 ool = int.from_bytes(data[base + ool_off : base + ool_off + 8], order)
             out.append(FtraceRecord(ip, flags, ool))
-        page = mem.u(page + page_next)
+    return out
+
+
+def read_ftrace_ool_sites(target: Any) -> dict[int, int]:
+    """``rec->arch.ool_stub`` -> ``rec->ip`` of every ``struct dyn_ftrace`` with an
+    out-of-line stub (6.13+), the later record winning: :func:`read_ftrace_records`
+    reduced to what the OOL checks need, each page's two columns taken as strided
+    slices of its words (a distribution kernel has ~40,000 records: no Python
+    object each).  Empty for a kernel without ``dyn_arch_ftrace.ool_stub``."""
+    mem = _Mem(target)
+    rec_size = mem.size("struct dyn_ftrace")
+    ip_off = mem.off("struct dyn_ftrace", "ip")
+    ool_off = mem.off("struct dyn_ftrace", "arch.ool_stub", required=False)
+    if ool_off < 0:
+        return {}
+    out: dict[int, int] = {}
+    aligned = not (rec_size % 8 or ip_off % 8 or ool_off % 8)
+    swap = mem.order != sys.byteorder
+    step = rec_size // 8
+    for data, count in _ftrace_pages(mem, rec_size):
+        if aligned:
+            words = array.array("Q")
+            words.frombytes(data)
+            if swap:
+                words.byteswap()
+            out.update(zip(words[ool_off // 8 :: step], words[ip_off // 8 :: step],
+                           strict=True))
+            continue
+        for i in range(count):
+            base = i * rec_size
+            out[int.from_bytes(data[base + ool_off : base + ool_off + 8], mem.order)] = (
+                int.from_bytes(data[base + ip_off : base + ip_off + 8], mem.order))
+    out.pop(0, None)
     return out
 
 

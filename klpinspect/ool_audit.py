@@ -16,7 +16,7 @@ from .ftrace_view import (
     FtraceUnsupported,
     LayoutSource,
     klp_ops_names,
-    read_ftrace_records,
+    read_ftrace_ool_sites,
     read_klp_funcs,
 )
 from .ppc64.insn import words
@@ -96,10 +96,9 @@ def recorded_ool_sites(target: Target) -> dict[int, int] | None:
     if not isinstance(target, LayoutSource):
         return None
     try:
-        records = read_ftrace_records(target)
+        sites = read_ftrace_ool_sites(target)
     except (FtraceUnsupported, MemoryReadError):
         return None
-    sites = {r.ool_stub: r.ip for r in records if r.ool_stub}
     return sites or None
 
 

@@ -7,6 +7,7 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -384,14 +385,50 @@ class Report:
         return render(self, fmt)
 
 
+def _column_aligns(rows: Sequence[Sequence[Any]], ncols: int) -> list[str] | None:
+    """Each column's alignment as tabulate decides it (numbers right, the rest
+    left), with tabulate's own cell typing but stopping at a column's first
+    text cell (tabulate types all of them, several regular expressions a cell:
+    most of a 6,000-slot table's time).  ``None`` when tabulate has no ``_type``."""
+    import tabulate as tab
+
+    cell_type = getattr(tab, "_type", None)
+    if cell_type is None or any(len(r) != ncols for r in rows):
+        return None
+    # tabulate's order of generality: the column's type is the most general cell's
+    rank = {type(None): 0, bool: 1, int: 2, float: 3, bytes: 4, str: 5}
+    aligns = []
+    for c in range(ncols):
+        most = 0
+        for r in rows:
+            most = max(most, rank.get(cell_type(r[c], False, True), 5))
+            if most >= 4:
+                break
+        if most == 3:
+            return None  # tabulate formats floats ("g"): its own way, then
+        aligns.append("right" if most == 2 else "left")
+    return aligns
+
+
 def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """tabulate's plain table; imported on first use (it costs ~40 ms at start-up,
     and JSON output never needs it)."""
     from tabulate import tabulate as _tabulate
 
+    rows = rows if isinstance(rows, list) else list(rows)
+    aligns = None
+    if rows and not any(isinstance(v, str) and "\x1b" in v
+                        for v in itertools.chain(headers, *rows)):
+        aligns = _column_aligns(rows, len(headers))
+    if aligns is not None:
+        # the same table without tabulate's number parsing of every cell: the
+        # alignments it would choose, given (plain text: no ANSI codes, which
+        # tabulate strips before typing)
+        text: str = _tabulate(rows, headers=headers, disable_numparse=True, colalign=aligns)
+        return text
     # explicit alignment: tabulate's defaults differ between versions (gdb's
     # Python may have Debian's older one)
-    text: str = _tabulate(rows, headers=headers, numalign="right", stralign="left")
+    text = _tabulate(rows, headers=headers, numalign="right", stralign="left")
     return text
 
 
