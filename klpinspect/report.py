@@ -372,9 +372,13 @@ class Report:
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
+        return self._json(lazy_modules=False)
+
+    def _json(self, *, lazy_modules: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": SCHEMA, "target": self.target, "kernel": self.kernel}
         if "modules" in self.sections or "stubs" in self.sections:  # not for lpstack/bt
-            out["modules"] = [m.to_json() for m in self.modules]
+            out["modules"] = (_LazyModules(self.modules) if lazy_modules
+                              else [m.to_json() for m in self.modules])
         if self.tasks is not None:
             out["tasks"] = [t.to_json() for t in self.tasks]
         out["findings"] = [f.to_json() for f in self.findings]
@@ -441,7 +445,9 @@ def render_json(report: Report) -> str:
     C encoder (``indent`` makes json use its pure-Python one: 0.3 s for the
     11,000 slots of a distribution kernel).
     """
-    return _dumps(report.to_json(), 0)
+    if type(report).to_json is not Report.to_json:  # a report that adds to it (ftrace)
+        return _dumps(report.to_json(), 0)
+    return _dumps(report._json(lazy_modules=True), 0)
 
 
 def _nested(values: Iterable[Any]) -> bool:
@@ -472,8 +478,23 @@ def _flat_encoder() -> Callable[[Any], str]:
 _flat = _flat_encoder()
 
 
+class _LazyModules(list):  # type: ignore[type-arg]
+    """The report's module records, each turned into its JSON object only while
+    :func:`_dumps` writes it (a distribution kernel's 16,000 slots as dicts all
+    at once: ~20 MB of peak memory)."""
+
+
 def _dumps(obj: Any, level: int) -> str:
     pad = "  " * (level + 1)
+    if isinstance(obj, _LazyModules) and obj:
+        items = []
+        for mod in obj:
+            v = mod.to_json()
+            items.append(_dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
+                v.values() if isinstance(v, dict) else v) else _flat(v))
+        return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
+    if isinstance(obj, _LazyModules):
+        return _flat([])
     if isinstance(obj, dict) and _nested(obj.values()):
         body = ",\n".join(
             f"{pad}{_flat(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()
