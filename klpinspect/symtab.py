@@ -221,6 +221,11 @@ class ElfSymbols:
                       array.array("I"))  # the table-order columns live on above
         self._n = len(self._starts)
 
+    @property
+    def indexed(self) -> bool:
+        """Whether the table is sorted and indexed (the first :meth:`lookup` does it)."""
+        return self._indexed
+
     def _name(self, name: str | int) -> str:
         """A symbol's name: symbols from :func:`read_elf_symbols` keep the string
         table offset and are decoded only when looked up (an audit names ~1,000

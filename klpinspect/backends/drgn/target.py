@@ -162,7 +162,11 @@ class DrgnTarget(layout.LayoutQueries):
         table, for its kallsyms-style size from one scan (no sort).
         """
         self._vmlinux_lookups += 1
-        if self._vmlinux_lookups > _FEW_LOOKUPS or self._vmlinux_symbols is not None:
+        # a table read for a label's size is not indexed yet (ElfSymbols.from_symtab):
+        # drgn stays the cheaper way for the few
+        table = self._vmlinux_symbols
+        if self._vmlinux_lookups > _FEW_LOOKUPS or (
+                table is not None and getattr(table, "indexed", True)):
             return None
         try:
             sym = self.prog.symbol(address)
