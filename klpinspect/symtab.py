@@ -187,7 +187,7 @@ class ElfSymbols:
         self._reach: array.array[int] = array.array("Q")
         self._sizeless: array.array[int] = array.array("I")
         self._sizeless_starts: array.array[int] = array.array("Q")
-        self._all_starts: list[int] | None = None
+        self._all_starts: array.array[int] | None = None
         self._scans = 0
         self._by_name: dict[str, int] | None = None
         self._found: dict[str, int | None] = {}
@@ -306,7 +306,9 @@ class ElfSymbols:
                 cands = [x for x in (nxt, nb) if x is not None]
                 return min(cands) - address if cands else 0
             self._index()
-            self._all_starts = sorted(set(self._starts).union(self._boundaries))
+            # an array: 8 bytes a start, not a 36-byte int object and its pointer
+            self._all_starts = array.array(
+                "Q", sorted(set(self._starts).union(self._boundaries)))
         i = bisect.bisect_right(self._all_starts, address)
         return self._all_starts[i] - address if i < len(self._all_starts) else 0
 
