@@ -27,11 +27,14 @@ time), and the ratios of medians to drgn's baseline:
 ``--split`` also prints where the audit's time goes, in one process: drgn's
 own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
 the ``-s`` files, the audit, the JSON encoding); for ``btf``: drgn's kallsyms
-loader, reading and indexing the BTF, the audit, the JSON.
+loader, reading and indexing the BTF, the audit, the JSON; and, for ``audit``,
+``stubs`` and ``bt``, the seconds spent inside drgn (its C methods and Python
+helpers, from one run under cProfile) against the rest: where drgn's share
+alone is over a goal, drgn itself does the work.
 
 Byte-compiled modules are used as an installed package has them (the
-environment's ``PYTHONDONTWRITEBYTECODE`` is dropped: compiling klpinspect's
-sources costs ~75 ms a run otherwise).
+environment's ``PYTHONDONTWRITEBYTECODE`` is dropped, and the measured trees are
+byte-compiled first: compiling klpinspect's sources costs ~75 ms a run otherwise).
 
     python3 benchmarks/bench_distro.py [--runs 5] [--only trixie,sid] [--split] [--json]
                                        [--commands drgn,btf]   (issue 16's figure only)
@@ -170,11 +173,12 @@ try:
     from klpinspect.backends.drgn import program
     from klpinspect.backends.drgn.debuginfo import prepare_debug_files
     from klpinspect.backends.drgn.target import DrgnTarget
-except ImportError:  # a checkout from before issue 11's move
+except ImportError:  # a checkout from before the drgn back end moved to backends/drgn
     from klpinspect.drgn import program
     from klpinspect.drgn.debuginfo import prepare_debug_files
     from klpinspect.drgn.target import DrgnTarget
-A = importlib.import_module("klpinspect.audit")
+# the submodule, not klpinspect.audit (the api function klpinspect/__init__ re-exports)
+from klpinspect.audit import audit as run_audit
 from klpinspect.report import render
 t.append(time.perf_counter())
 prog = program.open_core({str(d.vmcore)!r})
@@ -187,7 +191,7 @@ except drgn.MissingDebugInfoError:
     pass
 t.append(time.perf_counter())
 target = DrgnTarget(prog, "vmcore")
-rep = A.audit(target)
+rep = run_audit(target)
 t.append(time.perf_counter())
 text = render(rep, "json")
 t.append(time.perf_counter())
@@ -240,11 +244,56 @@ print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
     return dict(json.loads(p.stdout))
 
 
+def drgn_share(argv: list[str], runs: int = 3) -> float:
+    """Seconds a command spends in drgn (its C methods and its Python helpers): the
+    median of *runs* runs of *argv* under cProfile, each in a child; the part
+    klpinspect cannot cut by itself (its own time is the wall time less this)."""
+    return statistics.median(_drgn_share_once(argv) for _ in range(runs))
+
+
+def _drgn_share_once(argv: list[str]) -> float:
+    code = f"""
+import cProfile, io, json, pstats, runpy, sys
+sys.path.insert(0, {str(TREE)!r})
+sys.argv = [{argv[2]!r}, *{argv[3:]!r}]
+sys.stdout = io.StringIO()
+prof = cProfile.Profile()
+prof.enable()
+try:
+    runpy.run_module({argv[2]!r}, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+prof.disable()
+sys.stdout = sys.__stdout__
+spent = 0.0
+for (path, _line, name), (_cc, _nc, tt, _ct, _callers) in pstats.Stats(prof).stats.items():
+    if ("_drgn" in name or "/drgn/" in path) and "/klpinspect/" not in path:
+        spent += tt
+print(json.dumps(spent))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd="/")
+    if p.returncode:
+        return float("nan")
+    return float(json.loads(p.stdout.strip().splitlines()[-1]))
+
+
 def _fmt(vals: list[float], unit: str, scale: float = 1.0) -> str:
     v = [x * scale for x in vals]
     prec = 2 if unit == "s" else 0
     return (f"{statistics.median(v):.{prec}f} {unit} "
             f"({min(v):.{prec}f}-{max(v):.{prec}f})")
+
+
+def byte_compile(tree: Path) -> None:
+    """Byte-compile *tree*'s klpinspect, as ``pip install`` does: drgn's own
+    modules are byte-compiled in site-packages, and a checkout run with
+    ``PYTHONDONTWRITEBYTECODE`` (this project's sessions) would otherwise compile
+    ~40 modules from source in every run (~0.1 s) that an installed klpinspect
+    never does."""
+    import compileall
+
+    compileall.compile_dir(str(tree / "klpinspect"), quiet=1)
 
 
 def bench(d: Dump, runs: int, names: list[str]) -> dict[str, dict[str, list[float]]]:
@@ -287,6 +336,9 @@ def main() -> int:
     if a.base:
         BASE = Path(a.base).resolve()
         names += [f"{n}@base" for n in names if n in GOALS]
+    byte_compile(TREE)
+    if BASE is not None:
+        byte_compile(BASE)
     dumps = find_dumps()
     if a.only:
         dumps = [d for d in dumps if any(s in d.label for s in a.only.split(","))]
@@ -297,7 +349,8 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs "
           f"({platform.processor() or platform.platform()}), Python "
           f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}; "
-          f"{a.runs} interleaved runs, median (min-max)")
+          f"{a.runs} interleaved runs, median (min-max); klpinspect byte-compiled "
+          "as installed")
     everything: dict[str, Any] = {}
     for d in dumps:
         mb = d.vmlinux.stat().st_size / 1e6
@@ -331,6 +384,19 @@ def main() -> int:
                 everything[d.label]["split_btf"] = s
                 print("  split (btf): " + ", ".join(f"{k} {v:.3f} s" for k, v in s.items()
                                                     if isinstance(v, float)))
+            cmds = commands(d)
+            shares = {n: drgn_share(cmds[n]) for n in ("drgn", "drgn-bt", *GOALS) if n in r}
+            everything[d.label]["drgn_share"] = shares
+            for n in GOALS:
+                base = "drgn-bt" if n == "bt" else "drgn"
+                if n not in r or base not in r:
+                    continue
+                wall, bwall = statistics.median(r[n]["wall"]), statistics.median(r[base]["wall"])
+                rest, brest = wall - shares[n], bwall - shares[base]
+                print(f"  {n}: in drgn {shares[n]:.2f} s (in {base}: {shares[base]:.2f} s), "
+                      f"the rest {rest:.2f} s ({base}: {brest:.2f} s: Python start-up, "
+                      f"imports); klpinspect's own extra {rest - brest:.2f} s; drgn's work "
+                      f"alone is {shares[n] / bwall:.2f}x {base}", flush=True)
     if a.json:
         print(json.dumps(everything, indent=1))
     return 0

@@ -7,7 +7,9 @@ the first ``%klp-stubs`` of a session (where the checks are imported), and
 what the kdump program hook adds to a session on a kdump-compressed dump.
 
 Run: python3 benchmarks/bench_drgn_plugin.py [--runs N] [--module MOD]
-(``--module klpinspect.drgn.commands`` on an older checkout measures "before").
+(the default is ``klpinspect.backends.drgn.commands``; ``--module
+klpinspect.drgn.commands`` on a checkout from before the drgn back end moved
+to ``klpinspect/backends/drgn`` measures "before").
 """
 
 from __future__ import annotations

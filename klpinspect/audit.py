@@ -264,6 +264,11 @@ def decode_module(
                 **opts,
             )
         )
+        # each slot's target is named below: a back end that names a few addresses
+        # one way and many another (DrgnTarget) hears how many come
+        expect = getattr(target, "expect_symbols", None)
+        if expect is not None:
+            expect(len(result.stubs) + (ool[1] if ool is not None else 0))
         if ool is not None:
             # 6.13+ out-of-line ftrace stubs: decoded and reported beside the slots;
             # a normal stub written over this area (the bug f6b4df37ebfe "powerpc64/

@@ -55,6 +55,7 @@ __all__ = (
     "klp_ops_names",
     "read_ftrace_ops",
     "read_ftrace_columns",
+    "read_ftrace_ool_sites",
     "read_ftrace_records",
     "read_klp_funcs",
 )
@@ -305,6 +306,19 @@ def read_ftrace_records(target: Any) -> list[FtraceRecord]:
     if ools is None:
         return list(map(FtraceRecord, ips, flags))
     return list(map(FtraceRecord, ips, flags, ools))
+
+
+def read_ftrace_ool_sites(target: Any) -> dict[int, int]:
+    """``rec->arch.ool_stub`` -> ``rec->ip`` of every ``struct dyn_ftrace`` with an
+    out-of-line stub (6.13+), the later record winning: what the OOL checks need
+    from :func:`read_ftrace_columns`, no Python object per record (a distribution
+    kernel has ~40,000).  Empty for a kernel without ``dyn_arch_ftrace.ool_stub``."""
+    ips, _flags, ools = read_ftrace_columns(target)
+    if ools is None:
+        return {}
+    sites = dict(zip(ools, ips, strict=True))
+    sites.pop(0, None)
+    return sites
 
 
 def _hash_ips(mem: _Mem, hash_addr: int) -> frozenset[int] | None:

@@ -16,7 +16,7 @@ from .ftrace_view import (
     FtraceUnsupported,
     LayoutSource,
     klp_ops_names,
-    read_ftrace_columns,
+    read_ftrace_ool_sites,
     read_klp_funcs,
 )
 from .ppc64.insn import words
@@ -97,13 +97,9 @@ def recorded_ool_sites(target: Target) -> dict[int, int] | None:
     if not isinstance(target, LayoutSource):
         return None
     try:
-        ips, _flags, ools = read_ftrace_columns(target)
+        sites = read_ftrace_ool_sites(target)
     except (FtraceUnsupported, MemoryReadError):
         return None
-    if ools is None:
-        return None
-    sites = dict(zip(ools, ips, strict=True))
-    sites.pop(0, None)
     return sites or None
 
 

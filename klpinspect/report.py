@@ -7,6 +7,7 @@ lower-case ``"0x…"`` strings and fields that do not apply are omitted or
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -371,9 +372,13 @@ class Report:
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
+        return self._json(lazy_modules=False)
+
+    def _json(self, *, lazy_modules: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": SCHEMA, "target": self.target, "kernel": self.kernel}
         if "modules" in self.sections or "stubs" in self.sections:  # not for lpstack/bt
-            out["modules"] = [m.to_json() for m in self.modules]
+            out["modules"] = (_LazyModules(self.modules) if lazy_modules
+                              else [m.to_json() for m in self.modules])
         if self.tasks is not None:
             out["tasks"] = [t.to_json() for t in self.tasks]
         out["findings"] = [f.to_json() for f in self.findings]
@@ -384,14 +389,50 @@ class Report:
         return render(self, fmt)
 
 
+def _column_aligns(rows: Sequence[Sequence[Any]], ncols: int) -> list[str] | None:
+    """Each column's alignment as tabulate decides it (numbers right, the rest
+    left), with tabulate's own cell typing but stopping at a column's first
+    text cell (tabulate types all of them, several regular expressions a cell:
+    most of a 6,000-slot table's time).  ``None`` when tabulate has no ``_type``."""
+    import tabulate as tab
+
+    cell_type = getattr(tab, "_type", None)
+    if cell_type is None or any(len(r) != ncols for r in rows):
+        return None
+    # tabulate's order of generality: the column's type is the most general cell's
+    rank = {type(None): 0, bool: 1, int: 2, float: 3, bytes: 4, str: 5}
+    aligns = []
+    for c in range(ncols):
+        most = 0
+        for r in rows:
+            most = max(most, rank.get(cell_type(r[c], False, True), 5))
+            if most >= 4:
+                break
+        if most == 3:
+            return None  # tabulate formats floats ("g"): its own way, then
+        aligns.append("right" if most == 2 else "left")
+    return aligns
+
+
 def tabulate(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """tabulate's plain table; imported on first use (it costs ~40 ms at start-up,
     and JSON output never needs it)."""
     from tabulate import tabulate as _tabulate
 
+    rows = rows if isinstance(rows, list) else list(rows)
+    aligns = None
+    if rows and not any(isinstance(v, str) and "\x1b" in v
+                        for v in itertools.chain(headers, *rows)):
+        aligns = _column_aligns(rows, len(headers))
+    if aligns is not None:
+        # the same table without tabulate's number parsing of every cell: the
+        # alignments it would choose, given (plain text: no ANSI codes, which
+        # tabulate strips before typing)
+        text: str = _tabulate(rows, headers=headers, disable_numparse=True, colalign=aligns)
+        return text
     # explicit alignment: tabulate's defaults differ between versions (gdb's
     # Python may have Debian's older one)
-    text: str = _tabulate(rows, headers=headers, numalign="right", stralign="left")
+    text = _tabulate(rows, headers=headers, numalign="right", stralign="left")
     return text
 
 
@@ -404,7 +445,9 @@ def render_json(report: Report) -> str:
     C encoder (``indent`` makes json use its pure-Python one: 0.3 s for the
     11,000 slots of a distribution kernel).
     """
-    return _dumps(report.to_json(), 0)
+    if type(report).to_json is not Report.to_json:  # a report that adds to it (ftrace)
+        return _dumps(report.to_json(), 0)
+    return _dumps(report._json(lazy_modules=True), 0)
 
 
 def _nested(values: Iterable[Any]) -> bool:
@@ -435,8 +478,23 @@ def _flat_encoder() -> Callable[[Any], str]:
 _flat = _flat_encoder()
 
 
+class _LazyModules(list):  # type: ignore[type-arg]
+    """The report's module records, each turned into its JSON object only while
+    :func:`_dumps` writes it (a distribution kernel's 16,000 slots as dicts all
+    at once: ~20 MB of peak memory)."""
+
+
 def _dumps(obj: Any, level: int) -> str:
     pad = "  " * (level + 1)
+    if isinstance(obj, _LazyModules) and obj:
+        items = []
+        for mod in obj:
+            v = mod.to_json()
+            items.append(_dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
+                v.values() if isinstance(v, dict) else v) else _flat(v))
+        return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
+    if isinstance(obj, _LazyModules):
+        return _flat([])
     if isinstance(obj, dict) and _nested(obj.values()):
         body = ",\n".join(
             f"{pad}{_flat(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()

@@ -13,9 +13,10 @@ import bisect
 import itertools
 import operator
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 
-from .elf64 import shdr_struct, sym_words
+from .elf64 import ELF64_SYM_SIZE, shdr_struct, sym_struct, sym_words
 from .errors import TargetError
 
 __all__ = (
@@ -68,6 +69,9 @@ class ElfSymbols:
     :param strtab: the string table, when entries hold ``st_name`` offsets
     """
 
+    #: ``(Elf64_Sym array, byte order)`` of a table made :meth:`from_symtab`, until parsed
+    _raw: tuple[bytes, str] | None
+
     def __init__(
         self,
         entries: list[SymEntry],
@@ -103,6 +107,64 @@ class ElfSymbols:
         self._strtab = strtab
         return self
 
+    @classmethod
+    def from_symtab(
+        cls,
+        symtab: bytes,
+        byteorder: str,
+        sections: dict[int, tuple[int, int]] | None,
+        strtab: bytes | None,
+    ) -> ElfSymbols:
+        """From a raw ``Elf64_Sym`` array, parsed (:func:`parse_elf_columns`) on the
+        first need: a backtrace asks :meth:`size_to_next` of a label or two, which
+        a scan of the raw ``st_value`` words answers without the parse."""
+        self = cls.from_columns(
+            (array.array("Q"), array.array("Q"), array.array("I"), array.array("B"),
+             array.array("I")), sections, (), strtab)
+        self._raw = (symtab, byteorder)
+        return self
+
+    def _parse(self) -> None:
+        """The columns of a table made :meth:`from_symtab`, once."""
+        if self._raw is None:
+            return
+        symtab, byteorder = self._raw
+        self._raw = None
+        boundaries: list[int] = []
+        self._cols = parse_elf_columns(symtab, byteorder, boundaries)
+        self._boundaries = boundaries
+
+    def _raw_size_to_next(self, address: int) -> int:
+        """:meth:`size_to_next` from the raw table: the lowest ``st_value`` above
+        ``address`` of a row that is a symbol or a section symbol (what the
+        parsed columns and boundaries hold), found with C-level scans."""
+        assert self._raw is not None
+        symtab, byteorder = self._raw
+        n = len(symtab) // ELF64_SYM_SIZE
+        words = array.array("Q")
+        words.frombytes(memoryview(symtab)[: n * ELF64_SYM_SIZE])
+        if byteorder != sys.byteorder:
+            words.byteswap()
+        values = words[1::3]
+        unpack = sym_struct(byteorder).unpack_from
+        above = list(filter(address.__lt__, values))
+        while above:
+            value = min(above)
+            j = -1
+            while True:
+                try:
+                    j = values.index(value, j + 1)
+                except ValueError:
+                    break
+                st_name, st_info, _other, shndx, _value, _size = unpack(
+                    symtab, j * ELF64_SYM_SIZE)
+                kind = st_info & 15
+                if shndx and (kind == _STT_SECTION or (
+                        st_name and kind not in (_STT_FILE, _STT_TLS))):
+                    return value - address
+            above = [v for v in above if v != value]
+        return 0
+
     def _set_columns(
         self,
         starts: array.array[int],
@@ -112,9 +174,11 @@ class ElfSymbols:
         shndx: array.array[int],
     ) -> None:
         self._cols = (starts, sizes, names, binds, shndx)
+        self._raw = None
         self._indexed = False
         # after _index(): the same columns sorted by address
         self._order: array.array[int] = array.array("I")
+        self._starts0: array.array[int] = array.array("Q")  # table order
         self._starts: array.array[int] = array.array("Q")
         self._sizes: array.array[int] = array.array("Q")
         self._names: Sequence[str | int] = []
@@ -123,7 +187,7 @@ class ElfSymbols:
         self._reach: array.array[int] = array.array("Q")
         self._sizeless: array.array[int] = array.array("I")
         self._sizeless_starts: array.array[int] = array.array("Q")
-        self._all_starts: list[int] | None = None
+        self._all_starts: array.array[int] | None = None
         self._scans = 0
         self._by_name: dict[str, int] | None = None
         self._found: dict[str, int | None] = {}
@@ -134,6 +198,7 @@ class ElfSymbols:
         that only needs :meth:`size_to_next` never pays for it)."""
         if self._indexed:
             return
+        self._parse()
         self._indexed = True
         starts, sizes, names, binds, shndx = self._cols
         # Sorted by address, table order kept among equals (a stable sort of
@@ -142,12 +207,9 @@ class ElfSymbols:
         self._order = array.array("I", order)
         self._starts = array.array("Q", [starts[i] for i in order])
         self._sizes = array.array("Q", [sizes[i] for i in order])
-        self._names = (
-            array.array("I", [names[i] for i in order])  # st_name offsets
-            if isinstance(names, array.array) else [names[i] for i in order]
-        )
-        self._binds = array.array("B", [binds[i] for i in order])
-        self._shndx = array.array("I", [shndx[i] for i in order])
+        # names, bindings and sections stay in table order (row _order[j] of the
+        # sorted row j): read for a few candidate rows only, not worth permuting
+        self._starts0, self._names, self._binds, self._shndx = starts, names, binds, shndx
         del order
         # _reach[k]: the furthest end of entries[0..k]: scanning back stops once
         # nothing at or before k contains the address; also drgn's max_end_addr.
@@ -156,8 +218,13 @@ class ElfSymbols:
         self._sizeless = array.array("I", [k for k, z in enumerate(self._sizes) if not z])
         self._sizeless_starts = array.array("Q", [self._starts[k] for k in self._sizeless])
         self._cols = (array.array("Q"), array.array("Q"), [], array.array("B"),
-                      array.array("I"))  # the unsorted copy is no longer needed
+                      array.array("I"))  # the table-order columns live on above
         self._n = len(self._starts)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the table is sorted and indexed (the first :meth:`lookup` does it)."""
+        return self._indexed
 
     def _name(self, name: str | int) -> str:
         """A symbol's name: symbols from :func:`read_elf_symbols` keep the string
@@ -170,6 +237,7 @@ class ElfSymbols:
         return strtab[name : end if end >= 0 else len(strtab)].decode("ascii", "replace")
 
     def __len__(self) -> int:
+        self._parse()
         return self._n if self._indexed else len(self._cols[0])
 
     def lookup(self, address: int) -> tuple[int, int, str] | None:
@@ -187,12 +255,13 @@ class ElfSymbols:
                 break
             start, size = starts[j], sizes[j]
             if size and address < start + size:
-                key = (start, -size, _PRECEDENCE.get(self._binds[j], 1), -self._order[j])
+                row = self._order[j]
+                key = (start, -size, _PRECEDENCE.get(self._binds[row], 1), -row)
                 if best is None or key > best[0]:
                     best = (key, j)
         if best is not None:
             j = best[1]
-            return starts[j], sizes[j], self._name(self._names[j])
+            return starts[j], sizes[j], self._name(self._names[self._order[j]])
         return self._sizeless_lookup(address, reach[i - 1])
 
     def _sizeless_lookup(self, address: int, max_end: int) -> tuple[int, int, str] | None:
@@ -206,19 +275,20 @@ class ElfSymbols:
         while k > 0 and self._sizeless_starts[k - 1] == nearest:
             k -= 1
             j = self._sizeless[k]
-            key = (_PRECEDENCE.get(self._binds[j], 1), -self._order[j])
+            row = self._order[j]
+            key = (_PRECEDENCE.get(self._binds[row], 1), -row)
             if best is None or key > best[0]:
                 best = (key, j)
         assert best is not None
         j = best[1]
-        shndx = self._shndx[j]
+        shndx = self._shndx[self._order[j]]
         if self._sections is not None:
             if shndx >= _SHN_LORESERVE or shndx not in self._sections:
                 return None
             sh_addr, sh_size = self._sections[shndx]
             if not sh_addr <= address < sh_addr + sh_size:
                 return None
-        return self._starts[j], self._sizes[j], self._name(self._names[j])
+        return self._starts[j], self._sizes[j], self._name(self._names[self._order[j]])
 
     def size_to_next(self, address: int) -> int:
         """Distance from ``address`` to the next symbol, as kallsyms sizes symbols.
@@ -229,12 +299,16 @@ class ElfSymbols:
         if self._all_starts is None:
             self._scans += 1
             if not self._indexed and self._scans <= 4:  # a scan beats sorting, a few times
+                if self._raw is not None:
+                    return self._raw_size_to_next(address)
                 nxt = min((s for s in self._cols[0] if s > address), default=None)
                 nb = min((b for b in self._boundaries if b > address), default=None)
                 cands = [x for x in (nxt, nb) if x is not None]
                 return min(cands) - address if cands else 0
             self._index()
-            self._all_starts = sorted(set(self._starts).union(self._boundaries))
+            # an array: 8 bytes a start, not a 36-byte int object and its pointer
+            self._all_starts = array.array(
+                "Q", sorted(set(self._starts).union(self._boundaries)))
         i = bisect.bisect_right(self._all_starts, address)
         return self._all_starts[i] - address if i < len(self._all_starts) else 0
 
@@ -256,15 +330,14 @@ class ElfSymbols:
             names = [by_offset.get(o) or self._name(o) for o in raw]
         else:
             names = [self._name(x) for x in raw]
-        by_table = sorted(range(len(names)), key=self._order.__getitem__, reverse=True)
         buckets: dict[int, list[int]] = {}
         binds = self._binds
-        for j in by_table:
-            buckets.setdefault(_PRECEDENCE.get(binds[j], 1), []).append(j)
+        for row in range(len(names) - 1, -1, -1):  # the columns are in table order
+            buckets.setdefault(_PRECEDENCE.get(binds[row], 1), []).append(row)
         out: dict[str, int] = {}
         for _rank, bucket in sorted(buckets.items()):
             out.update(zip(map(names.__getitem__, bucket),
-                           map(self._starts.__getitem__, bucket), strict=True))
+                           map(self._starts0.__getitem__, bucket), strict=True))
         return out
 
     def address_of(self, name: str) -> int | None:
@@ -312,11 +385,11 @@ class ElfSymbols:
                     j = raw.index(pos, j + 1)
                 except ValueError:
                     break
-                rank = (_PRECEDENCE.get(self._binds[j], 1), -self._order[j])
+                rank = (_PRECEDENCE.get(self._binds[j], 1), -j)  # j: a table row
                 if best is None or rank > best[0]:
                     best = (rank, j)
             pos = strtab.find(needle, pos + 1)
-        return None if best is None else self._starts[best[1]]
+        return None if best is None else self._starts0[best[1]]
 
 
 def parse_elf_symbols(
@@ -414,10 +487,8 @@ def read_elf_symbols(path: str) -> ElfSymbols:
                 symtab = f.read(size)
                 f.seek(shdrs[link][4])
                 strtab = f.read(shdrs[link][5])
-                boundaries: list[int] = []
                 order = "little" if e == "<" else "big"
-                columns = parse_elf_columns(symtab, order, boundaries)
-                return ElfSymbols.from_columns(columns, sections, boundaries, strtab)
+                return ElfSymbols.from_symtab(symtab, order, sections, strtab)
     except OSError as err:
         raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
     except struct.error:

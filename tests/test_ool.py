@@ -26,6 +26,7 @@ from asmutil import assemble, objdump_mnemonics
 from synthetic import SyntheticTarget
 
 from klpinspect.audit import audit, stubs_report
+from klpinspect.ftrace_view import read_ftrace_ool_sites, read_ftrace_records
 from klpinspect.ppc64 import insn
 from klpinspect.ppc64.ool import SiteState, check_ool_stubs, ool_insn0, site_state
 from klpinspect.ppc64.stubs import OOL_STUB_SIZE, StubKind, for_each_ool_stub, ool_reserved_slots
@@ -290,6 +291,34 @@ def test_audit_checks_against_ftrace_records() -> None:
     agreeing = audit(_with_records([*SITES[:6], SITES[6], SITES[6], OUTSIDE]), callsites=False,
                      tasks=False)
     assert len(agreeing.findings) == 6
+
+
+class PackedLayoutTarget(LayoutTarget):
+    """LayoutTarget with a ``struct dyn_ftrace`` of 28 bytes (off the 8-byte grid)."""
+
+    SIZES = {"struct dyn_ftrace": 28, "struct ftrace_page": 24}
+
+
+def test_ool_sites_are_the_records_with_a_stub() -> None:
+    """read_ftrace_ool_sites (strided columns) says what the records say: every
+    rec->arch.ool_stub -> rec->ip, a zero ool_stub left out, the later record winning."""
+    ips = [*SITES[:6], SITES[6], SITES[6], OUTSIDE]
+    for cls, rec_size in ((LayoutTarget, 24), (PackedLayoutTarget, 28)):
+        base = _with_records(ips)
+        target = cls(kernel_info=base.kernel_info, regions=base.regions,
+                     module_list=base.module_list, symbols=base.symbols)
+        page, records = FTRACE_PAGES + 8, FTRACE_PAGES + 64
+        recs = [(ip, 0, OOL + OOL_STUB_SIZE * i + 8) for i, ip in enumerate(ips)]
+        recs += [(SITES[0] + 0x100, 0, 0), (SITES[2] + 0x100, 0, recs[3][2])]
+        mem = struct.pack("<Q", page) + struct.pack("<QQII", 0, records, len(recs), 0)
+        mem = mem.ljust(64, b"\0")
+        for ip, flags, ool in recs:
+            mem += struct.pack("<QQQ", ip, flags, ool).ljust(rec_size, b"\0")
+        target.regions[FTRACE_PAGES] = mem
+        want = {r.ool_stub: r.ip for r in read_ftrace_records(target) if r.ool_stub}
+        assert len(want) == len(ips) and want[recs[3][2]] == SITES[2] + 0x100
+        assert read_ftrace_ool_sites(target) == want
+        assert list(read_ftrace_ool_sites(target)) == list(want)
 
 
 FTRACE_OPS = 0xC000000003100000  # ftrace_ops_list, ftrace_list_end, one ops and its hash

@@ -63,6 +63,7 @@ class DrgnTarget(layout.LayoutQueries):
         #: where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms"
         self.debuginfo: str | None = debuginfo_source(prog)
         self._vmlinux_lookups = 0
+        self._expected_lookups = 0
         self._module_symbols: dict[int, ElfSymbols] = {}
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage((None, n) for n in core_notes(prog))
@@ -139,6 +140,18 @@ class DrgnTarget(layout.LayoutQueries):
                 self._vmlinux_symbols = kallsyms_symtab(self.prog)
         return self._vmlinux_symbols
 
+    def expect_symbols(self, count: int) -> None:
+        """A hint from the checks: about ``count`` more addresses are to be named.
+
+        Past :data:`_FEW_LOOKUPS` in all, the ``.symtab`` index is the cheaper
+        way from the first address on (drgn's ``Program.symbol`` costs ~0.7 ms
+        an address on a distribution vmlinux: 64 of them, ~50 ms, before the
+        index an audit builds anyway).  Names do not change: both ways follow
+        libdrgn's rules."""
+        self._expected_lookups += count
+        if self._expected_lookups > _FEW_LOOKUPS:
+            self._vmlinux_lookups = max(self._vmlinux_lookups, _FEW_LOOKUPS)
+
     def _few_vmlinux_lookup(self, address: int) -> SymbolInfo | None:
         """The first few vmlinux addresses through drgn's ``Program.symbol``.
 
@@ -149,7 +162,11 @@ class DrgnTarget(layout.LayoutQueries):
         table, for its kallsyms-style size from one scan (no sort).
         """
         self._vmlinux_lookups += 1
-        if self._vmlinux_lookups > _FEW_LOOKUPS or self._vmlinux_symbols is not None:
+        # a table read for a label's size is not indexed yet (ElfSymbols.from_symtab):
+        # drgn stays the cheaper way for the few
+        table = self._vmlinux_symbols
+        if self._vmlinux_lookups > _FEW_LOOKUPS or (
+                table is not None and getattr(table, "indexed", True)):
             return None
         try:
             sym = self.prog.symbol(address)
