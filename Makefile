@@ -31,7 +31,8 @@ lab-down:
 # ~1 GB of packages per kernel, cached in /work/cache/debian or .cache/debian.
 # MATRIX="trixie sid" limits the kernels.  MATRIX=lp-ool: the lab's own Linux 7.2
 # livepatch kernel with out-of-line ftrace stubs (clang 22; built once, 20-40 min,
-# cached in /work/cache/lpbuild-ool or .cache/lpbuild-ool; tests/lab/lpkernel.py).
+# cached in /work/cache/lpbuild-ool or .cache/lpbuild-ool; tests/lab/lpkernel.py);
+# MATRIX=lp-612: the 6.12 era (trixie's linux-source-6.12, gcc 12, no OOL stubs).
 MATRIX ?=
 matrix: deps
 	bash tests/lab/deps.sh --stock $(if $(filter lp-%,$(MATRIX)),--lp)

@@ -189,8 +189,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addoption(
         "--lab-lp", action="append", default=[], metavar="NAME",
-        help="check the dump of the lab's own livepatch kernel NAME (lp-ool) that "
-        "`make matrix MATRIX=lp-ool` kept in /work/cache/debian/dumps/lp-ool-7.2; "
+        help="check the dump of the lab's own livepatch kernel NAME (lp-ool, lp-pcrel, "
+        "lp-612) that `make matrix MATRIX=lp-ool` kept in /work/cache/debian/dumps/lp-ool-7.2 "
+        "(lp-612: dumps/lp-612); "
         "also $KLP_LAB_LP=lp-ool (tests/test_lab_lpkernel.py)",
     )
 

@@ -98,3 +98,32 @@ def test_checks_on_the_72_fixture() -> None:
     ft = copy.deepcopy(reps["ftrace"])
     ft["ftrace"]["redirects"].pop()
     assert lpmatrix._check_ftrace(ft, facts)
+
+
+def test_lp_variants_consistent(tmp_path: Path) -> None:
+    """Every livepatch variant has its config fragments, an era with a module set,
+    and a dump directory of its own (``lp-612`` is not ``lp-612-6.12``)."""
+    if str(LAB) not in sys.path:
+        sys.path.insert(0, str(LAB))
+    import lpkernel
+    import lpmatrix
+
+    assert set(lpmatrix.LP_KERNELS.values()) == set(lpkernel.VARIANTS)
+    dirs = set()
+    for name, var in lpmatrix.LP_KERNELS.items():
+        v = lpkernel.VARIANTS[var]
+        for f in v.fragments:
+            assert (lpkernel.LPDIR / f).is_file(), f
+        assert v.source_package == f"linux-source-{v.era}"
+        assert lpmatrix.ERA_MODULES[v.era]
+        d = lpmatrix.dump_dir(name, dumps=tmp_path)
+        assert d.parent == tmp_path and d.name.startswith(name)
+        dirs.add(d.name)
+    assert len(dirs) == len(lpmatrix.LP_KERNELS)
+    assert lpmatrix.dump_dir("lp-ool", dumps=tmp_path).name == "lp-ool-7.2"
+    assert lpmatrix.dump_dir("lp-612", dumps=tmp_path).name == "lp-612"
+    # the 6.12 era: gcc, no OOL stubs expected, the 6.1-style crypto modules
+    v = lpkernel.VARIANTS["612"]
+    assert not v.llvm and v.suite == "trixie"
+    assert "CONFIG_PPC_FTRACE_OUT_OF_LINE=y" not in v.require
+    assert "crc32c-vpmsum" in lpmatrix.ERA_MODULES["6.12"]

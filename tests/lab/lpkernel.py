@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Livepatch kernels the lab builds itself (Linux 7.2 with clang 22: out-of-line ftrace stubs).
+"""Livepatch kernels the lab builds itself (7.2 with clang 22: OOL ftrace stubs; 6.12 with gcc).
 
 Debian's ppc64el kernels lack ``CONFIG_LIVEPATCH``, and the 7.2 fixture
 (``../shared/fixtures/ppc64le-7.2-lp``) was built with gcc 12, which cannot
@@ -28,7 +28,12 @@ installed in ``mods/``, out-of-tree modules in ``rkmods/`` and ``klptest/``).
 A stamp over every input (source version, config, flags, module sources)
 makes a re-run a no-op; a changed input re-runs ``make`` (incremental).
 
-Usage: ``lpkernel.py build [VARIANT]`` (``ool``, ``pcrel``), ``lpkernel.py
+The ``612`` variant is the 6.12 era: trixie's ``linux-source-6.12`` (newest
+version served) with gcc 12 and ``lp-kernel-612.config`` (the ppc crypto and
+crc modules 7.x dropped); each :class:`Variant` names its source package,
+suite and era, the source is unpacked in ``lpsrc/VERSION/`` all the same.
+
+Usage: ``lpkernel.py build [VARIANT]`` (``ool``, ``pcrel``, ``612``), ``lpkernel.py
 paths [VARIANT]``.  Host: ``deps.sh --stock --lp``.
 """
 
@@ -63,6 +68,7 @@ LPDIR = HERE / "lpkernel"
 SOURCE_PACKAGE = "linux-source-7.2"
 SOURCE_SUITE = "sid"
 LLVM = "/usr/lib/llvm-22/bin/"
+NICE = os.environ.get("KLP_LP_NICE", "19")
 JOBS = int(os.environ.get("KLP_LP_JOBS", "2"))
 
 
@@ -76,6 +82,11 @@ class Variant:
     llvm: bool = True
     btf: bool = False
     cpu: str = "power9"
+    #: Debian source package and the suite whose index serves it (newest served)
+    source_package: str = "linux-source-7.2"
+    suite: str = "sid"
+    #: the era's kernel line, for names and docs ("7.2", "6.12")
+    era: str = "7.2"
 
 
 _BASE_REQUIRE = (
@@ -106,6 +117,19 @@ VARIANTS: dict[str, Variant] = {
                          "CONFIG_CC_IS_GCC=y", "CONFIG_DEBUG_INFO_BTF=y"),
         llvm=False, btf=True, cpu="power10",
     ),
+    # The 6.12 era (Debian trixie's kernel line) with gcc 12: module memory in
+    # mod->mem[] (v6.4), section attributes still module_sect_attrs with
+    # battrs (the v6.14 bin_attribute const change not yet), stubs ended by the
+    # sentinel (no stub_count: v6.18), no OOL stubs (PPC_FTRACE_OUT_OF_LINE is
+    # v6.13).  lp-kernel-612.config puts back the ppc crypto/crc modules 7.x
+    # folded into lib/ (crc32c-vpmsum, md5-ppc, sha1-powerpc, libcrc32c).
+    "612": Variant(
+        "612", ("lp-kernel.config", "lp-kernel-612.config"),
+        _BASE_REQUIRE + ("CONFIG_CC_IS_GCC=y", "CONFIG_DEBUG_INFO_BTF=y",
+                         "CONFIG_CRYPTO_CRC32C_VPMSUM=m"),
+        llvm=False, btf=True, source_package="linux-source-6.12", suite="trixie",
+        era="6.12",
+    ),
 }
 
 
@@ -122,7 +146,7 @@ def lp_cache() -> Path:
 def _run(argv: Sequence[str], log: Path | None = None, env: dict[str, str] | None = None,
          cwd: Path | None = None) -> None:
     """Run a build step at low priority; its output goes to *log* (the tail on failure)."""
-    full = ["nice", "-n", "10", *argv]
+    full = ["nice", "-n", NICE, *argv]
     if log is None:
         p = subprocess.run(full, env=env, cwd=cwd, capture_output=True, text=True)
         out = p.stdout + p.stderr
@@ -138,25 +162,26 @@ def _run(argv: Sequence[str], log: Path | None = None, env: dict[str, str] | Non
         raise LpError(f"{' '.join(argv[:4])} ... failed (exit {p.returncode}):\n{tail}")
 
 
-def kernel_source() -> tuple[Path, str]:
-    """Debian's ``linux-source-7.2`` (newest version sid serves), unpacked once:
-    (source tree, package version)."""
-    suite = debarchive.Suite(SOURCE_SUITE)
-    cands = suite.candidates(SOURCE_PACKAGE)
-    deb = suite.fetch(SOURCE_PACKAGE)
+def kernel_source(package: str = SOURCE_PACKAGE, suite_name: str = SOURCE_SUITE
+                  ) -> tuple[Path, str]:
+    """Debian's *package* (``linux-source-7.2``: the newest version *suite_name*'s
+    index has and the mirror serves), unpacked once: (source tree, package version)."""
+    suite = debarchive.Suite(suite_name)
+    cands = suite.candidates(package)
+    deb = suite.fetch(package)
     version = next((p.version for p in cands if deb.name == Path(p.filename).name),
                    deb.name.split("_")[1])
     dest = lp_cache() / "lpsrc" / version
-    tree = dest / SOURCE_PACKAGE
+    tree = dest / package
     done = dest / ".unpacked"
     if done.exists() and tree.is_dir():
         return tree, version
     dest.mkdir(parents=True, exist_ok=True)
     print(f"lab: unpacking {deb.name} into {dest}", flush=True)
-    tarball = dest / f"{SOURCE_PACKAGE}.tar.xz"
+    tarball = dest / f"{package}.tar.xz"
     with tarball.open("wb") as out:
         p1 = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        p2 = subprocess.run(["tar", "-xO", f"./usr/src/{SOURCE_PACKAGE}.tar.xz"],
+        p2 = subprocess.run(["tar", "-xO", f"./usr/src/{package}.tar.xz"],
                             stdin=p1.stdout, stdout=out)
         p1.wait()
     if p1.returncode or p2.returncode:
@@ -233,7 +258,7 @@ def build(variant: str = "ool", quiet: bool = False) -> LpBuild:
     v = VARIANTS[variant]
     if v.llvm and not Path(LLVM, "clang").exists():
         raise LpError(f"{LLVM}clang not found: run tests/lab/deps.sh --lp")
-    src, version = kernel_source()
+    src, version = kernel_source(v.source_package, v.suite)
     out = lp_cache() / f"lpbuild-{v.name}"
     b = LpBuild(v, src, version, out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,10 @@
 
 ``lp-pcrel`` is the same with ``CONFIG_PPC_KERNEL_PCREL`` (gcc: the kernel
 allows PCREL with gcc only, so no OOL stubs), booted on ``-cpu power10``: the
-livepatch frames' saved r2 must read ``no TOC (PCREL)``.
+livepatch frames' saved r2 must read ``no TOC (PCREL)``.  ``lp-612`` is the
+6.12 era (trixie's ``linux-source-6.12``, gcc 12: ``mem[]``, pre-6.14
+section attributes, the stub sentinel, no OOL stubs); its dump stays in
+``<dumps>/lp-612/``.
 
 For ``lp-ool`` (:mod:`lpkernel`, variant ``ool``) the matrix:
 
@@ -63,7 +66,7 @@ __all__ = (
 )
 
 #: matrix name -> lpkernel variant
-LP_KERNELS = {"lp-ool": "ool", "lp-pcrel": "pcrel"}
+LP_KERNELS = {"lp-ool": "ool", "lp-pcrel": "pcrel", "lp-612": "612"}
 #: the commands run four ways: name -> klpinspect arguments ("{pid}": the parked task)
 COMMANDS = {
     "audit": ["audit"],
@@ -71,11 +74,18 @@ COMMANDS = {
     "bt": ["bt", "{pid}"],
     "ftrace": ["ftrace"],
 }
-# The recipes' module set (22-lp-initramfs.sh): not atomic_replace (it would
-# replace the other patches).
+# The crypto/crc modules of each era: 7.x folded the ppc crc32c/md5/sha1 code
+# into lib/ (crc32c-vpmsum, md5-ppc, sha1-powerpc, libcrc32c are gone); 6.12
+# has the 6.1 fixture's set (../shared/lab-recipes/22-lp-initramfs.sh).
+ERA_MODULES = {
+    "7.2": "crc32c-cryptoapi crc-itu-t md5 sha1 vmx-crypto udf".split(),
+    "6.12": ("crc32c_generic crc32c-vpmsum libcrc32c crc-itu-t md5-ppc sha1-powerpc "
+             "vmx-crypto udf").split(),
+}
+# The recipes' module set (22-lp-initramfs.sh) but for ERA_MODULES: not
+# atomic_replace (it would replace the other patches).
 WANT = (
     "virtio_console virtio_net virtio_blk virtio_balloon pseries-rng "
-    "crc32c-cryptoapi crc-itu-t md5 sha1 vmx-crypto udf "
     "bridge 8021q tun veth dummy loop fuse overlay isofs squashfs "
     "livepatch-sample livepatch-shadow-mod livepatch-shadow-fix1 "
     "livepatch-callbacks-mod livepatch-callbacks-demo "
@@ -86,9 +96,14 @@ _EXTRA_APPLETS = ("basename", "hexdump", "rm", "getconf")
 HANDLER = "livepatch_handler"
 
 
-def dump_dir(name: str, version: str = "7.2", dumps: Path | None = None) -> Path:
-    """``<dumps>/lp-ool-7.2``: where the matrix keeps this kernel's dump."""
-    return (dumps or matrix.dumps_root()) / f"{name}-{version}"
+def dump_dir(name: str, version: str | None = None, dumps: Path | None = None) -> Path:
+    """``<dumps>/lp-ool-7.2``: where the matrix keeps this kernel's dump (the
+    name and its variant's era; ``lp-612``, already naming its era, stays so)."""
+    if version is None:
+        v = lpkernel.VARIANTS.get(LP_KERNELS.get(name, ""))
+        version = v.era if v is not None else "7.2"
+    root = dumps or matrix.dumps_root()
+    return root / name if name.endswith(version.replace(".", "")) else root / f"{name}-{version}"
 
 
 def _busybox() -> Path:
@@ -125,7 +140,7 @@ def lp_kernel_spec(name: str = "lp-ool") -> lab.KernelSpec:
         for a in _EXTRA_APPLETS:
             ird.symlink(f"bin/{a}", "busybox")
         ird.file("init", init, 0o755)
-        loaded = ird.modules(b.mods, kver, WANT)
+        loaded = ird.modules(b.mods, kver, [*ERA_MODULES[b.variant.era], *WANT])
         for m in RK_MODULES:
             ird.file(f"rk/{m}.ko", b.rkmods / f"{m}.ko")
         ird.file("etc/modlist-lp", "".join(f"/rk/{m}.ko\n" for m in RK_MODULES).encode())
@@ -150,6 +165,7 @@ def lp_kernel_spec(name: str = "lp-ool") -> lab.KernelSpec:
         extra={"kver": kver, "version": b.version, "suite": "lab", "flavour": name,
                "page_size": "64K", "modules": str(b.mods / "lib" / "modules" / kver),
                "rkmods": str(b.rkmods), "variant": b.variant.name,
+               "source_package": b.variant.source_package, "source_suite": b.variant.suite,
                "compiler": "clang 22" if b.variant.llvm else "gcc 12",
                "ool": "1" if ool else "", "pcrel": "1" if pcrel else "",
                "build_seconds": (b.out / "build-time.txt").read_text().strip()
@@ -437,7 +453,7 @@ def _write_readme(d: Path, spec: lab.KernelSpec, res: dict[str, Any]) -> None:
             if x["ool"] else "profile-kernel ftrace")
     (d / "README.txt").write_text(f"""\
 QEMU dump of the lab's own Linux {x['kver']} livepatch kernel ({res['name']}), built by
-tests/lab/lpkernel.py from Debian's linux-source-7.2 {x['version']} with {x['compiler']}:
+tests/lab/lpkernel.py from Debian's {x['source_package']} {x['version']} with {x['compiler']}:
 CONFIG_LIVEPATCH, {feat}, 64K pages; booted by tests/lab/lpmatrix.py under
 qemu-system-ppc64 -M pseries -cpu {res['cpu']} -m 512M -smp 2 (TCG, init_on_free=1).
 The guest loaded {res['view_modules']} modules with 5 livepatches (the kernel's samples and
@@ -531,7 +547,8 @@ def recheck(d: Path, out: Path, use_gdb: bool = True) -> tuple[list[str], dict[s
     Returns (errors, seconds per back end)."""
     for f in ("vmcore", "vmlinux", "console.log"):
         if not (d / f).exists():
-            raise lab.LabError(f"no {d / f}: make matrix MATRIX={d.name.rsplit('-', 1)[0]}")
+            name = d.name if d.name in LP_KERNELS else d.name.rsplit("-", 1)[0]
+            raise lab.LabError(f"no {d / f}: make matrix MATRIX={name}")
     console = (d / "console.log").read_text()
     facts = lab_facts(console)
     reports: dict[str, dict[str, dict[str, Any]]] = {}

@@ -290,7 +290,7 @@ def write_table(out: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="matrix.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("kernels", nargs="*",
-                    help=f"default: {' '.join(DEFAULT_KERNELS)}; also lp-ool, lp-pcrel "
+                    help=f"default: {' '.join(DEFAULT_KERNELS)}; also lp-ool, lp-pcrel, lp-612 "
                     "(the lab's livepatch builds)")
     ap.add_argument("--no-gdb", action="store_true", help="drgn only (no gdbstub, no gdb core)")
     ap.add_argument("--timeout", type=float, default=900, help="boot timeout per kernel")
