@@ -315,6 +315,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if id(item) not in dropped]
 
 
+def _absent_fixture_file(exc: BaseException | None) -> bool:
+    """``exc`` says a file of an absent fixture directory is missing: a
+    :class:`FixtureMissing`, or any ``FileNotFoundError`` naming a path there (a
+    test that opens ``FIXTURES / ...`` itself)."""
+    if isinstance(exc, FixtureMissing):
+        return exc.absent
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        path = Path(os.fsdecode(exc.filename))
+        return any(path.is_relative_to(FIXTURES / name) for name in ABSENT)
+    return False
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -322,7 +334,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     # deselected (lp_fixture() in its body): not run either, and counted, not failed.
     report = yield
     exc = call.excinfo.value if call.excinfo is not None else None
-    if isinstance(exc, FixtureMissing) and exc.absent:
+    if _absent_fixture_file(exc):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {exc}")
         report.klp_not_run = True  # type: ignore[attr-defined]

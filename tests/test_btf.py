@@ -239,6 +239,7 @@ def _vmlinux_btf(fixture: Path) -> Btf:
     return Btf(_btf_section(fixture / "vmlinux"))
 
 
+@pytest.mark.lpfixture
 @pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
 def test_find_base_types_by_name(fixture: Path) -> None:
     """find() of INT/FLOAT names (answered from a small index) is every type of
