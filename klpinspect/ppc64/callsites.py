@@ -37,19 +37,13 @@ from enum import StrEnum
 from itertools import accumulate, compress, count, repeat
 from operator import add, and_, mul, not_, or_, sub
 
-from .insn import MFLR_R0, NOP, STD_R0_16_R1, toc_restore
+from .insn import MFLR_R0, NOP, STD_R0_16_R1, branch_target, toc_restore
 
 __all__ = ("CallFollow", "CallSite", "find_stub_calls")
 
 # Byte holding the primary opcode in memory: the last byte of a word on LE,
 # the first on BE.  Opcode 18 (I-form branch) is 0x48-0x4b in that byte.
 _IS_BRANCH = bytes(1 if 0x48 <= b <= 0x4B else 0 for b in range(256))
-
-
-def _target(word: int, index: int, address: int) -> int:
-    """Where the relative I-form branch ``word`` at ``address + 4*index`` goes."""
-    disp = ((word & 0x03FFFFFC) ^ 0x02000000) - 0x02000000
-    return (address + 4 * index + disp) & 0xFFFFFFFFFFFFFFFF
 
 
 class CallFollow(StrEnum):
@@ -156,7 +150,8 @@ def find_stub_calls(
         # never the restore nor mflr r0
         nexts = map(words.__getitem__, map(add, at, repeat(1)))
         prevs = map(words.__getitem__, map(sub, at, repeat(1)))
-        targets = map(_target, map(bwords.__getitem__, hits), at, repeat(address))
+        sites = map(add, map(mul, at, repeat(4)), repeat(address))
+        targets = map(branch_target, map(bwords.__getitem__, hits), sites)
         fine = map(or_, map(or_, map(restore.__eq__, nexts), map(MFLR_R0.__eq__, prevs)),
                    map(tramps_set.__contains__, targets))
         linked = map(and_, map(bwords.__getitem__, hits), repeat(1))
@@ -167,10 +162,10 @@ def find_stub_calls(
         if w & 2:  # absolute (ba/bla): never a module call
             continue
         i = branches[j]
-        tgt = _target(w, i, address)
+        site = address + 4 * i
+        tgt = branch_target(w, site)
         if tgt not in stubset:
             continue
-        site = address + 4 * i
         link = bool(w & 1)
         nxt: int | None = words[i + 1] if i + 1 < nwords else None
         if not link:
