@@ -485,29 +485,28 @@ class _LazyModules(list):  # type: ignore[type-arg]
 
 
 def _dumps(obj: Any, level: int) -> str:
-    pad = "  " * (level + 1)
-    if isinstance(obj, _LazyModules) and obj:
-        items = []
-        for mod in obj:
-            v = mod.to_json()
-            items.append(_dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
-                v.values() if isinstance(v, dict) else v) else _flat(v))
-        return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
     if isinstance(obj, _LazyModules):
-        return _flat([])
+        return _dumps_list((m.to_json() for m in obj), level) if obj else _flat([])
     if isinstance(obj, dict) and _nested(obj.values()):
+        pad = "  " * (level + 1)
         body = ",\n".join(
             f"{pad}{_flat(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()
         )
         return "{\n" + body + "\n" + "  " * level + "}"
     if isinstance(obj, list) and _nested(obj):
-        items = [
-            _dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
-                v.values() if isinstance(v, dict) else v) else _flat(v)
-            for v in obj
-        ]
-        return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
+        return _dumps_list(obj, level)
     return _flat(obj)
+
+
+def _dumps_list(values: Iterable[Any], level: int) -> str:
+    """A JSON array of which some element is a non-empty dict or list: one element a line."""
+    pad = "  " * (level + 1)
+    items = [
+        _dumps(v, level + 1) if isinstance(v, (dict, list)) and _nested(
+            v.values() if isinstance(v, dict) else v) else _flat(v)
+        for v in values
+    ]
+    return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * level + "]"
 
 
 def _sym(name: str | None, owner: str | None) -> str:
