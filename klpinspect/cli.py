@@ -57,6 +57,10 @@ def make_parser() -> argparse.ArgumentParser:
     dbg.add_argument("--default-symbols", action="store_true",
                      help="also run drgn's default debug info search (/usr/lib/debug, "
                      "/lib/modules/RELEASE, debuginfod) for modules -s does not cover")
+    dbg.add_argument("--dwarf", action="store_true",
+                     help="load the DWARF of a -s vmlinux even where the kernel's own BTF "
+                     "gives the same types (by default only bt, for inlined frames and "
+                     "source lines, reads it)")
     # The subcommands take --format too (after the command name); the global one
     # gets its own dest so a subcommand's default does not overwrite it.
     parser.add_argument("--format", dest="global_format", choices=("table", "json"),
@@ -106,19 +110,28 @@ class _GdbScriptAction(argparse.Action):
         parser.exit()
 
 
+# Commands that need what only DWARF gives: a backtrace's inlined frames,
+# source lines and CFI.  The others read the same types from the kernel's BTF.
+_DWARF_COMMANDS = frozenset({"bt"})
+
+
 def open_target(args: argparse.Namespace) -> Target:
     """Open the target the global options name (:func:`klpinspect.api.open_target`)."""
     from .api import open_target as _open_target
 
-    if not (args.symbols or args.debug_directories or args.default_symbols) and not (
+    dwarf = args.dwarf or args.command in _DWARF_COMMANDS
+    no_search = not (args.debug_directories or args.default_symbols or (
+        dwarf and args.symbols) or any(os.path.isdir(s) for s in args.symbols))
+    if no_search and not (
         "DRGN_PLUGINS" in os.environ or "DRGN_DISABLE_PLUGINS" in os.environ
     ):
-        # No debug files: types and symbols come from the kernel's BTF and
-        # kallsyms (klpinspect.backends.drgn.btf_finder), so drgn's plugins --
-        # its own commands, klpinspect's drgn plugin (which does the same for
-        # drgn's CLI), debug-info finders -- have nothing to add, and finding
-        # and importing them costs ~50 ms of a 0.4 s audit.  The user's own
-        # DRGN_PLUGINS / DRGN_DISABLE_PLUGINS still decide.
+        # No DWARF search: types from the kernel's BTF, symbols from kallsyms
+        # or the -s vmlinux's .symtab (klpinspect.backends.drgn.btf_finder),
+        # so drgn's plugins -- its own commands, klpinspect's drgn plugin
+        # (which does the same for drgn's CLI), debug-info finders -- have
+        # nothing to add, and finding and importing them costs ~50 ms of a
+        # 0.4 s audit.  The user's own DRGN_PLUGINS / DRGN_DISABLE_PLUGINS
+        # still decide.
         os.environ["DRGN_DISABLE_PLUGINS"] = "*"
     return _open_target(
         args.core,
@@ -128,6 +141,7 @@ def open_target(args: argparse.Namespace) -> Target:
         qemu=args.qemu,
         debug_directories=args.debug_directories,
         default_symbols=args.default_symbols,
+        dwarf=dwarf,
     )
 
 

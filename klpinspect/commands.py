@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported on first use: the drgn plugin and gdb load this mo
 __all__ = (
     "BTF_BACKTRACE_NOTE",
     "BTF_SYMBOL_SIZE_NOTE",
+    "BTF_SYMTAB_BACKTRACE_NOTE",
     "COMMANDS",
     "CommandError",
     "add_command_arguments",
@@ -49,6 +50,11 @@ BTF_BACKTRACE_NOTE = (
     "no debug info: types from the kernel's BTF, symbols from kallsyms; "
     "no inlined frames and no source lines (give -s VMLINUX for them), "
     "symbol sizes run to the next kallsyms symbol as in the kernel's %pS"
+)
+# The same with a vmlinux whose DWARF was left unread (api.open_target(dwarf=False)).
+BTF_SYMTAB_BACKTRACE_NOTE = (
+    "types from the kernel's BTF, symbols from the vmlinux .symtab, its DWARF not "
+    "loaded: no inlined frames and no source lines (open the target with DWARF for them)"
 )
 
 

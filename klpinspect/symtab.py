@@ -25,6 +25,7 @@ __all__ = (
     "parse_elf_columns",
     "parse_elf_symbols",
     "read_elf_symbols",
+    "read_elf_symtab",
 )
 
 _STB_GLOBAL, _STB_WEAK, _STB_GNU_UNIQUE = 1, 2, 10
@@ -466,6 +467,16 @@ def read_elf_symbols(path: str) -> ElfSymbols:
 
     :raises TargetError: if the file is not ELF64 or has no symbol table
     """
+    symtab, strtab, byteorder, sections = read_elf_symtab(path)
+    return ElfSymbols.from_symtab(symtab, byteorder, sections, strtab)
+
+
+def read_elf_symtab(path: str) -> tuple[bytes, bytes, str, dict[int, tuple[int, int]]]:
+    """The raw ``.symtab`` of an ELF64 file: ``(symtab, strtab, byteorder,
+    sections)``, sections mapping each index to ``(sh_addr, sh_size)``.
+
+    :raises TargetError: if the file is not ELF64 or has no symbol table
+    """
     try:
         with open(path, "rb") as f:
             ident = f.read(64)
@@ -487,8 +498,7 @@ def read_elf_symbols(path: str) -> ElfSymbols:
                 symtab = f.read(size)
                 f.seek(shdrs[link][4])
                 strtab = f.read(shdrs[link][5])
-                order = "little" if e == "<" else "big"
-                return ElfSymbols.from_symtab(symtab, order, sections, strtab)
+                return symtab, strtab, "little" if e == "<" else "big", sections
     except OSError as err:
         raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
     except struct.error:

@@ -296,7 +296,9 @@ def cached_targets() -> Iterator[None]:
     opened: dict[tuple[Any, ...], Any] = {}
 
     def open_once(args: Any) -> Any:
-        key = (args.core, tuple(args.symbols), args.vmcoreinfo, args.live, args.qemu)
+        # bt opens with the DWARF the other commands leave unread (cli._DWARF_COMMANDS)
+        key = (args.core, tuple(args.symbols), args.vmcoreinfo, args.live, args.qemu,
+               args.dwarf or args.command in cli._DWARF_COMMANDS)
         if key not in opened:
             try:
                 opened[key] = real(args)

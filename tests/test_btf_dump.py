@@ -187,27 +187,34 @@ def test_qemu_without_symbols(tmp_path: Path) -> None:
 def test_cli_skips_drgn_plugins_only_without_debug_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No debug files: drgn's plugins have nothing to add (the BTF finders are
-    klpinspect's own), so the CLI does not load them, unless the user's
-    DRGN_PLUGINS / DRGN_DISABLE_PLUGINS say otherwise; with -s they load."""
+    """No DWARF to search for: drgn's plugins have nothing to add (the BTF
+    finders are klpinspect's own), so the CLI does not load them, unless the
+    user's DRGN_PLUGINS / DRGN_DISABLE_PLUGINS say otherwise; they load where
+    the DWARF of -s is read (bt, --dwarf)."""
     from klpinspect import cli
 
     core = str(_core(LP61, "vmcore.elf.xz"))
+    debug = ["-s", str(LP61 / "vmlinux.debug")]
     cases = [
-        ([], {}, "*"),
-        (["-s", str(LP61 / "vmlinux.debug")], {}, None),
-        ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands"),
-        ([], {"DRGN_PLUGINS": "x=y"}, None),
+        ([], {}, "*", "btf+kallsyms"),
+        (debug, {}, "*", "btf+symtab"),
+        ([*debug, "--dwarf"], {}, None, "dwarf"),
+        ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands", "btf+kallsyms"),
+        ([], {"DRGN_PLUGINS": "x=y"}, None, "btf+kallsyms"),
     ]
-    for extra, env, expected in cases:
+    for extra, env, expected, source in cases:
         monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
         monkeypatch.delenv("DRGN_PLUGINS", raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         args = cli.make_parser().parse_args(["-c", core, *extra, "lpstack"])
         target = cli.open_target(args)
-        assert getattr(target, "debuginfo", None) == ("dwarf" if extra else "btf+kallsyms")
+        assert getattr(target, "debuginfo", None) == source
         assert os.environ.get("DRGN_DISABLE_PLUGINS") == expected
+    monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+    target = cli.open_target(cli.make_parser().parse_args(["-c", core, *debug, "bt", "130"]))
+    assert getattr(target, "debuginfo", None) == "dwarf"
+    assert "DRGN_DISABLE_PLUGINS" not in os.environ
 
 
 def test_cli_table_says_where_types_came_from() -> None:
@@ -233,6 +240,7 @@ def test_cli_table_says_where_types_came_from() -> None:
             str(core),
             "-s",
             str(LP61 / "vmlinux.debug"),
+            "--dwarf",
             "stubs",
             "rk_lib",
         ],

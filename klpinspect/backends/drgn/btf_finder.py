@@ -157,9 +157,15 @@ def has_kernel_dwarf(prog: Program) -> bool:
 
 def debuginfo_source(prog: Program) -> str | None:
     """Where ``prog``'s kernel types and symbols come from: ``"dwarf"``,
-    ``"btf+kallsyms"`` or ``None`` (neither, yet)."""
+    ``"btf+kallsyms"``, ``"btf+symtab"`` (a vmlinux given, its DWARF not
+    needed) or ``None`` (neither, yet)."""
     if has_kernel_dwarf(prog):
         return "dwarf"
+    if kernel_btf(prog) is not None:
+        from klpinspect.backends.drgn.symtab_finder import symtab_symbols
+
+        if symtab_symbols(prog) is not None:
+            return "btf+symtab"
     if kernel_btf(prog) is None and _LAZY in prog.registered_type_finders():
         try:  # the drgn plugin's finders load the BTF on first use
             prog.type("struct list_head")
@@ -643,16 +649,25 @@ def kernel_btf(prog: Program) -> KernelBtf | None:
     return found if isinstance(found, KernelBtf) else None
 
 
-def enable_btf(prog: Program) -> KernelBtf:
+def enable_btf(prog: Program, symtab: str | None = None) -> KernelBtf:
     """Make ``prog`` (a kernel program with no vmlinux DWARF) use BTF and kallsyms.
 
     Registers vmlinux kallsyms as a symbol finder, reads the kernel's BTF and
     registers type and object finders over it (after drgn's own).
 
+    :param symtab: a vmlinux (or ``vmlinux.debug``) file whose ``.symtab``
+        gives the symbols instead of kallsyms (its DWARF is not read:
+        :mod:`klpinspect.backends.drgn.symtab_finder`)
     :raises LookupError: if the kernel has no kallsyms in VMCOREINFO or no BTF
         (the text says which)
+    :raises TargetError: if ``symtab`` has no symbol table
     """
-    _enable_vmlinux_kallsyms(prog)
+    if symtab is not None:
+        from klpinspect.backends.drgn.symtab_finder import enable_symtab_symbols
+
+        enable_symtab_symbols(prog, symtab)
+    else:
+        _enable_vmlinux_kallsyms(prog)
     kbtf = kernel_btf(prog) or KernelBtf(prog, _read_vmlinux_btf(prog))
     prog.cache[_CACHE_KEY] = kbtf
 

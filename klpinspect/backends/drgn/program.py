@@ -379,6 +379,7 @@ def load_kernel_debug_info(
     *,
     debug_directories: Sequence[str | os.PathLike[str]] = (),
     default_symbols: bool = False,
+    dwarf: bool = True,
 ) -> None:
     """Load debug info for the kernel and whichever modules ``symbols`` cover.
 
@@ -389,6 +390,10 @@ def load_kernel_debug_info(
     :param debug_directories: more directories for drgn's own search
         (``drgn --debug-directory``)
     :param default_symbols: run drgn's default search as well as loading ``symbols``
+    :param dwarf: ``False``: when ``symbols`` is one vmlinux and the kernel has
+        BTF, take types from the BTF and symbols from the file's ``.symtab``
+        and leave its DWARF unread (:mod:`.symtab_finder`): the same answers
+        for everything but a backtrace's inlined frames and source lines
     :raises TargetError: for a missing or non-ELF file, a vmlinux of another
         build, or when no kernel debug info is found
     """
@@ -419,15 +424,26 @@ def load_kernel_debug_info(
             return
         except LookupError as e:
             btf_problem = str(e)
-    if search:
-        opts = prog.debug_info_options
-        opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
     for orig, _, build_id, rel in files:
         if not rel and kernel_id and build_id and build_id != kernel_id:
             raise TargetError(
                 f"{orig}: debug info for another kernel build (build ID {build_id}, "
                 f"the kernel's is {kernel_id})"
             )
+    if not dwarf and len(files) == 1 and not files[0][3] and not search and not default_symbols:
+        # One vmlinux: its DWARF would give the types the kernel's own BTF
+        # gives alike; drgn indexes it whole on load (0.3-0.6 s, ~300 MB for
+        # a distribution -dbg vmlinux).  Without BTF, DWARF it is.
+        from klpinspect.backends.drgn.btf_finder import enable_btf
+
+        try:
+            enable_btf(prog, symtab=str(files[0][1]))
+            return
+        except (LookupError, TargetError):
+            pass  # no BTF, or a file with no .symtab: DWARF it is
+    if search:
+        opts = prog.debug_info_options
+        opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
     try:
         if files or search:
             prog.load_debug_info(
@@ -469,6 +485,7 @@ def open_program(
     cache_dir: str | None = None,
     debug_directories: Sequence[str] = (),
     default_symbols: bool = False,
+    dwarf: bool = True,
 ) -> tuple[drgn.Program, str]:
     """Open the target the command line names, with its debug info.
 
@@ -477,6 +494,8 @@ def open_program(
     :param vmcoreinfo: a file with the kernel's VMCOREINFO text
     :param live: the running kernel (/proc/kcore)
     :param qemu: QMP socket of a live QEMU guest
+    :param dwarf: ``False``: no DWARF for a lone ``-s`` vmlinux of a kernel with
+        BTF (:func:`load_kernel_debug_info`)
     :returns: ``(program, kind)`` with kind ``"vmcore"``, ``"live"`` or ``"qemu"``
     :raises TargetError: when the target cannot be used (one-line message)
     """
@@ -503,5 +522,6 @@ def open_program(
         cache_dir,
         debug_directories=debug_directories,
         default_symbols=default_symbols,
+        dwarf=dwarf,
     )
     return prog, kind

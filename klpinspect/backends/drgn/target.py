@@ -24,6 +24,7 @@ from klpinspect.backends.drgn.btf_finder import (
     kallsyms_symtab,
 )
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
+from klpinspect.backends.drgn.symtab_finder import symtab_symbols
 from klpinspect.backends.drgn.view import DrgnKernel
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.symtab import ElfSymbols, read_elf_symbols
@@ -127,6 +128,10 @@ class DrgnTarget(layout.LayoutQueries):
         """
         if not self._vmlinux_symbols_tried:
             self._vmlinux_symbols_tried = True
+            given = symtab_symbols(self.prog)  # -s VMLINUX without its DWARF
+            if given is not None:
+                self._vmlinux_symbols = given
+                return given
             try:
                 path = self.prog.main_module().debug_file_path
             except (LookupError, AttributeError):
