@@ -649,7 +649,7 @@ def kernel_btf(prog: Program) -> KernelBtf | None:
     return found if isinstance(found, KernelBtf) else None
 
 
-def enable_btf(prog: Program, symtab: str | None = None) -> KernelBtf:
+def enable_btf(prog: Program, symtab: str | None = None, bias: int = 0) -> KernelBtf:
     """Make ``prog`` (a kernel program with no vmlinux DWARF) use BTF and kallsyms.
 
     Registers vmlinux kallsyms as a symbol finder, reads the kernel's BTF and
@@ -657,7 +657,8 @@ def enable_btf(prog: Program, symtab: str | None = None) -> KernelBtf:
 
     :param symtab: a vmlinux (or ``vmlinux.debug``) file whose ``.symtab``
         gives the symbols instead of kallsyms (its DWARF is not read:
-        :mod:`klpinspect.backends.drgn.symtab_finder`)
+        :mod:`klpinspect.backends.drgn.symtab_finder`); ``bias``: the kernel's
+        ``KERNELOFFSET``, added to its addresses
     :raises LookupError: if the kernel has no kallsyms in VMCOREINFO or no BTF
         (the text says which)
     :raises TargetError: if ``symtab`` has no symbol table
@@ -665,7 +666,7 @@ def enable_btf(prog: Program, symtab: str | None = None) -> KernelBtf:
     if symtab is not None:
         from klpinspect.backends.drgn.symtab_finder import enable_symtab_symbols
 
-        enable_symtab_symbols(prog, symtab)
+        enable_symtab_symbols(prog, symtab, bias)
     else:
         _enable_vmlinux_kallsyms(prog)
     kbtf = kernel_btf(prog) or KernelBtf(prog, _read_vmlinux_btf(prog))

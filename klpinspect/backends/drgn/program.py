@@ -436,8 +436,9 @@ def load_kernel_debug_info(
         # a distribution -dbg vmlinux).  Without BTF, DWARF it is.
         from klpinspect.backends.drgn.btf_finder import enable_btf
 
+        m = re.search(rb"^KERNELOFFSET=([0-9a-fA-F]+)$", vmcoreinfo or b"", re.M)
         try:
-            enable_btf(prog, symtab=str(files[0][1]))
+            enable_btf(prog, symtab=str(files[0][1]), bias=int(m.group(1), 16) if m else 0)
             return
         except (LookupError, TargetError):
             pass  # no BTF, or a file with no .symtab: DWARF it is

@@ -41,10 +41,14 @@ class SymtabSymbols:
     :param strtab: its string table
     :param byteorder: ``"little"`` or ``"big"``
     :param table: the :class:`ElfSymbols` over the same rows (address look-ups)
+    :param bias: added to every file address: the kernel's ``KERNELOFFSET``
+        (as drgn biases the vmlinux it loads)
     """
 
-    def __init__(self, symtab: bytes, strtab: bytes, byteorder: str, table: ElfSymbols) -> None:
+    def __init__(self, symtab: bytes, strtab: bytes, byteorder: str, table: ElfSymbols,
+                 bias: int = 0) -> None:
         self.table = table
+        self._bias = bias
         self._strtab = strtab
         self._little = byteorder == "little"
         # three C-unpacked columns; a row's st_name/st_info/st_shndx come from
@@ -72,7 +76,7 @@ class SymtabSymbols:
 
     def _symbol(self, row: int) -> drgn.Symbol:
         info = self._head(row)[1]
-        return drgn.Symbol(self._name(row), self._values[row], self._sizes[row],
+        return drgn.Symbol(self._name(row), self._values[row] + self._bias, self._sizes[row],
                            drgn.SymbolBinding((info >> 4) + 1), drgn.SymbolKind(info & 15))
 
     def _rows_at(self, address: int) -> list[int]:
@@ -100,6 +104,7 @@ class SymtabSymbols:
         self, prog: drgn.Program, name: str | None, address: int | None, one: bool
     ) -> Sequence[drgn.Symbol]:
         if address is not None:
+            address -= self._bias
             if one or name is not None:
                 hit = self.table.lookup(address)
                 if hit is None or (name is not None and hit[2] != name):
@@ -111,7 +116,8 @@ class SymtabSymbols:
             # every symbol containing it (Program.symbols(address): rare)
             rows = [r for r in self._all_rows()
                     if self._values[r] <= address < self._values[r] + self._sizes[r]]
-            return [self._symbol(r) for r in rows] or self(prog, None, address, True)
+            return [self._symbol(r) for r in rows] or self(
+                prog, None, address + self._bias, True)
         if name is not None:
             if one:
                 named = self.table.address_of(name)
@@ -130,9 +136,14 @@ def symtab_symbols(prog: drgn.Program) -> ElfSymbols | None:
     return finder.table if isinstance(finder, SymtabSymbols) else None
 
 
-def enable_symtab_symbols(prog: drgn.Program, path: str) -> ElfSymbols:
+def enable_symtab_symbols(prog: drgn.Program, path: str, bias: int = 0) -> ElfSymbols:
     """Register the ``.symtab`` of ``path`` (vmlinux or its ``.debug`` file) as
     ``prog``'s vmlinux symbol finder, once.
+
+    :param bias: the kernel's ``KERNELOFFSET``: drgn's symbols and objects are
+        at file address + bias, as with the file's DWARF loaded (the table
+        returned, like the one :class:`DrgnTarget` reads with DWARF, is not
+        biased: ppc64 kernels run at their link address)
 
     :raises TargetError: if the file is not ELF64 or has no ``.symtab``
     """
@@ -141,7 +152,7 @@ def enable_symtab_symbols(prog: drgn.Program, path: str) -> ElfSymbols:
         return found.table
     symtab, strtab, byteorder, sections = read_elf_symtab(path)
     table = ElfSymbols.from_symtab(symtab, byteorder, sections, strtab)
-    finder = SymtabSymbols(symtab, strtab, byteorder, table)
+    finder = SymtabSymbols(symtab, strtab, byteorder, table, bias)
     prog.register_symbol_finder(_FINDER, finder, enable_index=0)
     prog.cache[_CACHE_KEY] = finder
     return table
