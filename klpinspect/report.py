@@ -718,7 +718,8 @@ def render(report: Report, fmt: str) -> str:
 def new_report(target: Target, kernel: KernelInfo, sections: tuple[str, ...]) -> Report:
     """A report with the ``target`` and ``kernel`` headers filled in."""
     head = {"kind": target.kind, "release": kernel.release, "arch": kernel.arch}
-    # Where types and symbols came from: "dwarf" or "btf+kallsyms" (drgn back end).
+    # Where types and symbols came from: "dwarf", "btf+kallsyms" or "btf+symtab"
+    # (drgn back end).
     debuginfo = getattr(target, "debuginfo", None)
     if debuginfo:
         head["debuginfo"] = debuginfo
