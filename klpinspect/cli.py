@@ -120,18 +120,18 @@ def open_target(args: argparse.Namespace) -> Target:
     from .api import open_target as _open_target
 
     dwarf = args.dwarf or args.command in _DWARF_COMMANDS
-    no_search = not (args.debug_directories or args.default_symbols or (
-        dwarf and args.symbols) or any(os.path.isdir(s) for s in args.symbols))
-    if no_search and not (
+    search = args.debug_directories or args.default_symbols or any(
+        os.path.isdir(s) for s in args.symbols)
+    if not search and not (
         "DRGN_PLUGINS" in os.environ or "DRGN_DISABLE_PLUGINS" in os.environ
     ):
-        # No DWARF search: types from the kernel's BTF, symbols from kallsyms
-        # or the -s vmlinux's .symtab (klpinspect.backends.drgn.btf_finder),
-        # so drgn's plugins -- its own commands, klpinspect's drgn plugin
-        # (which does the same for drgn's CLI), debug-info finders -- have
-        # nothing to add, and finding and importing them costs ~50 ms of a
-        # 0.4 s audit.  The user's own DRGN_PLUGINS / DRGN_DISABLE_PLUGINS
-        # still decide.
+        # No debug info search, only the files named (or none: types from the
+        # kernel's BTF, symbols from kallsyms or the -s vmlinux's .symtab,
+        # klpinspect.backends.drgn.btf_finder): drgn's plugins -- its own
+        # commands, klpinspect's drgn plugin (which does the same for drgn's
+        # CLI), debug-info finders -- have nothing to add, and finding and
+        # importing them costs 50-100 ms of a 0.4 s audit or backtrace.  The
+        # user's own DRGN_PLUGINS / DRGN_DISABLE_PLUGINS still decide.
         os.environ["DRGN_DISABLE_PLUGINS"] = "*"
     return _open_target(
         args.core,

@@ -187,10 +187,10 @@ def test_qemu_without_symbols(tmp_path: Path) -> None:
 def test_cli_skips_drgn_plugins_only_without_debug_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No DWARF to search for: drgn's plugins have nothing to add (the BTF
-    finders are klpinspect's own), so the CLI does not load them, unless the
-    user's DRGN_PLUGINS / DRGN_DISABLE_PLUGINS say otherwise; they load where
-    the DWARF of -s is read (bt, --dwarf)."""
+    """No debug info search: drgn's plugins have nothing to add (the BTF
+    finders are klpinspect's own, -s files are loaded by name), so the CLI
+    does not load them, unless the user's DRGN_PLUGINS / DRGN_DISABLE_PLUGINS
+    say otherwise; they load where drgn searches (--default-symbols, -s DIR)."""
     from klpinspect import cli
 
     core = str(_core(LP61, "vmcore.elf.xz"))
@@ -198,7 +198,8 @@ def test_cli_skips_drgn_plugins_only_without_debug_files(
     cases = [
         ([], {}, "*", "btf+kallsyms"),
         (debug, {}, "*", "btf+symtab"),
-        ([*debug, "--dwarf"], {}, None, "dwarf"),
+        ([*debug, "--dwarf"], {}, "*", "dwarf"),
+        ([*debug, "--default-symbols"], {}, None, "dwarf"),
         ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands", "btf+kallsyms"),
         ([], {"DRGN_PLUGINS": "x=y"}, None, "btf+kallsyms"),
     ]
@@ -212,9 +213,10 @@ def test_cli_skips_drgn_plugins_only_without_debug_files(
         assert getattr(target, "debuginfo", None) == source
         assert os.environ.get("DRGN_DISABLE_PLUGINS") == expected
     monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("DRGN_PLUGINS", raising=False)
     target = cli.open_target(cli.make_parser().parse_args(["-c", core, *debug, "bt", "130"]))
     assert getattr(target, "debuginfo", None) == "dwarf"
-    assert "DRGN_DISABLE_PLUGINS" not in os.environ
+    assert os.environ.get("DRGN_DISABLE_PLUGINS") == "*"
 
 
 def test_cli_table_says_where_types_came_from() -> None:
