@@ -84,8 +84,12 @@ def guest_view(console: str) -> dict[str, Any]:
 
 
 def _strip_kind(report: dict[str, Any]) -> dict[str, Any]:
+    """*report* without what differs between back ends by design: the target's
+    kind, and where types came from (gdb reads the DWARF, drgn's command line
+    the kernel's BTF where it has one)."""
     r = dict(report)
-    r["target"] = {k: v for k, v in r.get("target", {}).items() if k != "kind"}
+    r["target"] = {k: v for k, v in r.get("target", {}).items()
+                   if k not in ("kind", "debuginfo")}
     return r
 
 
