@@ -132,7 +132,7 @@ class ElfSymbols:
         symtab, byteorder = self._raw
         self._raw = None
         boundaries: list[int] = []
-        self._cols = parse_elf_columns(symtab, byteorder, boundaries)
+        self._cols = parse_elf_columns(symtab, byteorder, boundaries, self._kinds)
         self._boundaries = boundaries
 
     def _raw_size_to_next(self, address: int) -> int:
@@ -193,6 +193,8 @@ class ElfSymbols:
         self._by_name: dict[str, int] | None = None
         self._found: dict[str, int | None] = {}
         self._used_offsets: set[int] | None = None
+        # st_info's type of each row, table order (from_symtab tables only)
+        self._kinds: array.array[int] = array.array("B")
 
     def _index(self) -> None:
         """Sort and index the symbols, on the first :meth:`lookup` (a backtrace
@@ -357,6 +359,27 @@ class ElfSymbols:
             self._by_name = self._name_index()
         return self._by_name.get(name)
 
+    @property
+    def starts(self) -> Sequence[int]:
+        """Every symbol's address, sorted (duplicates kept)."""
+        self._index()
+        return self._starts
+
+    def symbols_at(self, start: int) -> list[tuple[int, int, int, str, int, int]]:
+        """The symbols that start at ``start``, in table order: ``(row, address,
+        size, name, binding, type)`` with ``STB_*`` / ``STT_*`` values (the type
+        0 where the table keeps none: tables not made :meth:`from_symtab`)."""
+        self._index()
+        j = bisect.bisect_left(self._starts, start)
+        out = []
+        while j < len(self._starts) and self._starts[j] == start:
+            row = self._order[j]
+            kind = self._kinds[row] if row < len(self._kinds) else 0
+            out.append((row, start, self._sizes[j], self._name(self._names[row]),
+                        self._binds[row], kind))
+            j += 1
+        return sorted(out)
+
     def _find_name(self, name: str) -> int | None | object:
         """:meth:`address_of` without a name index, for a lazily named table:
         each place ``name`` ends a string in ``.strtab`` is an ``st_name`` that
@@ -439,6 +462,7 @@ _KIND_KEPT = bytes(0 if (i & 15) in (_STT_SECTION, _STT_FILE, _STT_TLS) else 1
                    for i in range(256))
 _KIND_SECTION = bytes(1 if (i & 15) == _STT_SECTION else 0 for i in range(256))
 _BINDING = bytes(i >> 4 for i in range(256))
+_KIND = bytes(i & 15 for i in range(256))
 _NONZERO = bytes([0, *[1] * 255])
 
 
@@ -453,10 +477,16 @@ def _rows_nonzero(rows: memoryview, offsets: Iterable[int], n: int) -> int:
 
 
 def parse_elf_columns(
-    symtab: bytes, byteorder: str, boundaries: list[int] | None = None
+    symtab: bytes,
+    byteorder: str,
+    boundaries: list[int] | None = None,
+    kinds: array.array[int] | None = None,
 ) -> _Columns:
     """:func:`parse_elf_symbols` with lazy names, as columns (address, size,
     ``st_name`` offset, binding, section index) for :meth:`ElfSymbols.from_columns`.
+
+    :param boundaries: if given, gets the addresses of section symbols
+    :param kinds: if given, gets each kept row's symbol type (``STT_*``)
 
     Column-wise: each field is a strided slice of the table, the kept rows
     (defined, named, not section/file/TLS, nonzero value) a byte mask made
@@ -483,9 +513,14 @@ def parse_elf_columns(
     keep = (has_shndx & has_value & _rows_nonzero(rows, name_at, n)
             & int.from_bytes(infos.translate(_KIND_KEPT), "big")).to_bytes(n, "big")
     binds = array.array("B", infos.translate(_BINDING))
-    out = (array.array("Q"), array.array("Q"), array.array("I"), array.array("B"),
-           array.array("I"))
-    cols = (values, st_sizes, names, binds, array.array("I", shndxs))
+    out: tuple[array.array[int], ...] = (
+        array.array("Q"), array.array("Q"), array.array("I"), array.array("B"),
+        array.array("I"))
+    cols: tuple[array.array[int], ...] = (
+        values, st_sizes, names, binds, array.array("I", shndxs))
+    if kinds is not None:
+        out += (kinds,)
+        cols += (array.array("B", infos.translate(_KIND)),)
     start = 0
     while start < n:  # copy each run of kept rows
         stop = keep.find(0, start)
@@ -497,7 +532,7 @@ def parse_elf_columns(
         start = keep.find(1, stop)
         if start < 0:
             break
-    return out
+    return out[0], out[1], out[2], out[3], out[4]
 
 
 def read_elf_symbols(path: str) -> ElfSymbols:
