@@ -45,6 +45,7 @@ __all__ = ("CallFollow", "CallSite", "find_stub_calls")
 # the first on BE.  Opcode 18 (I-form branch) is 0x48-0x4b in that byte.
 _IS_BRANCH = bytes(1 if 0x48 <= b <= 0x4B else 0 for b in range(256))
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+_HALF = 1 << 63
 
 
 class CallFollow(StrEnum):
@@ -144,12 +145,9 @@ def find_stub_calls(
     # only narrows the candidates (one set look-up a branch, in a comprehension:
     # a module's text has tens of thousands of branches); the loop below checks
     # each one with insn.branch_target, the one definition of a branch's target.
-    near: set[int] = set()
-    for s in stubset:
-        d = (s - address) & _MASK64
-        d = d - (1 << 64) if d >> 63 else d  # the offset as the 64-bit wrap sees it
-        for k in (0x48000000 + d, 0x48000000 + d + 0x04000000):
-            near.update((k, k + 1))
+    # d as the 64-bit wrap sees it: the signed offset nearest to 0
+    near = {((s - address + _HALF) & _MASK64) - _HALF + 0x48000000 + e
+            for s in stubset for e in (0, 1, 0x04000000, 0x04000001)}
     i = -1
     if suspect_only:
         # Drop the correct ``bl``s here too: followed by the TOC restore, or
