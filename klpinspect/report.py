@@ -552,10 +552,11 @@ def _json_hex(value: int | None) -> str:
     return "null" if value is None else f'"{hex(value)}"'
 
 
-def _stub_lines(records: Iterable[StubRecord]) -> list[str]:
-    """Each record's JSON object on one line: the text ``_flat(r.to_json())`` gives,
-    written straight from the fields (a distribution kernel has 16,000 slots:
-    no dict, no property call and no encoder call per field)."""
+def _stub_lines(records: Iterable[StubRecord], level: int) -> list[str]:
+    """Each record's JSON object at ``level``: for the two record types, the
+    line ``_flat(r.to_json())`` gives, written straight from the fields (a
+    distribution kernel has 16,000 slots: no dict, no property call and no
+    encoder call per field)."""
     lines: list[str] = []
     add = lines.append
     enc = _str
@@ -563,8 +564,7 @@ def _stub_lines(records: Iterable[StubRecord]) -> list[str]:
     for r in records:
         cls = type(r)
         if cls is not StubRecord and cls is not OolStubRecord:
-            out = r.to_json()  # a record type of its own: the generic way
-            add(_dumps(out, 0) if _nested(out.values()) else _flat(out))
+            add(_dumps(r.to_json(), level))  # a record type of its own: the generic way
             continue
         st = r.stub
         index = r.index
@@ -621,10 +621,11 @@ def _module_text(mod: ModuleRecord, level: int) -> str:
         if not records:
             return "[]"
         inner = pad + "  "
-        return "[\n" + inner + (",\n" + inner).join(_stub_lines(records)) + "\n" + pad + "]"
+        lines = _stub_lines(records, level + 2)
+        return "[\n" + inner + (",\n" + inner).join(lines) + "\n" + pad + "]"
 
     def one(record: StubRecord | None) -> str:
-        return "null" if record is None else _stub_lines((record,))[0]
+        return "null" if record is None else _stub_lines((record,), level + 1)[0]
 
     fields = [
         f'"name": {_json_str(mod.name)}',

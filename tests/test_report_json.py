@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from test_audit import make_target
@@ -31,6 +32,18 @@ from klpinspect.report import (
 def _generic(report: Report) -> str:
     """The report through the generic writer: every record as its ``to_json()`` dict."""
     return _dumps(report.to_json(), 0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _NotedStub(StubRecord):
+    """A record type of its own, with a nested field: written the generic way."""
+
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out = StubRecord.to_json(self)
+        out["notes"] = list(self.notes)
+        return out
 
 
 def _records() -> list[StubRecord]:
@@ -54,6 +67,8 @@ def _variants(rec: StubRecord) -> list[StubRecord]:
         OolStubRecord(blank, None, None, None, 0xC0080000000012F4, "f+0x4/0x40",
                       "enabled", 0xC000000001459E40, "ftrace_nop_ops"),
         OolStubRecord(stub, 3, "s", "vmlinux", 0, "\x00\x1f", "other", None, None),
+        _NotedStub(stub, 1, "f", None, ("a", "b")),
+        _NotedStub(stub, 2, "g", None, ()),
     ]
 
 
@@ -67,6 +82,7 @@ def _modules() -> list[ModuleRecord]:
                      tramp=plain[0]),
         ModuleRecord("regs_only", tramp_regs=plain[1]),
         ModuleRecord("ool_only", ool_stubs=ool),
+        ModuleRecord("noted", tramp=plain[-2], stubs=plain[-2:]),
         ModuleRecord("m\u00e9", toc=0, stubs=plain, tramp=plain[2], tramp_regs=plain[3],
                      stubs_section=0xC008000000000000, ool_stubs=ool[:1]),
     ]
