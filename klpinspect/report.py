@@ -441,9 +441,12 @@ def render_json(report: Report) -> str:
 
     Indented by two spaces down to the innermost objects and arrays, which
     are written one to a line (a stub slot, a frame): the same document as
-    ``json.dumps(indent=2)`` in fewer lines, and encoded by the json module's
-    C encoder (``indent`` makes json use its pure-Python one: 0.3 s for the
-    11,000 slots of a distribution kernel).
+    ``json.dumps(indent=2)`` in fewer lines.  The innermost values go through
+    the json module's C encoder (``indent`` makes json use its pure-Python
+    one: 0.3 s for the 11,000 slots of a distribution kernel), and the module
+    records, most of the text, are written straight from their fields
+    (:func:`_module_text`: 22 ms for the 16,400 slots of Debian's 7.2, where
+    their ``to_json()`` dicts took 100 ms).
     """
     return _render_json(report)
 
@@ -613,8 +616,8 @@ def _module_text(mod: ModuleRecord, level: int) -> str:
     """``_dumps(mod.to_json(), level)``, the same text, without the dicts."""
     if (type(mod).to_json is not ModuleRecord.to_json
             or not (mod.stubs or mod.ool_stubs or mod.tramp or mod.tramp_regs)):
-        out = mod.to_json()  # a flat object (no slot at all): one line, the generic way
-        return _dumps(out, level)
+        # a record type of its own, or a flat object (no slot at all: one line)
+        return _dumps(mod.to_json(), level)
     pad = "  " * (level + 1)
 
     def array(records: list[StubRecord]) -> str:
