@@ -7,6 +7,7 @@ section, so every branch offset is the assembler's.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from synthetic import SyntheticTarget
 
 from klpinspect.callsite_audit import audit_module_callsites, module_text_regions
 from klpinspect.ppc64.callsites import CallFollow, CallSite, find_stub_calls
+from klpinspect.ppc64.insn import aa_bit, branch_target, is_i_form_branch, lk_bit, words
 from klpinspect.ppc64.stubs import OOL_STUB_SIZE
 from klpinspect.report import Severity
 from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo, Target
@@ -127,6 +129,85 @@ def test_random_bytes_never_raise(data: bytes, byteorder: str) -> None:
     for c in every:
         assert c.target in stubs and (c.address - BASE) % 4 == 0
     suspect = find_stub_calls(data, BASE, stubs, byteorder=byteorder, suspect_only=True)
+    assert suspect == [c for c in every if not c.ok]
+
+
+def _reference(text: bytes, address: int, stubs: set[int],
+               byteorder: str = "little") -> list[tuple[int, int, bool]]:
+    """The sites the scanner must find, the slow way: every word, insn.branch_target."""
+    out = []
+    for i, w in enumerate(words(text, byteorder)):
+        site = address + 4 * i  # as find_stub_calls reports it (targets wrap, sites not)
+        if is_i_form_branch(w) and not aa_bit(w) and branch_target(w, site) in stubs:
+            out.append((site, branch_target(w, site), lk_bit(w)))
+    return out
+
+
+def _found(calls: list[CallSite]) -> list[tuple[int, int, bool]]:
+    return [(c.address, c.target, c.link) for c in calls]
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.parametrize("address", [BASE, BASE - 0x20000000, 0, 0xFFFFFFFFFFFFFF80])
+def test_fast_scan_is_the_branch_target_reference(byteorder: str, address: int) -> None:
+    """The scanner's I-form arithmetic finds exactly what insn.branch_target says,
+    also where the text wraps past 2**64 and with slots behind the text."""
+    text = _text(byteorder) * 3
+    mask = 0xFFFFFFFFFFFFFFFF
+    slots = {(s - BASE + address + k) & mask for s in STUBS for k in (0, END, 2 * END)}
+    behind = {(address - 0x1000000 + 8 * k) & mask for k in range(4)}
+    for stubs in (slots, slots | behind, {min(slots)}):
+        got = find_stub_calls(text, address, stubs, byteorder=byteorder)
+        assert _found(got) == _reference(text, address, stubs, byteorder)
+        assert len(got) >= (27 if stubs is slots else 1)
+
+
+@pytest.mark.parametrize("byteorder,abi", [("little", 2), ("big", 1)])
+def test_sibling_before_a_restore_is_still_suspect(byteorder: str, abi: int) -> None:
+    """The fast filter drops only ``bl``s followed by the restore: a ``b`` into a
+    stub followed by the same word is a sibling call, reported."""
+    asm = words(_text(byteorder), byteorder)
+    sibling, restore = asm[0x58 // 4], asm[0x18 // 4]  # "b stub1"; "ld r2,R(r1)" after a bl
+    prefix = "<" if byteorder == "little" else ">"
+    text = struct.pack(f"{prefix}4I", asm[0], sibling, restore, asm[0x14 // 4])
+    stubs = {branch_target(w, BASE + 4 * i) for i, w in enumerate(words(text, byteorder))
+             if is_i_form_branch(w)}
+    every = find_stub_calls(text, BASE, stubs, byteorder=byteorder, abi=abi)
+    suspect = find_stub_calls(text, BASE, stubs, byteorder=byteorder, abi=abi,
+                              suspect_only=True)
+    assert [c.follow for c in every] == [CallFollow.SIBLING, CallFollow.OTHER]
+    assert every[0].next_word == restore
+    assert suspect == every
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, END // 4 - 1), min_size=1, max_size=200),
+    st.integers(0, 2**62 - 1),
+    st.lists(st.integers(-0x4000, 0x4000), max_size=12),
+    st.sampled_from(["little", "big"]),
+)
+def test_assembled_words_shuffled_match_the_reference(
+    picks: list[int], address: int, offsets: list[int], byteorder: str
+) -> None:
+    """Real encodings (the assembled file's words) in any order, at any address,
+    slots anywhere near: the same sites as the reference, in both modes."""
+    asm_words = words(_text(byteorder), byteorder)
+    prefix = "<" if byteorder == "little" else ">"
+    text = struct.pack(f"{prefix}{len(picks)}I", *(asm_words[p] for p in picks))
+    address *= 4
+    mask = 0xFFFFFFFFFFFFFFFF
+    stubs = {(address + 4 * o) & mask for o in offsets}
+    # and every target a branch of the text has, so that there are hits
+    for i, w in enumerate(words(text, byteorder)):
+        if is_i_form_branch(w) and i % 3:
+            stubs.add(branch_target(w, (address + 4 * i) & mask))
+    every = find_stub_calls(text, address, stubs, byteorder=byteorder)
+    assert _found(every) == _reference(text, address, stubs, byteorder)
+    tramps = set(list(stubs)[:1])
+    every = find_stub_calls(text, address, stubs, tramps=tramps, byteorder=byteorder)
+    suspect = find_stub_calls(text, address, stubs, tramps=tramps, byteorder=byteorder,
+                              suspect_only=True)
     assert suspect == [c for c in every if not c.ok]
 
 
@@ -281,7 +362,9 @@ def check_module_call_sites(target: Target, kos: Mapping[str, Path]) -> tuple[in
         for _label, start, end in module_text_regions(mod):
             tramps = [t for t in (mod.tramp, mod.tramp_regs) if t is not None]
             data = target.read(start, end - start)
-            for c in find_stub_calls(data, start, stubs[name], tramps=tramps):
+            calls = find_stub_calls(data, start, stubs[name], tramps=tramps)
+            assert _found(calls) == _reference(data, start, set(stubs[name]), kernel.byteorder)
+            for c in calls:
                 if c.follow is CallFollow.FTRACE and ool[0] <= c.address < ool[1]:
                     continue  # an out-of-line ftrace stub's own `mflr r0; bl <tramp>` (6.13+)
                 follows[c.follow.value] = follows.get(c.follow.value, 0) + 1
