@@ -193,7 +193,9 @@ _SYMBOL_LINE = re.compile(r"^SYMBOL\(([^)]+)\)=([A-Fa-f0-9]+)$", re.M)
 
 
 def load_vmlinux_kallsyms(prog: Program) -> Any:
-    """drgn's ``load_vmlinux_kallsyms(prog)``: vmlinux's kallsyms as a symbol finder.
+    """vmlinux's kallsyms as a symbol finder: klpinspect's lazy one
+    (:func:`klpinspect.backends.drgn.kallsyms.load`) or, where that cannot
+    read the tables, drgn's ``load_vmlinux_kallsyms(prog)``.
 
     The same C loader, called without importing ``drgn.helpers.linux``,
     whose package imports every Linux helper (25-30 ms, a tenth of an
@@ -211,6 +213,12 @@ def load_vmlinux_kallsyms(prog: Program) -> Any:
     live = drgn.ProgramFlags.IS_LIVE | drgn.ProgramFlags.IS_LOCAL
     if prog.flags & live == live and os.geteuid() == 0:
         return _linux_helper_load_proc_kallsyms()
+    # klpinspect's own: bulk reads, names decoded as look-ups need them
+    from klpinspect.backends.drgn.kallsyms import load
+
+    lazy = load(prog)
+    if lazy is not None:
+        return lazy
     text = prog["VMCOREINFO"].string_().decode("ascii")
     found = {m.group(1): int(m.group(2), 16) for m in _SYMBOL_LINE.finditer(text)}
     return _linux_helper_load_builtin_kallsyms(prog, *(found.get(n, 0) for n in _KALLSYMS_TABLES))
@@ -292,7 +300,11 @@ class KallsymsSymbols:
 def kallsyms_symtab(prog: Program) -> KallsymsSymbols | None:
     """vmlinux's kallsyms as a :class:`KallsymsSymbols`, if loaded for ``prog``."""
     index = prog.cache.get(_KALLSYMS)
-    return None if index is None else KallsymsSymbols(prog, index)
+    if index is None:
+        return None
+    from klpinspect.backends.drgn.kallsyms import symtab_of
+
+    return symtab_of(prog, index) or KallsymsSymbols(prog, index)
 
 
 def _read_vmlinux_btf(prog: Program) -> Btf:
