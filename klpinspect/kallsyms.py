@@ -160,7 +160,20 @@ class KallsymsTable:
         if found is None:
             lo = block * _BLOCK
             hi = min(lo + _BLOCK, self.num_syms)
-            found = self._block_addrs[block] = [self.address(i) for i in range(lo, hi)]
+            values, base, mask = self._values[lo:hi], self._base, 0xFFFFFFFFFFFFFFFF
+            enc = self._encoding
+            if enc == "base-relative":
+                found = [(base + v) & mask for v in values]
+            elif enc == "place-relative":
+                # .long _text - . + offset: signed, from the entry's own address
+                signed = array.array("i", values.tobytes())
+                found = [
+                    (a + v) & mask
+                    for a, v in zip(range(base + 4 * lo, base + 4 * hi, 4), signed, strict=True)
+                ]
+            else:
+                found = [self.address(i) for i in range(lo, hi)]
+            self._block_addrs[block] = found
         return found
 
     def index_at(self, address: int) -> int:
@@ -184,10 +197,10 @@ class KallsymsTable:
         """The symbols at symbol ``i``'s address (a run in table order)."""
         here = self.address(i)
         lo = i
-        while lo > 0 and self.address(lo - 1) == here:
+        while lo > 0 and self._addresses((lo - 1) // _BLOCK)[(lo - 1) % _BLOCK] == here:
             lo -= 1
         hi = i + 1
-        while hi < self.num_syms and self.address(hi) == here:
+        while hi < self.num_syms and self._addresses(hi // _BLOCK)[hi % _BLOCK] == here:
             hi += 1
         return range(lo, hi)
 
@@ -241,12 +254,7 @@ class KallsymsTable:
         return found
 
     def entry(self, i: int) -> tuple[str, str]:
-        """``(type letter, name)`` of symbol ``i`` (its whole block decoded, cached)."""
-        letters, names = self._block(i // _BLOCK)
-        return letters[i % _BLOCK], names[i % _BLOCK]
-
-    def _probe(self, i: int) -> tuple[str, str]:
-        """``(type letter, name)`` of symbol ``i`` alone (for binary searches)."""
+        """``(type letter, name)`` of symbol ``i`` (only it decoded; cached)."""
         block = self._blocks.get(i // _BLOCK)
         if block is not None:
             return block[0][i % _BLOCK], block[1][i % _BLOCK]
@@ -254,6 +262,16 @@ class KallsymsTable:
         if found is None:
             found = self._one[i] = self._decode_at(self._block_starts(i // _BLOCK)[i % _BLOCK])
         return found
+
+    def entries(self, lo: int, hi: int) -> list[tuple[str, str]]:
+        """``(type letter, name)`` of symbols ``lo`` to ``hi - 1`` (whole blocks decoded)."""
+        out: list[tuple[str, str]] = []
+        for block in range(lo // _BLOCK, (hi + _BLOCK - 1) // _BLOCK):
+            letters, names = self._block(block)
+            first = block * _BLOCK
+            a, b = max(lo, first) - first, min(hi, first + len(names)) - first
+            out.extend(zip(letters[a:b], names[a:b], strict=True))
+        return out
 
     def _seq(self, k: int) -> int:
         assert self._seqs is not None
@@ -264,7 +282,7 @@ class KallsymsTable:
         seq = self._seq(k)
         if seq >= self.num_syms:
             raise KallsymsError(f"kallsyms_seqs_of_names[{k}] = {seq}: no such symbol")
-        return self._probe(seq)[1]
+        return self.entry(seq)[1]
 
     def indices_named(self, name: str) -> list[int]:
         """Symbols named ``name``, in table (address) order.

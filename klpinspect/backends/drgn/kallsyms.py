@@ -119,7 +119,17 @@ class VmlinuxKallsyms:
                 found = found[:1]
             return [self.symbol(i) for i in found]
         count = 1 if one else self.table.num_syms
-        return [self.symbol(i) for i in range(count)]
+        table, symbols = self.table, self._symbols
+        out = []
+        for i, (letter, name) in enumerate(table.entries(0, count)):
+            sym = symbols.get(i)
+            if sym is None:
+                binding, kind = binding_kind(letter)
+                sym = symbols[i] = drgn.Symbol(
+                    name, table.address(i), table.size(i), _BINDINGS[binding], _KINDS[kind]
+                )
+            out.append(sym)
+        return out
 
 
 def _u32s(data: bytes, little: bool) -> array.array[int]:
