@@ -318,7 +318,7 @@ class Btf:
         self._str_base: int = base._str_base + len(base._strs) if base is not None else 0
         # where each type's record starts, in 32-bit words from the type section
         self._offsets: list[int] = []
-        self._words = _word_array(self._types, end)
+        self._words: array.array[int]  # the type section as words: _scan
         # kind and name_off of each type (a byte string and a 32-bit word
         # array, searched at C speed by bytes.find), gathered on first use
         self._kinds_cache: bytes | None = None
@@ -336,6 +336,7 @@ class Btf:
         n = len(self._types)
         if n % 4:
             raise BtfError("BTF type section is not a whole number of 32-bit words")
+        self._words = _word_array(self._types, self._end)
         # Only the chain of record starts is followed here, one dict look-up
         # a type (the record's length in words from its whole ``info`` word:
         # :class:`_RecordWords`); kinds and names are gathered from the
