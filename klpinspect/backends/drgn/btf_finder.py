@@ -4,9 +4,10 @@ A vmcore of a kernel built with ``CONFIG_DEBUG_INFO_BTF`` carries its types
 (between ``__start_BTF`` and ``__stop_BTF``) and, since 6.0, VMCOREINFO names
 its kallsyms tables.  With these drgn needs no debug file:
 
-* symbols: drgn's own ``load_vmlinux_kallsyms()`` (kallsyms found through
-  VMCOREINFO: commit f09bddbd8661 "vmcoreinfo: add kallsyms_num_syms symbol",
-  6.0) as a symbol finder; module symbols come from each ``struct module``'s
+* symbols: vmlinux's kallsyms (found through VMCOREINFO: commit f09bddbd8661
+  "vmcoreinfo: add kallsyms_num_syms symbol", 6.0) as a symbol finder,
+  decoded lazily (:mod:`klpinspect.backends.drgn.kallsyms`), else by drgn's
+  own ``load_vmlinux_kallsyms()``; module symbols come from each ``struct module``'s
   kallsyms (:class:`klpinspect.backends.drgn.target.DrgnTarget` adds those);
 * types: :class:`KernelBtf` turns BTF types into ``drgn.Type`` on demand
   (vmlinux's, then, for names vmlinux lacks, the modules' split BTF read from

@@ -122,6 +122,14 @@ class VmlinuxKallsyms:
     def __call__(
         self, prog: Program, name: str | None, address: int | None, one: bool
     ) -> Sequence[drgn.Symbol]:
+        try:
+            return self._find(prog, name, address, one)
+        except (KallsymsError, IndexError):
+            return []  # a damaged name or name index: no symbol, not a crash
+
+    def _find(
+        self, prog: Program, name: str | None, address: int | None, one: bool
+    ) -> Sequence[drgn.Symbol]:
         if address is not None:
             i = self.containing(address)
             if i < 0:
@@ -338,8 +346,11 @@ class LazyKallsymsSymbols(KallsymsSymbols):
         i = self._own.containing(address)
         if i < 0:
             return None
-        sym = self._own.symbol(i)
-        candidates = [self._own.symbol(j) for j in self._own.table.aliases(i)]
+        try:
+            sym = self._own.symbol(i)
+            candidates = [self._own.symbol(j) for j in self._own.table.aliases(i)]
+        except (KallsymsError, IndexError):
+            return None  # a damaged name: unnamed, as drgn's finder gives it
         best = max(candidates, key=lambda c: (_RANK.get(c.binding, 0), _underscores(c.name)))
         return int(sym.address), int(sym.size), str(best.name)
 
