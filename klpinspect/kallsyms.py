@@ -183,6 +183,28 @@ class KallsymsTable:
             return -1
         return block * _BLOCK + bisect.bisect_right(self._addresses(block), address) - 1
 
+    def locate(self, address: int) -> tuple[int, int, int] | None:
+        """``(symbol, its address, its size)`` of the symbol containing
+        ``address`` (libdrgn's look-up: only a symbol with a size contains
+        anything, so of several at one address only the last), or ``None``."""
+        firsts = self._firsts
+        block = bisect.bisect_right(firsts, address) - 1
+        if block < 0:
+            return None
+        addrs = self._addresses(block)
+        j = bisect.bisect_right(addrs, address) - 1
+        start = addrs[j]
+        if j + 1 < len(addrs):
+            nxt = addrs[j + 1]
+        elif block + 1 < len(firsts):
+            nxt = firsts[block + 1]
+        else:
+            return None  # the last symbol has no size
+        size = nxt - start
+        if size >= MAX_SYMBOL_LENGTH or size <= 0:
+            return None
+        return block * _BLOCK + j, start, size
+
     def size(self, i: int) -> int:
         """libdrgn's size of symbol ``i``: to the next symbol, if under 64 KiB."""
         if i + 1 >= self.num_syms:

@@ -113,11 +113,8 @@ class VmlinuxKallsyms:
         first, last = self._range
         if not first <= address < last:
             return -1  # the last symbol has no size
-        i = self.table.index_at(address)
-        if i < 0:
-            return -1
-        size = self.table.size(i)
-        return i if size and address < self.table.address(i) + size else -1
+        found = self.table.locate(address)
+        return -1 if found is None else found[0]
 
     def __call__(
         self, prog: Program, name: str | None, address: int | None, one: bool
@@ -332,6 +329,12 @@ def _load(prog: Program) -> VmlinuxKallsyms | None:
     return VmlinuxKallsyms(result, [found.get(name, 0) for name in _KALLSYMS_TABLES])
 
 
+# KallsymsSymbols' rank of a symbol's binding (_RANK), by type letter
+_LETTER_RANK = {
+    chr(c): _RANK.get(_BINDINGS[binding_kind(chr(c))[0]], 0) for c in range(0x21, 0x7F)
+}
+
+
 class LazyKallsymsSymbols(KallsymsSymbols):
     """:class:`~klpinspect.backends.drgn.btf_finder.KallsymsSymbols` over a
     :class:`VmlinuxKallsyms`: the same answers, the aliases from the table's
@@ -340,24 +343,40 @@ class LazyKallsymsSymbols(KallsymsSymbols):
     def __init__(self, prog: Program, index: VmlinuxKallsyms) -> None:
         super().__init__(prog, index)
         self._own = index
+        self._found: dict[int, tuple[int, int, str] | None] = {}
 
     def lookup(self, address: int) -> tuple[int, int, str] | None:
         """``(start, size, name)`` of the symbol containing ``address``."""
-        i = self._own.containing(address)
-        if i < 0:
+        if address in self._found:
+            return self._found[address]
+        found = self._found[address] = self._lookup(address)
+        return found
+
+    def _lookup(self, address: int) -> tuple[int, int, str] | None:
+        first, last = self._own._range
+        if not first <= address < last:
             return None
+        table = self._own.table
+        hit = table.locate(address)
+        if hit is None:
+            return None
+        i, start, size = hit
+        best_key, best = (-1, -1), ""
         try:
-            sym = self._own.symbol(i)
-            candidates = [self._own.symbol(j) for j in self._own.table.aliases(i)]
+            for j in table.aliases(i):
+                letter, name = table.entry(j)
+                key = (_LETTER_RANK.get(letter, 0), _underscores(name))
+                if key > best_key:  # the first of the best, as max() picks
+                    best_key, best = key, name
         except (KallsymsError, IndexError):
             return None  # a damaged name: unnamed, as drgn's finder gives it
-        best = max(candidates, key=lambda c: (_RANK.get(c.binding, 0), _underscores(c.name)))
-        return int(sym.address), int(sym.size), str(best.name)
+        return start, size, best
 
     def size_to_next(self, start: int) -> int:
         """Distance from ``start`` to the next symbol (kallsyms' own sizes)."""
-        i = self._own.containing(start)
-        return self._own.table.size(i) if i >= 0 else 0
+        first, last = self._own._range
+        hit = self._own.table.locate(start) if first <= start < last else None
+        return hit[2] if hit is not None else 0
 
 
 def symtab_of(prog: Program, index: Any) -> LazyKallsymsSymbols | None:
