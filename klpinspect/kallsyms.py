@@ -97,6 +97,10 @@ class KallsymsTable:
     :param base: ``kallsyms_relative_base`` (base-relative, absolute-percpu);
         the address of ``kallsyms_offsets`` (place-relative)
     :param seqs: ``kallsyms_seqs_of_names`` (3 bytes a symbol), if the kernel has it
+    :param llvm_suffixes_sorted_off: ``kallsyms_seqs_of_names`` is sorted by
+        names cut at ``.llvm.`` (``cleanup_symbol_name()`` of the 6.2-era
+        ``scripts/kallsyms.c``, and Debian's 6.1.y: clang LTO's suffixes;
+        no name of a GCC build has one, so both orders agree there)
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class KallsymsTable:
         encoding: Encoding,
         base: int,
         seqs: bytes | None,
+        llvm_suffixes_sorted_off: bool = False,
     ) -> None:
         if num_syms <= 0 or len(values) < num_syms or len(markers) < (num_syms + 255) // 256:
             raise KallsymsError("kallsyms tables shorter than kallsyms_num_syms")
@@ -125,6 +130,7 @@ class KallsymsTable:
         self._encoding = encoding
         self._base = base
         self._seqs = seqs
+        self._cut_llvm = llvm_suffixes_sorted_off
         # decoded blocks: (type letters, names), and each block's first address
         self._blocks: dict[int, tuple[list[str], list[str]]] = {}
         self._block_addrs: dict[int, list[int]] = {}
@@ -306,6 +312,13 @@ class KallsymsTable:
             raise KallsymsError(f"kallsyms_seqs_of_names[{k}] = {seq}: no such symbol")
         return self.entry(seq)[1]
 
+    def _sort_key(self, name: str) -> str:
+        if self._cut_llvm:
+            cut = name.find(".llvm.")
+            if cut >= 0:
+                return name[:cut]
+        return name
+
     def indices_named(self, name: str) -> list[int]:
         """Symbols named ``name``, in table (address) order.
 
@@ -314,17 +327,25 @@ class KallsymsTable:
         if self._seqs is None:
             raise KallsymsError("no kallsyms_seqs_of_names")
         # scripts/kallsyms.c compare_names(): strcmp of the names (not the type
-        # letter), ties by address then table order: a run of equal names
+        # letter; see llvm_suffixes_sorted_off), ties by address then table
+        # order: a run of equal names, found as the kernel's
+        # kallsyms_lookup_names() finds it
+        key = self._sort_key
+        want = key(name)
         lo, hi = 0, self.num_syms
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._seq_name(mid) < name:
+            if key(self._seq_name(mid)) < want:
                 lo = mid + 1
             else:
                 hi = mid
         found = []
-        while lo < self.num_syms and self._seq_name(lo) == name:
-            found.append(self._seq(lo))
+        while lo < self.num_syms:
+            here = self._seq_name(lo)
+            if key(here) != want:
+                break
+            if here == name:
+                found.append(self._seq(lo))
             lo += 1
         found.sort()
         return found
@@ -339,4 +360,5 @@ class KallsymsTable:
             names = [self._seq_name(k) for k in ks]
         except (KallsymsError, IndexError):
             return False
-        return all(a <= b for a, b in zip(names, names[1:], strict=False))
+        keys = [self._sort_key(name) for name in names]
+        return all(a <= b for a, b in zip(keys, keys[1:], strict=False))

@@ -265,6 +265,7 @@ def _load(prog: Program) -> VmlinuxKallsyms | None:
     count = (n + 255) // 256
     markers = None
     seqs: bytes | None = None
+    seqs_between = False  # 6.2-era layout, names sorted without .llvm. suffixes
     for align in (8, 4):  # ALGN: .balign 8 on 64-bit until 7.x's .balign 4
         # markers right before the token table
         start = (end - 4 * count) // align * align
@@ -277,6 +278,7 @@ def _load(prog: Program) -> VmlinuxKallsyms | None:
         markers = _markers_at(region, start, n, align, long_names, little)
         if markers is not None:
             seqs = region[seqs_start : seqs_start + 3 * n]
+            seqs_between = True
             break
     if markers is None:
         return None
@@ -304,6 +306,7 @@ def _load(prog: Program) -> VmlinuxKallsyms | None:
             encoding=encoding,
             base=base,
             seqs=seqs,
+            llvm_suffixes_sorted_off=seqs_between,
         )
 
     probe = table("base-relative", relative_base)
@@ -330,9 +333,7 @@ def _load(prog: Program) -> VmlinuxKallsyms | None:
 
 
 # KallsymsSymbols' rank of a symbol's binding (_RANK), by type letter
-_LETTER_RANK = {
-    chr(c): _RANK.get(_BINDINGS[binding_kind(chr(c))[0]], 0) for c in range(0x21, 0x7F)
-}
+_LETTER_RANK = {chr(c): _RANK.get(_BINDINGS[binding_kind(chr(c))[0]], 0) for c in range(0x21, 0x7F)}
 
 
 class LazyKallsymsSymbols(KallsymsSymbols):
