@@ -131,6 +131,9 @@ class KallsymsTable:
         self._base = base
         self._seqs = seqs
         self._cut_llvm = llvm_suffixes_sorted_off
+        # kallsyms_seqs_of_names positions decoded by check_name_order(), their keys
+        self._sample_at: list[int] = []
+        self._sample_keys: list[str] = []
         # decoded blocks: (type letters, names), and each block's first address
         self._blocks: dict[int, tuple[list[str], list[str]]] = {}
         self._block_addrs: dict[int, list[int]] = {}
@@ -245,21 +248,24 @@ class KallsymsTable:
             return (n & 0x7F) | (second << 7), pos + 2
         return n, pos + 1
 
-    def _block_starts(self, block: int) -> list[int]:
+    def _block_starts(self, block: int, upto: int = _BLOCK - 1) -> list[int]:
+        """Where the names of ``block`` start, at least up to its ``upto``-th
+        (walked from the block's marker as far as needed, then kept)."""
         found = self._starts.get(block)
         if found is None:
-            pos = self._markers[block]
-            count = min(_BLOCK, self.num_syms - block * _BLOCK)
-            found = []
+            found = self._starts[block] = [self._markers[block]]
+        count = min(upto + 1, self.num_syms - block * _BLOCK)
+        if len(found) < count:
             names, long_names = self._names, self._long
-            for _ in range(count):
-                found.append(pos)
+            pos = found[-1]
+            append = found.append
+            for _ in range(count - len(found)):
                 n = names[pos]
                 if n & 0x80 and long_names:
                     pos += 2 + ((n & 0x7F) | (names[pos + 1] << 7))
                 else:
                     pos += 1 + n
-            self._starts[block] = found
+                append(pos)
         return found
 
     def _decode_at(self, pos: int) -> tuple[str, str]:
@@ -274,7 +280,8 @@ class KallsymsTable:
         found = self._blocks.get(block)
         if found is None:
             letters, names = [], []
-            for pos in self._block_starts(block):
+            count = min(_BLOCK, self.num_syms - block * _BLOCK)
+            for pos in self._block_starts(block)[:count]:
                 letter, name = self._decode_at(pos)
                 letters.append(letter)
                 names.append(name)
@@ -288,7 +295,8 @@ class KallsymsTable:
             return block[0][i % _BLOCK], block[1][i % _BLOCK]
         found = self._one.get(i)
         if found is None:
-            found = self._one[i] = self._decode_at(self._block_starts(i // _BLOCK)[i % _BLOCK])
+            j = i % _BLOCK
+            found = self._one[i] = self._decode_at(self._block_starts(i // _BLOCK, j)[j])
         return found
 
     def entries(self, lo: int, hi: int) -> list[tuple[str, str]]:
@@ -332,7 +340,10 @@ class KallsymsTable:
         # kallsyms_lookup_names() finds it
         key = self._sort_key
         want = key(name)
-        lo, hi = 0, self.num_syms
+        # the first levels from the samples check_name_order() decoded
+        s = bisect.bisect_left(self._sample_keys, want)
+        lo = self._sample_at[s - 1] + 1 if s > 0 else 0
+        hi = self._sample_at[s] if s < len(self._sample_at) else self.num_syms
         while lo < hi:
             mid = (lo + hi) // 2
             if key(self._seq_name(mid)) < want:
@@ -361,4 +372,7 @@ class KallsymsTable:
         except (KallsymsError, IndexError):
             return False
         keys = [self._sort_key(name) for name in names]
-        return all(a <= b for a, b in zip(keys, keys[1:], strict=False))
+        if not all(a <= b for a, b in zip(keys, keys[1:], strict=False)):
+            return False
+        self._sample_at, self._sample_keys = ks, keys
+        return True
