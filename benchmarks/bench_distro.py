@@ -32,7 +32,7 @@ time), and the ratios of medians to drgn's baseline:
 
 ``--split`` also prints where the audit's time goes, in one process: drgn's
 own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
-the ``-s`` files, the audit, the JSON encoding); for ``btf``: drgn's kallsyms
+the ``-s`` files, the audit, the JSON encoding); for ``btf``: the kallsyms
 loader, reading and indexing the BTF, the audit, the JSON; and, for ``audit``,
 ``stubs`` and ``bt``, the seconds spent inside drgn (its C methods and Python
 helpers, from one run under cProfile) against the rest: where drgn's share
@@ -246,7 +246,7 @@ rep = A.audit(DrgnTarget(prog, "vmcore"))
 t.append(time.perf_counter())
 render(rep, "json")
 t.append(time.perf_counter())
-names = ["import", "drgn: open core", "drgn: kallsyms", "ours: BTF", "ours: audit", "ours: JSON"]
+names = ["import", "drgn: open core", "kallsyms", "ours: BTF", "ours: audit", "ours: JSON"]
 print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
     env = dict(os.environ)

@@ -20,6 +20,7 @@ Pure: no drgn, no gdb; the drgn type and object finders built on it are in
 from __future__ import annotations
 
 import array
+import operator
 import struct
 import sys
 from collections.abc import Iterable, Iterator
@@ -209,9 +210,62 @@ _SIZED = frozenset(
 _MAX_KIND = max(BtfKind)
 # Kinds with so few types that find() indexes them by name (C's base types)
 _FEW_KINDS = frozenset({int(BtfKind.INT), int(BtfKind.FLOAT)})
+class _UnknownKind(Exception):
+    def __init__(self, kind: int) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _RecordWordsTable(dict[int, int]):
+    """``info`` word -> length in 32-bit words of a type record with that
+    ``info`` (``struct btf_type``, its kind's fixed part and ``vlen`` items).
+
+    Filled on first use of each ``info`` value (a few thousand distinct ones
+    in a vmlinux's BTF): one dict look-up a type while scanning.
+
+    :raises _UnknownKind: for kind 0 (void has no record) and kinds past
+        :data:`_MAX_KIND`
+    """
+
+    def __missing__(self, info: int) -> int:
+        kind = (info >> 24) & 0x1F
+        if kind == 0 or kind > _MAX_KIND:
+            raise _UnknownKind(kind)
+        k = BtfKind(kind)
+        words = 3 + _FIXED.get(k, 0) // 4 + _PER_VLEN.get(k, 0) // 4 * (info & 0xFFFF)
+        self[info] = words
+        return words
+
+
+_RECORD_WORDS = _RecordWordsTable()
+# the top byte of an info word -> the kind (bits 24-28 of the word)
+_KIND_OF_TOP_BYTE = bytes(b & 0x1F for b in range(256))
+
+
+def _word_array(data: bytes, end: str) -> array.array[int]:
+    """``data`` as native 32-bit words, from byte order ``end`` (``<`` or ``>``)."""
+    words = array.array("I")
+    if words.itemsize != 4:  # pragma: no cover (every CPython platform has 4)
+        words = array.array("L")
+    words.frombytes(data)
+    if (end == "<") != (sys.byteorder == "little"):
+        words.byteswap()
+    return words
+
+
 # Deepest chain of typedefs/qualifiers/arrays/anonymous members followed
 # before calling the BTF damaged (a loop).
 _MAX_DEPTH = 256
+
+
+def _word_indexes(hay: bytes, value: int) -> Iterator[int]:
+    """Indexes of the native 32-bit words of ``hay`` equal to ``value``."""
+    pattern = array.array("I" if array.array("I").itemsize == 4 else "L", (value,)).tobytes()
+    pos = hay.find(pattern)
+    while pos >= 0:
+        if pos % 4 == 0:
+            yield pos // 4
+        pos = hay.find(pattern, pos + 1)
 
 
 class Btf:
@@ -262,56 +316,78 @@ class Btf:
             raise BtfError("BTF string section does not start with an empty string")
         self.start_id: int = base.start_id + len(base) if base is not None else 1
         self._str_base: int = base._str_base + len(base._strs) if base is not None else 0
+        # where each type's record starts, in 32-bit words from the type section
         self._offsets: list[int] = []
-        # kind and name_off of each type: a byte string and a 32-bit word array,
-        # searched at C speed (bytes.find) rather than indexed up front
-        self._kinds = bytearray()
-        self._name_offs = array.array("I" if array.array("I").itemsize == 4 else "L")
+        self._words: array.array[int]  # the type section as words: _scan
+        # kind and name_off of each type (a byte string and a 32-bit word
+        # array, searched at C speed by bytes.find), gathered on first use
+        self._kinds_cache: bytes | None = None
+        self._name_offs_cache: array.array[int] | None = None
         self._scan()
         self._cache: dict[int, BtfType] = {}
         self._name_off_bytes: bytes | None = None
-        self._enumerators: dict[int, list[tuple[int, int]]] | None = None
+        self._enumerators: tuple[bytes, array.array[int], array.array[int]] | None = None
         self._string_cache: dict[str, list[int]] = {}
         self._few: dict[int, dict[str, list[int]]] = {}
 
     # --- scanning -----------------------------------------------------------
 
     def _scan(self) -> None:
-        data, n = self._types, len(self._types)
+        n = len(self._types)
         if n % 4:
             raise BtfError("BTF type section is not a whole number of 32-bit words")
-        # The records are 32-bit words: index a word array rather than unpack.
-        words = array.array("I")
-        if words.itemsize != 4:  # pragma: no cover (every CPython platform has 4)
-            words = array.array("L")
-        words.frombytes(data)
-        if (self._end == "<") != (sys.byteorder == "little"):
-            words.byteswap()
-        offsets, kinds, name_offs = self._offsets, self._kinds, self._name_offs
-        # per kind, in words: the record and its fixed part, each vlen item
-        fixed = [3 + _FIXED.get(BtfKind(k), 0) // 4 for k in range(_MAX_KIND + 1)]
-        per_vlen = [_PER_VLEN.get(BtfKind(k), 0) // 4 for k in range(_MAX_KIND + 1)]
-        i, last = 0, n // 4 - 3
+        self._words = _word_array(self._types, self._end)
+        # Only the chain of record starts is followed here, one dict look-up
+        # a type (the record's length in words from its whole ``info`` word:
+        # :class:`_RecordWords`); kinds and names are gathered from the
+        # starts at C speed when first needed (:attr:`_kinds`, :attr:`_name_offs`).
+        last = n // 4 - 3  # the last word a 3-word record header can start at
+        infos = self._words[1 : last + 2]  # infos[i]: the info word of a record at word i
+        offsets = self._offsets
+        append, step = offsets.append, _RECORD_WORDS
+        i = 0
         try:
-            while i <= last:
-                info = words[i + 1]
-                kind = (info >> 24) & 0x1F
-                offsets.append(i * 4)
-                kinds.append(kind)
-                name_offs.append(words[i])
-                i += fixed[kind] + per_vlen[kind] * (info & 0xFFFF)
+            while True:
+                append(i)
+                i += step[infos[i]]  # IndexError: past ``last``
         except IndexError:
-            pass  # a kind past the table: reported below
+            pass
+        except _UnknownKind as e:
+            j = len(offsets) - 1
+            raise BtfError(
+                f"BTF type {self.start_id + j} at offset {offsets[j] * 4:#x}: "
+                f"unknown kind {e.kind}"
+            ) from None
+        offsets.pop()  # the start past ``last``: no record
         pos = i * 4
-        for j, kind in enumerate(kinds):
-            if kind > _MAX_KIND or kind == 0:
-                raise BtfError(
-                    f"BTF type {self.start_id + j} at offset {offsets[j]:#x}: unknown kind {kind}"
-                )
         if pos < n:
             raise BtfError(f"BTF type {self.start_id + len(offsets)} truncated")
         if pos != n:
             raise BtfError("BTF type section ends inside a type")
+
+    def _gather(self, words: array.array[int] | bytes) -> list[int] | tuple[int, ...]:
+        """``words[o]`` for each record start ``o``, at C speed."""
+        offsets = self._offsets
+        if len(offsets) < 2:  # itemgetter of one index returns the item, not a tuple
+            return [words[o] for o in offsets]
+        found: tuple[int, ...] = operator.itemgetter(*offsets)(words)
+        return found
+
+    @property
+    def _kinds(self) -> bytes:
+        """The kind of each type, one byte each (``kinds[type_id - start_id]``)."""
+        if self._kinds_cache is None:
+            # the info word's top byte: kind_flag (bit 31) and kind (bits 24-28)
+            top = self._types[7::4] if self._end == "<" else self._types[4::4]
+            self._kinds_cache = bytes(self._gather(top)).translate(_KIND_OF_TOP_BYTE)
+        return self._kinds_cache
+
+    @property
+    def _name_offs(self) -> array.array[int]:
+        """The ``name_off`` of each type."""
+        if self._name_offs_cache is None:
+            self._name_offs_cache = array.array(self._words.typecode, self._gather(self._words))
+        return self._name_offs_cache
 
     def __len__(self) -> int:
         """Number of types in this blob (not counting the base's, nor void)."""
@@ -374,7 +450,7 @@ class Btf:
         i = type_id - self.start_id
         if i >= len(self._offsets):
             raise BtfError(f"BTF type ID {type_id} out of range (last {self.end_id - 1})")
-        pos = self._offsets[i]
+        pos = self._offsets[i] * 4
         data, end = self._types, self._end
         name_off, info, size_type = struct.unpack_from(end + "III", data, pos)
         kind = BtfKind((info >> 24) & 0x1F)
@@ -472,15 +548,7 @@ class Btf:
         """IDs of this blob's types whose ``name_off`` is ``name_off``."""
         if self._name_off_bytes is None:
             self._name_off_bytes = self._name_offs.tobytes()
-        hay, needle = self._name_off_bytes, array.array(self._name_offs.typecode, [name_off])
-        pattern = needle.tobytes()
-        out = []
-        pos = hay.find(pattern)
-        while pos >= 0:
-            if pos % 4 == 0:
-                out.append(self.start_id + pos // 4)
-            pos = hay.find(pattern, pos + 1)
-        return out
+        return [self.start_id + i for i in _word_indexes(self._name_off_bytes, name_off)]
 
     def _string_offsets(self, name: str) -> list[int]:
         """Every offset (in this blob's numbering) where the string ``name`` starts."""
@@ -545,33 +613,44 @@ class Btf:
             if off:
                 yield self.string(off), self.start_id + i
 
-    def find_enumerator(self, name: str) -> list[tuple[int, int]]:
-        """``(enum type ID, value)`` of every enumerator ``name`` of this blob, then the base's."""
+    def _enumerator_index(self) -> tuple[bytes, array.array[int], array.array[int]]:
+        """Every enumerator of this blob's ENUM/ENUM64 types, in type ID order:
+        its ``name_off`` (native 32-bit words, as bytes), its type's index,
+        the word where its ``struct btf_enum``/``btf_enum64`` starts."""
         if self._enumerators is None:
-            index: dict[int, list[tuple[int, int]]] = {}
-            data, end = self._types, self._end
+            words, offsets, code = self._words, self._offsets, self._words.typecode
+            names, owners, items = array.array(code), array.array(code), array.array(code)
             enum, enum64 = int(BtfKind.ENUM), int(BtfKind.ENUM64)
             for type_id in sorted([*self._ids_of_kind(enum), *self._ids_of_kind(enum64)]):
-                i = type_id - self.start_id
-                kind = self._kinds[i]
-                pos = self._offsets[i]
-                (info,) = struct.unpack_from(end + "I", data, pos + 4)
-                vlen, signed = info & 0xFFFF, bool(info >> 31)
-                if kind == enum:
-                    fmt = end + ("Ii" if signed else "II")
-                    for n, v in struct.iter_unpack(fmt, data[pos + 12 : pos + 12 + 8 * vlen]):
-                        index.setdefault(n, []).append((type_id, v))
-                else:
-                    rec = data[pos + 12 : pos + 12 + 12 * vlen]
-                    for n, lo, hi in struct.iter_unpack(end + "III", rec):
-                        v = (hi << 32) | lo
-                        if signed and v >= 1 << 63:
-                            v -= 1 << 64
-                        index.setdefault(n, []).append((type_id, v))
-            self._enumerators = index
+                j = type_id - self.start_id
+                first = offsets[j] + 3
+                step = 2 if self._kinds[j] == enum else 3  # words of an item
+                end = first + step * (words[first - 2] & 0xFFFF)
+                names.extend(words[first:end:step])
+                items.extend(range(first, end, step))
+                owners.extend(array.array(code, (j,)) * ((end - first) // step))
+            self._enumerators = (names.tobytes(), owners, items)
+        return self._enumerators
+
+    def find_enumerator(self, name: str) -> list[tuple[int, int]]:
+        """``(enum type ID, value)`` of every enumerator ``name`` of this blob, then the base's."""
         found: list[tuple[int, int]] = []
+        data, end = self._types, self._end
+        names, owners, items = self._enumerator_index()
         for off in self._string_offsets(name):
-            found.extend(self._enumerators.get(off, ()))
+            for k in _word_indexes(names, off):
+                j = owners[k]
+                at = items[k] * 4
+                (info,) = struct.unpack_from(end + "I", data, self._offsets[j] * 4 + 4)
+                signed = bool(info >> 31)
+                if self._kinds[j] == BtfKind.ENUM:
+                    (v,) = struct.unpack_from(end + ("i" if signed else "I"), data, at + 4)
+                else:
+                    lo, hi = struct.unpack_from(end + "II", data, at + 4)
+                    v = (hi << 32) | lo
+                    if signed and v >= 1 << 63:
+                        v -= 1 << 64
+                found.append((self.start_id + j, v))
         if self.base is not None:
             found.extend(self.base.find_enumerator(name))
         return found

@@ -4,9 +4,10 @@ A vmcore of a kernel built with ``CONFIG_DEBUG_INFO_BTF`` carries its types
 (between ``__start_BTF`` and ``__stop_BTF``) and, since 6.0, VMCOREINFO names
 its kallsyms tables.  With these drgn needs no debug file:
 
-* symbols: drgn's own ``load_vmlinux_kallsyms()`` (kallsyms found through
-  VMCOREINFO: commit f09bddbd8661 "vmcoreinfo: add kallsyms_num_syms symbol",
-  6.0) as a symbol finder; module symbols come from each ``struct module``'s
+* symbols: vmlinux's kallsyms (found through VMCOREINFO: commit f09bddbd8661
+  "vmcoreinfo: add kallsyms_num_syms symbol", 6.0) as a symbol finder,
+  decoded lazily (:mod:`klpinspect.backends.drgn.kallsyms`), else by drgn's
+  own ``load_vmlinux_kallsyms()``; module symbols come from each ``struct module``'s
   kallsyms (:class:`klpinspect.backends.drgn.target.DrgnTarget` adds those);
 * types: :class:`KernelBtf` turns BTF types into ``drgn.Type`` on demand
   (vmlinux's, then, for names vmlinux lacks, the modules' split BTF read from
@@ -199,7 +200,9 @@ _SYMBOL_LINE = re.compile(r"^SYMBOL\(([^)]+)\)=([A-Fa-f0-9]+)$", re.M)
 
 
 def load_vmlinux_kallsyms(prog: Program) -> Any:
-    """drgn's ``load_vmlinux_kallsyms(prog)``: vmlinux's kallsyms as a symbol finder.
+    """vmlinux's kallsyms as a symbol finder: klpinspect's lazy one
+    (:func:`klpinspect.backends.drgn.kallsyms.load`) or, where that cannot
+    read the tables, drgn's ``load_vmlinux_kallsyms(prog)``.
 
     The same C loader, called without importing ``drgn.helpers.linux``,
     whose package imports every Linux helper (25-30 ms, a tenth of an
@@ -217,6 +220,12 @@ def load_vmlinux_kallsyms(prog: Program) -> Any:
     live = drgn.ProgramFlags.IS_LIVE | drgn.ProgramFlags.IS_LOCAL
     if prog.flags & live == live and os.geteuid() == 0:
         return _linux_helper_load_proc_kallsyms()
+    # klpinspect's own: bulk reads, names decoded as look-ups need them
+    from klpinspect.backends.drgn.kallsyms import load
+
+    lazy = load(prog)
+    if lazy is not None:
+        return lazy
     text = prog["VMCOREINFO"].string_().decode("ascii")
     found = {m.group(1): int(m.group(2), 16) for m in _SYMBOL_LINE.finditer(text)}
     return _linux_helper_load_builtin_kallsyms(prog, *(found.get(n, 0) for n in _KALLSYMS_TABLES))
@@ -298,7 +307,11 @@ class KallsymsSymbols:
 def kallsyms_symtab(prog: Program) -> KallsymsSymbols | None:
     """vmlinux's kallsyms as a :class:`KallsymsSymbols`, if loaded for ``prog``."""
     index = prog.cache.get(_KALLSYMS)
-    return None if index is None else KallsymsSymbols(prog, index)
+    if index is None:
+        return None
+    from klpinspect.backends.drgn.kallsyms import symtab_of
+
+    return symtab_of(prog, index) or KallsymsSymbols(prog, index)
 
 
 def _read_vmlinux_btf(prog: Program) -> Btf:

@@ -111,6 +111,15 @@ class DrgnTarget(layout.LayoutQueries):
         i = bisect.bisect_right(self._symbol_starts, address)
         return self._symbol_starts[i] - address if i < len(self._symbol_starts) else 0
 
+    def _module_addresses_unnamed(self) -> bool:
+        """:func:`~klpinspect.backends.drgn.kallsyms.module_addresses_unnamed`, once."""
+        found: bool | None = getattr(self, "_unnamed", None)
+        if found is None:
+            from klpinspect.backends.drgn.kallsyms import module_addresses_unnamed
+
+            found = self._unnamed = module_addresses_unnamed(self.prog)
+        return found
+
     def _module_owners(self) -> layout.ModuleOwners:
         if self._owners is None:
             try:
@@ -200,6 +209,8 @@ class DrgnTarget(layout.LayoutQueries):
                 start, size, name = found
                 return SymbolInfo(name, start, size or symtab.size_to_next(start), owner)
         try:
+            if mod_addr is not None and self._module_addresses_unnamed():
+                raise LookupError  # no finder knows modules: straight to their kallsyms
             sym = self.prog.symbol(address)
         except LookupError:
             table = self._module_kallsyms(mod_addr) if mod_addr is not None else None
