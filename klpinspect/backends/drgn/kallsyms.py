@@ -388,17 +388,19 @@ def symtab_of(prog: Program, index: Any) -> LazyKallsymsSymbols | None:
 # symbol finders that name no module address when no module file is loaded:
 # drgn's ELF one, this vmlinux kallsyms one, and the drgn plugin's lazy one
 # (inert once vmlinux kallsyms are registered: btf_finder.register_lazy_btf)
-_VMLINUX_ONLY_FINDERS = frozenset({"elf", "klpinspect_vmlinux_kallsyms", "klpinspect_btf_lazy"})
+# (or, for -s VMLINUX without its DWARF, the symtab_finder over its .symtab)
+_VMLINUX_ONLY_FINDERS = frozenset({"elf", "klpinspect_vmlinux_kallsyms", "klpinspect_btf_lazy",
+                                   "klpinspect_vmlinux_symtab"})
 
 
 def module_addresses_unnamed(prog: Program) -> bool:
     """Whether ``prog.symbol(address)`` cannot find a module address: the
     enabled symbol finders are drgn's ELF one, with no module file loaded, and
-    vmlinux kallsyms (the BTF path).  A look-up there would only cost a miss
+    vmlinux kallsyms or the -s vmlinux's .symtab (the BTF paths).  A look-up there would only cost a miss
     (two calls into Python finders, ~3 us, for each of an audit's ~12,000
     module addresses): the caller goes to the module's kallsyms directly."""
     registered = prog.registered_symbol_finders()
-    if "klpinspect_vmlinux_kallsyms" not in registered:
+    if not {"klpinspect_vmlinux_kallsyms", "klpinspect_vmlinux_symtab"} & set(registered):
         return False
     if not set(prog.enabled_symbol_finders()) <= _VMLINUX_ONLY_FINDERS:
         return False
