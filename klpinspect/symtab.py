@@ -242,12 +242,20 @@ class ElfSymbols:
 
     def lookup(self, address: int) -> tuple[int, int, str] | None:
         """``(address, size, name)`` of the best symbol containing ``address``."""
-        self._index()
-        i = bisect.bisect_right(self._starts, address)
+        if not self._indexed:
+            self._index()
+        starts, sizes, reach = self._starts, self._sizes, self._reach
+        i = bisect.bisect_right(starts, address)
         if i == 0:
             return None
+        # The common case first: the nearest symbol at or below contains the address and
+        # nothing before it reaches this far, so it is the only candidate the scan below
+        # would find (a module's kallsyms: every function's own ftrace site).
+        k = i - 1
+        start, size = starts[k], sizes[k]
+        if size and address < start + size and (k == 0 or reach[k - 1] <= address):
+            return start, size, self._name(self._names[self._order[k]])
         best: tuple[tuple[int, int, int, int], int] | None = None
-        starts, sizes, reach = self._starts, self._sizes, self._reach
         j = i
         while j > 0:
             j -= 1

@@ -46,12 +46,22 @@ class Symbolizer:
             return self._names[address]
         except KeyError:
             pass
-        sym = self.info(address)
+        try:
+            sym = self._info[address]
+        except KeyError:
+            sym = self._info[address] = try_symbolize(self._target, address)
         result: tuple[str | None, str | None] = (None, None)
         if sym is not None:
-            text = sym.name if sym.address == address else sym.format(address)
-            if sym.owner != "vmlinux":
-                text = text.removesuffix(f" [{sym.owner}]")
-            result = (text, sym.owner)
+            # sym.format(address) without the " [owner]" it would append
+            start, owner = sym.address, sym.owner
+            if start == address:
+                text = sym.name
+                if owner != "vmlinux" and text.endswith("]"):
+                    text = text.removesuffix(f" [{owner}]")
+            elif sym.size:
+                text = f"{sym.name}+{address - start:#x}/{sym.size:#x}"
+            else:
+                text = f"{sym.name}+{address - start:#x}"
+            result = (text, owner)
         self._names[address] = result
         return result

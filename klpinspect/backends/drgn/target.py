@@ -193,7 +193,7 @@ class DrgnTarget(layout.LayoutQueries):
             found = symtab.lookup(address)
             if found is not None:
                 start, size, name = found
-                return SymbolInfo(name, start, size or symtab.size_to_next(start), owner)
+                return SymbolInfo.make(name, start, size or symtab.size_to_next(start), owner)
         try:
             sym = self.prog.symbol(address)
         except LookupError:
@@ -202,11 +202,11 @@ class DrgnTarget(layout.LayoutQueries):
             if table is None or hit is None:
                 return None
             start, size, name = hit
-            return SymbolInfo(name, start, size or table.size_to_next(start), owner)
+            return SymbolInfo.make(name, start, size or table.size_to_next(start), owner)
         start, size = int(sym.address), int(sym.size)
         if not size:
             size = self._size_to_next_symbol(start)
-        return SymbolInfo(sym.name, start, size, owner)
+        return SymbolInfo.make(sym.name, start, size, owner)
 
     # --- kernel ---------------------------------------------------------------
 
