@@ -42,15 +42,16 @@ class Symbolizer:
     def name(self, address: int) -> tuple[str | None, str | None]:
         """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
         ``name+0xoff/0xsize`` inside one (the owner apart)."""
-        try:
-            return self._names[address]
-        except KeyError:
-            pass
-        try:
-            sym = self._info[address]
-        except KeyError:
-            sym = self._info[address] = try_symbolize(self._target, address)
-        result: tuple[str | None, str | None] = (None, None)
+        # most calls name a new address (every OOL stub's own site): no KeyError raised
+        result = self._names.get(address)
+        if result is not None:
+            return result
+        info = self._info
+        if address in info:
+            sym = info[address]
+        else:
+            sym = info[address] = try_symbolize(self._target, address)
+        result = (None, None)
         if sym is not None:
             # sym.format(address) without the " [owner]" it would append
             start, owner = sym.address, sym.owner
