@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, iter_syms, shdr_struct
+from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, shdr_struct, sym_words
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.report import FindingCode
 from klpinspect.stackcheck import ListBroken, ListCorruption, walk_list
-from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols
+from klpinspect.symtab import ElfSymbols, parse_elf_columns_within
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
@@ -664,19 +664,12 @@ def module_kallsyms(k: KernelAccess, owners: ModuleOwners, mod_addr: int) -> Elf
     if tables is None:
         return ElfSymbols([])
     symtab, strtab = tables
-    right = bisect.bisect_right
     # Aliases (zram_init / init_module): the first in table order, as the
     # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
-    # module_kallsyms() pick; not the higher binding.  Names stay strtab
-    # offsets, decoded for the symbols an address is named by (ElfSymbols).
-    entries: list[SymEntry] = []
-    append = entries.append
-    for e in parse_elf_symbols(symtab, strtab, k.byteorder, lazy_names=True):
-        address = e[0]
-        i = right(starts, address) - 1
-        if i >= 0 and address < ends[i]:
-            append((address, e[1], e[2], 0, e[4]))
-    return ElfSymbols(entries, strtab=strtab)
+    # module_kallsyms() pick; not the higher binding (all LOCAL).  Names stay
+    # strtab offsets, decoded for the symbols an address is named by.
+    columns = parse_elf_columns_within(symtab, k.byteorder, starts, ends)
+    return ElfSymbols.from_columns(columns, None, (), strtab)
 
 
 def _kallsyms_tables(k: KernelAccess, mod_addr: int) -> tuple[bytes, bytes] | None:
@@ -694,7 +687,8 @@ def _kallsyms_tables(k: KernelAccess, mod_addr: int) -> tuple[bytes, bytes] | No
     if not n or not symtab_addr or not strtab_addr or n > MAX_LIST:
         return None
     symtab = k.read(symtab_addr, n * ELF64_SYM_SIZE)
-    last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
+    heads = sym_words(symtab, k.byteorder)[0]  # the st_name of each: the last name's end
+    last = max(map((0xFFFFFFFF).__and__ if k.byteorder == "little" else (32).__rrshift__, heads))
     strtab = k.read(strtab_addr, last + 1)
     while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
         strtab = k.read(strtab_addr, len(strtab) + 64)
