@@ -8,6 +8,8 @@ findings.  Both back ends get it through :func:`klpinspect.audit.audit_module`.
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,7 @@ __all__ = (
 
 # Read a module's sites in one go when they span at most this much, else one by one.
 _MAX_SPAN = 4 << 20
+_WORDS = array.array("I")  # 32-bit words, where the platform's unsigned int is 4 bytes
 
 Namer = Callable[[int], tuple[str | None, str | None]]
 
@@ -93,6 +96,16 @@ def read_site_words(
         try:
             data = target.read(lo, hi - lo)
         except MemoryReadError:
+            continue
+        offsets = [s - lo for s in inside]
+        if _WORDS.itemsize == 4 and not any(map((3).__and__, offsets)):
+            # every site word-aligned from the first (instructions are): the span's
+            # words unpacked in C, gathered by index
+            span = array.array("I", data[: len(data) & ~3])
+            if (byteorder == "little") != (sys.byteorder == "little"):
+                span.byteswap()
+            out.update(zip(inside, map(span.__getitem__, map((2).__rrshift__, offsets)),
+                           strict=True))
             continue
         for s in inside:
             (out[s],) = words(data[s - lo : s - lo + 4], byteorder)
@@ -170,10 +183,9 @@ def read_ool_sites(
     """
     sites = [s.site for s in stubs if s.kind is StubKind.OOL_FTRACE and s.site is not None]
     if recorded_sites:
-        for s in stubs:
-            recorded = recorded_sites.get(ool_insn0(s))
-            if recorded is not None:
-                sites.append(recorded)
+        # rec->ip of each stub's &insn[0], where a record names one
+        found = map(recorded_sites.get, map(ool_insn0, stubs))
+        sites.extend(site for site in found if site is not None)
     site_words, unreadable = read_site_words(target, sites, mod.text_ranges, kernel.byteorder)
     findings = []
     if unreadable:
