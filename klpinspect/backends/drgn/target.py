@@ -22,6 +22,7 @@ from klpinspect.backends.drgn.btf_finder import (
     KallsymsSymbols,
     debuginfo_source,
     kallsyms_symtab,
+    retire_lazy_finders,
 )
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.backends.drgn.view import DrgnKernel
@@ -62,6 +63,7 @@ class DrgnTarget(layout.LayoutQueries):
         self._vmlinux_symbols_tried = False
         #: where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms"
         self.debuginfo: str | None = debuginfo_source(prog)
+        retire_lazy_finders(prog)  # the plugin's, once they can only say no
         self._vmlinux_lookups = 0
         self._expected_lookups = 0
         self._module_symbols: dict[int, ElfSymbols] = {}
