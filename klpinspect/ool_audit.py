@@ -45,6 +45,7 @@ _WORDS = array.array("I")  # 32-bit words, where the platform's unsigned int is 
 
 Namer = Callable[[int], tuple[str | None, str | None]]
 
+
 class _OolRecordBag(StubRecord):
     """A slot bag with :class:`OolStubRecord`'s layout: the records are built with
     plain slot stores and one class switch, ~5x cheaper than the frozen ``__init__``
@@ -242,7 +243,7 @@ def check_ool(
             try:
                 op_symbol = named[op][0]
             except KeyError:
-                op_symbol = (named.setdefault(op, namer(op)))[0]
+                op_symbol = named.setdefault(op, namer(op))[0]
             op_symbol = op_symbol or ops_names.get(op)
         rec: Any = _new(_OolRecordBag)
         rec.stub = stub
