@@ -208,7 +208,7 @@ def audit_module(
     """
     symbols = symbols or Symbolizer(target)
     result = decode_module(target, kernel, mod, symbols, ool_sites=ool_sites,
-                           ops_names=ops_names)
+                           ops_names=ops_names, ool_records=False)
     if traits is None:
         traits = KernelTraits(
             writes_stub_magic=any(s.magic_ok for s in result.stubs),
@@ -226,11 +226,15 @@ def decode_module(
     *,
     ool_sites: Mapping[int, int] | None = None,
     ops_names: Mapping[int, str] | None = None,
+    ool_records: bool = True,
 ) -> ModuleAudit:
     """Read and decode one module's ``.stubs``, OOL stubs and trampolines; resolve its TOC.
 
     Only what reading finds is a finding here (``MEMORY_UNREADABLE``, an OOL stub of
     no known layout); the rules run in :func:`check_module`.
+
+    :param ool_records: give the record its OOL stubs (targets named); ``False`` when
+        :func:`check_module` follows, which replaces them with sited records anyway
     """
     rec = ModuleRecord(name=mod.name, stubs_section=mod.stubs)
     result = ModuleAudit(module=mod, record=rec)
@@ -280,7 +284,8 @@ def decode_module(
             result.ool, read_findings = read_ool_sites(target, kernel, mod, ools,
                                                        recorded_sites=ool_sites,
                                                        ops_names=ops_names)
-            rec.ool_stubs = [_record(o, None, symbols) for o in ools]
+            if ool_records:
+                rec.ool_stubs = [_record(o, None, symbols) for o in ools]
             result.findings.extend(read_findings)
             # eec37961a56a: only the first mod->arch.ool_stub_index stubs are handed out;
             # the rest are unused (EMPTY) and anything else there is OOL_STUB_PAST_INDEX
@@ -488,7 +493,8 @@ def _audit_modules(
     if any(m.ool_stub_count for m in chosen):
         ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
     audits = [
-        decode_module(target, kernel, m, symbols, ool_sites=ool_sites, ops_names=ops_names)
+        decode_module(target, kernel, m, symbols, ool_sites=ool_sites, ops_names=ops_names,
+                      ool_records=False)
         for m in chosen
     ]
     # the kernel-wide traits, once, from every audited module, before any is checked

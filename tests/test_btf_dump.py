@@ -515,3 +515,45 @@ def test_api_open_target_without_symbols(tmp_path: Path) -> None:
         api.open_target(core, vmcoreinfo=info)
     assert "\n" not in str(e.value)
     assert "no kallsyms in its VMCOREINFO" in str(e.value)
+
+
+def _finder_answers(prog: drgn.Program, text: int) -> tuple[object, ...]:
+    try:
+        sym: object = prog.symbol(text).name
+    except LookupError:
+        sym = None
+    return (prog.type("struct module").size, prog["init_uts_ns"].name.release.string_(),
+            sym, len(prog.symbols(text)))
+
+
+@pytest.mark.parametrize("symbols", [False, True], ids=["btf", "dwarf"])
+def test_lazy_finders_retired_once_silent(symbols: bool) -> None:
+    """The drgn plugin's lazy finders (register_lazy_btf) are disabled when a DrgnTarget
+    is made on a program where they can only say no (enable_btf ran, or vmlinux
+    DWARF is loaded); every answer stays the same.  Where they still decide (the
+    plugin's own switch to BTF, no enable_btf), they stay."""
+    from klpinspect.backends.drgn.btf_finder import register_lazy_btf
+
+    lazy = "klpinspect_btf_lazy"
+    core = str(_core(LP61, "vmcore.elf.xz"))
+    prog, _ = open_program(core=core, symbols=[str(LP61 / "vmlinux.debug")] if symbols else [])
+    register_lazy_btf(prog)  # as the plugin's hook does
+    assert lazy in prog.enabled_symbol_finders() and lazy in prog.enabled_type_finders()
+    text = prog.symbol("schedule").address + 8
+    target = DrgnTarget(prog, "vmcore")  # retires them
+    for enabled in (prog.enabled_type_finders, prog.enabled_object_finders,
+                    prog.enabled_symbol_finders):
+        assert lazy not in enabled()
+    answers = _finder_answers(prog, text)
+    assert answers[2] == "schedule" and answers[3] >= 1
+    fresh, _ = open_program(core=core, symbols=[str(LP61 / "vmlinux.debug")] if symbols else [])
+    register_lazy_btf(fresh)
+    assert _finder_answers(fresh, text) == answers  # the lazy finders said nothing
+    mod = next(iter(target.modules()))
+    assert target.symbolize(mod.text_ranges[0][0] + 8) is not None
+    # no enable_btf, no DWARF: the lazy finders are what switches to BTF; they stay
+    plain = open_core(core)
+    register_lazy_btf(plain)
+    plain.create_loaded_modules()  # as drgn does before its (here fruitless) search
+    assert DrgnTarget(plain, "vmcore").debuginfo == "btf+kallsyms"
+    assert lazy in plain.enabled_symbol_finders() and lazy in plain.enabled_type_finders()

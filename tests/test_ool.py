@@ -27,6 +27,7 @@ from synthetic import SyntheticTarget
 
 from klpinspect.audit import audit, stubs_report
 from klpinspect.ftrace_view import read_ftrace_ool_sites, read_ftrace_records
+from klpinspect.ool_audit import read_site_words
 from klpinspect.ppc64 import insn
 from klpinspect.ppc64.ool import SiteState, check_ool_stubs, ool_insn0, site_state
 from klpinspect.ppc64.stubs import OOL_STUB_SIZE, StubKind, for_each_ool_stub, ool_reserved_slots
@@ -533,3 +534,21 @@ def test_empty_stub_below_ool_stub_index() -> None:
     assert [(f.code, f.address) for f in report.findings] == [
         ("STUB_UNKNOWN", OOL + 2 * OOL_STUB_SIZE)]
     assert "below ool_stub_index 3 but was never written" in report.findings[0].message
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_read_site_words_is_words_at_each_site(order: str) -> None:
+    """One read a text range: aligned sites gathered from the span's words, a misaligned
+    set word by word, sites outside the range read alone or unreadable; each word is
+    insn.words of its 4 bytes."""
+    text = _asm(order)
+    target = SyntheticTarget(kernel_info=_target().kernel_info, regions={BASE: text})
+    every = [BASE + off for off in range(0, 0x1000, 4)]
+    aligned = [*SITES, BASE + 0x104, BASE + 0xFFC]
+    for sites in (aligned, [*aligned, BASE + 0x102], every[::3], [BASE + 0x2000]):
+        got, bad = read_site_words(target, sites, [TEXT], order)
+        assert bad == []
+        assert got == {s: insn.words(text[s - BASE : s - BASE + 4], order)[0]
+                       for s in sites}
+    got, bad = read_site_words(target, [SITES[0], BASE + 0x20000], [TEXT], order)
+    assert list(got) == [SITES[0]] and bad == [BASE + 0x20000]

@@ -30,6 +30,7 @@ from klpinspect.ppc64.stubs import (
     decode_stub_general,
     for_each_ool_stub,
     for_each_stub,
+    ool_reserve_marks_only,
     ool_reserved_slots,
     stub_size,
 )
@@ -285,6 +286,61 @@ def test_for_each_ool_stub(order: str) -> None:
         len(section) - (OOL_AREA - STUBS)
     ) // 24
     assert list(for_each_ool_stub(section, STUBS, STUBS - 24, 1)) == []
+
+
+def _ool_one_by_one(
+    section: bytes, address: int, ool: int, count: int, order: str
+) -> list[Stub]:
+    """What for_each_ool_stub documents: decode_ool_stub per whole stub in the section,
+    an UNKNOWN one holding only reserve marks EMPTY."""
+    out = []
+    for i in range(count):
+        off = ool - address + i * OOL_STUB_SIZE
+        if off < 0 or off + OOL_STUB_SIZE > len(section):
+            break
+        data = section[off : off + OOL_STUB_SIZE]
+        stub = decode_ool_stub(data, address + off, byteorder=order)
+        if stub.kind is StubKind.UNKNOWN and ool_reserve_marks_only(data, off, byteorder=order):
+            stub = dataclasses.replace(stub, kind=StubKind.EMPTY)
+        out.append(stub)
+    return out
+
+
+def _ool_sections(order: str) -> list[bytes]:
+    """.stubs of ool.s (3 stubs, then normal stubs) and ool_index.s (2 stubs, reserve
+    marks, a stray normal stub over the unused ones), as assembled."""
+    idx = {**{k: OOL_SYMS[k] for k in ("BASE", "TOC", "KTOC", "PACATOC", "FC", "FRC",
+                                       "CALLEE", "OP0", "OP1")}}
+    return [assemble("ool.s", byteorder=order, defsyms=OOL_SYMS).text[0x10000:],
+            *(assemble("ool_index.s", byteorder=order, defsyms={**idx, "STRAY": stray}
+                       ).text[0x10000:] for stray in (0, 1))]
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_for_each_ool_stub_is_decode_ool_stub(order: str) -> None:
+    """The bulk walk gives, stub for stub, what decode_ool_stub gives (every field)."""
+    for section in _ool_sections(order):
+        for count in (0, 1, 3, 5, 9, 10_000):
+            for ool in (OOL_AREA, OOL_AREA + 4, STUBS, STUBS - 24):
+                got = list(for_each_ool_stub(section, STUBS, ool, count, byteorder=order))
+                assert got == _ool_one_by_one(section, STUBS, ool, count, order)
+                assert [s.__class__ for s in got] == [Stub] * len(got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(order=st.sampled_from(["little", "big"]), which=st.integers(0, 2),
+       word=st.integers(0, 5 * OOL_STUB_SIZE // 4 - 1), xor=st.integers(1, 0xFFFFFFFF))
+def test_for_each_ool_stub_damaged(order: str, which: int, word: int, xor: int) -> None:
+    """One word of the assembled area changed (any bits): still decode_ool_stub's answer."""
+    section = bytearray(_OOL_SECTIONS[order][which])
+    at = OOL_AREA - STUBS + 4 * word
+    value = int.from_bytes(section[at : at + 4], order)  # type: ignore[arg-type]
+    section[at : at + 4] = (value ^ xor).to_bytes(4, order)  # type: ignore[arg-type]
+    got = list(for_each_ool_stub(bytes(section), STUBS, OOL_AREA, 5, byteorder=order))
+    assert got == _ool_one_by_one(bytes(section), STUBS, OOL_AREA, 5, order)
+
+
+_OOL_SECTIONS = {order: _ool_sections(order) for order in ("little", "big")}
 
 
 def test_decode_ool_stub_bad_input() -> None:

@@ -9,10 +9,12 @@ Both fixtures' real debug vmlinux files.
 
 from __future__ import annotations
 
-import pytest
-from conftest import LpFixture
+import struct
 
-from klpinspect.symtab import read_elf_symbols
+import pytest
+from conftest import LP61, LpFixture
+
+from klpinspect.symtab import parse_elf_columns_within, parse_elf_symbols, read_elf_symbols
 
 pytestmark = pytest.mark.dump
 
@@ -53,3 +55,63 @@ def test_names_without_the_index_are_the_indexed_ones(lp: LpFixture) -> None:
     for name in ("schedule", "kfree"):
         hit = full.lookup(got[names.index(name)] or 0)
         assert hit is not None and hit[2] == name
+
+
+def _module_symtabs() -> list[tuple[str, bytes, bytes]]:
+    """``(name, .symtab, .strtab)`` of the 6.1 fixture's module files."""
+    from elftools.elf.elffile import ELFFile
+
+    out = []
+    for path in sorted((LP61 / "modules").glob("*.ko"))[:12]:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            symtab, strtab = elf.get_section_by_name(".symtab"), elf.get_section_by_name(".strtab")
+            out.append((path.name, symtab.data(), strtab.data()))
+    return out
+
+
+def _big_endian(symtab: bytes) -> bytes:
+    """The same Elf64_Sym records as a big-endian file has them (field by field)."""
+    little, big = struct.Struct("<IBBHQQ"), struct.Struct(">IBBHQQ")
+    return b"".join(big.pack(*rec) for rec in little.iter_unpack(symtab))
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_columns_within_spans_are_the_filtered_parse(order: str) -> None:
+    """A module's kallsyms table (layout.module_kallsyms): parse_elf_columns_within is
+    parse_elf_symbols filtered to the spans, bindings LOCAL, names as offsets."""
+    tables = _module_symtabs()
+    assert len(tables) >= 5
+    for name, symtab, _strtab in tables:
+        if order == "big":
+            symtab = _big_endian(symtab)
+        entries = parse_elf_symbols(symtab, b"", order, lazy_names=True)
+        values = sorted({e[0] for e in entries})
+        assert len(values) > 4, name
+        cuts = values[:: max(1, len(values) // 5)]
+        for spans in ([(0, 1 << 64)], [(cuts[0], cuts[1]), (cuts[2], cuts[3] + 1)],
+                      [(cuts[1], cuts[1])], [(values[-1], values[-1] + 1)]):
+            starts, ends = [s for s, _e in spans], [e for _s, e in spans]
+            want = [e for e in entries if any(s <= e[0] < end for s, end in spans)]
+            got = parse_elf_columns_within(symtab, order, starts, ends)
+            assert [list(col) for col in got] == [
+                [e[0] for e in want], [e[1] for e in want], [e[2] for e in want],
+                [0] * len(want), [e[4] for e in want]], (name, spans)
+        assert 0 < len(parse_elf_columns_within(symtab, order, [0], [1 << 64])[0])
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_columns_within_skip_section_file_tls(order: str) -> None:
+    """Named, non-zero section/file/TLS symbols (real records, st_info changed) are left
+    out as by parse_elf_symbols; the same records as functions are kept."""
+    _name, symtab, _strtab = _module_symtabs()[0]
+    rec = struct.Struct("<IBBHQQ")
+    named = [r for r in rec.iter_unpack(symtab) if r[0] and r[3] and r[4]][:3]
+    assert len(named) == 3
+    for kind, kept in ((3, False), (4, False), (6, False), (2, True)):  # SECTION FILE TLS FUNC
+        table = b"".join(rec.pack(r[0], (1 << 4) | kind, *r[2:]) for r in named)
+        if order == "big":
+            table = _big_endian(table)
+        got = parse_elf_columns_within(table, order, [0], [1 << 64])
+        assert len(got[0]) == (3 if kept else 0) == len(parse_elf_symbols(table, b"", order,
+                                                                           lazy_names=True))

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, iter_syms, shdr_struct
+from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, shdr_struct, sym_words
 from klpinspect.errors import MemoryReadError, TargetError
 from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.report import FindingCode
 from klpinspect.stackcheck import ListBroken, ListCorruption, walk_list
-from klpinspect.symtab import ElfSymbols, SymEntry, parse_elf_symbols
+from klpinspect.symtab import ElfSymbols, parse_elf_columns_within
 from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
 
 __all__ = (
@@ -649,22 +649,31 @@ def module_kallsyms(k: KernelAccess, owners: ModuleOwners, mod_addr: int) -> Elf
     undefined/klp symbols (type ``u``) pointing elsewhere: only addresses in
     its own regions count.  A module whose kallsyms cannot be read has no names.
     """
-    regions = owners.regions(mod_addr)
+    # [start, end) of the module's regions, merged: one bisect a symbol
+    spans: list[list[int]] = []
+    for start, end in sorted(owners.regions(mod_addr)):
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        elif start < end:
+            spans.append([start, end])
+    starts, ends = [sp[0] for sp in spans], [sp[1] for sp in spans]
     try:
-        # Aliases (zram_init / init_module): the first in table order, as the
-        # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
-        # module_kallsyms() pick; not the higher binding.
-        entries = [
-            (e[0], e[1], e[2], 0, e[4])
-            for e in _kallsyms_entries(k, mod_addr)
-            if any(s <= e[0] < end for s, end in regions)
-        ]
+        tables = _kallsyms_tables(k, mod_addr)
     except (MemoryReadError, TargetError):
-        entries = []
-    return ElfSymbols(entries)
+        tables = None
+    if tables is None:
+        return ElfSymbols([])
+    symtab, strtab = tables
+    # Aliases (zram_init / init_module): the first in table order, as the
+    # kernel's find_kallsyms_symbol() and drgn's SymbolIndex over
+    # module_kallsyms() pick; not the higher binding (all LOCAL).  Names stay
+    # strtab offsets, decoded for the symbols an address is named by.
+    columns = parse_elf_columns_within(symtab, k.byteorder, starts, ends)
+    return ElfSymbols.from_columns(columns, None, (), strtab)
 
 
-def _kallsyms_entries(k: KernelAccess, mod_addr: int) -> list[SymEntry]:
+def _kallsyms_tables(k: KernelAccess, mod_addr: int) -> tuple[bytes, bytes] | None:
+    """``(Elf64_Sym array, string table)`` of a module's kallsyms, or ``None``."""
     mod = k.object("struct module", mod_addr)
     # Before 4.5 (commit 8244062ef1e5 "modules: fix longstanding
     # /proc/kallsyms vs module insertion race.") the fields were in
@@ -673,16 +682,17 @@ def _kallsyms_entries(k: KernelAccess, mod_addr: int) -> list[SymEntry]:
     num = ks.member("num_symtab")
     symtab_view, strtab_view = ks.member("symtab"), ks.member("strtab")
     if num is None or symtab_view is None or strtab_view is None:
-        return []
+        return None
     n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
     if not n or not symtab_addr or not strtab_addr or n > MAX_LIST:
-        return []
+        return None
     symtab = k.read(symtab_addr, n * ELF64_SYM_SIZE)
-    last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
+    heads = sym_words(symtab, k.byteorder)[0]  # the st_name of each: the last name's end
+    last = max(map((0xFFFFFFFF).__and__ if k.byteorder == "little" else (32).__rrshift__, heads))
     strtab = k.read(strtab_addr, last + 1)
     while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
         strtab = k.read(strtab_addr, len(strtab) + 64)
-    return parse_elf_symbols(symtab, strtab, k.byteorder)
+    return symtab, strtab
 
 
 # -- tasks ---------------------------------------------------------------------------------

@@ -42,16 +42,27 @@ class Symbolizer:
     def name(self, address: int) -> tuple[str | None, str | None]:
         """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
         ``name+0xoff/0xsize`` inside one (the owner apart)."""
-        try:
-            return self._names[address]
-        except KeyError:
-            pass
-        sym = self.info(address)
-        result: tuple[str | None, str | None] = (None, None)
+        # most calls name a new address (every OOL stub's own site): no KeyError raised
+        result = self._names.get(address)
+        if result is not None:
+            return result
+        info = self._info
+        if address in info:
+            sym = info[address]
+        else:
+            sym = info[address] = try_symbolize(self._target, address)
+        result = (None, None)
         if sym is not None:
-            text = sym.name if sym.address == address else sym.format(address)
-            if sym.owner != "vmlinux":
-                text = text.removesuffix(f" [{sym.owner}]")
-            result = (text, sym.owner)
+            # sym.format(address) without the " [owner]" it would append
+            start, owner = sym.address, sym.owner
+            if start == address:
+                text = sym.name
+                if owner != "vmlinux" and text.endswith("]"):
+                    text = text.removesuffix(f" [{owner}]")
+            elif sym.size:
+                text = f"{sym.name}+{address - start:#x}/{sym.size:#x}"
+            else:
+                text = f"{sym.name}+{address - start:#x}"
+            result = (text, owner)
         self._names[address] = result
         return result

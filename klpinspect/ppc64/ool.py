@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from .insn import NOP, branch_target, is_b
 from .stubs import Stub, StubKind
@@ -79,7 +80,7 @@ class OolProblem:
     site: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OolCheck:
     """One OOL stub with its site and what the site says.
 
@@ -96,6 +97,14 @@ class OolCheck:
     state: SiteState
     site_word: int | None
     ftrace_op: int | None
+
+
+class _CheckBuilder:
+    """A slot bag with :class:`OolCheck`'s layout: one record per stub built with plain
+    slot stores and one class switch, several times cheaper than the frozen
+    ``__init__`` (as ``stubs._StubBuilder``); every slot must be set."""
+
+    __slots__ = OolCheck.__slots__
 
 
 def ool_insn0(stub: Stub) -> int:
@@ -121,7 +130,10 @@ def _describe(word: int, site: int) -> str:
 
 
 def _in(ranges: Sequence[tuple[int, int]], address: int) -> bool:
-    return any(start <= address < end for start, end in ranges)
+    for start, end in ranges:
+        if start <= address < end:
+            return True
+    return False
 
 
 def check_ool_stubs(
@@ -150,13 +162,15 @@ def check_ool_stubs(
     problems: list[OolProblem] = []
     claimed: dict[int, Stub] = {}
     tramp_set = frozenset(tramps)
+    ranges = tuple(text_ranges)
+    kind, disabled, unreadable = StubKind.OOL_FTRACE, SiteState.DISABLED, SiteState.UNREADABLE
     for stub in stubs:
-        if stub.kind is not StubKind.OOL_FTRACE:
+        if stub.kind is not kind:
             continue
         returns_to = stub.site  # b target - 4
         site = returns_to
-        if recorded_sites is not None and ool_insn0(stub) in recorded_sites:
-            site = recorded_sites[ool_insn0(stub)]
+        if recorded_sites is not None:
+            site = recorded_sites.get(stub.address + _INSN0, returns_to)
         if stub.target not in tramp_set:
             want = " or ".join(f"{t:#x}" for t in sorted(tramp_set)) or "none known"
             problems.append(
@@ -178,7 +192,7 @@ def check_ool_stubs(
                     site,
                 )
             )
-        elif returns_to is not None and text_ranges and not _in(text_ranges, returns_to):
+        elif returns_to is not None and ranges and not _in(ranges, returns_to):
             problems.append(
                 OolProblem(
                     OolCode.RETURN_MISMATCH,
@@ -188,19 +202,21 @@ def check_ool_stubs(
                     site,
                 )
             )
-        word = None if site is None else site_words.get(site)
-        state = SiteState.UNREADABLE if site is None else site_state(word, site, stub)
-        if state is SiteState.OTHER and site is not None and word is not None:
-            problems.append(
-                OolProblem(
-                    OolCode.SITE_NOT_PATCHED,
-                    stub.address,
-                    f"site {site:#x} holds {_describe(word, site)}: neither b "
-                    f"{ool_insn0(stub):#x} (this stub, enabled) nor nop (disabled)",
-                    site,
+        if site is None:
+            word, state = None, unreadable
+        else:
+            word = site_words.get(site)
+            state = disabled if word == NOP else site_state(word, site, stub)
+            if state is SiteState.OTHER and word is not None:
+                problems.append(
+                    OolProblem(
+                        OolCode.SITE_NOT_PATCHED,
+                        stub.address,
+                        f"site {site:#x} holds {_describe(word, site)}: neither b "
+                        f"{ool_insn0(stub):#x} (this stub, enabled) nor nop (disabled)",
+                        site,
+                    )
                 )
-            )
-        if site is not None:
             other = claimed.setdefault(site, stub)
             if other is not stub:
                 problems.append(
@@ -211,5 +227,12 @@ def check_ool_stubs(
                         site,
                     )
                 )
-        checks.append(OolCheck(stub, site, state, word, stub.funcdata))
+        check: Any = _CheckBuilder()
+        check.stub = stub
+        check.site = site
+        check.state = state
+        check.site_word = word
+        check.ftrace_op = stub.funcdata
+        check.__class__ = OolCheck
+        checks.append(check)
     return checks, problems

@@ -22,6 +22,7 @@ from klpinspect.backends.drgn.btf_finder import (
     KallsymsSymbols,
     debuginfo_source,
     kallsyms_symtab,
+    retire_lazy_finders,
 )
 from klpinspect.backends.drgn.program import core_notes, vmcoreinfo_release
 from klpinspect.backends.drgn.symtab_finder import symtab_symbols
@@ -63,6 +64,7 @@ class DrgnTarget(layout.LayoutQueries):
         self._vmlinux_symbols_tried = False
         #: where the kernel's types and symbols came from: "dwarf" or "btf+kallsyms"
         self.debuginfo: str | None = debuginfo_source(prog)
+        retire_lazy_finders(prog)  # the plugin's, once they can only say no
         self._vmlinux_lookups = 0
         self._expected_lookups = 0
         self._module_symbols: dict[int, ElfSymbols] = {}
@@ -207,7 +209,7 @@ class DrgnTarget(layout.LayoutQueries):
             found = symtab.lookup(address)
             if found is not None:
                 start, size, name = found
-                return SymbolInfo(name, start, size or symtab.size_to_next(start), owner)
+                return SymbolInfo.make(name, start, size or symtab.size_to_next(start), owner)
         try:
             if mod_addr is not None and self._module_addresses_unnamed():
                 raise LookupError  # no finder knows modules: straight to their kallsyms
@@ -218,11 +220,11 @@ class DrgnTarget(layout.LayoutQueries):
             if table is None or hit is None:
                 return None
             start, size, name = hit
-            return SymbolInfo(name, start, size or table.size_to_next(start), owner)
+            return SymbolInfo.make(name, start, size or table.size_to_next(start), owner)
         start, size = int(sym.address), int(sym.size)
         if not size:
             size = self._size_to_next_symbol(start)
-        return SymbolInfo(sym.name, start, size, owner)
+        return SymbolInfo.make(sym.name, start, size, owner)
 
     # --- kernel ---------------------------------------------------------------
 
