@@ -396,9 +396,10 @@ _VMLINUX_ONLY_FINDERS = frozenset({"elf", "klpinspect_vmlinux_kallsyms", "klpins
 def module_addresses_unnamed(prog: Program) -> bool:
     """Whether ``prog.symbol(address)`` cannot find a module address: the
     enabled symbol finders are drgn's ELF one, with no module file loaded, and
-    vmlinux kallsyms or the -s vmlinux's .symtab (the BTF paths).  A look-up there would only cost a miss
-    (two calls into Python finders, ~3 us, for each of an audit's ~12,000
-    module addresses): the caller goes to the module's kallsyms directly."""
+    vmlinux kallsyms or the -s vmlinux's .symtab (the BTF paths).  A look-up
+    there would only cost a miss (two calls into Python finders, ~3 us, for
+    each of an audit's ~12,000 module addresses): the caller goes to the
+    module's kallsyms directly."""
     registered = prog.registered_symbol_finders()
     if not {"klpinspect_vmlinux_kallsyms", "klpinspect_vmlinux_symtab"} & set(registered):
         return False
