@@ -30,6 +30,7 @@ from klpinspect.ppc64.radix import (
 __all__ = (
     "CHUNK_SIZE",
     "LINEAR_CHUNK_SIZE",
+    "MAX_PREFETCH",
     "MAX_READ",
     "GdbMemory",
     "RadixSetup",
@@ -155,7 +156,8 @@ class GdbMemory:
         return self._cache.read(address, size)
 
     def prefetch(self, address: int, size: int) -> None:
-        """Bring ``[address, address + size)`` into the cache in one read, if readable.
+        """Bring ``[address, address + size)`` into the cache in one read, if readable
+        (cached chunks inside it do not split the read: :meth:`ChunkCache.prefetch`).
 
         The gdb back end prefetches a module's text after its ``struct
         module`` so that ``.stubs`` (and, before 6.4, the kallsyms in the same
@@ -164,7 +166,7 @@ class GdbMemory:
         """
         if 0 < size <= MAX_PREFETCH and address >= 0 and address + size <= 1 << 64:
             try:
-                self._cache.read(address, size)
+                self._cache.prefetch(address, size)
             except MemoryReadError:
                 pass
 
