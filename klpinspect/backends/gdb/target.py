@@ -24,6 +24,7 @@ from klpinspect.backends import layout
 from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
+    MAX_PREFETCH,
     GdbMemory,
     RadixSetup,
     core_file_path,
@@ -327,6 +328,14 @@ class GdbTarget(layout.LayoutQueries):
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).
 
+        Where the text shares one allocation with the ``struct module``
+        itself (``mod->core_layout`` before 6.4, ac3b43283923 "module:
+        replace module_layout with module_memory"), that whole allocation
+        in the same read: the module's kallsyms (``mod->core_kallsyms``)
+        are at its end, so symbolizing into the module costs no more reads.
+        Since 6.4 the text is ``mod->mem[MOD_TEXT]`` alone and the kallsyms
+        sit after the ``struct module`` in ``mod->mem[MOD_DATA]``.
+
         Core files only: a local read costs the same for 64 KiB as for 4;
         over a gdbstub the bytes are the cost (a packet per few KiB), and
         the ``.stubs`` read alone is cheaper.
@@ -334,6 +343,11 @@ class GdbTarget(layout.LayoutQueries):
         if self.live:
             return
         for start, end in layout.module_text_ranges(self._k, mod)[:1]:  # core text
+            here = mod.address()
+            for base, limit in layout.module_regions(self._k, mod):
+                if base <= start < limit and base <= here < limit and limit - base <= MAX_PREFETCH:
+                    start, end = base, limit
+                    break
             self.memory.prefetch(start, end - start)
 
     def tasks(self) -> Iterator[TaskInfo]:
