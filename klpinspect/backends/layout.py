@@ -679,7 +679,7 @@ def _kallsyms_entries(k: KernelAccess, mod_addr: int) -> list[SymEntry]:
         return []
     merged = _kallsyms_one_read(k, ks, n, symtab_addr, strtab_addr)
     if merged is not None:
-        return merged
+        return parse_elf_symbols(*merged, k.byteorder)
     symtab = k.read(symtab_addr, n * ELF64_SYM_SIZE)
     last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
     strtab = k.read(strtab_addr, last + 1)
@@ -694,8 +694,9 @@ _MAX_KALLSYMS_STRTAB = 1 << 24
 
 def _kallsyms_one_read(
     k: KernelAccess, ks: StructView, n: int, symtab_addr: int, strtab_addr: int
-) -> list[SymEntry] | None:
-    """A module's core kallsyms in one read, where its tables are laid out back to back.
+) -> tuple[bytes, bytes] | None:
+    """``(Elf64_Sym array, string table)`` of a module's core kallsyms in one read,
+    where the tables are laid out back to back.
 
     ``add_kallsyms()`` puts ``core_kallsyms`` at the end of the module's data
     as ``symtab``, ``strtab``, ``typetab`` one after the other (the string
@@ -720,7 +721,7 @@ def _kallsyms_one_read(
     last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
     if strtab.find(b"\0", last) < 0:
         return None  # a name running past the table: the reads apart decide
-    return parse_elf_symbols(symtab, strtab, k.byteorder)
+    return symtab, strtab
 
 
 # -- tasks ---------------------------------------------------------------------------------
