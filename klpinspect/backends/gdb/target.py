@@ -101,7 +101,9 @@ class GdbTarget(layout.LayoutQueries):
         self._owners: layout.ModuleOwners | None = None
         self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
         self._check()
-        self._k = GdbKernel(self.types, self.read, self._symbol_address, self._byteorder)
+        self._k = GdbKernel(
+            self.types, self.read, self._symbol_address, self._byteorder, self._before_object
+        )
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage()
         if _is_core():
@@ -324,6 +326,13 @@ class GdbTarget(layout.LayoutQueries):
         it is in there.  Two reads a module instead of one per object.
         """
         return layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
+
+    def _before_object(self, type_name: str, address: int) -> None:
+        """Before a ``struct module`` is read from a core file: its whole allocation in
+        the same read (:meth:`GdbMemory.prefetch_allocation`), so that the module's
+        kallsyms (and before 6.4 its text) come with it."""
+        if type_name == "struct module":
+            self.memory.prefetch_allocation(address)
 
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).

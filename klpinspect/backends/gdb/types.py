@@ -179,6 +179,7 @@ class GdbKernel:
 
     :param read: kernel virtual memory (:meth:`GdbMemory.read`)
     :param symbol_address: an ELF symbol's address in vmlinux
+    :param before_object: see :attr:`before_object`
     """
 
     def __init__(
@@ -187,11 +188,15 @@ class GdbKernel:
         read: Callable[[int, int], bytes],
         symbol_address: Callable[[str], int | None],
         byteorder: str,
+        before_object: Callable[[str, int], None] | None = None,
     ) -> None:
         self.types = types
         self.read = read
         self.symbol_address = symbol_address
         self.byteorder = byteorder
+        #: called with ``(type name, address)`` before :meth:`object` reads one
+        #: (the back end's chance to read the memory around it in one go)
+        self.before_object = before_object
         self._constants: dict[str, int | None] = {}
 
     def object_of(self, t: Any, address: int) -> GdbView:
@@ -200,6 +205,8 @@ class GdbKernel:
         return GdbView(self, t, address, self.read(address, t.sizeof) if t.sizeof else b"")
 
     def object(self, type_name: str, address: int) -> GdbView:
+        if self.before_object is not None:
+            self.before_object(type_name, address)
         return self.object_of(self.types.type(type_name), address)
 
     def variable(self, name: str) -> GdbView | None:
