@@ -106,6 +106,7 @@ class GdbTarget(layout.LayoutQueries):
         )
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage()
+        self._module_walk = 0  # > 0 inside modules(): struct modules come with their memory
         if _is_core():
             path = core_file_path(_info_target())
             note = core_file_truncation(path) if path else None
@@ -321,17 +322,27 @@ class GdbTarget(layout.LayoutQueries):
     def modules(self) -> Iterator[ModuleInfo]:
         """Every loaded module, in ``modules`` list order; damage recorded, not raised.
 
-        As :func:`layout.modules`, with (core file) each module's text read
-        in one go after its ``struct module``: ``.stubs`` is executable, so
-        it is in there.  Two reads a module instead of one per object.
+        As :func:`layout.modules`, with (core file) each ``struct module``
+        read with its whole allocation and the module's text read in one go
+        after it: ``.stubs`` is executable, so it is in there.  At most two
+        reads a module instead of one per object.
         """
-        return layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
+        return self._modules_prefetched()
+
+    def _modules_prefetched(self) -> Iterator[ModuleInfo]:
+        self._module_walk += 1
+        try:
+            yield from layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
+        finally:
+            self._module_walk -= 1
 
     def _before_object(self, type_name: str, address: int) -> None:
-        """Before a ``struct module`` is read from a core file: its whole allocation in
-        the same read (:meth:`GdbMemory.prefetch_allocation`), so that the module's
-        kallsyms (and before 6.4 its text) come with it."""
-        if type_name == "struct module":
+        """Before :meth:`modules` reads a ``struct module`` from a core file: its
+        whole allocation in the same read (:meth:`GdbMemory.prefetch_allocation`),
+        so that the module's kallsyms (and before 6.4 its text) come with it.
+        Not for the other walks (the module owners a backtrace symbolizes
+        with): they need the ``struct module`` alone."""
+        if self._module_walk and type_name == "struct module":
             self.memory.prefetch_allocation(address)
 
     def _prefetch_text(self, mod: Any) -> None:
