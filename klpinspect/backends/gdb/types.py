@@ -245,6 +245,15 @@ class GdbKernel:
         """An enumerator only: a variable of that name is not read behind the memory layer."""
         if name not in self._constants:
             try:
+                # gdb's symbol index answers a miss at once; parse_and_eval takes
+                # 10-100 ms to find nothing (FTRACE_FL_CALL_OPS before 6.6).
+                # Without a debug-info symbol of that name parse_and_eval could
+                # only find a minimal symbol, never an enumerator.
+                if gdb.lookup_global_symbol(name) is None and (
+                    gdb.lookup_static_symbol(name) is None
+                ):
+                    self._constants[name] = None
+                    return None
                 value = gdb.parse_and_eval(name)
                 if value.type.strip_typedefs().code == gdb.TYPE_CODE_ENUM:
                     self._constants[name] = int(value)
