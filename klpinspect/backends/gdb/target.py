@@ -304,6 +304,7 @@ class GdbTarget(layout.LayoutQueries):
                 try:
                     syms = read_elf_symbols(objfile.filename)
                 except TargetError:
+                    complete = False  # gdb may have symbols of it (.dynsym) we have not
                     continue
                 # the string table a lookup by name searches (ElfSymbols keeps it)
                 strtab = getattr(syms, "_strtab", None)
