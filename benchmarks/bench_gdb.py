@@ -10,9 +10,14 @@ comparison.
 For each command, on a fresh target, best of ``--repeat``: wall time inside
 gdb, ``read_memory`` calls and bytes, the same per module after the kernel
 facts (``kernel()``: paca, TOC, symbols) are subtracted.  Goal: at most 2
-remote reads per module for ``klp-stubs`` (``struct module`` + ``.stubs``;
-the section table from ``mod->sect_attrs`` and module kallsyms for
-symbolizing come on top and are reported).
+reads per module for ``klp-stubs``, everything included: on a core file
+the ``struct module`` comes with its whole allocation in one read (before
+6.4 ``core_layout``: text with ``.stubs`` and the module kallsyms; since
+then ``mem[MOD_DATA]`` with the kallsyms, and the text is the second read),
+the section table (``mod->sect_attrs``, slab memory) in 64 KiB windows that
+several modules share, the page-table setup once.  Over a gdbstub the bytes
+are the cost: ``struct module`` and ``.stubs`` alone, kallsyms in one read
+where a name is needed.
 
 Then the cost of ``klp-audit`` next to gdb's own: ``gdb-multiarch -batch``
 with just ``file`` + ``core-file`` against the same plus ``source`` of the

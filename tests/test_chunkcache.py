@@ -36,3 +36,21 @@ def test_lru_bound() -> None:
         cache.read(addr, 10)
     cache.read(0, 10)  # evicted: fetched again
     assert calls == [0, 1024, 2048, 0]
+
+
+def test_prefetch_is_one_fetch_across_cached_chunks() -> None:
+    """``read`` splits around cached chunks; ``prefetch`` fetches the whole span once."""
+    calls: list[tuple[int, int]] = []
+
+    def fetch(address: int, size: int) -> bytes:
+        calls.append((address, size))
+        return MEM[address : address + size]
+
+    cache = ChunkCache(fetch, 1024)
+    cache.read(2100, 10)  # chunk 2 cached (a struct module inside the span)
+    cache.prefetch(500, 4000)  # chunks 0..4
+    assert calls[1:] == [(0, 5120)]
+    assert cache.read(0, 5120) == MEM[:5120]
+    cache.prefetch(1024, 3000)  # all cached: nothing fetched
+    cache.prefetch(0, 0)
+    assert len(calls) == 2

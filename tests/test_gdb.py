@@ -350,6 +350,49 @@ def test_gdb_script_line_loads_the_commands(vmcore_elf: Path, vmlinux_debug: Pat
     assert "rk_target" in proc.stdout, proc.stderr
 
 
+# Names the layout layer asks that are in the fixture's .symtab, only in its DWARF
+# (a static), only a minimal symbol (asm labels), enumerators, and none of these.
+_LOOKUP_CHECK = r"""
+import gdb
+from klpinspect.backends.gdb.commands import _target
+t = _target()
+ulong = gdb.lookup_type("unsigned long")
+for name in %r:
+    try:
+        want = int(gdb.parse_and_eval("&'%%s'" %% name).cast(ulong))
+    except gdb.error:
+        want = None
+    if t._elf_symbols().address_of(name) is None:
+        print("SYM", name, t._symbol_address(name) == want, want is None)
+    try:
+        value = gdb.parse_and_eval(name)
+        enum = int(value) if value.type.strip_typedefs().code == gdb.TYPE_CODE_ENUM else None
+    except gdb.error:
+        enum = None
+    print("ENUM", name, t._k.constant(name) == enum, enum is None)
+"""
+
+
+def test_symbol_misses_answered_as_gdb_would(
+    vmcore_elf: Path, vmlinux_debug: Path, tmp_path: Path
+) -> None:
+    """A name the ``.symtab`` lacks is taken as absent without gdb's slow ``&'name'``
+    only where that would find nothing too; enumerators likewise (``constant``)."""
+    names = ["klp_ops", "livepatch_handler", "_mcount", "init_task", "MOD_TEXT",
+             "FTRACE_FL_ENABLED", "FTRACE_FL_CALL_OPS", "no_such_symbol_xyz", "_end"]
+    script = tmp_path / "check.py"
+    script.write_text(_LOOKUP_CHECK % (names,))
+    proc = run_gdb(*vmcore_args(vmcore_elf, vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", f"source {script}")  # fmt: skip
+    assert_clean(proc)
+    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith(("SYM ", "ENUM "))]
+    assert len([x for x in lines if x[0] == "ENUM"]) == len(names), proc.stdout + proc.stderr
+    assert all(x[2] == "True" for x in lines), proc.stdout
+    # the names the .symtab lacks were checked; enumerators found and absent
+    assert len([x for x in lines if x[0] == "SYM"]) >= 3, proc.stdout
+    assert {x[3] for x in lines if x[0] == "ENUM"} == {"True", "False"}, proc.stdout
+
+
 def test_no_kernel_loaded() -> None:
     proc = run_gdb("-ex", f"source {SCRIPT}", "-ex", "klp-audit")
     assert_clean(proc)

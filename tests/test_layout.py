@@ -248,6 +248,49 @@ def test_sect_attrs_two_eras() -> None:
     assert layout.sect_attrs_sections(k, View(_module(sect_attrs=Ptr(0)))) == {}
 
 
+def _kallsyms_tables(text: int) -> tuple[bytes, bytes]:
+    """An ``Elf64_Sym`` array and its string table: two functions in the module's text
+    (``st_info`` 0x12: STB_GLOBAL | STT_FUNC, ``st_shndx`` 2) after the null symbol."""
+    strtab = b"\0zram_init\0zram_exit\0"
+    syms = [(0, 0, 0, 0, 0, 0), (1, 0x12, 0, 2, text + 0x100, 0x40),
+            (11, 0x12, 0, 2, text + 0x200, 0x20)]
+    return b"".join(struct.pack("<IBBHQQ", *s) for s in syms), strtab
+
+
+@dataclass
+class CountingKernel(Kernel):
+    calls: list[tuple[int, int]] = field(default_factory=list)
+
+    def read(self, address: int, size: int) -> bytes:
+        self.calls.append((address, size))
+        return super().read(address, size)
+
+
+@pytest.mark.parametrize("back_to_back", [True, False])
+def test_module_kallsyms_one_read_when_back_to_back(back_to_back: bool) -> None:
+    """``core_kallsyms`` laid out symtab, strtab, typetab (``add_kallsyms()``, typetab
+    since 1c7651f43777, v5.2) is read once; tables apart take two reads, same symbols."""
+    text, mod = 0xC008000000EE0000, 0xC008000000F00000
+    symtab, strtab = _kallsyms_tables(text)
+    sym_at = mod + 0x800
+    str_at = sym_at + len(symtab) if back_to_back else mod + 0x4000
+    type_at = str_at + len(strtab)
+    k = CountingKernel(constants={"MOD_MEM_NUM_TYPES": 1})
+    k.memory[sym_at] = symtab + (strtab + b"tt" if back_to_back else b"")
+    if not back_to_back:
+        k.memory[str_at] = strtab + bytes(128)
+    k.objects[("struct module", mod)] = _module(
+        mem=[{"base": text, "size": 0x1000}],
+        kallsyms=Ptr(mod + 0x700, {"num_symtab": 3, "symtab": sym_at, "strtab": str_at,
+                                   "typetab": type_at}),
+    )
+    owners = layout.ModuleOwners([(text, text + 0x1000, "zram", mod)])
+    table = layout.module_kallsyms(k, owners, mod)
+    assert (len(k.calls) == 1) == back_to_back  # apart: symtab, then names (maybe more)
+    assert table.lookup(text + 0x104) == (text + 0x100, 0x40, "zram_init")
+    assert table.lookup(text + 0x21F) == (text + 0x200, 0x20, "zram_exit")
+
+
 def _list(k: Kernel, head: int, nodes: list[int]) -> None:
     """``list_head`` links: head -> nodes... -> head (``next`` at +0)."""
     chain = [head, *nodes, head]

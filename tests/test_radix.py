@@ -138,6 +138,25 @@ def test_every_module_region_matches_drgn(prog: drgn.Program, tables: RadixPageT
     assert tables.table_reads < 64
 
 
+def test_mapped_run_is_the_module_allocation(prog: drgn.Program, tables: RadixPageTables) -> None:
+    """Around a ``struct module`` the pages mapped without a gap are its allocation
+    (6.1: ``core_layout``, text to kallsyms), cut at the limits given."""
+    mods = list(DrgnTarget(prog).modules())
+    regions = {
+        (int(m.core_layout.base), int(m.core_layout.base) + int(m.core_layout.size))
+        for m in (drgn.Object(prog, "struct module", address=mod.address) for mod in mods)
+    }
+    page = RADIX_64K.page_size
+    for mod in mods:
+        assert mod.address is not None
+        (region,) = [r for r in regions if r[0] <= mod.address < r[1]]
+        assert tables.mapped_run(mod.address, 1 << 20, 1 << 20) == region, mod.name
+        here = mod.address & ~(page - 1)
+        assert tables.mapped_run(mod.address, 0, 0) == (here, here + page)
+    with pytest.raises(MemoryReadError):
+        tables.mapped_run(0xC008100000000000, 1 << 20, 1 << 20)
+
+
 def test_linear_map_translates_to_itself(tables: RadixPageTables) -> None:
     for address in (0xC000000000BE8000, 0xC0000000037E8008):
         assert tables.translate(address) == address - LINEAR_MAP_BASE

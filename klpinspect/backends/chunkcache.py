@@ -34,6 +34,30 @@ class ChunkCache:
     def clear(self) -> None:
         self._chunks.clear()
 
+    def prefetch(self, address: int, size: int) -> None:
+        """Bring ``[address, address + size)`` in with one fetch, if any chunk is missing.
+
+        Unlike :meth:`read`, chunks already cached inside the span do not split
+        it: the whole chunk-aligned span is fetched once (a few cached chunks
+        read again rather than one fetch per run of missing ones).
+        """
+        if size <= 0:
+            return
+        ch = self.chunk
+        first, last = address // ch, (address + size - 1) // ch
+        chunks = self._chunks
+        if all(i in chunks for i in range(first, last + 1)):
+            return
+        data = self._fetch(first * ch, (last - first + 1) * ch)
+        for k in range(first, last + 1):
+            off = (k - first) * ch
+            chunks[k] = data[off : off + ch]
+            if self.max_chunks is not None:
+                chunks.move_to_end(k)
+        if self.max_chunks is not None:
+            while len(chunks) > self.max_chunks:
+                chunks.popitem(last=False)
+
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes at ``address``, fetching missing chunks in runs."""
         if size <= 0:

@@ -686,12 +686,51 @@ def _kallsyms_tables(k: KernelAccess, mod_addr: int) -> tuple[bytes, bytes] | No
     n, symtab_addr, strtab_addr = num.integer(), symtab_view.integer(), strtab_view.integer()
     if not n or not symtab_addr or not strtab_addr or n > MAX_LIST:
         return None
+    merged = _kallsyms_one_read(k, ks, n, symtab_addr, strtab_addr)
+    if merged is not None:
+        return merged
     symtab = k.read(symtab_addr, n * ELF64_SYM_SIZE)
     heads = sym_words(symtab, k.byteorder)[0]  # the st_name of each: the last name's end
     last = max(map((0xFFFFFFFF).__and__ if k.byteorder == "little" else (32).__rrshift__, heads))
     strtab = k.read(strtab_addr, last + 1)
     while strtab.find(b"\0", last) < 0 and len(strtab) < last + 4096:
         strtab = k.read(strtab_addr, len(strtab) + 64)
+    return symtab, strtab
+
+
+# Longest string table read together with its symbols (:func:`_kallsyms_one_read`).
+_MAX_KALLSYMS_STRTAB = 1 << 24
+
+
+def _kallsyms_one_read(
+    k: KernelAccess, ks: StructView, n: int, symtab_addr: int, strtab_addr: int
+) -> tuple[bytes, bytes] | None:
+    """``(Elf64_Sym array, string table)`` of a module's core kallsyms in one read,
+    where the tables are laid out back to back.
+
+    ``add_kallsyms()`` puts ``core_kallsyms`` at the end of the module's data
+    as ``symtab``, ``strtab``, ``typetab`` one after the other (the string
+    table is ``core_typeoffs - stroffs`` bytes); ``typetab`` exists since
+    1c7651f43777 ("kallsyms: store type information in its own array",
+    v5.2).  ``None`` where the layout is not that (the init kallsyms of a
+    module still loading, an older kernel) or the span cannot be read: the
+    caller reads the two tables apart, with the same result.
+    """
+    typetab = ks.member("typetab")
+    end = typetab.integer() if typetab is not None else 0
+    span = n * ELF64_SYM_SIZE
+    if strtab_addr != symtab_addr + span or not strtab_addr < end <= strtab_addr + (
+        _MAX_KALLSYMS_STRTAB
+    ):
+        return None
+    try:
+        both = k.read(symtab_addr, end - symtab_addr)
+    except MemoryReadError:
+        return None
+    symtab, strtab = both[:span], both[span:]
+    last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
+    if strtab.find(b"\0", last) < 0:
+        return None  # a name running past the table: the reads apart decide
     return symtab, strtab
 
 

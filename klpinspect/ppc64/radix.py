@@ -225,6 +225,35 @@ class RadixPageTables:
             table = entry & ~_DIR_MASKED_BITS
         raise AssertionError("unreachable")
 
+    def mapped_run(self, vaddr: int, before: int, after: int) -> tuple[int, int]:
+        """``[start, end)``: the base pages mapped without a gap around ``vaddr``.
+
+        At most ``before`` bytes below ``vaddr``'s page and ``after`` bytes above
+        it.  A vmalloc allocation (a module's ``core_layout`` or ``mem[]``
+        region) is mapped page by page and followed by an unmapped guard page,
+        so the run around an address in it is that allocation, as far as the
+        limits reach.  Only the page tables are read.
+
+        :raises MemoryReadError: if ``vaddr`` itself is not mapped
+        """
+        page = self.geometry.page_size
+        self.translate_page(vaddr)
+        start = end = vaddr & ~(page - 1)
+        while start - page >= vaddr - before:
+            try:
+                self.translate_page(start - page)
+            except MemoryReadError:
+                break
+            start -= page
+        end += page
+        while end + page <= vaddr + after:
+            try:
+                self.translate_page(end)
+            except MemoryReadError:
+                break
+            end += page
+        return start, end
+
     def translate(self, vaddr: int) -> int:
         """Physical address of kernel virtual address ``vaddr``.
 

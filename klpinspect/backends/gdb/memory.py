@@ -30,6 +30,7 @@ from klpinspect.ppc64.radix import (
 __all__ = (
     "CHUNK_SIZE",
     "LINEAR_CHUNK_SIZE",
+    "MAX_PREFETCH",
     "MAX_READ",
     "GdbMemory",
     "RadixSetup",
@@ -155,7 +156,8 @@ class GdbMemory:
         return self._cache.read(address, size)
 
     def prefetch(self, address: int, size: int) -> None:
-        """Bring ``[address, address + size)`` into the cache in one read, if readable.
+        """Bring ``[address, address + size)`` into the cache in one read, if readable
+        (cached chunks inside it do not split the read: :meth:`ChunkCache.prefetch`).
 
         The gdb back end prefetches a module's text after its ``struct
         module`` so that ``.stubs`` (and, before 6.4, the kallsyms in the same
@@ -164,9 +166,28 @@ class GdbMemory:
         """
         if 0 < size <= MAX_PREFETCH and address >= 0 and address + size <= 1 << 64:
             try:
-                self._cache.read(address, size)
+                self._cache.prefetch(address, size)
             except MemoryReadError:
                 pass
+
+    def prefetch_allocation(self, address: int, limit: int = MAX_PREFETCH // 2) -> None:
+        """Core files: bring the mapped run of vmalloc pages around ``address`` (its
+        allocation, :meth:`RadixPageTables.mapped_run`, at most ``limit`` bytes
+        either side) into the cache in one read.
+
+        For a ``struct module``: before 6.4 its allocation is ``core_layout``
+        (text with ``.stubs``, data, kallsyms), since then ``mem[MOD_DATA]``
+        (data and kallsyms).  Nothing on a live target (QEMU translates; the
+        bytes are the cost there), for the linear map, or when the page tables
+        cannot be walked: the read that follows does its own.
+        """
+        if is_linear_map(address) or not self._is_core():
+            return
+        try:
+            start, end = self.page_tables().mapped_run(address, limit, limit)
+        except (MemoryReadError, TargetError):
+            return
+        self.prefetch(start, end - start)
 
     def core_maps_physical(self) -> bool:
         """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).

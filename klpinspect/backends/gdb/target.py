@@ -24,6 +24,7 @@ from klpinspect.backends import layout
 from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
+    MAX_PREFETCH,
     GdbMemory,
     RadixSetup,
     core_file_path,
@@ -97,12 +98,18 @@ class GdbTarget(layout.LayoutQueries):
         self._kernel: KernelInfo | None = None
         self._symbols: ElfSymbols | None = None
         self._module_symbols: dict[int, ElfSymbols] = {}
+        # string tables of the files' .symtab (see _surely_absent), gdb look-ups by name
+        self._strtabs: list[bytes] = []
+        self._fallback: dict[str, int | None] = {}
         self._owners: layout.ModuleOwners | None = None
         self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
         self._check()
-        self._k = GdbKernel(self.types, self.read, self._symbol_address, self._byteorder)
+        self._k = GdbKernel(
+            self.types, self.read, self._symbol_address, self._byteorder, self._before_object
+        )
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage()
+        self._module_walk = 0  # > 0 inside modules(): struct modules come with their memory
         if _is_core():
             path = core_file_path(_info_target())
             note = core_file_truncation(path) if path else None
@@ -239,14 +246,46 @@ class GdbTarget(layout.LayoutQueries):
 
     def _symbol_address(self, name: str) -> int | None:
         """Address of a kernel symbol: the ``.symtab`` of the file gdb loaded, else gdb's
-        own lookup (a vmlinux without ``.symtab``; ~10 ms a name, so second)."""
+        own lookup (a vmlinux without ``.symtab``, a ``static`` variable the table does
+        not name; ~10 ms a name, so second).
+
+        gdb's ``&'name'`` finds a minimal symbol (from those same symbol tables)
+        or a debug-info symbol; a name neither in any string table nor in gdb's
+        symbol index is not looked up that way: such a miss costs gdb 0.05-0.4 s
+        on a distribution vmlinux (``_mcount``, ``livepatch_handler`` and
+        ``klp_patches`` on a kernel without them: most of the audit's cost there).
+        """
         address = self._elf_symbols().address_of(name)
         if address is None and (name[0].isalpha() or name[0] == "_"):
-            try:
-                return int(gdb.parse_and_eval(f"&'{name}'").cast(self._type("unsigned long")))
-            except gdb.error:
-                return None
+            if name in self._fallback:
+                return self._fallback[name]
+            found = None
+            if not self._surely_absent(name):
+                try:
+                    value = gdb.parse_and_eval(f"&'{name}'")
+                    found = int(value.cast(self._type("unsigned long")))
+                except gdb.error:
+                    found = None
+            self._fallback[name] = found
+            return found
         return address
+
+    def _surely_absent(self, name: str) -> bool:
+        """Whether gdb's ``&'name'`` cannot succeed: no string table of the loaded
+        files holds ``name`` (not even as the tail of a longer one: no minimal
+        symbol) and gdb knows no debug-info symbol of that name."""
+        self._elf_symbols()
+        if not self._strtabs:
+            return False  # no .symtab read: gdb's own tables are all there is
+        needle = name.encode("ascii", "replace") + b"\0"
+        if any(needle in strtab for strtab in self._strtabs):
+            return False
+        try:
+            return gdb.lookup_global_symbol(name) is None and (
+                gdb.lookup_static_symbol(name) is None
+            )
+        except gdb.error:
+            return False
 
     def _symbol_address_required(self, name: str) -> int:
         address = self._symbol_address(name)
@@ -257,16 +296,27 @@ class GdbTarget(layout.LayoutQueries):
     def _elf_symbols(self) -> ElfSymbols:
         if self._symbols is None:
             best: ElfSymbols | None = None
+            strtabs: list[bytes] = []
+            complete = True
             for objfile in gdb.objfiles():
                 if not objfile.filename:
                     continue
                 try:
                     syms = read_elf_symbols(objfile.filename)
                 except TargetError:
+                    complete = False  # gdb may have symbols of it (.dynsym) we have not
                     continue
+                # the string table a lookup by name searches (ElfSymbols keeps it)
+                strtab = getattr(syms, "_strtab", None)
+                if isinstance(strtab, bytes):
+                    strtabs.append(strtab)
+                else:
+                    complete = False
                 if best is None or len(syms) > len(best):
                     best = syms
             self._symbols = best if best is not None else ElfSymbols([])
+            # every file's names known, else no name is taken as surely absent
+            self._strtabs = strtabs if complete else []
         return self._symbols
 
     def _module_kallsyms(self, mod_addr: int) -> ElfSymbols:
@@ -318,14 +368,39 @@ class GdbTarget(layout.LayoutQueries):
     def modules(self) -> Iterator[ModuleInfo]:
         """Every loaded module, in ``modules`` list order; damage recorded, not raised.
 
-        As :func:`layout.modules`, with (core file) each module's text read
-        in one go after its ``struct module``: ``.stubs`` is executable, so
-        it is in there.  Two reads a module instead of one per object.
+        As :func:`layout.modules`, with (core file) each ``struct module``
+        read with its whole allocation and the module's text read in one go
+        after it: ``.stubs`` is executable, so it is in there.  At most two
+        reads a module instead of one per object.
         """
-        return layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
+        return self._modules_prefetched()
+
+    def _modules_prefetched(self) -> Iterator[ModuleInfo]:
+        self._module_walk += 1
+        try:
+            yield from layout.modules(self._k, self.damage, prefetch=self._prefetch_text)
+        finally:
+            self._module_walk -= 1
+
+    def _before_object(self, type_name: str, address: int) -> None:
+        """Before :meth:`modules` reads a ``struct module`` from a core file: its
+        whole allocation in the same read (:meth:`GdbMemory.prefetch_allocation`),
+        so that the module's kallsyms (and before 6.4 its text) come with it.
+        Not for the other walks (the module owners a backtrace symbolizes
+        with): they need the ``struct module`` alone."""
+        if self._module_walk and type_name == "struct module":
+            self.memory.prefetch_allocation(address)
 
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).
+
+        Where the text shares one allocation with the ``struct module``
+        itself (``mod->core_layout`` before 6.4, ac3b43283923 "module:
+        replace module_layout with module_memory"), that whole allocation
+        in the same read: the module's kallsyms (``mod->core_kallsyms``)
+        are at its end, so symbolizing into the module costs no more reads.
+        Since 6.4 the text is ``mod->mem[MOD_TEXT]`` alone and the kallsyms
+        sit after the ``struct module`` in ``mod->mem[MOD_DATA]``.
 
         Core files only: a local read costs the same for 64 KiB as for 4;
         over a gdbstub the bytes are the cost (a packet per few KiB), and
@@ -334,6 +409,11 @@ class GdbTarget(layout.LayoutQueries):
         if self.live:
             return
         for start, end in layout.module_text_ranges(self._k, mod)[:1]:  # core text
+            here = mod.address()
+            for base, limit in layout.module_regions(self._k, mod):
+                if base <= start < limit and base <= here < limit and limit - base <= MAX_PREFETCH:
+                    start, end = base, limit
+                    break
             self.memory.prefetch(start, end - start)
 
     def tasks(self) -> Iterator[TaskInfo]:

@@ -90,7 +90,15 @@ class GdbTypes:
         """``t`` without typedefs; a struct only declared where it is used is looked
         up by name (``struct module_sect_attrs`` is defined in one .c file)."""
         t = t.strip_typedefs()
-        if t.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION) and not t.fields() and t.tag:
+        # A declaration has no size: only then ask for the fields (Type.fields()
+        # builds every field object, ~8 us for struct module_sect_attr, and the
+        # section table asks ~1,000 times an audit).
+        if (
+            t.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION)
+            and not t.sizeof
+            and not t.fields()
+            and t.tag
+        ):
             kind = "struct" if t.code == gdb.TYPE_CODE_STRUCT else "union"
             try:
                 return self.type(f"{kind} {t.tag}").strip_typedefs()
@@ -179,6 +187,7 @@ class GdbKernel:
 
     :param read: kernel virtual memory (:meth:`GdbMemory.read`)
     :param symbol_address: an ELF symbol's address in vmlinux
+    :param before_object: see :attr:`before_object`
     """
 
     def __init__(
@@ -187,11 +196,15 @@ class GdbKernel:
         read: Callable[[int, int], bytes],
         symbol_address: Callable[[str], int | None],
         byteorder: str,
+        before_object: Callable[[str, int], None] | None = None,
     ) -> None:
         self.types = types
         self.read = read
         self.symbol_address = symbol_address
         self.byteorder = byteorder
+        #: called with ``(type name, address)`` before :meth:`object` reads one
+        #: (the back end's chance to read the memory around it in one go)
+        self.before_object = before_object
         self._constants: dict[str, int | None] = {}
 
     def object_of(self, t: Any, address: int) -> GdbView:
@@ -200,6 +213,8 @@ class GdbKernel:
         return GdbView(self, t, address, self.read(address, t.sizeof) if t.sizeof else b"")
 
     def object(self, type_name: str, address: int) -> GdbView:
+        if self.before_object is not None:
+            self.before_object(type_name, address)
         return self.object_of(self.types.type(type_name), address)
 
     def variable(self, name: str) -> GdbView | None:
@@ -230,6 +245,15 @@ class GdbKernel:
         """An enumerator only: a variable of that name is not read behind the memory layer."""
         if name not in self._constants:
             try:
+                # gdb's symbol index answers a miss at once; parse_and_eval takes
+                # 10-100 ms to find nothing (FTRACE_FL_CALL_OPS before 6.6).
+                # Without a debug-info symbol of that name parse_and_eval could
+                # only find a minimal symbol, never an enumerator.
+                if gdb.lookup_global_symbol(name) is None and (
+                    gdb.lookup_static_symbol(name) is None
+                ):
+                    self._constants[name] = None
+                    return None
                 value = gdb.parse_and_eval(name)
                 if value.type.strip_typedefs().code == gdb.TYPE_CODE_ENUM:
                     self._constants[name] = int(value)
