@@ -728,7 +728,8 @@ def _kallsyms_one_read(
     except MemoryReadError:
         return None
     symtab, strtab = both[:span], both[span:]
-    last = max(sym[0] for sym in iter_syms(symtab, k.byteorder))
+    heads = sym_words(symtab, k.byteorder)[0]  # the st_name of each: the last name's end
+    last = max(map((0xFFFFFFFF).__and__ if k.byteorder == "little" else (32).__rrshift__, heads))
     if strtab.find(b"\0", last) < 0:
         return None  # a name running past the table: the reads apart decide
     return symtab, strtab
