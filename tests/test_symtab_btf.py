@@ -132,7 +132,23 @@ def test_falls_back_to_dwarf(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with monkeypatch.context() as m:
         m.setattr(btf_finder, "_read_vmlinux_btf", no_btf)
-        assert btf_finder.debuginfo_source(_open(core, vmlinux, False)) == "dwarf"
+        prog = _open(core, vmlinux, False)
+        assert btf_finder.debuginfo_source(prog) == "dwarf"
+        # drgn's own ELF symbols again, not the finder the BTF attempt registered
+        assert "klpinspect_vmlinux_symtab" not in prog.enabled_symbol_finders()
+        assert symtab_finder.symtab_symbols(prog) is None
+
+    # a vmlinux without a .BTF section (a kernel without CONFIG_DEBUG_INFO_BTF,
+    # Debian's 6.1): the dump is not searched for BTF at all
+    assert symtab_finder.has_btf(str(vmlinux))
+    assert not symtab_finder.has_btf(sys.executable)
+    assert not symtab_finder.has_btf(str(REPO / "README.md"))
+    with monkeypatch.context() as m:
+        m.setattr(symtab_finder, "has_btf", lambda path: False)
+        m.setattr(btf_finder, "_read_vmlinux_btf", no_btf)  # must not be reached
+        prog = _open(core, vmlinux, False)
+        assert btf_finder.debuginfo_source(prog) == "dwarf"
+        assert "klpinspect_vmlinux_symtab" not in prog.registered_symbol_finders()
 
     def no_symtab(path: str) -> Any:
         raise TargetError(f"{path}: no .symtab")

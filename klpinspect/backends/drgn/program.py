@@ -435,13 +435,17 @@ def load_kernel_debug_info(
         # gives alike; drgn indexes it whole on load (0.3-0.6 s, ~300 MB for
         # a distribution -dbg vmlinux).  Without BTF, DWARF it is.
         from klpinspect.backends.drgn.btf_finder import enable_btf
+        from klpinspect.backends.drgn.symtab_finder import disable_symtab_symbols, has_btf
 
         m = re.search(rb"^KERNELOFFSET=([0-9a-fA-F]+)$", vmcoreinfo or b"", re.M)
-        try:
-            enable_btf(prog, symtab=str(files[0][1]), bias=int(m.group(1), 16) if m else 0)
-            return
-        except (LookupError, TargetError):
-            pass  # no BTF, or a file with no .symtab: DWARF it is
+        # the same build (build ID checked above): a kernel built without
+        # CONFIG_DEBUG_INFO_BTF has no .BTF section (Debian's 6.1)
+        if has_btf(str(files[0][1])):
+            try:
+                enable_btf(prog, symtab=str(files[0][1]), bias=int(m.group(1), 16) if m else 0)
+                return
+            except (LookupError, TargetError):
+                disable_symtab_symbols(prog)  # the BTF is not in the dump: DWARF it is
     if search:
         opts = prog.debug_info_options
         opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
