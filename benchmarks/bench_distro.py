@@ -198,7 +198,9 @@ files = prepare_debug_files([{str(d.vmlinux)!r}])
 t.append(time.perf_counter())
 try:  # as the command line: the dump's BTF and the vmlinux's .symtab, no DWARF
     program.load_kernel_debug_info(prog, [{str(d.vmlinux)!r}], dwarf=False)
-    what = "ours: BTF + .symtab"
+    from klpinspect.backends.drgn.btf_finder import debuginfo_source
+    what = ("drgn: load_debug_info" if debuginfo_source(prog) == "dwarf"  # no BTF
+            else "ours: BTF + .symtab")
 except TypeError:  # a checkout from before -s left the DWARF unread
     try:
         prog.load_debug_info([str(f[1]) for f in files], main=True)
