@@ -14,7 +14,7 @@ import itertools
 import operator
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from .elf64 import ELF64_SYM_SIZE, shdr_struct, sym_struct, sym_words
 from .errors import TargetError
@@ -152,12 +152,7 @@ class ElfSymbols:
         above = list(filter(address.__lt__, values))
         while above:
             value = min(above)
-            j = -1
-            while True:
-                try:
-                    j = values.index(value, j + 1)
-                except ValueError:
-                    break
+            for j in _positions(values, value):
                 st_name, st_info, _other, shndx, _value, _size = unpack(
                     symtab, j * ELF64_SYM_SIZE)
                 kind = st_info & 15
@@ -413,17 +408,23 @@ class ElfSymbols:
             if pos not in used:  # a suffix of a longer name no symbol points into
                 pos = strtab.find(needle, pos + 1)
                 continue
-            j = -1
-            while True:
-                try:
-                    j = raw.index(pos, j + 1)
-                except ValueError:
-                    break
+            for j in _positions(raw, pos):
                 rank = (_PRECEDENCE.get(self._binds[j], 1), -j)  # j: a table row
                 if best is None or rank > best[0]:
                     best = (rank, j)
             pos = strtab.find(needle, pos + 1)
         return None if best is None else self._starts0[best[1]]
+
+
+def _positions(column: array.array[int], value: int) -> Iterator[int]:
+    """Every index of ``value`` in ``column``, in order (C-level searches)."""
+    j = -1
+    while True:
+        try:
+            j = column.index(value, j + 1)
+        except ValueError:
+            return
+        yield j
 
 
 def parse_elf_symbols(
