@@ -15,6 +15,7 @@ import operator
 import struct
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from .elf64 import ELF64_SYM_SIZE, shdr_struct, sym_struct, sym_words
 from .errors import TargetError
@@ -22,6 +23,7 @@ from .errors import TargetError
 __all__ = (
     "ElfSymbols",
     "SymEntry",
+    "elf_has_section",
     "parse_elf_columns",
     "parse_elf_columns_within",
     "parse_elf_symbols",
@@ -554,6 +556,24 @@ def read_elf_symbols(path: str) -> ElfSymbols:
     return ElfSymbols.from_symtab(symtab, byteorder, sections, strtab)
 
 
+def _section_headers(f: BinaryIO, path: str) -> tuple[str, list[tuple[int, ...]], int]:
+    """``(byteorder, section headers, e_shstrndx)`` of the open ELF64 file ``f``.
+
+    :raises TargetError: if it is not ELF64
+    :raises struct.error: if it is truncated
+    """
+    ident = f.read(64)
+    if ident[:4] != b"\x7fELF" or ident[4] != 2:
+        raise TargetError(f"{path}: not an ELF64 file")
+    order = "little" if ident[5] == 1 else "big"
+    e = "<" if order == "little" else ">"
+    (shoff,) = struct.unpack_from(e + "Q", ident, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", ident, 0x3A)
+    f.seek(shoff)
+    shdrs = [shdr_struct(order).unpack_from(f.read(shentsize)) for _ in range(shnum)]
+    return order, shdrs, shstrndx
+
+
 def read_elf_symtab(path: str) -> tuple[bytes, bytes, str, dict[int, tuple[int, int]]]:
     """The raw ``.symtab`` of an ELF64 file: ``(symtab, strtab, byteorder,
     sections)``, sections mapping each index to ``(sh_addr, sh_size)``.
@@ -562,31 +582,37 @@ def read_elf_symtab(path: str) -> tuple[bytes, bytes, str, dict[int, tuple[int, 
     """
     try:
         with open(path, "rb") as f:
-            ident = f.read(64)
-            if ident[:4] != b"\x7fELF" or ident[4] != 2:
-                raise TargetError(f"{path}: not an ELF64 file")
-            e = "<" if ident[5] == 1 else ">"
-            (shoff,) = struct.unpack_from(e + "Q", ident, 0x28)
-            shentsize, shnum = struct.unpack_from(e + "HH", ident, 0x3A)
-            f.seek(shoff)
-            shdrs = [
-                shdr_struct("little" if e == "<" else "big").unpack_from(f.read(shentsize))
-                for _ in range(shnum)
-            ]
+            order, shdrs, _shstrndx = _section_headers(f, path)
             sections = {i: (sh[3], sh[5]) for i, sh in enumerate(shdrs)}
             for _name, sh_type, _fl, _addr, off, size, link, _info, _al, _es in shdrs:
-                if sh_type != _SHT_SYMTAB or link >= shnum:
+                if sh_type != _SHT_SYMTAB or link >= len(shdrs):
                     continue
                 f.seek(off)
                 symtab = f.read(size)
                 f.seek(shdrs[link][4])
                 strtab = f.read(shdrs[link][5])
-                return symtab, strtab, "little" if e == "<" else "big", sections
+                return symtab, strtab, order, sections
     except OSError as err:
         raise TargetError(f"cannot read symbols from {path}: {err.strerror}") from None
     except struct.error:
         raise TargetError(f"{path}: truncated ELF file") from None
     raise TargetError(f"{path}: no .symtab")
+
+
+def elf_has_section(path: str, name: str) -> bool:
+    """Whether the ELF64 file at ``path`` has a section called ``name``;
+    ``False`` for anything unreadable or not ELF64."""
+    try:
+        with open(path, "rb") as f:
+            _order, shdrs, shstrndx = _section_headers(f, path)
+            if shstrndx >= len(shdrs):
+                return False
+            f.seek(shdrs[shstrndx][4])
+            names = f.read(min(shdrs[shstrndx][5], 1 << 20))
+    except (OSError, struct.error, TargetError):
+        return False
+    want = name.encode() + b"\0"
+    return any(names[sh[0] : sh[0] + len(want)] == want for sh in shdrs)
 
 
 def parse_elf_columns_within(

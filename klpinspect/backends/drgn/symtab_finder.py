@@ -17,14 +17,12 @@ nothing), which name no address.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import drgn
 
-from klpinspect.elf64 import shdr_struct
-from klpinspect.symtab import ElfSymbols, read_elf_symtab
+from klpinspect.symtab import ElfSymbols, elf_has_section, read_elf_symtab
 
 __all__ = ("disable_symtab_symbols", "enable_symtab_symbols", "has_btf", "symtab_symbols")
 
@@ -128,23 +126,4 @@ def disable_symtab_symbols(prog: drgn.Program) -> None:
 def has_btf(path: str) -> bool:
     """Whether the ELF file at ``path`` has a ``.BTF`` section: its kernel was
     built with ``CONFIG_DEBUG_INFO_BTF``.  ``False`` for anything unreadable."""
-    try:
-        with open(path, "rb") as f:
-            ident = f.read(64)
-            if ident[:4] != b"\x7fELF" or ident[4] != 2:
-                return False
-            order = "little" if ident[5] == 1 else "big"
-            e = "<" if order == "little" else ">"
-            (shoff,) = struct.unpack_from(e + "Q", ident, 0x28)
-            shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", ident, 0x3A)
-            if not shnum or shstrndx >= shnum or shentsize < 64:
-                return False
-            f.seek(shoff)
-            table = f.read(shentsize * shnum)
-            shdrs = [shdr_struct(order).unpack_from(table, i * shentsize) for i in range(shnum)]
-            names_at, names_size = shdrs[shstrndx][4], shdrs[shstrndx][5]
-            f.seek(names_at)
-            names = f.read(min(names_size, 1 << 20))
-    except (OSError, struct.error):
-        return False
-    return any(names[sh[0]:sh[0] + 5] == b".BTF\0" for sh in shdrs)
+    return elf_has_section(path, ".BTF")
