@@ -16,8 +16,9 @@ time), and the ratios of medians to drgn's baseline:
     own open: klpinspect's drgn plugin, if installed, is not loaded)
 ``audit``
     ``klpinspect -c VMCORE -s VMLINUX --format json audit``   (goal <= 1.15x wall, <= 1.2x RSS):
-    types from the dump's BTF, symbols from the vmlinux's ``.symtab``, its DWARF
-    left unread (``debuginfo=btf+symtab``; every command but ``bt`` does this)
+    types from the dump's BTF, symbols from its kallsyms, the vmlinux's build ID
+    checked and its DWARF and ``.symtab`` left unread (``debuginfo=btf+kallsyms``;
+    every command but ``bt`` and ``ftrace``, which show ELF symbol sizes, does this)
 ``audit-dwarf``
     the same with ``--dwarf``: the vmlinux's DWARF loaded as drgn loads it (no goal;
     what ``audit`` cost before it left the DWARF unread)
@@ -196,17 +197,19 @@ prog = program.open_core({str(d.vmcore)!r})
 t.append(time.perf_counter())
 files = prepare_debug_files([{str(d.vmlinux)!r}])
 t.append(time.perf_counter())
-try:  # as the command line: the dump's BTF and the vmlinux's .symtab, no DWARF
-    program.load_kernel_debug_info(prog, [{str(d.vmlinux)!r}], dwarf=False)
-    from klpinspect.backends.drgn.btf_finder import debuginfo_source
-    what = ("drgn: load_debug_info" if debuginfo_source(prog) == "dwarf"  # no BTF
-            else "ours: BTF + .symtab")
-except TypeError:  # a checkout from before -s left the DWARF unread
+from klpinspect.backends.drgn.btf_finder import debuginfo_source
+try:  # as the command line: the dump's BTF and kallsyms, no DWARF, no .symtab
+    program.load_kernel_debug_info(prog, [{str(d.vmlinux)!r}], dwarf=False, elf_sizes=False)
+except TypeError:  # a checkout from before -s took kallsyms (or left the DWARF unread)
     try:
-        prog.load_debug_info([str(f[1]) for f in files], main=True)
-    except drgn.MissingDebugInfoError:
-        pass
-    what = "drgn: load_debug_info"
+        program.load_kernel_debug_info(prog, [{str(d.vmlinux)!r}], dwarf=False)
+    except TypeError:
+        try:
+            prog.load_debug_info([str(f[1]) for f in files], main=True)
+        except drgn.MissingDebugInfoError:
+            pass
+what = {{"dwarf": "drgn: load_debug_info", "btf+symtab": "ours: BTF + .symtab"}}.get(
+    debuginfo_source(prog), "ours: BTF + kallsyms")
 t.append(time.perf_counter())
 target = DrgnTarget(prog, "vmcore")
 rep = run_audit(target)
@@ -219,6 +222,8 @@ print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if "DRGN_PLUGINS" not in env:
+        env.setdefault("DRGN_DISABLE_PLUGINS", "*")  # as the CLI: -s names one file
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False, cwd="/", env=env)
     if p.returncode:

@@ -94,6 +94,7 @@ def open_target(
     debug_directories: Iterable[PathLike] = (),
     default_symbols: bool = False,
     dwarf: bool = True,
+    elf_sizes: bool = True,
 ) -> Target:
     """Open a kernel the way the ``klpinspect`` command does (drgn back end).
 
@@ -118,6 +119,14 @@ def open_target(
         ``"btf+symtab"``): the same answers, a fraction of the time and memory,
         but backtraces without inlined frames or source lines.  The
         ``klpinspect`` command does this for every command but ``bt``.
+    :param elf_sizes: ``False`` (with ``dwarf=False``): the symbols from the
+        kernel's own kallsyms where they are whole (readable, data symbols
+        included) rather than from the vmlinux's ``.symtab``, left unparsed
+        (``target.debuginfo`` is ``"btf+kallsyms"``): the same names -- the
+        build ID says it is the same kernel -- but a symbol's size runs to the
+        next symbol, padding included, as in the kernel's ``%pS``.  The
+        ``klpinspect`` command does this for every command whose report shows
+        no symbol sizes (all but ``ftrace`` and ``bt``).
     :raises TargetError: when the target cannot be used (a one-line message)
     """
     chosen = [x for x in (core, live or None, qemu) if x]
@@ -141,6 +150,7 @@ def open_target(
         live=live,
         qemu=None if qemu is None else os.fspath(qemu),
         dwarf=dwarf,
+        elf_sizes=elf_sizes,
         **kwargs,
     )
     return DrgnTarget(prog, kind)

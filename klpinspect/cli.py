@@ -113,6 +113,10 @@ class _GdbScriptAction(argparse.Action):
 # Commands that need what only DWARF gives: a backtrace's inlined frames,
 # source lines and CFI.  The others read the same types from the kernel's BTF.
 _DWARF_COMMANDS = frozenset({"bt"})
+# Commands whose reports show vmlinux symbol sizes (``name+off/size``): they
+# take them from the -s vmlinux's .symtab.  The others name symbols from the
+# kernel's own kallsyms, the same names, and the .symtab is left unparsed.
+_ELF_SIZE_COMMANDS = frozenset({"ftrace", "bt"})
 
 
 def open_target(args: argparse.Namespace) -> Target:
@@ -142,6 +146,7 @@ def open_target(args: argparse.Namespace) -> Target:
         debug_directories=args.debug_directories,
         default_symbols=args.default_symbols,
         dwarf=dwarf,
+        elf_sizes=args.command in _ELF_SIZE_COMMANDS,
     )
 
 

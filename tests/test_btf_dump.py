@@ -197,7 +197,7 @@ def test_cli_skips_drgn_plugins_only_without_debug_files(
     debug = ["-s", str(LP61 / "vmlinux.debug")]
     cases = [
         ([], {}, "*", "btf+kallsyms"),
-        (debug, {}, "*", "btf+symtab"),
+        (debug, {}, "*", "btf+kallsyms"),  # the -s file's build ID checked, .symtab unread
         ([*debug, "--dwarf"], {}, "*", "dwarf"),
         ([*debug, "--default-symbols"], {}, None, "dwarf"),
         ([], {"DRGN_DISABLE_PLUGINS": "crash_commands"}, "crash_commands", "btf+kallsyms"),

@@ -41,8 +41,9 @@ COMMANDS = [("audit", []), ("stubs", []), ("toc", ["--callsites"]), ("lpstack", 
             ("ftrace", [])]
 
 
-def _open(core: Path, vmlinux: Path, dwarf: bool) -> drgn.Program:
-    prog, _kind = open_program(core=str(core), symbols=[str(vmlinux)], dwarf=dwarf)
+def _open(core: Path, vmlinux: Path, dwarf: bool, elf_sizes: bool = True) -> drgn.Program:
+    prog, _kind = open_program(core=str(core), symbols=[str(vmlinux)], dwarf=dwarf,
+                               elf_sizes=elf_sizes)
     return prog
 
 
@@ -53,6 +54,7 @@ def progs(request: pytest.FixtureRequest) -> Iterator[tuple[drgn.Program, drgn.P
     vmlinux = fixture / "vmlinux.debug"
     symtab = _open(core, vmlinux, False)
     symtab.cache["test_pid"] = pid
+    symtab.cache["test_kallsyms"] = _open(core, vmlinux, False, elf_sizes=False)
     yield symtab, _open(core, vmlinux, True), vmlinux
 
 
@@ -73,6 +75,50 @@ def test_reports_identical_without_dwarf(
               for prog in (symtab, dwarf)]
     assert [x for x in tables[0] if x.startswith("note:")] == [
         x for x in tables[1] if x.startswith("note:")]  # no kallsyms-size note
+
+
+@pytest.mark.parametrize("command", [c for c, _ in COMMANDS if c not in ("ftrace", "bt")])
+def test_kallsyms_name_as_symtab(
+    progs: tuple[drgn.Program, drgn.Program, Path], command: str
+) -> None:
+    """``elf_sizes=False`` (the command line for every command but ``ftrace``
+    and ``bt``): the dump's kallsyms instead of the file's ``.symtab``, and
+    reports that show no symbol sizes are the same as with the DWARF."""
+    _symtab, dwarf, _vmlinux = progs
+    kallsyms: drgn.Program = _symtab.cache["test_kallsyms"]
+    assert symtab_finder.symtab_symbols(kallsyms) is None  # the .symtab never parsed
+    argv = dict(COMMANDS)[command]
+    docs = {}
+    for key, prog in (("kallsyms", kallsyms), ("dwarf", dwarf)):
+        text, _status = run_command(DrgnTarget(prog, "vmcore"), command, argv, fmt="json")
+        docs[key] = json.loads(text)
+    assert docs["kallsyms"]["target"]["debuginfo"] == "btf+kallsyms"
+    assert without_debuginfo(docs["kallsyms"]) == without_debuginfo(docs["dwarf"])
+
+
+def test_kallsyms_without_data_symbols_use_symtab(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without CONFIG_KALLSYMS_ALL (no ``init_task`` in kallsyms) or
+    whose kallsyms cannot be read: the file's ``.symtab`` after all."""
+    core = _core(LP61, "vmcore.elf.xz")
+    vmlinux = LP61 / "vmlinux.debug"
+    real = btf_finder._symbol_address
+
+    def no_data(prog: drgn.Program, name: str) -> int | None:
+        return None if name == "init_task" else real(prog, name)
+
+    with monkeypatch.context() as m:
+        m.setattr(btf_finder, "_symbol_address", no_data)
+        prog = _open(core, vmlinux, False, elf_sizes=False)
+    assert btf_finder.debuginfo_source(prog) == "btf+symtab"
+    assert "klpinspect_vmlinux_kallsyms" not in prog.enabled_symbol_finders()
+
+    def unreadable(prog: drgn.Program) -> Any:
+        raise LookupError("no kallsyms")
+
+    with monkeypatch.context() as m:
+        m.setattr(btf_finder, "load_vmlinux_kallsyms", unreadable)
+        prog = _open(core, vmlinux, False, elf_sizes=False)
+    assert btf_finder.debuginfo_source(prog) == "btf+symtab"
 
 
 def _fields(sym: drgn.Symbol) -> tuple[Any, ...]:
@@ -159,7 +205,8 @@ def test_falls_back_to_dwarf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["toc"], "btf+symtab"),
+    (["toc"], "btf+kallsyms"),  # no sizes shown: the dump's kallsyms name alike
+    (["ftrace"], "btf+symtab"),  # name+off/size: the ELF sizes
     (["--dwarf", "toc"], "dwarf"),
     (["bt", "130"], "dwarf"),
 ])

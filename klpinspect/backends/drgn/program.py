@@ -380,6 +380,7 @@ def load_kernel_debug_info(
     debug_directories: Sequence[str | os.PathLike[str]] = (),
     default_symbols: bool = False,
     dwarf: bool = True,
+    elf_sizes: bool = True,
 ) -> None:
     """Load debug info for the kernel and whichever modules ``symbols`` cover.
 
@@ -394,6 +395,10 @@ def load_kernel_debug_info(
         BTF, take types from the BTF and symbols from the file's ``.symtab``
         and leave its DWARF unread (:mod:`.symtab_finder`): the same answers
         for everything but a backtrace's inlined frames and source lines
+    :param elf_sizes: ``False`` (with ``dwarf=False``): the symbols from the
+        kernel's kallsyms where they are whole rather than from the file's
+        ``.symtab`` (:func:`~klpinspect.backends.drgn.btf_finder.enable_btf`):
+        the same names, sizes as kallsyms gives them
     :raises TargetError: for a missing or non-ELF file, a vmlinux of another
         build, or when no kernel debug info is found
     """
@@ -434,7 +439,7 @@ def load_kernel_debug_info(
         # One vmlinux: its DWARF would give the types the kernel's own BTF
         # gives alike; drgn indexes it whole on load (0.3-0.6 s, ~300 MB for
         # a distribution -dbg vmlinux).  Without BTF, DWARF it is.
-        from klpinspect.backends.drgn.btf_finder import enable_btf
+        from klpinspect.backends.drgn.btf_finder import disable_kallsyms_symbols, enable_btf
         from klpinspect.backends.drgn.symtab_finder import disable_symtab_symbols, has_btf
 
         m = re.search(rb"^KERNELOFFSET=([0-9a-fA-F]+)$", vmcoreinfo or b"", re.M)
@@ -442,10 +447,12 @@ def load_kernel_debug_info(
         # CONFIG_DEBUG_INFO_BTF has no .BTF section (Debian's 6.1)
         if has_btf(str(files[0][1])):
             try:
-                enable_btf(prog, symtab=str(files[0][1]), bias=int(m.group(1), 16) if m else 0)
+                enable_btf(prog, symtab=str(files[0][1]), bias=int(m.group(1), 16) if m else 0,
+                           elf_sizes=elf_sizes)
                 return
             except (LookupError, TargetError):
                 disable_symtab_symbols(prog)  # the BTF is not in the dump: DWARF it is
+                disable_kallsyms_symbols(prog)
     if search:
         opts = prog.debug_info_options
         opts.directories = tuple(os.path.abspath(d) for d in search) + tuple(opts.directories)
@@ -491,6 +498,7 @@ def open_program(
     debug_directories: Sequence[str] = (),
     default_symbols: bool = False,
     dwarf: bool = True,
+    elf_sizes: bool = True,
 ) -> tuple[drgn.Program, str]:
     """Open the target the command line names, with its debug info.
 
@@ -501,6 +509,8 @@ def open_program(
     :param qemu: QMP socket of a live QEMU guest
     :param dwarf: ``False``: no DWARF for a lone ``-s`` vmlinux of a kernel with
         BTF (:func:`load_kernel_debug_info`)
+    :param elf_sizes: ``False`` (with ``dwarf=False``): its symbols from the
+        kernel's kallsyms where they are whole (:func:`load_kernel_debug_info`)
     :returns: ``(program, kind)`` with kind ``"vmcore"``, ``"live"`` or ``"qemu"``
     :raises TargetError: when the target cannot be used (one-line message)
     """
@@ -528,5 +538,6 @@ def open_program(
         debug_directories=debug_directories,
         default_symbols=default_symbols,
         dwarf=dwarf,
+        elf_sizes=elf_sizes,
     )
     return prog, kind
