@@ -153,7 +153,9 @@ def open_target(
         elf_sizes=elf_sizes,
         **kwargs,
     )
-    return DrgnTarget(prog, kind)
+    target = DrgnTarget(prog, kind)
+    target.forkable = kind == "vmcore" and target.debuginfo in ("btf+kallsyms", "btf+symtab")
+    return target
 
 
 # One target per program, so kernel facts, the module list and the symbol

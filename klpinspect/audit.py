@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import forked
 from .checks.stub_rules import KernelTraits, stub_findings, tramp_findings
 from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
@@ -218,6 +219,35 @@ def audit_module(
     return result
 
 
+def _decode_stubs(
+    target: Target, kernel: KernelInfo, mod: ModuleInfo, slot: int
+) -> tuple[bytes, list[Stub], int, Finding | None]:
+    """``mod``'s ``.stubs`` read and its slots decoded (no names): the bytes, the
+    stubs, the reads it took and the ``MEMORY_UNREADABLE`` finding of a failed read."""
+    assert mod.stubs is not None
+    data, reads, unreadable = b"", 0, None
+    try:
+        data, reads = _read_stubs(target, mod, slot)
+    except MemoryReadError as e:
+        unreadable = Finding(FindingCode.MEMORY_UNREADABLE, f".stubs unreadable: {e}",
+                             module=mod.name, address=mod.stubs)
+    stubs = list(
+        for_each_stub(
+            data,
+            mod.stubs,
+            count=mod.stub_count,
+            ool=(mod.ool_stubs, mod.ool_stub_count)
+            if mod.ool_stubs is not None and mod.ool_stub_count else None,
+            func_desc_size=kernel.func_desc_size if kernel.abi == 1 else None,
+            kernel_toc=kernel.toc,
+            kernelbase=kernel.kernelbase,
+            byteorder=kernel.byteorder,
+            abi=kernel.abi,
+        )
+    )
+    return data, stubs, reads, unreadable
+
+
 def decode_module(
     target: Target,
     kernel: KernelInfo,
@@ -240,34 +270,13 @@ def decode_module(
     result = ModuleAudit(module=mod, record=rec)
     order = kernel.byteorder
     slot = stub_size(kernel.abi, kernel.func_desc_size)
-    opts: dict[str, Any] = {
-        "kernel_toc": kernel.toc,
-        "kernelbase": kernel.kernelbase,
-        "byteorder": order,
-        "abi": kernel.abi,
-    }
-    data = b""
     if mod.stubs is not None:
-        try:
-            data, result.reads = _read_stubs(target, mod, slot)
-        except MemoryReadError as e:
-            result.findings.append(
-                Finding(FindingCode.MEMORY_UNREADABLE, f".stubs unreadable: {e}", module=mod.name,
-                        address=mod.stubs)
-            )
+        data, result.stubs, result.reads, unreadable = _decode_stubs(target, kernel, mod, slot)
+        if unreadable is not None:
+            result.findings.append(unreadable)
         ool = None
         if mod.ool_stubs is not None and mod.ool_stub_count:
             ool = (mod.ool_stubs, mod.ool_stub_count)
-        result.stubs = list(
-            for_each_stub(
-                data,
-                mod.stubs,
-                count=mod.stub_count,
-                ool=ool,
-                func_desc_size=kernel.func_desc_size if kernel.abi == 1 else None,
-                **opts,
-            )
-        )
         # each slot's target is named below: a back end that names a few addresses
         # one way and many another (DrgnTarget) hears how many come
         expect = getattr(target, "expect_symbols", None)
@@ -344,7 +353,8 @@ def decode_module(
                                                     module=mod.name, address=addr))
                 )
                 continue
-            tstub = decode_stub(raw, addr, **opts)
+            tstub = decode_stub(raw, addr, kernel_toc=kernel.toc, kernelbase=kernel.kernelbase,
+                                byteorder=order, abi=kernel.abi)
             trec = _record(tstub, None, symbols)
         setattr(rec, attr, trec)
         result.tramps.append((attr, want_name, want, tstub))
@@ -483,8 +493,10 @@ def _audit_modules(
     kernel: KernelInfo,
     names: Sequence[str] | None,
     symbols: Symbolizer | None = None,
+    everything: list[ModuleInfo] | None = None,
 ) -> tuple[list[ModuleAudit], list[ModuleInfo]]:
-    everything = list(target.modules())
+    if everything is None:
+        everything = list(target.modules())
     chosen = select_modules(everything, names)
     loaded = _loaded_text(kernel, everything)
     symbols = symbols or Symbolizer(target)
@@ -551,13 +563,36 @@ def stubs_report(target: Target, names: Sequence[str] | None = None) -> Report:
 def _callsite_findings(
     target: Target, kernel: KernelInfo, audits: Iterable[ModuleAudit]
 ) -> list[Finding]:
+    return _scan_callsites(target, kernel, (
+        (a.module, [s.address for s in a.stubs if s.kind is not StubKind.EMPTY]) for a in audits))
+
+
+def _scan_callsites(
+    target: Target, kernel: KernelInfo, modules: Iterable[tuple[ModuleInfo, list[int]]]
+) -> list[Finding]:
+    """The call-site findings of each ``(module, its used stub slots)``."""
     from .callsite_audit import audit_module_callsites
 
     out: list[Finding] = []
-    for a in audits:
-        addrs = [s.address for s in a.stubs if s.kind is not StubKind.EMPTY]
-        out.extend(audit_module_callsites(target, a.module, addrs, kernel))
+    for mod, addrs in modules:
+        out.extend(audit_module_callsites(target, mod, addrs, kernel))
     return out
+
+
+def _callsite_findings_alone(
+    target: Target, kernel: KernelInfo, chosen: Sequence[ModuleInfo]
+) -> list[Finding]:
+    """:func:`_callsite_findings` without the audit's decoding (for a forked
+    child, :mod:`klpinspect.forked`): each module's stubs read and decoded again."""
+    slot = stub_size(kernel.abi, kernel.func_desc_size)
+
+    def used(mod: ModuleInfo) -> list[int]:
+        if mod.stubs is None:
+            return []
+        stubs = _decode_stubs(target, kernel, mod, slot)[1]
+        return [s.address for s in stubs if s.kind is not StubKind.EMPTY]
+
+    return _scan_callsites(target, kernel, ((m, used(m)) for m in chosen))
 
 
 @without_cyclic_gc
@@ -595,18 +630,26 @@ def audit(
     kernel = target.kernel()
     report = new_report(target, kernel, ("modules", "tasks", "findings"))
     symbols = Symbolizer(target)  # one per command: the tasks' addresses too
-    audits, everything = _audit_modules(target, kernel, names, symbols)
+    everything = list(target.modules())
+    scan: forked.Pending[list[Finding]] | None = None
+    if callsites and forked.can_fork(target):
+        # the call-site scan needs none of what follows: on another core
+        chosen = select_modules(everything, names)
+        scan = forked.start(lambda: _callsite_findings_alone(target, kernel, chosen), target)
+    audits, everything = _audit_modules(target, kernel, names, symbols, everything)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
-    if callsites:
-        report.extend(_callsite_findings(target, kernel, audits))
     if tasks:
-        records, findings = audit_livepatch_stacks(
+        records, task_findings = audit_livepatch_stacks(
             target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
         )
+    if callsites:
+        report.extend(scan.result() if scan is not None
+                      else _callsite_findings(target, kernel, audits))
+    if tasks:
         report.tasks = records
-        report.extend(findings)
+        report.extend(task_findings)
     report.extend(damage_findings(target))
     return report
 

@@ -68,6 +68,11 @@ class DrgnTarget(layout.LayoutQueries):
         self._vmlinux_lookups = 0
         self._expected_lookups = 0
         self._module_symbols: dict[int, ElfSymbols] = {}
+        #: whether a forked child may read this target beside this process
+        #: (klpinspect.forked): api.open_target sets it for a vmcore file
+        #: read without DWARF (libdrgn's DWARF indexing runs OpenMP threads,
+        #: which a forked child cannot use)
+        self.forkable = False
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage((None, n) for n in core_notes(prog))
 
