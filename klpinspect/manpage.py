@@ -110,6 +110,9 @@ def manpage() -> str:
     lines += [
         ".SH ENVIRONMENT",
         ".TP", "KLPINSPECT_DEBUG", _esc("show Python tracebacks and drgn's log"),
+        ".TP", "KLPINSPECT_JOBS", _esc("1: run an audit in one process (by default the call-site "
+                                       "scan of a vmcore read without DWARF runs in a forked "
+                                       "child on a second CPU)"),
         ".TP", "XDG_CACHE_HOME", _esc("decompressed .ko debug files are cached in "
                                       "$XDG_CACHE_HOME/klpinspect (~/.cache/klpinspect)"),
         ".SH SEE ALSO",
