@@ -45,6 +45,7 @@ from .report import (
     ModuleRecord,
     Report,
     StubRecord,
+    TaskRecord,
     damage_findings,
     new_report,
 )
@@ -434,11 +435,20 @@ def module_toc_map(
         alone, with the kernel's ``my_r2()`` rule
     :param plain: that rule (<= 4.9: no round-down), ``None`` to take it from ``audits``
     """
+    return _toc_map(kernel, [(a.module, a.toc) for a in audits], others, plain)
+
+
+def _toc_map(
+    kernel: KernelInfo,
+    audited: Sequence[tuple[ModuleInfo, ModuleToc]],
+    others: Iterable[ModuleInfo],
+    plain: bool | None,
+) -> dict[int, str]:
+    """:func:`module_toc_map` of ``(module, its resolved TOC)`` pairs."""
     tocs: dict[int, str] = {}
-    audits = list(audits)
     if plain is None:
-        plain = any(a.toc.rule == "plain" for a in audits)
-    done = {a.module.name for a in audits}
+        plain = any(toc.rule == "plain" for _, toc in audited)
+    done = {mod.name for mod, _ in audited}
     for mod in others:
         if mod.name in done:
             continue
@@ -449,9 +459,9 @@ def module_toc_map(
             tocs[mod.arch_toc] = mod.name
         elif section is not None:
             tocs[module_toc(section, rounded=not plain)] = mod.name
-    for a in audits:
-        if a.toc.toc is not None:
-            tocs[a.toc.toc] = a.module.name
+    for mod, toc in audited:
+        if toc.toc is not None:
+            tocs[toc.toc] = mod.name
     if kernel.toc is not None:
         tocs[kernel.toc] = "vmlinux"
     return tocs
@@ -579,20 +589,50 @@ def _scan_callsites(
     return out
 
 
-def _callsite_findings_alone(
-    target: Target, kernel: KernelInfo, chosen: Sequence[ModuleInfo]
-) -> list[Finding]:
-    """:func:`_callsite_findings` without the audit's decoding (for a forked
-    child, :mod:`klpinspect.forked`): each module's stubs read and decoded again."""
+@dataclass
+class _ChildPart:
+    """What :func:`_audit_child_part` gives back: call-site findings, the tasks'
+    records and findings, and the damage the task walk recorded."""
+
+    callsites: list[Finding]
+    tasks: tuple[list[TaskRecord], list[Finding]] | None
+    damage: list[tuple[int | None, str, FindingCode]]
+
+
+def _audit_child_part(
+    target: Target,
+    kernel: KernelInfo,
+    chosen: Sequence[ModuleInfo],
+    everything: Sequence[ModuleInfo],
+    *,
+    callsites: bool,
+    tasks: bool,
+    pids: Sequence[int] | None,
+) -> _ChildPart:
+    """The audit's call-site scan and task walk without its stub naming (for a
+    forked child, :mod:`klpinspect.forked`): each module's stubs read and decoded
+    again, for the scan and for the TOCs the livepatch stacks are checked against."""
     slot = stub_size(kernel.abi, kernel.func_desc_size)
-
-    def used(mod: ModuleInfo) -> list[int]:
-        if mod.stubs is None:
-            return []
-        stubs = _decode_stubs(target, kernel, mod, slot)[1]
-        return [s.address for s in stubs if s.kind is not StubKind.EMPTY]
-
-    return _scan_callsites(target, kernel, ((m, used(m)) for m in chosen))
+    decoded: list[tuple[ModuleInfo, list[Stub]]] = [
+        (m, _decode_stubs(target, kernel, m, slot)[1] if m.stubs is not None else [])
+        for m in chosen
+    ]
+    found = _scan_callsites(target, kernel, (
+        (m, [s.address for s in stubs if s.kind is not StubKind.EMPTY]) for m, stubs in decoded
+    )) if callsites else []
+    walked = None
+    damage = target.damage
+    before = len(damage)
+    if tasks:
+        tocs = [(m, resolve_module_toc(m.toc_section, m.stubs, stubs, arch_toc=m.arch_toc))
+                for m, stubs in decoded]
+        walked = audit_livepatch_stacks(target, _toc_map(kernel, tocs, everything, None),
+                                        pids=pids, symbols=Symbolizer(target))
+    codes = getattr(damage, "codes", {})
+    return _ChildPart(found, walked, [
+        (addr, msg, codes.get((addr, msg), FindingCode.MEMORY_UNREADABLE))
+        for addr, msg in list(damage)[before:]
+    ])
 
 
 @without_cyclic_gc
@@ -631,25 +671,38 @@ def audit(
     report = new_report(target, kernel, ("modules", "tasks", "findings"))
     symbols = Symbolizer(target)  # one per command: the tasks' addresses too
     everything = list(target.modules())
-    scan: forked.Pending[list[Finding]] | None = None
-    if callsites and forked.can_fork(target):
-        # the call-site scan needs none of what follows: on another core
+    child: forked.Pending[_ChildPart] | None = None
+    if (callsites or tasks) and forked.can_fork(target):
+        # the call-site scan and the task walk need nothing of the stub naming
+        # that takes most of the rest: on another core
         chosen = select_modules(everything, names)
-        scan = forked.start(lambda: _callsite_findings_alone(target, kernel, chosen), target)
+        child = forked.start(lambda: _audit_child_part(
+            target, kernel, chosen, everything, callsites=callsites, tasks=tasks, pids=pids),
+            target)
     audits, everything = _audit_modules(target, kernel, names, symbols, everything)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
-    if tasks:
-        records, task_findings = audit_livepatch_stacks(
-            target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
-        )
-    if callsites:
-        report.extend(scan.result() if scan is not None
-                      else _callsite_findings(target, kernel, audits))
-    if tasks:
-        report.tasks = records
-        report.extend(task_findings)
+    if child is not None:
+        part = child.result()
+        report.extend(part.callsites)
+        if part.tasks is not None:
+            report.tasks, task_findings = part.tasks
+            report.extend(task_findings)
+        add: Callable[[int | None, str, FindingCode], None] | None = getattr(
+            target.damage, "add", None)
+        if add is not None:  # what the child's task walk recorded (layout.Damage)
+            for addr, msg, code in part.damage:
+                add(addr, msg, code)
+    else:
+        if callsites:
+            report.extend(_callsite_findings(target, kernel, audits))
+        if tasks:
+            records, task_findings = audit_livepatch_stacks(
+                target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
+            )
+            report.tasks = records
+            report.extend(task_findings)
     report.extend(damage_findings(target))
     return report
 

@@ -4,6 +4,7 @@ this process's when it has not."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,8 @@ from klpinspect.report import Finding, FindingCode, render
 from klpinspect.target import KernelInfo, ModuleInfo, Target
 
 pytestmark = pytest.mark.dump
+# the module, not the api function klpinspect re-exports under its name
+audit_module = importlib.import_module("klpinspect.audit")
 
 LP61 = FIXTURES / "ppc64le-6.1-lp"
 LP72 = FIXTURES / "ppc64le-7.2-lp"
@@ -94,6 +97,15 @@ def test_audit_same_with_a_child(fixture: Path, monkeypatch: pytest.MonkeyPatch)
                                 module=mod.name, address=min(stubs, default=None))]
 
     monkeypatch.setattr(callsite_audit, "audit_module_callsites", marked)
+    walk = audit_module.audit_livepatch_stacks
+
+    def marked_walk(*args: Any, **kwargs: Any) -> Any:
+        records, findings = walk(*args, **kwargs)
+        where = "child" if os.getpid() != parent else "parent"
+        return records, [*findings, Finding(FindingCode.LPSTACK_R2_UNKNOWN,
+                                            f"{len(records)} tasks, walked in the {where}")]
+
+    monkeypatch.setattr(audit_module, "audit_livepatch_stacks", marked_walk)
     core = _core(fixture, "vmcore.elf.xz")
     docs = {}
     for jobs in ("1", ""):
@@ -105,6 +117,9 @@ def test_audit_same_with_a_child(fixture: Path, monkeypatch: pytest.MonkeyPatch)
     msgs = [f["message"] for f in child["findings"] if f["code"] == "CALLSITE_NO_TOC_RESTORE"]
     assert len(msgs) == len(child["modules"]) > 10
     assert all(m.endswith("in the child") for m in msgs)
+    walked = [f["message"] for f in child["findings"] if f["code"] == "LPSTACK_R2_UNKNOWN"]
+    assert walked == [f"{len(child['tasks'])} tasks, walked in the child"]
+    assert child["tasks"] and child["tasks"][0]["frames"]  # the livepatched task, named
     assert json.dumps(serial).replace("in the parent", "in the child") == json.dumps(child)
 
 
