@@ -212,5 +212,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
 
 
+def run() -> NoReturn:
+    """The ``klpinspect`` command: :func:`main`, then exit without the interpreter's
+    teardown.
+
+    Python frees every object one by one when it exits -- the report, the symbol
+    and type tables: ~30 ms of a 0.3 s audit of Debian's 6.12 kernel; the kernel
+    frees the process at once.  The output is flushed and the exit handlers run
+    (the QMP back end's scratch files) first, as at a normal exit.
+    """
+    import atexit
+
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # a reader that stopped early (| head): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError:
+        status = status or EXIT_UNUSABLE
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    atexit._run_exitfuncs()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
