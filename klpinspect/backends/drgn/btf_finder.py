@@ -616,29 +616,28 @@ class KernelBtf:
 
     def _find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
         prog = self.prog
-        if flags & drgn.FindObjectFlags.VARIABLE:
+        # a variable or function is at its kallsyms address: without one, only an
+        # enumerator can answer (no search of the BTF strings for an asm label
+        # this kernel lacks, such as _mcount or livepatch_handler)
+        address = _symbol_address(prog, name) if flags & _ADDRESSED else None
+        if flags & drgn.FindObjectFlags.VARIABLE and address is not None:
             var_id = self._var_index().get(name)
             spelled = KNOWN_GLOBALS.get(name)
-            if var_id is not None or spelled is not None:
-                address = _symbol_address(prog, name)
-                if address is not None:
-                    if var_id is not None:
-                        vtype = self.drgn_type(self.vmlinux, var_id)
-                    else:
-                        assert spelled is not None
-                        try:
-                            vtype = prog.type(spelled)
-                        except LookupError:
-                            return None
-                    return Object(prog, vtype, address=address)
-        if flags & drgn.FindObjectFlags.FUNCTION:
+            if var_id is not None:
+                return Object(prog, self.drgn_type(self.vmlinux, var_id), address=address)
+            if spelled is not None:
+                try:
+                    return Object(prog, prog.type(spelled), address=address)
+                except LookupError:
+                    return None
+        if flags & drgn.FindObjectFlags.FUNCTION and address is not None:
             found = self._function(self.vmlinux, name)
             if found is not None:
                 return found
         if flags & drgn.FindObjectFlags.CONSTANT:
             for type_id, value in self.vmlinux.find_enumerator(name):
                 return Object(prog, self.drgn_type(self.vmlinux, type_id), value)
-        if flags & drgn.FindObjectFlags.FUNCTION and _symbol_address(prog, name) is not None:
+        if flags & drgn.FindObjectFlags.FUNCTION and address is not None:
             # a module's function: its split BTF, its kallsyms (no symbol, no
             # need to read every module's BTF)
             for mod in self.module_btfs():
@@ -656,6 +655,9 @@ class KernelBtf:
         if address is None:
             return None
         return Object(self.prog, self.drgn_type(btf, ids[0]), address=address)
+
+
+_ADDRESSED = drgn.FindObjectFlags.VARIABLE | drgn.FindObjectFlags.FUNCTION
 
 
 def kernel_btf(prog: Program) -> KernelBtf | None:
