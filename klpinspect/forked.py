@@ -1,14 +1,14 @@
-"""Run one piece of a report in a forked child, on the machine's second core.
+"""Run part of a report in a forked child, on the machine's second core.
 
 drgn indexes DWARF on every core; klpinspect's checks are Python, one core.
 The call-site scan of an audit (every module's text read and searched for
-``bl`` into its stubs, 10-15% of an audit) needs nothing the rest of the
-audit computes, so a child process does it while the parent decodes the stubs
-and walks the tasks.  Only for a target that is a file (a vmcore: the child's
-reads cannot disturb the parent's), on a machine with more than one CPU, and
-where ``os.fork`` exists; anywhere else, or if the child fails in any way, the
-work runs in this process when its result is asked for.  The result is the
-same either way (tests compare the two).
+``bl`` into its stubs) and the task walk need nothing of the stub naming that
+takes most of the rest, so a child process does them meanwhile.  Only for a
+target that is a file (a vmcore: the child's reads cannot disturb the
+parent's), on a machine with more than one CPU, in a process with no other
+Python thread, and where ``os.fork`` exists; anywhere else, or if the child
+fails in any way, the work runs in this process when its result is asked for.
+The result is the same either way (tests compare the two).
 
 ``KLPINSPECT_JOBS=1`` in the environment keeps everything in one process.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -28,11 +29,15 @@ _T = TypeVar("_T")
 def can_fork(target: Any) -> bool:
     """Whether work on ``target`` may go to a forked child: a vmcore (a file;
     a live kernel, a QEMU or gdb session must see one reader), more than one
-    CPU to run on, ``os.fork``, and ``KLPINSPECT_JOBS`` not ``1``."""
+    CPU to run on, no other thread in this process, ``os.fork``, and
+    ``KLPINSPECT_JOBS`` not ``1``."""
     if getattr(target, "kind", None) != "vmcore" or not getattr(target, "forkable", False):
         return False
     if os.environ.get("KLPINSPECT_JOBS", "").strip() == "1" or not hasattr(os, "fork"):
         return False
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return False  # a script's other threads: their locks would stay held in the child
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

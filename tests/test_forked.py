@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,16 @@ def test_when_to_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KLPINSPECT_JOBS", "1")
     assert not forked.can_fork(_Vmcore())
     monkeypatch.delenv("KLPINSPECT_JOBS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not forked.can_fork(_Vmcore())  # a script's thread pool, say
+    finally:
+        stop.set()
+        other.join()
+    assert forked.can_fork(_Vmcore())
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert not forked.can_fork(_Vmcore())
     parent = os.getpid()
