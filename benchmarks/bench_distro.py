@@ -26,6 +26,9 @@ time), and the ratios of medians to drgn's baseline:
     ``klpinspect -c VMCORE --format json audit``: no debug file at all, types
     from the kernel's BTF, symbols from kallsyms (issue 16: goal <= 0.5x
     drgn's wall time *with* the debug vmlinux, a small fraction of its RSS)
+``btf-1cpu``
+    ``btf`` in one process (``KLPINSPECT_JOBS=1``): without the forked child that
+    scans the call sites and walks the tasks on the second core (no goal; its share)
 ``stubs``
     ``klpinspect ... stubs MODULE`` (one module)            (goal <= 1.05x)
 ``bt`` / ``drgn-bt``
@@ -70,7 +73,7 @@ CACHE = Path(os.environ.get("KLPINSPECT_CACHE", REPO / ".cache"))
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 GOALS: dict[str, tuple[float | None, float | None]] = {
-    "audit": (1.15, 1.2), "audit-dwarf": (None, None), "btf": (0.5, None),
+    "audit": (1.15, 1.2), "audit-dwarf": (None, None), "btf": (0.5, None), "btf-1cpu": (None, None),
     "stubs": (1.05, None), "bt": (1.05, None)}
 
 
@@ -140,6 +143,8 @@ def commands(d: Dump) -> dict[str, list[str]]:
         "audit": [py, "-m", "klpinspect", *base, "--format", "json", "audit"],
         "audit-dwarf": [py, "-m", "klpinspect", *base, "--dwarf", "--format", "json", "audit"],
         "btf": [py, "-m", "klpinspect", "-c", str(d.vmcore), "--format", "json", "audit"],
+        # the same in one process (KLPINSPECT_JOBS=1): no forked call-site scan and task walk
+        "btf-1cpu": [py, "-m", "klpinspect", "-c", str(d.vmcore), "--format", "json", "audit"],
         "stubs": [py, "-m", "klpinspect", *base, "stubs", d.module],
         "drgn-bt": [py, "-m", "drgn", "-q", *base, "-e", bt],
         "bt": [py, "-m", "klpinspect", *base, "bt", str(d.pid)],
@@ -152,10 +157,13 @@ TREE = REPO  # the klpinspect measured (--tree: another checkout, e.g. before a 
 BASE: Path | None = None  # --base: a second checkout measured interleaved ("audit@base"...)
 
 
-def run_once(argv: list[str], tree: Path | None = None) -> tuple[float, int, float]:
+def run_once(argv: list[str], tree: Path | None = None,
+             one_cpu: bool = False) -> tuple[float, int, float]:
     """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one run
-    of *argv* (klpinspect from *tree*)."""
+    of *argv* (klpinspect from *tree*; ``one_cpu``: ``KLPINSPECT_JOBS=1``)."""
     env = dict(os.environ, PYTHONPATH=str(tree or TREE), DEBUGINFOD_URLS="")
+    if one_cpu:
+        env["KLPINSPECT_JOBS"] = "1"
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # .pyc files, as an installed package has
     if argv[2] == "drgn":  # drgn's own open, without klpinspect's drgn plugin
         env["DRGN_DISABLE_PLUGINS"] = "klpinspect"
@@ -287,7 +295,11 @@ sys.stdout = io.StringIO()
 prof = cProfile.Profile()
 prof.enable()
 try:
-    runpy.run_module({argv[2]!r}, run_name="__main__", alter_sys=True)
+    if {argv[2]!r} == "klpinspect":  # its __main__ leaves with os._exit (cli.run)
+        from klpinspect.cli import main
+        main(sys.argv[1:])
+    else:
+        runpy.run_module({argv[2]!r}, run_name="__main__", alter_sys=True)
 except SystemExit:
     pass
 prof.disable()
@@ -331,9 +343,10 @@ def bench(d: Dump, runs: int, names: list[str]) -> dict[str, dict[str, list[floa
         for n in [n for n in names if n in res]:
             cmd, _, at = n.partition("@")
             try:
-                wall, rss, cpu = run_once(cmds[cmd], BASE if at else None)
+                wall, rss, cpu = run_once(cmds[cmd], BASE if at else None,
+                                          one_cpu=cmd.endswith("-1cpu"))
             except SystemExit as e:
-                if cmd != "btf":
+                if not cmd.startswith("btf"):
                     raise
                 # a kernel without BTF (Debian's 6.1): the one-line answer, no figure
                 print(f"  {n:11s} {str(e).rpartition(': ')[2][:160]}")
@@ -413,11 +426,12 @@ def main() -> int:
                 print("  split (btf): " + ", ".join(f"{k} {v:.3f} s" for k, v in s.items()
                                                     if isinstance(v, float)))
             cmds = commands(d)
-            shares = {n: drgn_share(cmds[n]) for n in ("drgn", "drgn-bt", *GOALS) if n in r}
+            shares = {n: drgn_share(cmds[n]) for n in ("drgn", "drgn-bt", *GOALS)
+                      if n in r and not n.endswith("-1cpu")}
             everything[d.label]["drgn_share"] = shares
             for n in GOALS:
                 base = "drgn-bt" if n == "bt" else "drgn"
-                if n not in r or base not in r:
+                if n not in shares or base not in r:
                     continue
                 wall, bwall = statistics.median(r[n]["wall"]), statistics.median(r[base]["wall"])
                 rest, brest = wall - shares[n], bwall - shares[base]
