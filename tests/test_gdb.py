@@ -614,8 +614,9 @@ def test_makedumpfile_elf_drgn_same_as_vmcore(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    # the CLI reads the dump's BTF, not the DWARF (drgn_json61: open_program's default)
-    assert doc["target"].pop("debuginfo") == "btf+symtab"
+    # the CLI reads the dump's BTF and kallsyms, not the DWARF (drgn_json61: open_program's
+    # default)
+    assert doc["target"].pop("debuginfo") == "btf+kallsyms"
     assert doc == {**drgn_json61["stubs"], "target": {
         k: v for k, v in drgn_json61["stubs"]["target"].items() if k != "debuginfo"}}
 
