@@ -57,7 +57,7 @@ def test_same_as_recorded(results: dict[str, dict[str, Any]], name: str) -> None
 
 def _without_kind(doc: dict[str, Any]) -> dict[str, Any]:
     # gdb reads the DWARF; drgn's command line leaves it unread where the BTF
-    # gives the same types (target.debuginfo "btf+symtab")
+    # gives the same types and kallsyms the same names (target.debuginfo "btf+kallsyms")
     return {**doc, "target": {k: v for k, v in doc["target"].items()
                               if k not in ("kind", "debuginfo")}}
 
