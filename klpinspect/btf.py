@@ -738,6 +738,20 @@ class Btf:
                     return m.bit_offset + inner
         return None
 
+    def datasec_var_names(self) -> Iterator[tuple[str, int]]:
+        """``(name, VAR type ID)`` of every variable placed in a DATASEC, in
+        :meth:`datasec_vars` order, the VARs' names read without decoding them."""
+        kinds, name_offs, start = self._kinds, self._name_offs, self.start_id
+        var = BtfKind.VAR
+        for type_id in self._ids_of_kind(BtfKind.DATASEC):
+            for si in self.type(type_id).secinfos:
+                i = si.type - start
+                if 0 <= i < len(kinds):
+                    if kinds[i] == var:
+                        yield self.string(name_offs[i]), si.type
+                elif self.kind(si.type) == var:
+                    yield self.type(si.type).name, si.type
+
     def datasec_vars(self) -> Iterator[tuple[str, BtfType, BtfSecinfo]]:
         """``(section name, VAR, secinfo)`` of every variable placed in a DATASEC."""
         for type_id in self._ids_of_kind(BtfKind.DATASEC):

@@ -210,6 +210,7 @@ def test_edge_decoded_facts() -> None:
     assert proto.kind == BtfKind.FUNC_PROTO and proto.params[-1].type == 0  # "..."
     secs = {sec for sec, _, _ in btf.datasec_vars()}
     assert {".bss", ".data"} <= secs
+    assert list(btf.datasec_var_names()) == [(v.name, v.id) for _, v, _ in btf.datasec_vars()]
     le = Btf(_btf_section(_edge_object("bpfel")))
     assert [_as_bpftool(le, t) for t in le] == [_as_bpftool(btf, t) for t in btf]
     big = Btf(_btf_section(_edge_object("pahole")))

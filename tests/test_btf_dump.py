@@ -451,6 +451,7 @@ def test_drgn_types_and_globals_same_as_dwarf(fixture: Path, name: str) -> None:
     assert kbtf is not None
     percpu = [var.name for _sec, var, _si in kbtf.vmlinux.datasec_vars()]
     assert len(percpu) > 100
+    assert [n for n, _ in kbtf.vmlinux.datasec_var_names()] == percpu
     checked = 0
     for var in [*KNOWN_GLOBALS, *percpu]:
         try:

@@ -598,8 +598,8 @@ class KernelBtf:
     def _var_index(self) -> dict[str, int]:
         if self._vars is None:
             self._vars = {}
-            for _sec, var, _si in self.vmlinux.datasec_vars():
-                self._vars.setdefault(var.name, var.id)
+            for name, var_id in self.vmlinux.datasec_var_names():
+                self._vars.setdefault(name, var_id)
         return self._vars
 
     def find_object(self, name: str, flags: drgn.FindObjectFlags) -> Object | None:
