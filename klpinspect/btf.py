@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import operator
+import re
 import struct
 import sys
 from collections.abc import Iterable, Iterator
@@ -556,6 +557,29 @@ class Btf:
         if found is None:
             found = self._string_cache[name] = self._search_string(name)
         return found
+
+    def prefetch_strings(self, names: Iterable[str]) -> None:
+        """Find where each of ``names`` starts in this blob's strings in one pass,
+        for the look-ups to come (:meth:`find`): one regular expression over the
+        string section finds twenty names in about the time five searches of
+        one name each take (a distribution kernel has ~1.8 MB of strings)."""
+        wanted = [n for n in dict.fromkeys(names) if n and n not in self._string_cache]
+        if not wanted:
+            return
+        encoded = [n.encode() for n in wanted]
+        # "\0name" followed by "\0", the "\0" left for the next match, as the
+        # overlapping searches of _search_string find them
+        pattern = re.compile(
+            b"\x00(" + b"|".join(map(re.escape, sorted(encoded, key=len, reverse=True)))
+            + b")(?=\x00)")
+        found: dict[bytes, list[int]] = {e: [] for e in encoded}
+        for m in pattern.finditer(self._strs):
+            found[m.group(1)].append(self._str_base + m.start(1))
+        for name, enc in zip(wanted, encoded, strict=True):
+            offsets = found[enc]
+            if self.base is not None:
+                offsets.extend(self.base._string_offsets(name))
+            self._string_cache[name] = offsets
 
     def _search_string(self, name: str) -> list[int]:
         needle = b"\0" + name.encode() + b"\0"

@@ -257,6 +257,23 @@ def test_find_base_types_by_name(fixture: Path) -> None:
     assert btf.find("unsigned long", [BtfKind.INT]) == []
 
 
+@pytest.mark.lpfixture
+@pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
+def test_prefetched_strings_as_searched(fixture: Path) -> None:
+    """prefetch_strings() finds each name where one search for it does: names
+    of types, members, a prefix and a suffix of real names, absent names."""
+    searched = Btf(_btf_section(fixture / "vmlinux"))
+    names = ["module", "task_struct", "list", "next", "modul", "odule", "int", "long int",
+             "no_such_name_at_all", "MOD_TEXT", "rq", "", "ä"]
+    want = {n: searched._string_offsets(n) for n in names if n}
+    assert want["module"] and want["next"] and not want["no_such_name_at_all"]
+    prefetched = Btf(_btf_section(fixture / "vmlinux"))
+    prefetched.prefetch_strings(names)
+    assert {n: prefetched._string_cache[n] for n in want} == want
+    for name in ("module", "task_struct", "rq"):
+        assert prefetched.find(name) == searched.find(name)
+
+
 def _modules() -> list[tuple[Path, str]]:
     if ABSENT:  # no ../shared: one placeholder, deselected (lpfixture) with the others
         return [(LP61, "absent.ko")]

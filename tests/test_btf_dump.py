@@ -341,6 +341,31 @@ def test_debuginfo_hint(release: str, hint: str) -> None:
     assert bool(hint) == bool(debuginfo_hint(release))
 
 
+@pytest.mark.parametrize("fixture", [LP61, LP72], ids=["6.1", "7.2"])
+def test_audit_searches_only_prefetched_names(
+    fixture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every name an audit looks up in the kernel's BTF was found in the one pass
+    when the BTF was opened (btf_finder.LAYOUT_NAMES): none is searched alone."""
+    from klpinspect import api, btf
+
+    searched: list[str] = []
+    real = btf.Btf._search_string
+
+    def search(self: btf.Btf, name: str) -> list[int]:
+        if self.base is None:  # vmlinux's own strings
+            searched.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(btf.Btf, "_search_string", search)
+    monkeypatch.setenv("KLPINSPECT_JOBS", "1")  # the task walk in this process
+    target = api.open_target(_core(fixture, "vmcore.elf.xz"))
+    api.audit(target)
+    assert searched == []
+    prefetched = kernel_btf(target.prog).vmlinux._string_cache  # type: ignore[attr-defined]
+    assert {"module", "task_struct"} <= set(prefetched)
+
+
 @pytest.mark.parametrize("core_name", ["vmcore.elf.xz", "vmcore.kdump"])
 def test_drgn_cli_helpers_without_debug_info(core_name: str) -> None:
     """``drgn -c VMCORE`` with no -s: the plugin's BTF finders make drgn's helpers work."""

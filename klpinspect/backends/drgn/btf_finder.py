@@ -45,6 +45,7 @@ from klpinspect.btf import Btf, BtfError, BtfKind
 
 __all__ = (
     "KNOWN_GLOBALS",
+    "LAYOUT_NAMES",
     "KallsymsSymbols",
     "KernelBtf",
     "debuginfo_hint",
@@ -659,6 +660,17 @@ class KernelBtf:
 
 _ADDRESSED = drgn.FindObjectFlags.VARIABLE | drgn.FindObjectFlags.FUNCTION
 
+# The names the kernel facts, the module list and the task walk look up in
+# the BTF on every kernel (or find missing: asm labels, types of other kernel
+# versions), searched for in one pass when the BTF is opened
+# (Btf.prefetch_strings; tests/test_btf_dump.py checks an audit asks for no other)
+LAYOUT_NAMES = (
+    "uts_namespace", "paca_struct", "func_desc_t", "cpu_spec", "_mcount",
+    "livepatch_handler", "interrupt_base_book3e", "thread_info", "module",
+    "MOD_TEXT", "MOD_INIT_TEXT", "MOD_MEM_NUM_TYPES", "thread_union", "rq", "cpumask",
+    "task_struct", "signal_struct", "dyn_ftrace", "ftrace_page", "klp_patches",
+)
+
 
 def kernel_btf(prog: Program) -> KernelBtf | None:
     """The :class:`KernelBtf` enabled on ``prog``, if any."""
@@ -717,6 +729,7 @@ def enable_btf(
 
         enable_symtab_symbols(prog, symtab, bias)
     kbtf = kernel_btf(prog) or KernelBtf(prog, _read_vmlinux_btf(prog))
+    kbtf.vmlinux.prefetch_strings(LAYOUT_NAMES)
     prog.cache[_CACHE_KEY] = kbtf
 
     def find_type(p: Program, kinds: Any, name: str, filename: str | None) -> Type | None:
