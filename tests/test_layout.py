@@ -248,6 +248,41 @@ def test_sect_attrs_two_eras() -> None:
     assert layout.sect_attrs_sections(k, View(_module(sect_attrs=Ptr(0)))) == {}
 
 
+def test_sect_attrs_in_few_reads() -> None:
+    """With the attribute types' layouts known, the tables are read whole (the
+    names up to their page's end, one crossing into the next page)."""
+    names = {0xC000000005000FF8: ".text.unlikely", 0xC000000005000010: ".stubs",
+             0xC000000005000020: ".toc"}
+    page = bytearray(0x2000)
+    for at, name in names.items():
+        off = at - 0xC000000005000000
+        page[off : off + len(name) + 1] = name.encode() + b"\0"
+    want = {".text.unlikely": 0xC008000000E00000, ".stubs": 0xC008000000EF0068,
+            ".toc": 0xC008000000F10100}
+    k = Kernel(sizes={"struct module_sect_attr": 48, "struct bin_attribute": 64},
+               offsets={("struct module_sect_attr", "battr.attr.name"): 0,
+                        ("struct module_sect_attr", "address"): 40,
+                        ("struct bin_attribute", "attr.name"): 0,
+                        ("struct bin_attribute", "private"): 56})
+    k.memory[0xC000000005000000] = bytes(page)
+    # 5.8 .. 6.x: attrs[] at the address of the member
+    table = b"".join(struct.pack("<Q32xQ", at, want[name]) for at, name in names.items())
+    k.memory[0xC000000004000040] = table
+    # (a Ptr: the mock's way of giving the array member an address)
+    attrs = {"nsections": 3, "attrs": Ptr(0xC000000004000040, [{"battr": {}}] * 3)}
+    old = View(_module(sect_attrs=Ptr(0xC000000004000000, attrs)))
+    assert layout.sect_attrs_sections(k, old) == want
+    # 7.x: the NULL-terminated pointer array, each bin_attribute
+    k.memory[0xC000000006000FF0] = struct.pack("<QQ", 0xC000000007000000, 0xC000000007000100)
+    k.memory[0xC000000006001000] = struct.pack("<QQ", 0xC000000007000200, 0) + bytes(0xFF0)
+    for i, (at, name) in enumerate(names.items()):
+        k.memory[0xC000000007000000 + 0x100 * i] = struct.pack("<Q48xQ", at, want[name])
+    new = View(_module(sect_attrs=Ptr(0xC000000004000000, {
+        "grp": {"bin_attrs": Ptr(0xC000000006000FF0, [])}})))
+    assert layout.sect_attrs_sections(k, new) == want
+    assert list(layout.sect_attrs_sections(k, new)) == list(want)  # in table order
+
+
 def _kallsyms_tables(text: int) -> tuple[bytes, bytes]:
     """An ``Elf64_Sym`` array and its string table: two functions in the module's text
     (``st_info`` 0x12: STB_GLOBAL | STT_FUNC, ``st_shndx`` 2) after the null symbol."""

@@ -26,7 +26,7 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from klpinspect.elf64 import ELF64_SHDR_SIZE, ELF64_SYM_SIZE, shdr_struct, sym_words
 from klpinspect.errors import MemoryReadError, TargetError
@@ -476,6 +476,9 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
         battrs = None if grp is None else (grp.member("bin_attrs_new") or grp.member("bin_attrs"))
         if battrs is None:
             return {}
+        bulk = _bin_attrs_bulk(k, battrs)
+        if bulk is not None:
+            return bulk
         for i in range(MAX_SECTIONS):
             battr = battrs.element(i)
             if not battr.integer():
@@ -489,6 +492,9 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
     array = attrs.member("attrs")
     if array is None:
         return {}
+    bulk = _sect_attrs_bulk(k, array.address(), n)
+    if bulk is not None:
+        return bulk
     for i in range(n):
         a = array.element(i)
         inner = a.member("battr")
@@ -502,6 +508,74 @@ def sect_attrs_sections(k: KernelAccess, mod: StructView) -> dict[str, int]:
         if name is None:
             return out
         out[name.string()] = _member_int(a, "address")
+    return out
+
+
+# The section tables in few reads: the attribute array (or the pointer array
+# and each bin_attribute) whole, and each name up to its page's end, instead of
+# a read per member (~15 us each with drgn: ~1,200 sections on a distribution
+# kernel).  Where a layout is not known, the member-wise walk below answers.
+
+
+def _words(k: KernelAccess, raw: bytes, offsets: Iterable[int]) -> list[int]:
+    order: Literal["little", "big"] = "little" if k.byteorder == "little" else "big"
+    return [int.from_bytes(raw[o : o + 8], order) for o in offsets]
+
+
+def _c_string(k: KernelAccess, address: int) -> str:
+    """The NUL-terminated string at ``address``, read up to a (4 KiB) page end at
+    a time: what ``char *`` reads as (``StructView.string``)."""
+    data = b""
+    while True:
+        chunk = k.read(address + len(data), 4096 - (address + len(data)) % 4096)
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return (data + chunk[:nul]).decode("utf-8", "replace")
+        data += chunk
+        if len(data) > 1 << 20:
+            raise MemoryReadError(address, len(data), "string not terminated")
+
+
+def _sect_attrs_bulk(k: KernelAccess, array: int, n: int) -> dict[str, int] | None:
+    """``struct module_sect_attr attrs[n]`` (5.8-6.x) at ``array`` in one read."""
+    ty = "struct module_sect_attr"
+    size = k.type_size(ty)
+    name_at, addr_at = k.offsetof(ty, "battr.attr.name"), k.offsetof(ty, "address")
+    if not size or name_at is None or addr_at is None:
+        return None
+    raw = k.read(array, n * size) if n else b""
+    out: dict[str, int] = {}
+    for i in range(n):
+        name, address = _words(k, raw, (i * size + name_at, i * size + addr_at))
+        out[_c_string(k, name)] = address
+    return out
+
+
+def _bin_attrs_bulk(k: KernelAccess, battrs: StructView) -> dict[str, int] | None:
+    """The NULL-terminated ``struct bin_attribute *`` array ``battrs`` (7.x): the
+    array, then each attribute, in one read each."""
+    ty = "struct bin_attribute"
+    size = k.type_size(ty)
+    name_at, private_at = k.offsetof(ty, "attr.name"), k.offsetof(ty, "private")
+    if not size or name_at is None or private_at is None:
+        return None
+    pointers = battrs.integer()
+    if not pointers:
+        return None
+    out: dict[str, int] = {}
+    # in chunks that end where its page does, as many pointers as are there
+    found: list[int] = []
+    while len(found) < MAX_SECTIONS:
+        at = pointers + 8 * len(found)
+        chunk = k.read(at, min(4096 - at % 4096, 8 * (MAX_SECTIONS - len(found))))
+        words = _words(k, chunk, range(0, len(chunk) - 7, 8))
+        if 0 in words:
+            found.extend(words[: words.index(0)])
+            break
+        found.extend(words)
+    for battr in found:
+        name, private = _words(k, k.read(battr, size), (name_at, private_at))
+        out[_c_string(k, name)] = private
     return out
 
 
