@@ -58,16 +58,21 @@ def progs(request: pytest.FixtureRequest) -> Iterator[tuple[drgn.Program, drgn.P
     yield symtab, _open(core, vmlinux, True), vmlinux
 
 
+def _json_reports(progs: dict[str, drgn.Program], command: str) -> dict[str, Any]:
+    """``command``'s JSON report on each program."""
+    argv = dict(COMMANDS)[command]
+    return {key: json.loads(run_command(DrgnTarget(prog, "vmcore"), command, argv,
+                                        fmt="json")[0])
+            for key, prog in progs.items()}
+
+
 @pytest.mark.parametrize("command", [c for c, _ in COMMANDS])
 def test_reports_identical_without_dwarf(
     progs: tuple[drgn.Program, drgn.Program, Path], command: str
 ) -> None:
     symtab, dwarf, _vmlinux = progs
     argv = dict(COMMANDS)[command]
-    docs = {}
-    for key, prog in (("symtab", symtab), ("dwarf", dwarf)):
-        text, _status = run_command(DrgnTarget(prog, "vmcore"), command, argv, fmt="json")
-        docs[key] = json.loads(text)
+    docs = _json_reports({"symtab": symtab, "dwarf": dwarf}, command)
     assert docs["symtab"]["target"]["debuginfo"] == "btf+symtab"
     assert docs["dwarf"]["target"]["debuginfo"] == "dwarf"
     assert without_debuginfo(docs["symtab"]) == without_debuginfo(docs["dwarf"])
@@ -87,11 +92,7 @@ def test_kallsyms_name_as_symtab(
     _symtab, dwarf, _vmlinux = progs
     kallsyms: drgn.Program = _symtab.cache["test_kallsyms"]
     assert symtab_finder.symtab_symbols(kallsyms) is None  # the .symtab never parsed
-    argv = dict(COMMANDS)[command]
-    docs = {}
-    for key, prog in (("kallsyms", kallsyms), ("dwarf", dwarf)):
-        text, _status = run_command(DrgnTarget(prog, "vmcore"), command, argv, fmt="json")
-        docs[key] = json.loads(text)
+    docs = _json_reports({"kallsyms": kallsyms, "dwarf": dwarf}, command)
     assert docs["kallsyms"]["target"]["debuginfo"] == "btf+kallsyms"
     assert without_debuginfo(docs["kallsyms"]) == without_debuginfo(docs["dwarf"])
 
