@@ -672,37 +672,36 @@ def audit(
     symbols = Symbolizer(target)  # one per command: the tasks' addresses too
     everything = list(target.modules())
     child: forked.Pending[_ChildPart] | None = None
-    if (callsites or tasks) and forked.can_fork(target):
+    if callsites and forked.can_fork(target):
         # the call-site scan and the task walk need nothing of the stub naming
         # that takes most of the rest: on another core
         chosen = select_modules(everything, names)
         child = forked.start(lambda: _audit_child_part(
-            target, kernel, chosen, everything, callsites=callsites, tasks=tasks, pids=pids),
+            target, kernel, chosen, everything, callsites=True, tasks=tasks, pids=pids),
             target)
     audits, everything = _audit_modules(target, kernel, names, symbols, everything)
     for a in audits:
         report.modules.append(a.record)
         report.extend(a.findings)
+    walked = None
+    if tasks and child is None:
+        walked = audit_livepatch_stacks(
+            target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
+        )
     if child is not None:
         part = child.result()
         report.extend(part.callsites)
-        if part.tasks is not None:
-            report.tasks, task_findings = part.tasks
-            report.extend(task_findings)
+        walked = part.tasks if part.tasks is not None else walked
         add: Callable[[int | None, str, FindingCode], None] | None = getattr(
             target.damage, "add", None)
         if add is not None:  # what the child's task walk recorded (layout.Damage)
             for addr, msg, code in part.damage:
                 add(addr, msg, code)
-    else:
-        if callsites:
-            report.extend(_callsite_findings(target, kernel, audits))
-        if tasks:
-            records, task_findings = audit_livepatch_stacks(
-                target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
-            )
-            report.tasks = records
-            report.extend(task_findings)
+    elif callsites:
+        report.extend(_callsite_findings(target, kernel, audits))
+    if walked is not None:
+        report.tasks, task_findings = walked
+        report.extend(task_findings)
     report.extend(damage_findings(target))
     return report
 
