@@ -374,7 +374,8 @@ def check_module(
     mod = result.module
     if result.ool is not None:
         # 6.13+ OOL stubs: their records gain site, site state and ftrace_op
-        ool_records, ool_findings = check_ool(kernel, mod, result.ool, symbols.name)
+        ool_records, ool_findings = check_ool(kernel, mod, result.ool, symbols.name,
+                                              symbols.prefetch)
         result.record.ool_stubs = list(ool_records)
         result.findings.extend(ool_findings)
     result.findings.extend(

@@ -199,12 +199,17 @@ def read_ool_sites(
 
 
 def check_ool(
-    kernel: KernelInfo, mod: ModuleInfo, read: OolRead, namer: Namer
+    kernel: KernelInfo,
+    mod: ModuleInfo,
+    read: OolRead,
+    namer: Namer,
+    prefetch: Callable[[Iterable[int]], None] | None = None,
 ) -> tuple[list[OolStubRecord], list[Finding]]:
     """Records (with ``site``, ``site_symbol``, ``ftrace_op``...) and the rules' findings
     (:func:`klpinspect.ppc64.ool.check_ool_stubs`) for what :func:`read_ool_sites` read.
 
     :param namer: address -> ``(symbol, owner)`` (the audit's memoized symbolizer)
+    :param prefetch: names the sites together first (``Symbolizer.prefetch``)
     """
     tramps = {
         t
@@ -219,6 +224,8 @@ def check_ool(
         text_ranges=mod.text_ranges,
     )
     by_stub = {c.stub.address: c for c in checks}
+    if prefetch is not None:  # every site is its own address: named together
+        prefetch(c.site for c in checks if c.site is not None)
     records: list[OolStubRecord] = []
     ops_names = read.ops_names or {}
     # stubs share a few targets (arch.tramp, ftrace_caller) and ftrace_ops: each is

@@ -274,6 +274,26 @@ class ElfSymbols:
             return starts[j], sizes[j], self._name(self._names[self._order[j]])
         return self._sizeless_lookup(address, reach[i - 1])
 
+    def lookup_many(self, addresses: Iterable[int]) -> list[tuple[int, int, str] | None]:
+        """:meth:`lookup` of each address (the one-candidate case inline: a
+        module's kallsyms naming each of its functions' ftrace sites)."""
+        if not self._indexed:
+            self._index()
+        starts, sizes, reach = self._starts, self._sizes, self._reach
+        names, order, name = self._names, self._order, self._name
+        right, lookup = bisect.bisect_right, self.lookup
+        out: list[tuple[int, int, str] | None] = []
+        append = out.append
+        for address in addresses:
+            k = right(starts, address) - 1
+            if k >= 0:
+                start, size = starts[k], sizes[k]
+                if size and address < start + size and (k == 0 or reach[k - 1] <= address):
+                    append((start, size, name(names[order[k]])))
+                    continue
+            append(lookup(address))
+        return out
+
     def _sizeless_lookup(self, address: int, max_end: int) -> tuple[int, int, str] | None:
         k = bisect.bisect_right(self._sizeless_starts, address)
         if k == 0:

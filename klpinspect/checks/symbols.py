@@ -6,6 +6,9 @@ symbolized once per command, whichever check asks first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from klpinspect.errors import KlpError
 from klpinspect.target import SymbolInfo, Target, try_symbolize
 
 __all__ = ("Symbolizer",)
@@ -29,6 +32,22 @@ class Symbolizer:
             return sym
 
     __call__ = info
+
+    def prefetch(self, addresses: Iterable[int]) -> None:
+        """Name ``addresses`` now, together where the back end can
+        (``target.symbolize_many``), for the look-ups to come."""
+        many = getattr(self._target, "symbolize_many", None)
+        if many is None:
+            return
+        info = self._info
+        unknown = [a for a in dict.fromkeys(addresses) if a not in info]
+        if not unknown:
+            return
+        try:
+            found = many(unknown)
+        except KlpError:
+            return  # each named alone, as try_symbolize does
+        info.update(zip(unknown, found, strict=True))
 
     def text(self, address: int) -> str | None:
         """``name+0xoff/0xsize [owner]`` as the kernel's ``%pS`` prints it."""
