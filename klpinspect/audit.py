@@ -13,21 +13,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import forked
-from .checks.stub_rules import KernelTraits, stub_findings, tramp_findings
 from .checks.symbols import Symbolizer
 from .errors import KlpError, MemoryReadError
 from .gcpause import without_cyclic_gc
-from .livepatch import audit_livepatch_stacks
-from .ool_audit import (
-    OolRead,
-    check_ool,
-    livepatch_ops_names,
-    read_ool_sites,
-    recorded_ool_sites,
-)
 from .ppc64.stubs import (
     Stub,
     StubKind,
@@ -50,6 +41,12 @@ from .report import (
     new_report,
 )
 from .target import KernelInfo, ModuleInfo, Target
+
+if TYPE_CHECKING:
+    # Imported where used: klp-bt and klp-lpstack take only tocs_for() from here,
+    # and the OOL checks (and the ftrace view under them) run on 6.13+ kernels only.
+    from .checks.stub_rules import KernelTraits
+    from .ool_audit import OolRead
 
 __all__ = (
     "ModuleAudit",
@@ -212,6 +209,8 @@ def audit_module(
     result = decode_module(target, kernel, mod, symbols, ool_sites=ool_sites,
                            ops_names=ops_names, ool_records=False)
     if traits is None:
+        from .checks.stub_rules import KernelTraits
+
         traits = KernelTraits(
             writes_stub_magic=any(s.magic_ok for s in result.stubs),
             paca_tramps=any(s.kind.uses_kernel_toc for s in result.stubs),
@@ -291,6 +290,8 @@ def decode_module(
             ools = list(for_each_ool_stub(data, mod.stubs, ool[0], ool[1], byteorder=order,
                                           slot_size=slot))
             # each one's site word read here, checked in check_module (klpinspect.ool_audit)
+            from .ool_audit import read_ool_sites
+
             result.ool, read_findings = read_ool_sites(target, kernel, mod, ools,
                                                        recorded_sites=ool_sites,
                                                        ops_names=ops_names)
@@ -370,10 +371,14 @@ def check_module(
     symbols: Symbolizer,
 ) -> None:
     """Run the finding rules (:mod:`klpinspect.checks.stub_rules`) over a decoded module."""
+    from .checks.stub_rules import stub_findings, tramp_findings
+
     loaded = loaded_text if isinstance(loaded_text, _TextRanges) else _TextRanges(loaded_text)
     mod = result.module
     if result.ool is not None:
         # 6.13+ OOL stubs: their records gain site, site state and ftrace_op
+        from .ool_audit import check_ool
+
         ool_records, ool_findings = check_ool(kernel, mod, result.ool, symbols.name,
                                               symbols.prefetch)
         result.record.ool_stubs = list(ool_records)
@@ -514,6 +519,8 @@ def _audit_modules(
     # 6.13+ OOL stubs: their sites from the ftrace records, when the back end reads them
     ool_sites, ops_names = None, None
     if any(m.ool_stub_count for m in chosen):
+        from .ool_audit import livepatch_ops_names, recorded_ool_sites
+
         ool_sites, ops_names = recorded_ool_sites(target), livepatch_ops_names(target)
     audits = [
         decode_module(target, kernel, m, symbols, ool_sites=ool_sites, ops_names=ops_names,
@@ -521,6 +528,8 @@ def _audit_modules(
         for m in chosen
     ]
     # the kernel-wide traits, once, from every audited module, before any is checked
+    from .checks.stub_rules import KernelTraits
+
     traits = KernelTraits(
         writes_stub_magic=any(s.magic_ok for a in audits for s in a.stubs),
         paca_tramps=_paca_tramp_kernel(target, kernel, audits, everything),
@@ -625,6 +634,8 @@ def _audit_child_part(
     damage = target.damage
     before = len(damage)
     if tasks:
+        from .livepatch import audit_livepatch_stacks
+
         tocs = [(m, resolve_module_toc(m.toc_section, m.stubs, stubs, arch_toc=m.arch_toc))
                 for m, stubs in decoded]
         walked = audit_livepatch_stacks(target, _toc_map(kernel, tocs, everything, None),
@@ -686,6 +697,8 @@ def audit(
         report.extend(a.findings)
     walked = None
     if tasks and child is None:
+        from .livepatch import audit_livepatch_stacks
+
         walked = audit_livepatch_stacks(
             target, module_toc_map(kernel, audits, everything), pids=pids, symbols=symbols
         )

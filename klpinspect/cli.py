@@ -10,17 +10,17 @@ the arguments could not be used (one line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .commands import COMMANDS, add_command_arguments, run_parsed
-from .errors import KlpError
-from .report import EXIT_UNUSABLE, FindingCode, render
-from .target import Target
+from .errors import EXIT_UNUSABLE, KlpError
+
+if TYPE_CHECKING:  # imported where used: --help, explain and prologue need neither
+    from .target import Target
 
 __all__ = ("main", "make_parser", "open_target")
 
@@ -123,6 +123,13 @@ def open_target(args: argparse.Namespace) -> Target:
     """Open the target the global options name (:func:`klpinspect.api.open_target`)."""
     from .api import open_target as _open_target
 
+    if not os.environ.get("KLPINSPECT_DEBUG"):
+        # drgn logs its own warnings ("can't find kernel modules", "missing
+        # debugging symbols"); klpinspect says what matters in one line.
+        # (Here, not at start-up: drgn imports logging, the other commands need not.)
+        import logging
+
+        logging.getLogger("drgn").setLevel(logging.CRITICAL)
     dwarf = args.dwarf or args.command in _DWARF_COMMANDS
     search = args.debug_directories or args.default_symbols or any(
         os.path.isdir(s) for s in args.symbols)
@@ -151,10 +158,6 @@ def open_target(args: argparse.Namespace) -> Target:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    if not os.environ.get("KLPINSPECT_DEBUG"):
-        # drgn logs its own warnings ("can't find kernel modules", "missing
-        # debugging symbols"); klpinspect says what matters in one line.
-        logging.getLogger("drgn").setLevel(logging.CRITICAL)
     args = make_parser().parse_args(argv)
     if args.command is None:
         raise KlpError(
@@ -168,6 +171,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return status
     if args.command == "ko":
         from .ko import lint_files
+        from .report import FindingCode, render
 
         report, status = lint_files(args.files)
         status = int(status)

@@ -1,6 +1,9 @@
 """Errors that end a command with a one-line message and exit status 2."""
 
-__all__ = ("KlpError", "TargetError", "MemoryReadError")
+__all__ = ("EXIT_UNUSABLE", "KlpError", "TargetError", "MemoryReadError")
+
+#: the exit status of an unusable target or bad arguments (also klpinspect.report's)
+EXIT_UNUSABLE = 2
 
 
 class KlpError(Exception):

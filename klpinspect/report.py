@@ -12,11 +12,14 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .ppc64.stubs import Stub
+from .errors import EXIT_UNUSABLE
 from .ppc64.toc import TocSource
-from .target import KernelInfo, Target
+
+if TYPE_CHECKING:  # annotations only: bt and lpstack decode no stubs
+    from .ppc64.stubs import Stub
+    from .target import KernelInfo, Target
 
 __all__ = (
     "BacktraceEntry",
@@ -46,7 +49,6 @@ _R = TypeVar("_R")
 
 EXIT_OK = 0
 EXIT_ERROR_FINDING = 1
-EXIT_UNUSABLE = 2
 
 SCHEMA = "klpinspect/1"
 

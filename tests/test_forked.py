@@ -21,7 +21,7 @@ from klpinspect.target import KernelInfo, ModuleInfo, Target
 
 pytestmark = pytest.mark.dump
 # the module, not the api function klpinspect re-exports under its name
-audit_module = importlib.import_module("klpinspect.audit")
+livepatch = importlib.import_module("klpinspect.livepatch")
 
 LP61 = FIXTURES / "ppc64le-6.1-lp"
 LP72 = FIXTURES / "ppc64le-7.2-lp"
@@ -108,7 +108,7 @@ def test_audit_same_with_a_child(fixture: Path, monkeypatch: pytest.MonkeyPatch)
                                 module=mod.name, address=min(stubs, default=None))]
 
     monkeypatch.setattr(callsite_audit, "audit_module_callsites", marked)
-    walk = audit_module.audit_livepatch_stacks
+    walk = livepatch.audit_livepatch_stacks
 
     def marked_walk(*args: Any, **kwargs: Any) -> Any:
         records, findings = walk(*args, **kwargs)
@@ -116,7 +116,7 @@ def test_audit_same_with_a_child(fixture: Path, monkeypatch: pytest.MonkeyPatch)
         return records, [*findings, Finding(FindingCode.LPSTACK_R2_UNKNOWN,
                                             f"{len(records)} tasks, walked in the {where}")]
 
-    monkeypatch.setattr(audit_module, "audit_livepatch_stacks", marked_walk)
+    monkeypatch.setattr(livepatch, "audit_livepatch_stacks", marked_walk)
     core = _core(fixture, "vmcore.elf.xz")
     docs = {}
     for jobs in ("1", ""):

@@ -17,11 +17,9 @@ read: a ``-s`` vmlinux costs the pages of its headers and notes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -283,6 +281,8 @@ def _write_decompressed(path: Path, data: bytes | mmap.mmap, elf: Any, out: Path
     # A private (0600) temporary file in the same directory, renamed into place:
     # a reader sees the whole file or none; two writers race harmlessly (same
     # content, keyed by the source's SHA-256).
+    import tempfile  # only to write a decompressed .ko (tempfile imports random, shutil)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -324,6 +324,8 @@ def _decompressed(elf: _Elf, cache_dir: str | os.PathLike[str] | None) -> Path:
     src = elf.path
     if not elf.relocatable or not elf.has_compressed():
         return src
+    import hashlib
+
     digest = hashlib.sha256(elf.mm).hexdigest()[:24]
     out = Path(cache_dir) if cache_dir is not None else debug_cache_dir() / "debuginfo"
     out = out / f"{digest}-{src.name}"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import platform as _platform
 import re
 import stat
 import struct
@@ -330,7 +329,7 @@ def open_core(path: str | os.PathLike[str], vmcoreinfo: bytes | None = None) -> 
 
 
 def _open_live() -> drgn.Program:
-    machine = _platform.machine()
+    machine = os.uname().machine  # platform.machine(), without importing platform
     if not machine.startswith("ppc64"):
         raise TargetError(
             f"--live: this machine is {machine}, not ppc64; klpinspect reads ppc64 kernels only"
