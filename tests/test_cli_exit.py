@@ -1,9 +1,13 @@
 """``klpinspect`` leaves without the interpreter's teardown (:func:`klpinspect.cli.run`):
-its output flushed, the exit handlers run (the QMP back end removes its
-scratch files in one), its status kept, a closed pipe no error."""
+its output and status those of :func:`klpinspect.cli.main` (which the tests
+call in-process), the exit handlers run (the QMP back end removes its
+scratch files in one), a closed pipe no error, and a profiler or tracer still
+gets its normal exit (``python -m cProfile -o`` writes its file at exit)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 from test_btf_dump import _core
+
+from klpinspect.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,3 +64,28 @@ def test_closed_pipe(tmp_path: Path) -> None:
         _out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert err == ""
+
+
+def _cmd(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, *args], capture_output=True, cwd=REPO, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, check=False)
+
+
+@pytest.mark.parametrize("argv", [["explain"], ["explain", "STUB_TOC_MISMATCH"],
+                                  ["explain", "NO_SUCH_CODE"], ["-c", "/nonexistent", "audit"]])
+def test_output_and_status_are_mains(argv: list[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    p = _cmd("-m", "klpinspect", *argv)
+    assert p.returncode == status
+    assert p.stdout.decode() == out.getvalue()
+    assert p.stderr.decode() == err.getvalue()
+    assert len(p.stdout) > 1000 or argv[0] != "explain" or len(argv) > 1
+
+
+def test_a_profiler_gets_its_normal_exit(tmp_path: Path) -> None:
+    prof = tmp_path / "klp.prof"
+    p = _cmd("-m", "cProfile", "-o", str(prof), "-m", "klpinspect", "explain")
+    assert p.returncode == 0, p.stderr
+    assert prof.stat().st_size > 0
