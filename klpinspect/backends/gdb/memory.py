@@ -32,6 +32,7 @@ __all__ = (
     "LINEAR_CHUNK_SIZE",
     "MAX_PREFETCH",
     "MAX_READ",
+    "MODULE_WINDOW",
     "GdbMemory",
     "RadixSetup",
     "core_file_path",
@@ -48,6 +49,10 @@ CHUNK_SIZE = 4096
 LINEAR_CHUNK_SIZE = 64 << 10
 # Largest module text prefetched in one read (:meth:`GdbMemory.prefetch`).
 MAX_PREFETCH = 1 << 20
+# Module memory (vmalloc space) of a core file is read in windows this large
+# and aligned (:meth:`GdbMemory.prefetch_window`): the allocations of
+# neighbouring modules (struct module and kallsyms, text with .stubs) share them.
+MODULE_WINDOW = 1 << 20
 # Refuse absurd sizes read from a damaged dump.
 MAX_READ = 64 << 20
 
@@ -128,6 +133,8 @@ class GdbMemory:
         self._physical_core: bool | None = None
         self._cache = ChunkCache(self._raw_read, CHUNK_SIZE)
         self._linear = ChunkCache(self._raw_read, LINEAR_CHUNK_SIZE)
+        # MODULE_WINDOW-aligned windows of module memory already read (prefetch_window)
+        self._windows: set[int] = set()
         #: raw reads (module memory on a core: translated reads)
         self.reads = 0
         #: bytes those reads asked for
@@ -139,6 +146,7 @@ class GdbMemory:
         """Forget cached memory and page tables (the target ran)."""
         self._cache.clear()
         self._linear.clear()
+        self._windows.clear()
         self._radix = None
 
     def read(self, address: int, size: int) -> bytes:
@@ -170,24 +178,69 @@ class GdbMemory:
             except MemoryReadError:
                 pass
 
-    def prefetch_allocation(self, address: int, limit: int = MAX_PREFETCH // 2) -> None:
-        """Core files: bring the mapped run of vmalloc pages around ``address`` (its
-        allocation, :meth:`RadixPageTables.mapped_run`, at most ``limit`` bytes
-        either side) into the cache in one read.
+    def prefetch_window(self, address: int, end: int | None = None) -> bool:
+        """Core files: bring the mapped pages of the :data:`MODULE_WINDOW`-aligned
+        window(s) of module (vmalloc) memory covering ``[address, end)`` into the
+        cache, one read a window: the page tables say which pages are mapped
+        (the unmapped ones, such as the guard page after each allocation, are
+        skipped), and those are read through them.
 
-        For a ``struct module``: before 6.4 its allocation is ``core_layout``
-        (text with ``.stubs``, data, kallsyms), since then ``mem[MOD_DATA]``
-        (data and kallsyms).  Nothing on a live target (QEMU translates; the
-        bytes are the cost there), for the linear map, or when the page tables
-        cannot be walked: the read that follows does its own.
+        Modules' allocations are packed together in vmalloc space: a window
+        around one ``struct module`` holds the ``struct module``s, kallsyms
+        (before 6.4 ``core_layout``, since then ``mem[MOD_DATA]``) and texts
+        with ``.stubs`` (``mem[MOD_TEXT]`` since 6.4, ac3b43283923 "module:
+        replace module_layout with module_memory") of its neighbours too, so a
+        module costs a fraction of a read instead of two.  A page that is
+        mapped but not in the dump is left out: the read that needs it reports
+        it, as without the window.
+
+        Nothing on a live target (QEMU translates; the bytes are the cost
+        there), for the linear map, or when the page tables cannot be walked.
+
+        :returns: whether the windows were read (else the caller reads on its own)
         """
         if is_linear_map(address) or not self._is_core():
-            return
+            return False
         try:
-            start, end = self.page_tables().mapped_run(address, limit, limit)
+            radix = self.page_tables()
         except (MemoryReadError, TargetError):
+            return False
+        last = address if end is None or end <= address else end - 1
+        for index in range(address // MODULE_WINDOW, last // MODULE_WINDOW + 1):
+            if index not in self._windows:
+                self._windows.add(index)
+                self._read_window(radix, index * MODULE_WINDOW)
+        return True
+
+    def _read_window(self, radix: RadixPageTables, base: int) -> None:
+        """The mapped pages of ``[base, base + MODULE_WINDOW)`` into the cache."""
+        page = radix.geometry.page_size
+        runs: list[list[int]] = []  # [start, end) of virtually contiguous mapped pages
+        for vaddr in range(base, base + MODULE_WINDOW, page):
+            try:
+                radix.translate_page(vaddr)
+            except MemoryReadError:
+                continue
+            if runs and runs[-1][1] == vaddr:
+                runs[-1][1] = vaddr + page
+            else:
+                runs.append([vaddr, vaddr + page])
+        if not runs:
             return
-        self.prefetch(start, end - start)
+        self.reads += 1
+        for start, stop in runs:
+            try:
+                pieces = [(start, radix.read(start, stop - start))]
+            except MemoryReadError:
+                pieces = []  # a page not in the dump: keep the others
+                for vaddr in range(start, stop, page):
+                    try:
+                        pieces.append((vaddr, radix.read(vaddr, page)))
+                    except MemoryReadError:
+                        continue
+            for vaddr, data in pieces:
+                self.bytes_read += len(data)
+                self._cache.insert(vaddr, data)
 
     def core_maps_physical(self) -> bool:
         """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).

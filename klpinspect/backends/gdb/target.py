@@ -368,10 +368,10 @@ class GdbTarget(layout.LayoutQueries):
     def modules(self) -> Iterator[ModuleInfo]:
         """Every loaded module, in ``modules`` list order; damage recorded, not raised.
 
-        As :func:`layout.modules`, with (core file) each ``struct module``
-        read with its whole allocation and the module's text read in one go
-        after it: ``.stubs`` is executable, so it is in there.  At most two
-        reads a module instead of one per object.
+        As :func:`layout.modules`, with (core file) the module memory around
+        each ``struct module`` read in windows that neighbouring modules share
+        (its kallsyms and its text with ``.stubs`` are in there): a fraction
+        of a read a module instead of one per object.
         """
         return self._modules_prefetched()
 
@@ -383,24 +383,25 @@ class GdbTarget(layout.LayoutQueries):
             self._module_walk -= 1
 
     def _before_object(self, type_name: str, address: int) -> None:
-        """Before :meth:`modules` reads a ``struct module`` from a core file: its
-        whole allocation in the same read (:meth:`GdbMemory.prefetch_allocation`),
-        so that the module's kallsyms (and before 6.4 its text) come with it.
-        Not for the other walks (the module owners a backtrace symbolizes
-        with): they need the ``struct module`` alone."""
+        """Before :meth:`modules` reads a ``struct module`` from a core file: the
+        window of module memory around it in the same read
+        (:meth:`GdbMemory.prefetch_window`), so that its kallsyms, its text and
+        its neighbours' come with it.  Not for the other walks (the module
+        owners a backtrace symbolizes with): they need the ``struct module``
+        alone."""
         if self._module_walk and type_name == "struct module":
-            self.memory.prefetch_allocation(address)
+            self.memory.prefetch_window(address)
 
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).
 
-        Where the text shares one allocation with the ``struct module``
+        On a core file the windows of module memory holding it
+        (:meth:`GdbMemory.prefetch_window`: usually read already with a
+        ``struct module``); where the page tables cannot be walked, the text
+        alone, or where it shares one allocation with the ``struct module``
         itself (``mod->core_layout`` before 6.4, ac3b43283923 "module:
-        replace module_layout with module_memory"), that whole allocation
-        in the same read: the module's kallsyms (``mod->core_kallsyms``)
-        are at its end, so symbolizing into the module costs no more reads.
-        Since 6.4 the text is ``mod->mem[MOD_TEXT]`` alone and the kallsyms
-        sit after the ``struct module`` in ``mod->mem[MOD_DATA]``.
+        replace module_layout with module_memory") that whole allocation, the
+        module's kallsyms (``mod->core_kallsyms``) at its end included.
 
         Core files only: a local read costs the same for 64 KiB as for 4;
         over a gdbstub the bytes are the cost (a packet per few KiB), and
@@ -409,6 +410,8 @@ class GdbTarget(layout.LayoutQueries):
         if self.live:
             return
         for start, end in layout.module_text_ranges(self._k, mod)[:1]:  # core text
+            if self.memory.prefetch_window(start, end):
+                continue
             here = mod.address()
             for base, limit in layout.module_regions(self._k, mod):
                 if base <= start < limit and base <= here < limit and limit - base <= MAX_PREFETCH:
