@@ -101,6 +101,7 @@ class GdbTarget(layout.LayoutQueries):
         # string tables of the files' .symtab (see _surely_absent), gdb look-ups by name
         self._strtabs: list[bytes] = []
         self._fallback: dict[str, int | None] = {}
+        self._image_end: tuple[int | None] | None = None  # vmlinux's _end (symbolize)
         self._owners: layout.ModuleOwners | None = None
         self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
         self._check()
@@ -198,10 +199,16 @@ class GdbTarget(layout.LayoutQueries):
         (``CONFIG_PPC_64S_HASH_MMU=n``) ``mmu_virtual_psize`` is a macro, and the
         VMCOREINFO ``PAGESIZE`` tells it (the core file's note, else the
         kernel's ``vmcoreinfo_data``).  A 4K kernel walked with 64K geometry
-        would read the wrong pages.
+        would read the wrong pages.  A core file's own VMCOREINFO note is
+        asked first: it says the same (``PAGESIZE`` is ``PAGE_SIZE``) without
+        gdb expanding the debug info of ``struct mmu_psize_def`` (~6 ms).
 
         :raises TargetError: if nothing tells the page size
         """
+        if _is_core():
+            size = vmcoreinfo_page_size(self._core_vmcoreinfo())
+            if size is not None:
+                return size.bit_length() - 1
         try:
             idx = self._k.u32(self._symbol_address_required("mmu_virtual_psize"))
             defs = self._symbol_address_required("mmu_psize_defs")
@@ -219,20 +226,25 @@ class GdbTarget(layout.LayoutQueries):
             )
         return size.bit_length() - 1
 
+    def _core_vmcoreinfo(self) -> bytes | None:
+        """The VMCOREINFO note of the core file gdb opened, if it has one."""
+        path = core_file_path(_info_target())
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(64)
+                    if head[:4] == b"\x7fELF":
+                        return read_elf_core(Path(path), f, head).vmcoreinfo or None
+            except (OSError, TargetError):
+                pass
+        return None
+
     def _vmcoreinfo(self) -> bytes | None:
         """The VMCOREINFO text: the core file's note, else ``vmcoreinfo_data`` in memory."""
         if _is_core():
-            path = core_file_path(_info_target())
-            if path:
-                try:
-                    with open(path, "rb") as f:
-                        head = f.read(64)
-                        if head[:4] == b"\x7fELF":
-                            note = read_elf_core(Path(path), f, head).vmcoreinfo
-                            if note:
-                                return note
-                except (OSError, TargetError):
-                    pass
+            note = self._core_vmcoreinfo()
+            if note:
+                return note
         try:
             data = self._k.u64(self._symbol_address_required("vmcoreinfo_data"))
             size = self._k.u64(self._symbol_address_required("vmcoreinfo_size"))
@@ -338,7 +350,9 @@ class GdbTarget(layout.LayoutQueries):
         elf = self._elf_symbols()
         # vmlinux's table names only the image: a size-0 label such as _end
         # must not swallow module (vmalloc) addresses.
-        end = elf.address_of("_end")
+        if self._image_end is None:
+            self._image_end = (elf.address_of("_end"),)
+        end = self._image_end[0]
         table = elf
         hit = elf.lookup(address) if end is None or address < end else None
         owner, mod_addr = self._module_owners().owner(address)
