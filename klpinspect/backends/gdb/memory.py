@@ -53,6 +53,9 @@ MAX_PREFETCH = 1 << 20
 # and aligned (:meth:`GdbMemory.prefetch_window`): the allocations of
 # neighbouring modules (struct module and kallsyms, text with .stubs) share them.
 MODULE_WINDOW = 1 << 20
+# Physical runs of one module window this close are read together (the bytes
+# between them come along): a core file read costs the same for 4 KiB or 64.
+_PHYS_GAP = 64 << 10
 # Refuse absurd sizes read from a damaged dump.
 MAX_READ = 64 << 20
 
@@ -213,34 +216,60 @@ class GdbMemory:
         return True
 
     def _read_window(self, radix: RadixPageTables, base: int) -> None:
-        """The mapped pages of ``[base, base + MODULE_WINDOW)`` into the cache."""
-        page = radix.geometry.page_size
-        runs: list[list[int]] = []  # [start, end) of virtually contiguous mapped pages
-        for vaddr in range(base, base + MODULE_WINDOW, page):
-            try:
-                radix.translate_page(vaddr)
-            except MemoryReadError:
-                continue
-            if runs and runs[-1][1] == vaddr:
-                runs[-1][1] = vaddr + page
+        """The mapped pages of ``[base, base + MODULE_WINDOW)`` into the cache: the
+        page tables walked once (:meth:`RadixPageTables.mappings`), each
+        physically contiguous run read at once."""
+        runs: list[list[int]] = []  # [vaddr, paddr, size], contiguous both ways
+        for vaddr, paddr, size in radix.mappings(base, base + MODULE_WINDOW):
+            last = runs[-1] if runs else None
+            if last is not None and last[0] + last[2] == vaddr and last[1] + last[2] == paddr:
+                last[2] += size
             else:
-                runs.append([vaddr, vaddr + page])
+                runs.append([vaddr, paddr, size])
         if not runs:
             return
         self.reads += 1
-        for start, stop in runs:
+        # Runs close together in physical memory (vmalloc takes its pages from
+        # the page allocator, which hands out neighbours) are read together.
+        runs.sort(key=lambda r: r[1])
+        group = [runs[0]]
+        for run in runs[1:]:
+            if run[1] - (group[-1][1] + group[-1][2]) <= _PHYS_GAP:
+                group.append(run)
+                continue
+            self._read_runs(group, radix.geometry.page_size)
+            group = [run]
+        self._read_runs(group, radix.geometry.page_size)
+
+    def _read_runs(self, runs: list[list[int]], page: int) -> None:
+        """Read ``[vaddr, paddr, size]`` runs sorted by ``paddr`` (one physical read
+        from the first to the end of the last) into the cache; where that fails,
+        each run alone, then each page (a page not in the dump is left out)."""
+        lo = runs[0][1]
+        hi = max(p + n for _v, p, n in runs)
+        if len(runs) > 1:
             try:
-                pieces = [(start, radix.read(start, stop - start))]
+                data = self._read_phys(lo, hi - lo)
             except MemoryReadError:
-                pieces = []  # a page not in the dump: keep the others
-                for vaddr in range(start, stop, page):
-                    try:
-                        pieces.append((vaddr, radix.read(vaddr, page)))
-                    except MemoryReadError:
-                        continue
-            for vaddr, data in pieces:
-                self.bytes_read += len(data)
-                self._cache.insert(vaddr, data)
+                data = b""
+            if len(data) == hi - lo:
+                self.bytes_read += hi - lo
+                for vaddr, paddr, size in runs:
+                    self._cache.insert(vaddr, data[paddr - lo : paddr - lo + size])
+                return
+        for vaddr, paddr, size in runs:
+            pieces = [(vaddr, paddr, size)]
+            while pieces:
+                v, p, n = pieces.pop()
+                try:
+                    data = self._read_phys(p, n)
+                except MemoryReadError:
+                    data = b""
+                if len(data) == n:
+                    self.bytes_read += n
+                    self._cache.insert(v, data)
+                elif n > page:  # a page not in the dump: keep the others
+                    pieces.extend((v + o, p + o, page) for o in range(0, n, page))
 
     def core_maps_physical(self) -> bool:
         """Whether the core file's PT_LOADs are at physical addresses (``p_vaddr`` 0).

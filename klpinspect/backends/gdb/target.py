@@ -103,7 +103,10 @@ class GdbTarget(layout.LayoutQueries):
         self._fallback: dict[str, int | None] = {}
         self._image_end: tuple[int | None] | None = None  # vmlinux's _end (symbolize)
         self._owners: layout.ModuleOwners | None = None
-        self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
+        # A core stays a core for this target's life (the commands make a new
+        # target when the connection changes): asked once, not on every read.
+        core = _is_core()
+        self.memory = GdbMemory(_gdb_read, lambda: core, _info_target, self._radix_setup)
         self._check()
         self._k = GdbKernel(
             self.types, self.read, self._symbol_address, self._byteorder, self._before_object
