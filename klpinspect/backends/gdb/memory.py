@@ -50,9 +50,10 @@ LINEAR_CHUNK_SIZE = 64 << 10
 # Largest module text prefetched in one read (:meth:`GdbMemory.prefetch`).
 MAX_PREFETCH = 1 << 20
 # Module memory (vmalloc space) of a core file is read in windows this large
-# and aligned (:meth:`GdbMemory.prefetch_window`): the allocations of
-# neighbouring modules (struct module and kallsyms, text with .stubs) share them.
-MODULE_WINDOW = 1 << 20
+# and aligned (:meth:`GdbMemory.prefetch_window`; 2 MiB: one PTE table's reach
+# with 4K pages): the allocations of neighbouring modules (struct module and
+# kallsyms, text with .stubs) share them.
+MODULE_WINDOW = 1 << 21
 # Physical runs of one module window this close are read together (the bytes
 # between them come along): a core file read costs the same for 4 KiB or 64.
 _PHYS_GAP = 64 << 10
