@@ -11,23 +11,27 @@ For each command, on a fresh target, best of ``--repeat``: wall time inside
 gdb, ``read_memory`` calls and bytes, the same per module after the kernel
 facts (``kernel()``: paca, TOC, symbols) are subtracted.  Goal: at most 2
 reads per module for ``klp-stubs``, everything included: on a core file
-the ``struct module`` comes with its whole allocation in one read (before
-6.4 ``core_layout``: text with ``.stubs`` and the module kallsyms; since
-then ``mem[MOD_DATA]`` with the kallsyms, and the text is the second read),
-the section table (``mod->sect_attrs``, slab memory) in 64 KiB windows that
-several modules share, the page-table setup once.  Over a gdbstub the bytes
-are the cost: ``struct module`` and ``.stubs`` alone, kallsyms in one read
-where a name is needed.
+module memory comes in 2 MiB windows of mapped pages that neighbouring
+modules share (each module's ``struct module`` and kallsyms, before 6.4 in
+``core_layout``, since then in ``mem[MOD_DATA]``, and its text with
+``.stubs``, since 6.4 ``mem[MOD_TEXT]``), the section table
+(``mod->sect_attrs``, slab memory) in 64 KiB windows that several modules
+share, the page-table setup once.  Over a gdbstub the bytes are the cost:
+``struct module`` and ``.stubs`` alone, kallsyms in one read where a name is
+needed.  ``--sites`` prints where ``klp-stubs``' reads go, by call site.
 
 Then the cost of ``klp-audit`` next to gdb's own: ``gdb-multiarch -batch``
 with just ``file`` + ``core-file`` against the same plus ``source`` of the
 loader and ``klp-audit``, interleaved, ``--ratio-runs`` times, medians and
-their ratio (goal: at most 1.2x).  With ``PYTHONDONTWRITEBYTECODE`` set gdb's
-Python compiles the package on every run (~0.05 s); an installed package has
-its ``.pyc`` files, so unset it for the figure users see.
+their ratio (goal: at most 1.2x), in wall and in CPU time (gdb indexes the
+DWARF on several threads: its CPU time exceeds its wall time); ``--base
+CHECKOUT`` runs that checkout's ``klp-audit`` interleaved too (before/after).
+With ``PYTHONDONTWRITEBYTECODE`` set gdb's Python compiles the package on every
+run (~0.05 s); an installed package has its ``.pyc`` files, so unset it for the
+figure users see.
 
     python3 benchmarks/bench_gdb.py [--fixture 6.1|7.2] [--lab | --gdbstub HOST:PORT --qmp SOCK]
-        [--repeat 3] [--ratio-runs 5] [--json]
+        [--repeat 3] [--ratio-runs 5] [--base CHECKOUT] [--sites] [--json]
 """
 
 from __future__ import annotations
