@@ -206,13 +206,17 @@ class ElfSymbols:
         starts, sizes, names, binds, shndx = self._cols
         # Sorted by address, table order kept among equals (a stable sort of
         # indices by an int key: ~4x cheaper than sorting 125,000 tuples).
-        order = sorted(range(len(starts)), key=starts.__getitem__)
+        # keys and gathers from lists: an array makes a new int object for
+        # every element it hands out, a list hands out the ones it holds
+        start_list = starts.tolist()
+        order = sorted(range(len(starts)), key=start_list.__getitem__)
         self._order = array.array("I", order)
         if len(order) > 1:
             # one C-level gather a column (a map of __getitem__ costs ~2x)
             pick = operator.itemgetter(*order)
-            self._starts = array.array("Q", pick(starts))
-            self._sizes = array.array("Q", pick(sizes))
+            self._starts = array.array("Q", pick(start_list))
+            self._sizes = array.array("Q", pick(sizes.tolist()))
+            del start_list
         else:
             self._starts = array.array("Q", map(starts.__getitem__, order))
             self._sizes = array.array("Q", map(sizes.__getitem__, order))
