@@ -187,10 +187,12 @@ class ElfSymbols:
         self._sizeless: array.array[int] = array.array("I")
         self._sizeless_starts: array.array[int] = array.array("Q")
         self._all_starts: array.array[int] | None = None
+        self._sorted_boundaries: array.array[int] = array.array("Q")
         self._scans = 0
         self._by_name: dict[str, int] | None = None
         self._found: dict[str, int | None] = {}
         self._used_offsets: set[int] | None = None
+        self._names_bytes: bytes | None = None
         # st_info's type of each row, table order (from_symtab tables only)
         self._kinds: array.array[int] = array.array("B")
 
@@ -204,18 +206,27 @@ class ElfSymbols:
         starts, sizes, names, binds, shndx = self._cols
         # Sorted by address, table order kept among equals (a stable sort of
         # indices by an int key: ~4x cheaper than sorting 125,000 tuples).
-        order = sorted(range(len(starts)), key=starts.__getitem__)
+        # keys and gathers from lists: an array makes a new int object for
+        # every element it hands out, a list hands out the ones it holds
+        start_list = starts.tolist()
+        order = sorted(range(len(starts)), key=start_list.__getitem__)
         self._order = array.array("I", order)
-        self._starts = array.array("Q", map(starts.__getitem__, order))
-        self._sizes = array.array("Q", map(sizes.__getitem__, order))
+        if len(order) > 1:
+            # one C-level gather a column (a map of __getitem__ costs ~2x)
+            pick = operator.itemgetter(*order)
+            self._starts = array.array("Q", pick(start_list))
+            self._sizes = array.array("Q", pick(sizes.tolist()))
+            del start_list
+        else:
+            self._starts = array.array("Q", map(starts.__getitem__, order))
+            self._sizes = array.array("Q", map(sizes.__getitem__, order))
         # names, bindings and sections stay in table order (row _order[j] of the
         # sorted row j): read for a few candidate rows only, not worth permuting
         self._starts0, self._names, self._binds, self._shndx = starts, names, binds, shndx
         del order
         # _reach[k]: the furthest end of entries[0..k]: scanning back stops once
         # nothing at or before k contains the address; also drgn's max_end_addr.
-        self._reach = array.array("Q", itertools.accumulate(
-            map(operator.add, self._starts, self._sizes), max))
+        self._reach = _running_max(map(operator.add, self._starts, self._sizes))
         self._sizeless = array.array("I", itertools.compress(
             range(len(self._sizes)), map(operator.not_, self._sizes)))
         self._sizeless_starts = array.array("Q", map(self._starts.__getitem__, self._sizeless))
@@ -336,11 +347,16 @@ class ElfSymbols:
                 cands = [x for x in (nxt, nb) if x is not None]
                 return min(cands) - address if cands else 0
             self._index()
-            # an array: 8 bytes a start, not a 36-byte int object and its pointer
-            self._all_starts = array.array(
-                "Q", sorted(set(self._starts).union(self._boundaries)))
-        i = bisect.bisect_right(self._all_starts, address)
-        return self._all_starts[i] - address if i < len(self._all_starts) else 0
+            # the sorted starts themselves (duplicates do not change bisect_right's
+            # answer), and the few section boundaries beside them
+            self._all_starts = self._starts
+            self._sorted_boundaries = array.array("Q", sorted(self._boundaries))
+        nxt = 0
+        for column in (self._all_starts, self._sorted_boundaries):
+            i = bisect.bisect_right(column, address)
+            if i < len(column) and (not nxt or column[i] < nxt):
+                nxt = column[i]
+        return nxt - address if nxt else 0
 
     def _name_index(self) -> dict[str, int]:
         """Name -> address, the highest binding winning, then the first in the table.
@@ -430,12 +446,47 @@ class ElfSymbols:
             if pos not in used:  # a suffix of a longer name no symbol points into
                 pos = strtab.find(needle, pos + 1)
                 continue
-            for j in _positions(raw, pos):
+            for j in _positions_in(self._names_blob(), pos):
                 rank = (_PRECEDENCE.get(self._binds[j], 1), -j)  # j: a table row
                 if best is None or rank > best[0]:
                     best = (rank, j)
             pos = strtab.find(needle, pos + 1)
         return None if best is None else self._starts0[best[1]]
+
+    def _names_blob(self) -> bytes:
+        """The ``st_name`` column's bytes (for :func:`_positions_in`), made once."""
+        if self._names_bytes is None:
+            raw = self._names
+            assert isinstance(raw, array.array)
+            self._names_bytes = raw.tobytes()
+        return self._names_bytes
+
+
+def _running_max(values: Iterable[int]) -> array.array[int]:
+    """``accumulate(values, max)`` as an array: a plain loop, ~2x faster than
+    calling the builtin ``max`` for each of a vmlinux's 125,000 ends."""
+    out: list[int] = []
+    append = out.append
+    top = 0
+    for v in values:
+        if v > top:
+            top = v
+        append(top)
+    return array.array("Q", out)
+
+
+def _positions_in(blob: bytes, value: int) -> Iterator[int]:
+    """Every index of ``value`` in the ``array("I")`` whose bytes are ``blob``, in
+    order: a byte search (~40x faster than ``array.index``, which makes an int
+    object of every element it passes)."""
+    needle = struct.pack("=I", value)
+    i = blob.find(needle)
+    while i >= 0:
+        if i % 4:
+            i = blob.find(needle, i + 1)  # straddling two elements
+            continue
+        yield i // 4
+        i = blob.find(needle, i + 4)
 
 
 def _positions(column: array.array[int], value: int) -> Iterator[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from klpinspect.backends.chunkcache import ChunkCache
 
 MEM = bytes(range(256)) * 64  # 16 KiB of known bytes
@@ -54,3 +56,23 @@ def test_prefetch_is_one_fetch_across_cached_chunks() -> None:
     cache.prefetch(1024, 3000)  # all cached: nothing fetched
     cache.prefetch(0, 0)
     assert len(calls) == 2
+
+
+def test_insert_keeps_whole_aligned_chunks() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fetch(address: int, size: int) -> bytes:
+        calls.append((address, size))
+        return MEM[address : address + size]
+
+    cache = ChunkCache(fetch, 1024, max_chunks=3)
+    cache.insert(1024, MEM[1024 : 1024 + 2048 + 100])  # two chunks; the partial tail dropped
+    assert cache.read(1500, 1500) == MEM[1500:3000]
+    assert calls == []
+    assert cache.read(3000, 200) == MEM[3000:3200]
+    assert calls == [(3072, 1024)]  # not inserted: fetched
+    cache.insert(5120, MEM[5120:6144])  # over the bound: the least recently used go
+    assert cache.read(1024, 10) == MEM[1024:1034]
+    assert calls[-1] == (1024, 1024)
+    with pytest.raises(ValueError, match="not aligned"):
+        cache.insert(100, MEM[100:1124])

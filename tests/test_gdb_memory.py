@@ -157,3 +157,82 @@ def test_page_size_from_vmcoreinfo(lp61: Path) -> None:
     assert vmcoreinfo_page_size("OSRELEASE=6.12.0\nPAGESIZE=4096\n") == 4096
     for text in ("OSRELEASE=6.12.0\n", "PAGESIZE=8192\n", "PAGESIZE=\n", "", None):
         assert vmcoreinfo_page_size(text) is None
+
+
+class CoreFile:
+    """gdb's ``read_memory`` on a core whose PT_LOADs map the linear map (``p_vaddr``)."""
+
+    def __init__(self, path: Path) -> None:
+        from elftools.elf.elffile import ELFFile
+
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.loads = [
+            (seg["p_vaddr"], seg["p_filesz"], seg["p_offset"])
+            for seg in ELFFile(self._file).iter_segments()
+            if seg["p_type"] == "PT_LOAD"
+        ]
+        self.calls = 0
+
+    def read(self, address: int, size: int) -> bytes:
+        self.calls += 1
+        for start, length, offset in self.loads:
+            if start <= address and address + size <= start + length:
+                self._file.seek(offset + address - start)
+                return self._file.read(size)
+        raise MemoryReadError(address, size, "not in the dump")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@pytest.mark.parametrize("version", ["6.1", "7.2"])
+def test_module_windows_bring_neighbouring_modules_in_one_read(version: str) -> None:
+    """Core files: a window of module memory is one read of its mapped pages, and
+    every module allocation inside it is then read from the cache, with the
+    bytes drgn reads; the unmapped guard pages stay unreadable."""
+    from conftest import lp_fixture
+    from drgn.helpers.linux.module import for_each_module, module_address_regions
+
+    from klpinspect.backends.drgn.program import open_core
+    from klpinspect.backends.gdb.memory import MODULE_WINDOW
+
+    lp = lp_fixture(version)
+    prog = open_core(lp.vmcore_elf)
+    prog.load_debug_info([str(lp.vmlinux_debug)])
+    page_size = vmcoreinfo_page_size((lp.path / "vmcoreinfo.txt").read_bytes())
+    assert page_size is not None
+    setup = RadixSetup(
+        int(prog["cur_cpu_spec"].mmu_features), int(prog["init_mm"].pgd.value_()), page_size
+    )
+    regions = [
+        (int(start), int(size))
+        for mod in for_each_module(prog)
+        for start, size in module_address_regions(mod)
+        if size
+    ]
+    first = regions[0][0]
+    window = first // MODULE_WINDOW
+    inside = [(s, n) for s, n in regions if s // MODULE_WINDOW == (s + n - 1) // MODULE_WINDOW
+              == window]
+    assert len(inside) > 1  # several allocations share the window
+    core = CoreFile(lp.vmcore_elf)
+    try:
+        live = GdbMemory(core.read, lambda: False, lambda: INFO_LINEAR, _no_radix)
+        assert not live.prefetch_window(first) and live.reads == 0  # gdbstub: never
+        mem = GdbMemory(core.read, lambda: True, lambda: INFO_LINEAR, lambda: setup)
+        assert mem.prefetch_window(first)
+        assert mem.reads == 1
+        assert mem.prefetch_window(first + 8) and mem.reads == 1  # read once
+        for start, size in inside:
+            assert mem.read(start, size) == prog.read(start, size)
+        assert mem.reads == 1
+        # the guard page after an allocation is not mapped: still an error
+        ends = {s + n for s, n in regions}
+        starts = {s for s, _n in regions}
+        guard = next(e for s, n in inside if (e := s + n) not in starts and e // MODULE_WINDOW
+                     == window and all(not s2 <= e < s2 + n2 for s2, n2 in regions))
+        assert guard in ends
+        with pytest.raises(MemoryReadError):
+            mem.read(guard, 8)
+    finally:
+        core.close()

@@ -247,3 +247,50 @@ def test_pmd_and_pud_leaves() -> None:
     # an empty PTE slot next to the mapped one
     with pytest.raises(MemoryReadError, match="pte none"):
         t.translate(va_64k + 0x10000)
+
+
+def _page_by_page(t: RadixPageTables, start: int, end: int) -> list[tuple[int, int, int]]:
+    """What :meth:`RadixPageTables.translate_page` says for each base page of a range."""
+    page = t.geometry.page_size
+    out = []
+    for vaddr in range(start, end, page):
+        try:
+            paddr, _avail = t.translate_page(vaddr)
+        except MemoryReadError:
+            continue
+        out.append((vaddr, paddr, page))
+    return out
+
+
+def _per_page(maps: list[tuple[int, int, int]], page: int) -> list[tuple[int, int, int]]:
+    return [(v + o, p + o, page) for v, p, n in maps for o in range(0, n, page)]
+
+
+def test_mappings_are_translate_page_over_a_range(tables: RadixPageTables) -> None:
+    """The fixture's module area, 16 MiB of it: mapped pieces and guard pages as
+    the per-page walk finds them."""
+    start, end = 0xC008000000000000, 0xC008000001000000
+    maps = tables.mappings(start, end)
+    assert len(maps) > 100  # modules, each followed by its unmapped guard page
+    assert _per_page(maps, RADIX_64K.page_size) == _page_by_page(tables, start, end)
+    # clipped to the range asked for, even inside a page
+    inner = tables.mappings(maps[3][0] + 0x100, maps[3][0] + 0x200)
+    assert inner == [(maps[3][0] + 0x100, maps[3][1] + 0x100, 0x100)]
+    assert tables.mappings(0xC008100000000000, 0xC008100000100000) == []
+
+
+def test_mappings_through_pmd_and_pud_leaves() -> None:
+    mem = _Tables()
+    pgd, pud, pmd = 0x10000, 0x20000, 0x30000
+    va = 0xC008000000000000
+    i = _indexes(va + (2 << 20))
+    mem.set(pgd, 13, i[0], _PRESENT | pud | 9)
+    mem.set(pud, 9, i[1], _PRESENT | pmd | 9)
+    mem.set(pmd, 9, i[2], _LEAF | 0x8000000)  # 2M page at 128 MiB
+    mem.set(pud, 9, _indexes(va + (1 << 30))[1], _LEAF | 0x40000000)  # 1G page at 1 GiB
+    t = RadixPageTables(mem, pgd, RADIX_64K)
+    lo, hi = va + (2 << 20) - 0x10000, va + (4 << 20) + 0x10000
+    assert t.mappings(lo, hi) == [(va + (2 << 20), 0x8000000, 2 << 20)]
+    assert _per_page(t.mappings(lo, hi), 0x10000) == _page_by_page(t, lo, hi)
+    gig = va + (1 << 30) + 0x123000
+    assert t.mappings(gig, gig + 0x5000) == [(gig, 0x40000000 + 0x123000, 0x5000)]

@@ -58,6 +58,22 @@ class ChunkCache:
             while len(chunks) > self.max_chunks:
                 chunks.popitem(last=False)
 
+    def insert(self, address: int, data: bytes) -> None:
+        """Keep ``data``, fetched by the caller, as the chunks from ``address`` on
+        (chunk-aligned; whole chunks only, a partial tail is dropped)."""
+        ch = self.chunk
+        if address % ch:
+            raise ValueError(f"insert at {address:#x}: not aligned to {ch:#x}")
+        chunks = self._chunks
+        first = address // ch
+        for k in range(len(data) // ch):
+            chunks[first + k] = data[k * ch : (k + 1) * ch]
+            if self.max_chunks is not None:
+                chunks.move_to_end(first + k)
+        if self.max_chunks is not None:
+            while len(chunks) > self.max_chunks:
+                chunks.popitem(last=False)
+
     def read(self, address: int, size: int) -> bytes:
         """``size`` bytes at ``address``, fetching missing chunks in runs."""
         if size <= 0:

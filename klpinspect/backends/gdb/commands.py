@@ -15,6 +15,7 @@ Load it with the line ``klpinspect --gdb-script`` prints (``source
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -132,10 +133,23 @@ class KlpCommand(gdb.Command):  # type: ignore[misc]
         super().__init__(name, gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
-        name = self.name
         self.dont_repeat()
         if IMPORT_ERROR is not None:
-            raise gdb.GdbError(f"{name}: {IMPORT_ERROR}")
+            raise gdb.GdbError(f"{self.name}: {IMPORT_ERROR}")
+        # the cyclic collector paused for the whole command: the first one
+        # imports the package and reads the symbol tables (tens of thousands of
+        # objects, rescanned at each collection), not only the report building
+        # (klpinspect.gcpause)
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._invoke(argument)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _invoke(self, argument: str) -> None:
+        name = self.name
         try:
             argv = gdb.string_to_argv(argument)
             parser = make_command_parser(self.sub, name)

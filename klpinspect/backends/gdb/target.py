@@ -101,8 +101,12 @@ class GdbTarget(layout.LayoutQueries):
         # string tables of the files' .symtab (see _surely_absent), gdb look-ups by name
         self._strtabs: list[bytes] = []
         self._fallback: dict[str, int | None] = {}
+        self._image_end: tuple[int | None] | None = None  # vmlinux's _end (symbolize)
         self._owners: layout.ModuleOwners | None = None
-        self.memory = GdbMemory(_gdb_read, _is_core, _info_target, self._radix_setup)
+        # A core stays a core for this target's life (the commands make a new
+        # target when the connection changes): asked once, not on every read.
+        core = _is_core()
+        self.memory = GdbMemory(_gdb_read, lambda: core, _info_target, self._radix_setup)
         self._check()
         self._k = GdbKernel(
             self.types, self.read, self._symbol_address, self._byteorder, self._before_object
@@ -198,10 +202,16 @@ class GdbTarget(layout.LayoutQueries):
         (``CONFIG_PPC_64S_HASH_MMU=n``) ``mmu_virtual_psize`` is a macro, and the
         VMCOREINFO ``PAGESIZE`` tells it (the core file's note, else the
         kernel's ``vmcoreinfo_data``).  A 4K kernel walked with 64K geometry
-        would read the wrong pages.
+        would read the wrong pages.  A core file's own VMCOREINFO note is
+        asked first: it says the same (``PAGESIZE`` is ``PAGE_SIZE``) without
+        gdb expanding the debug info of ``struct mmu_psize_def`` (~6 ms).
 
         :raises TargetError: if nothing tells the page size
         """
+        if _is_core():
+            size = vmcoreinfo_page_size(self._core_vmcoreinfo())
+            if size is not None:
+                return size.bit_length() - 1
         try:
             idx = self._k.u32(self._symbol_address_required("mmu_virtual_psize"))
             defs = self._symbol_address_required("mmu_psize_defs")
@@ -219,20 +229,25 @@ class GdbTarget(layout.LayoutQueries):
             )
         return size.bit_length() - 1
 
+    def _core_vmcoreinfo(self) -> bytes | None:
+        """The VMCOREINFO note of the core file gdb opened, if it has one."""
+        path = core_file_path(_info_target())
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(64)
+                    if head[:4] == b"\x7fELF":
+                        return read_elf_core(Path(path), f, head).vmcoreinfo or None
+            except (OSError, TargetError):
+                pass
+        return None
+
     def _vmcoreinfo(self) -> bytes | None:
         """The VMCOREINFO text: the core file's note, else ``vmcoreinfo_data`` in memory."""
         if _is_core():
-            path = core_file_path(_info_target())
-            if path:
-                try:
-                    with open(path, "rb") as f:
-                        head = f.read(64)
-                        if head[:4] == b"\x7fELF":
-                            note = read_elf_core(Path(path), f, head).vmcoreinfo
-                            if note:
-                                return note
-                except (OSError, TargetError):
-                    pass
+            note = self._core_vmcoreinfo()
+            if note:
+                return note
         try:
             data = self._k.u64(self._symbol_address_required("vmcoreinfo_data"))
             size = self._k.u64(self._symbol_address_required("vmcoreinfo_size"))
@@ -338,7 +353,9 @@ class GdbTarget(layout.LayoutQueries):
         elf = self._elf_symbols()
         # vmlinux's table names only the image: a size-0 label such as _end
         # must not swallow module (vmalloc) addresses.
-        end = elf.address_of("_end")
+        if self._image_end is None:
+            self._image_end = (elf.address_of("_end"),)
+        end = self._image_end[0]
         table = elf
         hit = elf.lookup(address) if end is None or address < end else None
         owner, mod_addr = self._module_owners().owner(address)
@@ -368,10 +385,10 @@ class GdbTarget(layout.LayoutQueries):
     def modules(self) -> Iterator[ModuleInfo]:
         """Every loaded module, in ``modules`` list order; damage recorded, not raised.
 
-        As :func:`layout.modules`, with (core file) each ``struct module``
-        read with its whole allocation and the module's text read in one go
-        after it: ``.stubs`` is executable, so it is in there.  At most two
-        reads a module instead of one per object.
+        As :func:`layout.modules`, with (core file) the module memory around
+        each ``struct module`` read in windows that neighbouring modules share
+        (its kallsyms and its text with ``.stubs`` are in there): a fraction
+        of a read a module instead of one per object.
         """
         return self._modules_prefetched()
 
@@ -383,24 +400,25 @@ class GdbTarget(layout.LayoutQueries):
             self._module_walk -= 1
 
     def _before_object(self, type_name: str, address: int) -> None:
-        """Before :meth:`modules` reads a ``struct module`` from a core file: its
-        whole allocation in the same read (:meth:`GdbMemory.prefetch_allocation`),
-        so that the module's kallsyms (and before 6.4 its text) come with it.
-        Not for the other walks (the module owners a backtrace symbolizes
-        with): they need the ``struct module`` alone."""
+        """Before :meth:`modules` reads a ``struct module`` from a core file: the
+        window of module memory around it in the same read
+        (:meth:`GdbMemory.prefetch_window`), so that its kallsyms, its text and
+        its neighbours' come with it.  Not for the other walks (the module
+        owners a backtrace symbolizes with): they need the ``struct module``
+        alone."""
         if self._module_walk and type_name == "struct module":
-            self.memory.prefetch_allocation(address)
+            self.memory.prefetch_window(address)
 
     def _prefetch_text(self, mod: Any) -> None:
         """Read ``mod``'s core text into the cache (see :meth:`modules`).
 
-        Where the text shares one allocation with the ``struct module``
+        On a core file the windows of module memory holding it
+        (:meth:`GdbMemory.prefetch_window`: usually read already with a
+        ``struct module``); where the page tables cannot be walked, the text
+        alone, or where it shares one allocation with the ``struct module``
         itself (``mod->core_layout`` before 6.4, ac3b43283923 "module:
-        replace module_layout with module_memory"), that whole allocation
-        in the same read: the module's kallsyms (``mod->core_kallsyms``)
-        are at its end, so symbolizing into the module costs no more reads.
-        Since 6.4 the text is ``mod->mem[MOD_TEXT]`` alone and the kallsyms
-        sit after the ``struct module`` in ``mod->mem[MOD_DATA]``.
+        replace module_layout with module_memory") that whole allocation, the
+        module's kallsyms (``mod->core_kallsyms``) at its end included.
 
         Core files only: a local read costs the same for 64 KiB as for 4;
         over a gdbstub the bytes are the cost (a packet per few KiB), and
@@ -409,6 +427,8 @@ class GdbTarget(layout.LayoutQueries):
         if self.live:
             return
         for start, end in layout.module_text_ranges(self._k, mod)[:1]:  # core text
+            if self.memory.prefetch_window(start, end):
+                continue
             here = mod.address()
             for base, limit in layout.module_regions(self._k, mod):
                 if base <= start < limit and base <= here < limit and limit - base <= MAX_PREFETCH:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from klpinspect.errors import TargetError
 
@@ -23,7 +23,7 @@ try:
 except ImportError:
     gdb = None
 
-__all__ = ("GdbKernel", "GdbTypes", "GdbView", "find_field")
+__all__ = ("GdbKernel", "GdbTypes", "GdbView", "TypeInfo", "find_field")
 
 
 FieldCache = dict[tuple[int, str, int, str], "tuple[int, Any] | None"]
@@ -65,6 +65,7 @@ class GdbTypes:
 
     def __init__(self) -> None:
         self._types: dict[str, Any] = {}
+        self._infos: dict[str, TypeInfo] = {}
         #: :func:`find_field` answers for this target's types
         self.fields: FieldCache = {}
 
@@ -85,6 +86,17 @@ class GdbTypes:
             raise TargetError(f"no type '{name}'") from None
         self._types[name] = t
         return t
+
+    def info(self, name: str) -> TypeInfo:
+        """:class:`TypeInfo` of the type called ``name``, kept (members' types with it).
+
+        :raises TargetError: if the debug info has none
+        """
+        try:
+            return self._infos[name]
+        except KeyError:
+            info = self._infos[name] = TypeInfo(self, self.type(name))
+            return info
 
     def complete(self, t: Any) -> Any:
         """``t`` without typedefs; a struct only declared where it is used is looked
@@ -123,63 +135,112 @@ class GdbTypes:
         return off
 
 
-class GdbView:
-    """One object of type ``t`` at ``address``, its bytes read in one go.
+class TypeInfo:
+    """A ``gdb.Type`` without typedefs, and what :class:`GdbView` asks of it, asked once.
 
-    :param data: the object's bytes (``t.sizeof`` of them; fewer for a
+    Each ``gdb.Type`` attribute or method (``code``, ``sizeof``, ``target()``,
+    ``strip_typedefs()``) is a call into gdb that builds a new Python object;
+    an audit walks ~5,000 members.  A member's or pointee's :class:`TypeInfo`
+    is kept by its parent, so the same walk asks gdb once per path.
+    """
+
+    __slots__ = ("type", "code", "size", "pointer", "aggregate", "signed", "_types",
+                 "_fields", "_target")
+
+    def __init__(self, types: GdbTypes, t: Any) -> None:
+        t = t.strip_typedefs()
+        self.type = t
+        self.code: int = t.code
+        self.size: int = t.sizeof
+        self.pointer = self.code == gdb.TYPE_CODE_PTR
+        self.aggregate = self.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION)
+        #: whether a scalar is signed, ``None`` where gdb's own conversion decides
+        self.signed: bool | None = None
+        if self.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_CHAR, gdb.TYPE_CODE_BOOL,
+                         gdb.TYPE_CODE_ENUM):
+            try:
+                self.signed = bool(t.is_signed)  # gdb 12+
+            except (AttributeError, ValueError, gdb.error):
+                self.signed = None
+        self._types = types
+        self._fields: dict[str, tuple[int, TypeInfo] | None] = {}
+        self._target: TypeInfo | None = None
+
+    def field(self, name: str) -> tuple[int, TypeInfo] | None:
+        """``(byte offset, type)`` of member ``name`` (:func:`find_field`)."""
+        try:
+            return self._fields[name]
+        except KeyError:
+            pass
+        found = find_field(self.type, name, self._types.fields)
+        out = None if found is None else (found[0], TypeInfo(self._types, found[1]))
+        self._fields[name] = out
+        return out
+
+    def target(self) -> TypeInfo:
+        """What a pointer points to, or an array's element type, completed
+        (:meth:`GdbTypes.complete`)."""
+        if self._target is None:
+            self._target = TypeInfo(self._types, self._types.complete(self.type.target()))
+        return self._target
+
+
+class GdbView:
+    """One object of type ``info`` at ``address``, its bytes read in one go.
+
+    :param data: the object's bytes (``info.size`` of them; fewer for a
         flexible array, whose elements are read when asked for)
     """
 
-    __slots__ = ("_k", "_t", "_address", "_data")
+    __slots__ = ("_k", "_info", "_address", "_data")
 
-    def __init__(self, k: GdbKernel, t: Any, address: int, data: bytes) -> None:
+    def __init__(self, k: GdbKernel, info: TypeInfo, address: int, data: bytes) -> None:
         self._k = k
-        self._t = t.strip_typedefs()
+        self._info = info
         self._address = address
         self._data = data
 
-    def _pointee(self) -> GdbView:
-        return self._k.object_of(self._k.types.complete(self._t.target()), self.integer())
-
     def member(self, name: str) -> GdbView | None:
-        t = self._t
-        if t.code == gdb.TYPE_CODE_PTR:
-            t = self._k.types.complete(t.target())
-            if find_field(t, name, self._k.types.fields) is None:
+        info = self._info
+        if info.pointer:
+            target = info.target()
+            if target.field(name) is None:
                 return None
-            return self._pointee().member(name)
-        if t.code not in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            return self._k.view_of(target, self.integer()).member(name)
+        if not info.aggregate:
             return None
-        found = find_field(t, name, self._k.types.fields)
+        found = info.field(name)
         if found is None:
             return None
         off, ft = found
-        ft = ft.strip_typedefs()
-        return GdbView(self._k, ft, self._address + off, self._data[off : off + ft.sizeof])
+        return GdbView(self._k, ft, self._address + off, self._data[off : off + ft.size])
 
     def integer(self) -> int:
-        if self._t.code == gdb.TYPE_CODE_PTR:
+        info = self._info
+        if info.pointer:
             return self._k.to_int(self._data[:8])
-        return int(gdb.Value(self._data, self._t))
+        if info.signed is not None and len(self._data) == info.size:
+            return int.from_bytes(self._data, self._k.int_order, signed=info.signed)
+        return int(gdb.Value(self._data, info.type))
 
     def string(self) -> str:
-        if self._t.code == gdb.TYPE_CODE_PTR:
+        if self._info.pointer:
             return self._k.string(self.integer())
         return self._data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def address(self) -> int:
-        return self.integer() if self._t.code == gdb.TYPE_CODE_PTR else self._address
+        return self.integer() if self._info.pointer else self._address
 
     def element(self, index: int) -> GdbView:
-        et = self._k.types.complete(self._t.target())
-        size = et.sizeof
-        if self._t.code == gdb.TYPE_CODE_PTR:
-            return self._k.object_of(et, self.integer() + index * size)
+        et = self._info.target()
+        size = et.size
+        if self._info.pointer:
+            return self._k.view_of(et, self.integer() + index * size)
         off = index * size
         if off + size <= len(self._data):
             return GdbView(self._k, et, self._address + off, self._data[off : off + size])
         # a flexible array member: its elements follow the object
-        return self._k.object_of(et, self._address + off)
+        return self._k.view_of(et, self._address + off)
 
 
 class GdbKernel:
@@ -206,16 +267,21 @@ class GdbKernel:
         #: (the back end's chance to read the memory around it in one go)
         self.before_object = before_object
         self._constants: dict[str, int | None] = {}
+        #: ``int.from_bytes`` byte order of the target
+        self.int_order: Literal["little", "big"] = "little" if byteorder == "little" else "big"
 
     def object_of(self, t: Any, address: int) -> GdbView:
         """The object of ``gdb.Type`` ``t`` at ``address`` (one read)."""
-        t = t.strip_typedefs()
-        return GdbView(self, t, address, self.read(address, t.sizeof) if t.sizeof else b"")
+        return self.view_of(TypeInfo(self.types, t), address)
+
+    def view_of(self, info: TypeInfo, address: int) -> GdbView:
+        """The object of type ``info`` at ``address`` (one read)."""
+        return GdbView(self, info, address, self.read(address, info.size) if info.size else b"")
 
     def object(self, type_name: str, address: int) -> GdbView:
         if self.before_object is not None:
             self.before_object(type_name, address)
-        return self.object_of(self.types.type(type_name), address)
+        return self.view_of(self.types.info(type_name), address)
 
     def variable(self, name: str) -> GdbView | None:
         address = self.symbol_address(name)
@@ -265,7 +331,7 @@ class GdbKernel:
 
     def to_int(self, data: bytes) -> int:
         """An unsigned integer in the target's byte order."""
-        return int.from_bytes(data, "little" if self.byteorder == "little" else "big")
+        return int.from_bytes(data, self.int_order)
 
     def u64(self, address: int) -> int:
         return self.to_int(self.read(address, 8))
