@@ -79,7 +79,9 @@ def test_live_python_opens_nothing_for_writing(monkeypatch: pytest.MonkeyPatch) 
         seen.append((str(path), flags))
         return real_os_open(path, flags, *a, **k)
 
-    monkeypatch.setattr(program._platform, "machine", lambda: "ppc64le")
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "ppc64le")
     monkeypatch.setattr(builtins, "open", rec_open)
     monkeypatch.setattr(os, "open", rec_os_open)
     try:

@@ -669,6 +669,7 @@ LAYOUT_NAMES = (
     "livepatch_handler", "interrupt_base_book3e", "thread_info", "module",
     "MOD_TEXT", "MOD_INIT_TEXT", "MOD_MEM_NUM_TYPES", "thread_union", "rq", "cpumask",
     "task_struct", "signal_struct", "dyn_ftrace", "ftrace_page", "klp_patches",
+    "module_sect_attr", "bin_attribute",
 )
 
 
