@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ptloads import SegmentReader
 
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
@@ -159,30 +160,9 @@ def test_page_size_from_vmcoreinfo(lp61: Path) -> None:
         assert vmcoreinfo_page_size(text) is None
 
 
-class CoreFile:
+def _core_file(path: Path) -> SegmentReader:
     """gdb's ``read_memory`` on a core whose PT_LOADs map the linear map (``p_vaddr``)."""
-
-    def __init__(self, path: Path) -> None:
-        from elftools.elf.elffile import ELFFile
-
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.loads = [
-            (seg["p_vaddr"], seg["p_filesz"], seg["p_offset"])
-            for seg in ELFFile(self._file).iter_segments()
-            if seg["p_type"] == "PT_LOAD"
-        ]
-        self.calls = 0
-
-    def read(self, address: int, size: int) -> bytes:
-        self.calls += 1
-        for start, length, offset in self.loads:
-            if start <= address and address + size <= start + length:
-                self._file.seek(offset + address - start)
-                return self._file.read(size)
-        raise MemoryReadError(address, size, "not in the dump")
-
-    def close(self) -> None:
-        self._file.close()
+    return SegmentReader(path, "p_vaddr")
 
 
 @pytest.mark.parametrize("version", ["6.1", "7.2"])
@@ -215,7 +195,7 @@ def test_module_windows_bring_neighbouring_modules_in_one_read(version: str) -> 
     inside = [(s, n) for s, n in regions if s // MODULE_WINDOW == (s + n - 1) // MODULE_WINDOW
               == window]
     assert len(inside) > 1  # several allocations share the window
-    core = CoreFile(lp.vmcore_elf)
+    core = _core_file(lp.vmcore_elf)
     try:
         live = GdbMemory(core.read, lambda: False, lambda: INFO_LINEAR, _no_radix)
         assert not live.prefetch_window(first) and live.reads == 0  # gdbstub: never

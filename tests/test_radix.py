@@ -8,14 +8,13 @@ synthetic tree covers the 2M and 1G leaves the fixture does not use.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import drgn
 import pytest
-from elftools.elf.elffile import ELFFile
+from ptloads import SegmentReader
 
 from klpinspect.backends.drgn.program import open_core
 from klpinspect.backends.drgn.target import DrgnTarget
@@ -33,32 +32,6 @@ from klpinspect.ppc64.radix import (
 )
 
 
-class PhysicalMemory:
-    """``read_phys`` over the PT_LOADs of an ELF vmcore (physical = ``p_paddr``)."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.loads = [
-            (seg["p_paddr"], seg["p_filesz"], seg["p_offset"])
-            for seg in ELFFile(self._file).iter_segments()
-            if seg["p_type"] == "PT_LOAD"
-        ]
-        self.reads = 0
-
-    def __call__(self, paddr: int, size: int) -> bytes:
-        self.reads += 1
-        for start, length, offset in self.loads:
-            if start <= paddr and paddr + size <= start + length:
-                pos = offset + paddr - start
-                return self._map[pos : pos + size]
-        raise MemoryReadError(paddr, size, "not in any PT_LOAD")
-
-    def close(self) -> None:
-        self._map.close()
-        self._file.close()
-
-
 @pytest.fixture(scope="module")
 def prog(vmcore_elf: Path, vmlinux_debug: Path) -> drgn.Program:
     program = open_core(vmcore_elf)
@@ -67,14 +40,14 @@ def prog(vmcore_elf: Path, vmlinux_debug: Path) -> drgn.Program:
 
 
 @pytest.fixture(scope="module")
-def phys(vmcore_elf: Path) -> Iterator[PhysicalMemory]:
-    mem = PhysicalMemory(vmcore_elf)
+def phys(vmcore_elf: Path) -> Iterator[SegmentReader]:
+    mem = SegmentReader(vmcore_elf, "p_paddr")  # read_phys: physical = p_paddr
     yield mem
     mem.close()
 
 
 @pytest.fixture()
-def tables(prog: drgn.Program, phys: PhysicalMemory) -> RadixPageTables:
+def tables(prog: drgn.Program, phys: SegmentReader) -> RadixPageTables:
     pgd = int(prog["init_mm"].pgd.value_())
     return RadixPageTables.from_pgd_vaddr(phys, pgd, RADIX_64K)
 
@@ -95,7 +68,7 @@ def test_hash_mmu_refused(prog: drgn.Program) -> None:
     assert "hash MMU" in HASH_MMU_MESSAGE
 
 
-def test_vmcore_has_only_the_linear_map(phys: PhysicalMemory) -> None:
+def test_vmcore_has_only_the_linear_map(phys: SegmentReader) -> None:
     # Why the walker exists: no PT_LOAD covers 0xc008… (the README's rk_lib .stubs).
     assert len(phys.loads) == 1 and phys.loads[0][0] == 0
     assert is_linear_map(0xC000000000BE8000)
@@ -171,7 +144,7 @@ def test_unmapped_address(tables: RadixPageTables) -> None:
         tables.read(0xC008000000EF0000, 64 << 20)
 
 
-def test_pgd_outside_the_dump(phys: PhysicalMemory) -> None:
+def test_pgd_outside_the_dump(phys: SegmentReader) -> None:
     tables = RadixPageTables(phys, 1 << 40)
     with pytest.raises(MemoryReadError, match="pgd table at physical 0x10000000000 not in"):
         tables.translate(0xC008000000EF0068)
