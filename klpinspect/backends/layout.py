@@ -62,6 +62,7 @@ __all__ = (
     "module_text_ranges",
     "modules",
     "online_cpus",
+    "read_c_string",
     "sect_attrs_sections",
     "task_info",
     "task_structs",
@@ -522,18 +523,27 @@ def _words(k: KernelAccess, raw: bytes, offsets: Iterable[int]) -> list[int]:
     return [int.from_bytes(raw[o : o + 8], order) for o in offsets]
 
 
-def _c_string(k: KernelAccess, address: int) -> str:
-    """The NUL-terminated string at ``address``, read up to a (4 KiB) page end at
-    a time: what ``char *`` reads as (``StructView.string``)."""
+def read_c_string(read: Callable[[int, int], bytes], address: int, limit: int = 4096) -> str:
+    """The NUL-terminated string at ``address`` (at most ``limit`` bytes of it),
+    read up to a (4 KiB) page end at a time, so that a string at the end of a
+    page reads where the next page is not in the dump; what a ``char *``
+    member reads as (``StructView.string``).
+
+    :param read: ``read(address, size) -> bytes`` (``KernelAccess.read``)
+    """
     data = b""
-    while True:
-        chunk = k.read(address + len(data), 4096 - (address + len(data)) % 4096)
+    while len(data) < limit:
+        at = address + len(data)
+        chunk = read(at, min(4096 - at % 4096, limit - len(data)))
         nul = chunk.find(b"\0")
         if nul >= 0:
             return (data + chunk[:nul]).decode("utf-8", "replace")
         data += chunk
-        if len(data) > 1 << 20:
-            raise MemoryReadError(address, len(data), "string not terminated")
+    return data.decode("utf-8", "replace")
+
+
+def _c_string(k: KernelAccess, address: int) -> str:
+    return read_c_string(k.read, address)
 
 
 def _sect_attrs_bulk(k: KernelAccess, array: int, n: int) -> dict[str, int] | None:

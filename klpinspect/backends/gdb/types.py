@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Literal
 
+from klpinspect.backends.layout import read_c_string
 from klpinspect.errors import TargetError
 
 # gdb's own module, only inside gdb.  Imported by name so that type checkers
@@ -339,14 +340,7 @@ class GdbKernel:
     def u32(self, address: int) -> int:
         return self.to_int(self.read(address, 4))
 
-    def string(self, address: int, limit: int = 256, chunk: int = 4096) -> str:
-        """A NUL-terminated string in target memory (read a page chunk at a time)."""
-        out = b""
-        while len(out) < limit:
-            n = chunk - (address + len(out)) % chunk
-            data = self.read(address + len(out), min(n, limit - len(out)))
-            end = data.find(b"\0")
-            if end >= 0:
-                return (out + data[:end]).decode("utf-8", "replace")
-            out += data
-        return out.decode("utf-8", "replace")
+    def string(self, address: int, limit: int = 256) -> str:
+        """A NUL-terminated string in target memory
+        (:func:`~klpinspect.backends.layout.read_c_string`)."""
+        return read_c_string(self.read, address, limit)
