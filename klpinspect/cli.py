@@ -22,7 +22,7 @@ from .errors import EXIT_UNUSABLE, KlpError
 if TYPE_CHECKING:  # imported where used: --help, explain and prologue need neither
     from .target import Target
 
-__all__ = ("main", "make_parser", "open_target")
+__all__ = ("main", "make_parser", "open_target", "run")
 
 PROG = "klpinspect"
 
