@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from klpinspect.backends.chunkcache import ChunkCache
@@ -9,13 +11,19 @@ from klpinspect.backends.chunkcache import ChunkCache
 MEM = bytes(range(256)) * 64  # 16 KiB of known bytes
 
 
-def test_runs_of_missing_chunks_are_one_fetch() -> None:
-    calls: list[tuple[int, int]] = []
+def _recorded(calls: list[tuple[int, int]]) -> Callable[[int, int], bytes]:
+    """A fetch from MEM that appends each ``(address, size)`` to ``calls``."""
 
     def fetch(address: int, size: int) -> bytes:
         calls.append((address, size))
         return MEM[address : address + size]
 
+    return fetch
+
+
+def test_runs_of_missing_chunks_are_one_fetch() -> None:
+    calls: list[tuple[int, int]] = []
+    fetch = _recorded(calls)
     cache = ChunkCache(fetch, 1024)
     assert cache.read(100, 2900) == MEM[100:3000]
     assert calls == [(0, 3072)]  # chunks 0..2 in one fetch
@@ -43,11 +51,7 @@ def test_lru_bound() -> None:
 def test_prefetch_is_one_fetch_across_cached_chunks() -> None:
     """``read`` splits around cached chunks; ``prefetch`` fetches the whole span once."""
     calls: list[tuple[int, int]] = []
-
-    def fetch(address: int, size: int) -> bytes:
-        calls.append((address, size))
-        return MEM[address : address + size]
-
+    fetch = _recorded(calls)
     cache = ChunkCache(fetch, 1024)
     cache.read(2100, 10)  # chunk 2 cached (a struct module inside the span)
     cache.prefetch(500, 4000)  # chunks 0..4
@@ -60,11 +64,7 @@ def test_prefetch_is_one_fetch_across_cached_chunks() -> None:
 
 def test_insert_keeps_whole_aligned_chunks() -> None:
     calls: list[tuple[int, int]] = []
-
-    def fetch(address: int, size: int) -> bytes:
-        calls.append((address, size))
-        return MEM[address : address + size]
-
+    fetch = _recorded(calls)
     cache = ChunkCache(fetch, 1024, max_chunks=3)
     cache.insert(1024, MEM[1024 : 1024 + 2048 + 100])  # two chunks; the partial tail dropped
     assert cache.read(1500, 1500) == MEM[1500:3000]
