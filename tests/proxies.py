@@ -60,8 +60,15 @@ class _Relay:
         self._server = server
         self._lock = threading.Lock()
         self._socks = []
+        self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(t)
+        t.start()
 
     def _accept(self) -> None:
         while True:
@@ -69,7 +76,7 @@ class _Relay:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            self._spawn(self._serve, client)
 
     def _connect(self) -> socket.socket:
         raise NotImplementedError
@@ -95,7 +102,7 @@ class _Relay:
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
 
-        threading.Thread(target=down, daemon=True).start()
+        self._spawn(down)
         buf = b""
         try:
             while data := client.recv(65536):
@@ -109,12 +116,26 @@ class _Relay:
                 s.close()
 
     def close(self) -> None:
+        """Stop: drop every connection and wait until the upstream ones are gone.
+
+        ``shutdown`` first: a plain ``close`` of a socket another thread is
+        blocked in ``recv`` on leaves the connection open (Linux), and QEMU's
+        QMP serves one client at a time, so a leaked upstream connection would
+        keep the next client from ever getting its greeting.
+        """
         with contextlib.suppress(OSError):
-            self._server.close()
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._server.close()
+        self._thread.join(5)
         with self._lock:
-            for s in self._socks:
-                with contextlib.suppress(OSError):
-                    s.close()
+            socks, threads = list(self._socks), list(self._threads)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for t in threads:
+            t.join(5)
+        for s in socks:
+            s.close()
 
 
 @dataclass
