@@ -13,6 +13,7 @@ import dataclasses
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pytest
@@ -32,6 +33,8 @@ from klpinspect.ppc64.stubs import (
     for_each_stub,
     ool_reserve_marks_only,
     ool_reserved_slots,
+    ool_slots,
+    sentinel_slot,
     stub_size,
 )
 
@@ -655,3 +658,68 @@ def test_fast_path_agrees_near_its_two_kinds(
         assert decode_stub(data, 0xC008000000F90128, **opts) == decode_stub_general(
             data, 0xC008000000F90128, **opts
         )
+
+
+# -- the batch walk gives what decoding slot by slot gives ----------------------------
+
+
+@cache
+def _assembled_pool(byteorder: str, size: int) -> tuple[bytes, ...]:
+    return tuple(_slot(c) for c in CASES if c.byteorder == byteorder and c.size == size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    layout=st.sampled_from([("little", 40, 2), ("big", 40, 2), ("big", 48, 1), ("big", 56, 1)]),
+    first=st.integers(-3, 12),
+    ool_count=st.integers(0, 5),
+    count=st.none() | st.integers(-1, 14),
+)
+def test_for_each_stub_agrees_with_decoding_slot_by_slot(
+    data: st.DataObject, layout: tuple[str, int, int], first: int, ool_count: int,
+    count: int | None,
+) -> None:
+    """Assembled stubs, empty slots (the sentinel) and random bytes, with an OOL area
+    anywhere (before, inside, across the end of the section): :func:`for_each_stub`
+    walks and decodes exactly like a slot-by-slot loop over :func:`decode_stub_general`."""
+    order, size, abi = layout
+    pool = (*_assembled_pool(order, size), bytes(size))
+    slots = data.draw(st.lists(st.sampled_from(pool) | st.binary(min_size=size, max_size=size),
+                               max_size=12))
+    section = b"".join(slots) + data.draw(st.binary(max_size=size - 1))  # a partial tail
+    address = 0xC008000000F90000
+    ool = (address + first * size, ool_count) if ool_count else None
+    opts: dict[str, Any] = {"kernel_toc": KTOC_TV3, "kernelbase": 0xC000000000000000,
+                            "byteorder": order, "abi": abi}
+    got = list(for_each_stub(section, address, count=count, ool=ool,
+                             func_desc_size=size - 32 if abi == 1 else None, **opts))
+
+    skip = ool_slots(address, ool, size)
+    n = len(slots)
+    if count is not None:
+        n = min(n, max(count, 0))
+    else:
+        fd = [struct.unpack_from("<Q", s, 32)[0] for s in slots]
+        n = next((i for i in range(n) if fd[i] == 0 and i not in skip), n)
+    want = [decode_stub_general(slots[i], address + i * size, **opts)
+            for i in range(n) if i not in skip]
+    assert got == want
+
+
+@pytest.mark.parametrize("size", [40, 48, 56])
+@pytest.mark.parametrize("used,skip,want", [
+    (0, range(0), 0),         # nothing used: slot 0 ends the list
+    (2, range(0), 2),
+    (2, range(2, 4), 4),      # zeros in the OOL area never end it: the first after it does
+    (2, range(1, 3), 3),
+    (0, range(-2, 1), 1),     # an OOL area starting before .stubs (damaged pointer)
+    (2, range(5, 9), 2),
+    (6, range(0), None),      # no zero funcdata at all
+])
+def test_sentinel_slot_skips_the_ool_area(size: int, used: int, skip: range,
+                                          want: int | None) -> None:
+    """``used`` slots with a non-zero funcdata, then zeros: the first zero outside ``skip``."""
+    full = struct.pack("<32xQ", 0xC000000000AB1230) + bytes(size - 40)
+    section = full * used + bytes(size) * (6 - used)
+    assert sentinel_slot(section, size, skip) == want

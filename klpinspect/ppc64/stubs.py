@@ -301,15 +301,52 @@ def decode_stub(
     :param abi: 2 (ELFv2) or 1 (ELFv1): which normal stub layout to expect
     :param kernelbase: ``paca->kernelbase``, to resolve PCREL ftrace stubs
     """
-    try:
-        w0, w1, w2, w3, w4, w5, w6, w7, fd = _W8Q[byteorder].unpack_from(data)
-    except KeyError:  # unknown byte order: read as little-endian
+    if byteorder not in _W8Q:  # unknown byte order: read as little-endian
         byteorder = "little"
-    except struct.error:  # shorter than a slot: the general path decodes what is there
-        pass
-    else:
-        # Fast path for the two kinds every module has (ELFv2 normal, paca ftrace): one
-        # unpack, plain attribute stores, one class switch (see _StubBuilder).
+    if len(data) >= 40:
+        return _decode_slots(data, address, 0, 1, len(data), kernel_toc, byteorder, abi,
+                             kernelbase)[0]
+    # shorter than a slot: the general path decodes what is there
+    return decode_stub_general(
+        data, address, kernel_toc=kernel_toc, byteorder=byteorder, abi=abi,
+        kernelbase=kernelbase,
+    )
+
+
+@lru_cache(maxsize=16)
+def _slot_struct(byteorder: str, size: int) -> struct.Struct:
+    """One slot of ``size`` bytes as its eight words and ``funcdata`` (the rest skipped)."""
+    return struct.Struct(("<" if byteorder == "little" else ">") + f"8IQ{size - 40}x")
+
+
+def _decode_slots(
+    section: bytes,
+    address: int,
+    first: int,
+    last: int,
+    size: int,
+    kernel_toc: int | None,
+    byteorder: str,
+    abi: int,
+    kernelbase: int | None,
+) -> list[Stub]:
+    """Slots ``first`` to ``last - 1`` of ``section`` (``size`` bytes each, >= 40), decoded.
+
+    One C-level unpack for the whole run, and for the two kinds every module has
+    (ELFv2 normal, paca ftrace) plain slot stores and one class switch (see
+    :class:`_StubBuilder`); anything else goes to :func:`decode_stub_general`.
+    Millions of slots pass here, so the loop is written out for speed.
+    """
+    out: list[Stub] = []
+    append = out.append
+    new = _new
+    builder = _StubBuilder
+    off = first * size
+    at = address + off
+    for w0, w1, w2, w3, w4, w5, _w6, w7, fd in _slot_struct(byteorder, size).iter_unpack(
+        section[off : last * size]
+    ):
+        b: Any
         if w2 == STD_R2_24_R1:
             if (
                 w3 == 0xE98B0020  # ld r12,32(r11)
@@ -321,18 +358,21 @@ def decode_stub(
                 rel = ((((w0 & 0xFFFF) ^ 0x8000) - 0x8000) << 16) + (
                     ((w1 & 0xFFFF) ^ 0x8000) - 0x8000
                 )
-                b: Any = _StubBuilder()
-                b.address = address
+                b = new(builder)
+                b.address = at
                 b.kind = _K_NORMAL
-                b.raw = data
+                b.raw = section[off : off + size]
                 b.byteorder = byteorder
                 b.reladdr = rel
                 b.target = b.funcdata = fd
-                b.implied_toc = (address - rel) & _MASK64
+                b.implied_toc = (at - rel) & _MASK64
                 b.paca_offset = b.funcdata_toc = b.site = None
                 b.magic_ok = w7 == 0x73747562
                 b.__class__ = Stub
-                return b  # type: ignore[no-any-return]
+                append(b)
+                off += size
+                at += size
+                continue
         elif (
             w3 == 0x7D8903A6  # mtctr r12
             and w0 & 0xFFFF0003 == 0xE98D0000  # ld r12,X(r13)
@@ -341,10 +381,10 @@ def decode_stub(
             and w4 == 0x4E800420  # bctr
         ):
             rel = ((((w1 & 0xFFFF) ^ 0x8000) - 0x8000) << 16) + (((w2 & 0xFFFF) ^ 0x8000) - 0x8000)
-            b = _StubBuilder()
-            b.address = address
+            b = new(builder)
+            b.address = at
             b.kind = _K_FTRACE
-            b.raw = data
+            b.raw = section[off : off + size]
             b.byteorder = byteorder
             b.reladdr = rel
             b.target = None if kernel_toc is None else (kernel_toc + rel) & _MASK64
@@ -353,11 +393,15 @@ def decode_stub(
             b.funcdata = fd
             b.magic_ok = w7 == 0x73747562
             b.__class__ = Stub
-            return b  # type: ignore[no-any-return]
-    return decode_stub_general(
-        data, address, kernel_toc=kernel_toc, byteorder=byteorder, abi=abi,
-        kernelbase=kernelbase,
-    )
+            append(b)
+            off += size
+            at += size
+            continue
+        append(decode_stub_general(section[off : off + size], at, kernel_toc=kernel_toc,
+                                   byteorder=byteorder, abi=abi, kernelbase=kernelbase))
+        off += size
+        at += size
+    return out
 
 
 def decode_stub_general(
@@ -503,18 +547,23 @@ def sentinel_slot(section: bytes, slot_size: int, skip: range = range(0)) -> int
     n = len(section) // slot_size
     if n == 0:
         return None
-    # every slot's funcdata in one C-level pass (the walk is per slot, millions of them)
-    funcdata = _funcdata_struct(slot_size).iter_unpack(section[: n * slot_size])
-    for i, (word,) in enumerate(funcdata):
-        if not word and i not in skip:
+    # every slot's funcdata in one C-level pass and the zeros found by list.index:
+    # the walk is per slot, millions of them (byte order does not matter for == 0)
+    if slot_size % 8:
+        words = [w for (w,) in struct.iter_unpack(f"<32xQ{slot_size - 40}x",
+                                                  section[: n * slot_size])]
+    else:
+        words = memoryview(section)[: n * slot_size].cast("Q")[
+            4 :: slot_size // 8].tolist()
+    start = 0
+    while True:
+        try:
+            i = words.index(0, start)
+        except ValueError:
+            return None
+        if i not in skip:
             return i
-    return None
-
-
-@lru_cache(maxsize=8)
-def _funcdata_struct(slot_size: int) -> struct.Struct:
-    """One slot read as just its ``funcdata`` (byte order does not matter for == 0)."""
-    return struct.Struct(f"<32xQ{slot_size - 40}x")
+        start = i + 1
 
 
 def for_each_stub(
@@ -551,18 +600,14 @@ def for_each_stub(
     else:
         end = sentinel_slot(section, size, skip)
         nslots = nslots if end is None else end
-    for i in range(nslots):
-        if i in skip:
-            continue
-        off = i * size
-        yield decode_stub(
-            section[off : off + size],
-            address + off,
-            kernel_toc=kernel_toc,
-            byteorder=byteorder,
-            abi=abi,
-            kernelbase=kernelbase,
-        )
+    if byteorder not in _W8Q:
+        byteorder = "little"
+    # the OOL area (a range of slots) splits the walk in two runs at most
+    runs = [(0, min(nslots, skip.start)), (max(skip.stop, 0), nslots)] if skip else [(0, nslots)]
+    for first, last in runs:
+        if first < last:
+            yield from _decode_slots(section, address, first, last, size, kernel_toc, byteorder,
+                                     abi, kernelbase)
 
 
 def decode_ool_stub(data: bytes, address: int, *, byteorder: str = "little") -> Stub:
