@@ -10,9 +10,10 @@ and every task's livepatch stack (:mod:`klpinspect.livepatch`).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import forked
@@ -163,6 +164,7 @@ class _TextRanges:
 
 
 _new = object.__new__
+_ADDRESS = attrgetter("address")
 
 
 class _RecordBuilder:
@@ -172,15 +174,25 @@ class _RecordBuilder:
     __slots__ = StubRecord.__slots__
 
 
-def _record(stub: Stub, index: int | None, symbols: Symbolizer) -> StubRecord:
-    name, owner = (None, None) if stub.target is None else symbols.name(stub.target)
-    rec: Any = _new(_RecordBuilder)
-    rec.stub = stub
-    rec.index = index
-    rec.target_symbol = name
-    rec.target_owner = owner
-    rec.__class__ = StubRecord
-    return rec  # type: ignore[no-any-return]
+def _records(
+    stubs: Sequence[Stub], symbols: Symbolizer, base: int | None = None, slot: int = 0
+) -> list[StubRecord]:
+    """A record per stub, its target named; ``index`` the slot number in ``.stubs``
+    from ``base`` (the section's address), or ``None`` without one.  Millions of
+    slots pass here: the loop is written out."""
+    out: list[StubRecord] = []
+    append = out.append
+    builder = _RecordBuilder
+    names = symbols.names([s.target for s in stubs])
+    for stub, (symbol, owner) in zip(stubs, names, strict=True):
+        rec: Any = _new(builder)
+        rec.stub = stub
+        rec.index = None if base is None else (stub.address - base) // slot
+        rec.target_symbol = symbol
+        rec.target_owner = owner
+        rec.__class__ = StubRecord
+        append(rec)
+    return out
 
 
 def audit_module(
@@ -296,7 +308,7 @@ def decode_module(
                                                        recorded_sites=ool_sites,
                                                        ops_names=ops_names)
             if ool_records:
-                rec.ool_stubs = [_record(o, None, symbols) for o in ools]
+                rec.ool_stubs = _records(ools, symbols)
             result.findings.extend(read_findings)
             # eec37961a56a: only the first mod->arch.ool_stub_index stubs are handed out;
             # the rest are unused (EMPTY) and anything else there is OOL_STUB_PAST_INDEX
@@ -331,9 +343,8 @@ def decode_module(
     rec.toc, rec.toc_source = result.toc.toc, result.toc.source
     # index = slot number in .stubs (the OOL area's slots are not stubs but count)
     base = mod.stubs or 0
-    rec.stubs = [_record(s, (s.address - base) // slot, symbols) for s in stubs]
+    rec.stubs = _records(stubs, symbols, base, slot)
 
-    by_addr = {s.address: (i, s) for i, s in enumerate(stubs)}
     for attr, want_name, want in (
         ("tramp", "ftrace_caller", kernel.ftrace_caller),
         ("tramp_regs", "ftrace_regs_caller", kernel.ftrace_regs_caller),
@@ -341,9 +352,10 @@ def decode_module(
         addr = getattr(mod, attr)
         if not addr:
             continue
-        if addr in by_addr:
-            index, tstub = by_addr[addr]
-            trec = rec.stubs[index]
+        # the slots ascend: bisection finds the tramp's, if it is one of them
+        index = bisect_left(stubs, addr, key=_ADDRESS)
+        if index < len(stubs) and stubs[index].address == addr:
+            tstub, trec = stubs[index], rec.stubs[index]
         else:
             try:
                 raw = target.read(addr, slot)
@@ -357,7 +369,7 @@ def decode_module(
                 continue
             tstub = decode_stub(raw, addr, kernel_toc=kernel.toc, kernelbase=kernel.kernelbase,
                                 byteorder=order, abi=kernel.abi)
-            trec = _record(tstub, None, symbols)
+            trec = _records((tstub,), symbols)[0]
         setattr(rec, attr, trec)
         result.tramps.append((attr, want_name, want, tstub))
     return result

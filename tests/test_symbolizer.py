@@ -59,3 +59,20 @@ def test_name_is_format_without_owner() -> None:
         assert symbols.text(address) == (None if symbols.info(address) is None else
                                          symbols.info(address).format(address))  # type: ignore[union-attr]
     assert target.asked == addresses  # only the explicit calls above
+
+
+def test_names_is_name_of_each() -> None:
+    """``names``: ``name`` of each address in order, ``(None, None)`` for ``None``,
+    each address asked of the target once (an unnamed one too)."""
+    target = _Counting(KERNEL, symbols=SYMS)
+    target.asked = []
+    addresses: list[int | None] = [SYMS[0].address, None, 0x10, SYMS[2].address + 8, 0x10,
+                                   SYMS[0].address, None]
+    got = Symbolizer(target).names(addresses)
+    assert got == [(None, None) if a is None else Symbolizer(target).name(a) for a in addresses]
+    assert got[0] == ("schedule", "vmlinux") and got[3] == ("zram_init+0x8/0x150", "zram")
+    assert got[2] == got[4] == (None, None)
+    target.asked = []
+    symbols = Symbolizer(target)
+    symbols.names(addresses)
+    assert target.asked == [SYMS[0].address, 0x10, SYMS[2].address + 8]

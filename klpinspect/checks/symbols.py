@@ -58,6 +58,12 @@ class Symbolizer:
             text = self._text[address] = None if sym is None else sym.format(address)
             return text
 
+    def names(self, addresses: Iterable[int | None]) -> list[tuple[str | None, str | None]]:
+        """:meth:`name` of each address (``(None, None)`` for ``None``), in order:
+        the look-up of a whole module's stub targets in one call."""
+        get, name, nothing = self._names.get, self.name, (None, None)
+        return [nothing if a is None else get(a) or name(a) for a in addresses]
+
     def name(self, address: int) -> tuple[str | None, str | None]:
         """``(symbol, owner)`` for a stub target: the bare name at a symbol's start,
         ``name+0xoff/0xsize`` inside one (the owner apart)."""

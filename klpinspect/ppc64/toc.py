@@ -111,15 +111,17 @@ def resolve_module_toc(
         if toc_section is not None
         else (stubs_section, TocSource.STUBS_SECTION)
     )
-    seen = implied_tocs(stubs)
     if section is None:
+        seen = implied_tocs(stubs)
         if seen:
             return ModuleToc(seen.most_common(1)[0][0], TocSource.STUBS)
         return ModuleToc(None, TocSource.NONE)
     rounded = module_toc(section, rounded=True)
     plain = module_toc(section, rounded=False)
-    if rounded != plain and plain in seen and rounded not in seen:
-        return ModuleToc(plain, source, "plain")
+    if rounded != plain:
+        implied = {s.implied_toc for s in stubs}  # one pass, no counting: millions of slots
+        if plain in implied and rounded not in implied:
+            return ModuleToc(plain, source, "plain")
     return ModuleToc(rounded, source, "rounded")
 
 
