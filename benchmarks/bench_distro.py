@@ -33,6 +33,11 @@ time), and the ratios of medians to drgn's baseline:
     ``klpinspect ... stubs MODULE`` (one module)            (goal <= 1.05x)
 ``bt`` / ``drgn-bt``
     ``klpinspect ... bt PID`` vs ``drgn ... -e 'prog.stack_trace(PID)'``  (goal <= 1.05x)
+``python``
+    ``python3 -c pass``: the interpreter's own start-up, which every command above
+    pays alike (with this machine's site-packages ``.pth`` hooks); each ratio is
+    also printed with it taken out of both sides, for reading only (goals are
+    judged on the ratios as measured)
 
 ``--split`` also prints where the audit's time goes, in one process: drgn's
 own work (opening the core, ``load_debug_info``) vs klpinspect's (checking
@@ -156,6 +161,7 @@ def commands(d: Dump) -> dict[str, list[str]]:
         "stubs": [py, "-m", "klpinspect", *base, "stubs", d.module],
         "drgn-bt": [py, "-m", "drgn", "-q", *base, "-e", bt],
         "bt": [py, "-m", "klpinspect", *base, "bt", str(d.pid)],
+        "python": [py, "-c", "pass"],
     }
 
 
@@ -370,7 +376,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", help="comma-separated substrings of dump labels")
-    ap.add_argument("--commands", default="drgn,audit,btf,stubs,drgn-bt,bt")
+    ap.add_argument("--commands", default="drgn,audit,btf,stubs,drgn-bt,bt,python")
     ap.add_argument("--split", action="store_true", help="also the audit's time split")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tree", help="measure the klpinspect of this checkout instead")
@@ -422,6 +428,12 @@ def main() -> int:
                 line += f" (goal {gm})" if gm else ""
                 everything[d.label].setdefault("ratios", {})[n] = {
                     "wall": w, "wall_min": wmin, "cpu": c, "rss": m}
+                if "python" in r:
+                    py = statistics.median(r["python"]["wall"])
+                    bare = (statistics.median(r[n]["wall"]) - py) / (
+                        statistics.median(r[base]["wall"]) - py)
+                    line += f"; without Python's own start-up ({py:.3f} s): {bare:.2f}x"
+                    everything[d.label]["ratios"][n]["wall_without_python"] = bare
             print(line, flush=True)
         if a.split:
             s = split(d)
