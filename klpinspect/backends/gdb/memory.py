@@ -169,6 +169,16 @@ class GdbMemory:
                 pass  # the window reaches past the dump's memory: the page alone
         return self._cache.read(address, size)
 
+    def read_uncached(self, address: int, size: int) -> bytes:
+        """One read of ``[address, address + size)``, kept nowhere (a large object
+        read once: the kernel's BTF, megabytes a chunk cache would only copy).
+
+        :raises MemoryReadError: if any byte is unreadable
+        """
+        if size > MAX_READ or size < 0 or address < 0 or address + size > 1 << 64:
+            raise MemoryReadError(address, size, "implausible read")
+        return self._raw_read(address, size)
+
     def prefetch(self, address: int, size: int) -> None:
         """Bring ``[address, address + size)`` into the cache in one read, if readable
         (cached chunks inside it do not split the read: :meth:`ChunkCache.prefetch`).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from klpinspect.backends import layout
+from klpinspect.backends.btflayout import BtfTypes
 from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
@@ -31,10 +32,11 @@ from klpinspect.backends.gdb.memory import (
     vmcoreinfo_page_size,
 )
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
+from klpinspect.btf import Btf, BtfError
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.livepatch import back_chain_stack_trace
 from klpinspect.ppc64.radix import check_radix
-from klpinspect.symtab import ElfSymbols, read_elf_symbols
+from klpinspect.symtab import ElfSymbols, elf_has_section, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
     ModuleInfo,
@@ -109,7 +111,8 @@ class GdbTarget(layout.LayoutQueries):
         self.memory = GdbMemory(_gdb_read, lambda: core, _info_target, self._radix_setup)
         self._check()
         self._k = GdbKernel(
-            self.types, self.read, self._symbol_address, self._byteorder, self._before_object
+            self.types, self.read, self._symbol_address, self._byteorder, self._before_object,
+            self._kernel_btf,
         )
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage()
@@ -143,13 +146,11 @@ class GdbTarget(layout.LayoutQueries):
                 "no kernel loaded: load vmlinux with debug info first "
                 "('file vmlinux' or 'symbol-file vmlinux.debug')"
             )
-        try:
-            self._type("struct module")
-        except TargetError:
+        if not self._has_dwarf():
             raise TargetError(
                 "no kernel debug info: 'struct module' is unknown; load vmlinux with "
                 "DWARF (e.g. 'symbol-file vmlinux.debug')"
-            ) from None
+            )
         inferior = gdb.selected_inferior()
         if inferior.connection is None or inferior.pid == 0 and not _is_core():
             raise TargetError(
@@ -161,6 +162,36 @@ class GdbTarget(layout.LayoutQueries):
             raise TargetError(f"not a ppc64 target: gdb architecture is {arch}")
         endian = gdb.execute("show endian", to_string=True)
         self._byteorder: str = "big" if "big endian" in endian else "little"
+
+    def _has_dwarf(self) -> bool:
+        """Whether gdb has the kernel's DWARF: a loaded file with ``.debug_info``
+        (read from its section headers: asking gdb for ``struct module`` expands
+        a DWARF unit, 6-37 ms, where the kernel's BTF may answer every type
+        question), else gdb's own answer for ``struct module``."""
+        for objfile in gdb.objfiles():
+            if objfile.filename and elf_has_section(objfile.filename, ".debug_info"):
+                return True
+        try:
+            self._type("struct module")
+        except TargetError:
+            return False
+        return True
+
+    def _kernel_btf(self) -> BtfTypes | None:
+        """The kernel's BTF (``__start_BTF`` .. ``__stop_BTF``, ``CONFIG_DEBUG_INFO_BTF``)
+        from a core file, for the layout layer's type questions
+        (:attr:`GdbKernel.btf`); ``None`` without it, or over a gdbstub (megabytes
+        a packet at a time cost more than gdb's own look-ups)."""
+        if self.live:
+            return None
+        elf = self._elf_symbols()
+        start, stop = elf.address_of("__start_BTF"), elf.address_of("__stop_BTF")
+        if start is None or stop is None or not 0 < stop - start <= 64 << 20:
+            return None
+        try:
+            return BtfTypes(Btf(self.memory.read_uncached(start, stop - start)))
+        except (MemoryReadError, BtfError):
+            return None
 
     @property
     def live(self) -> bool:
@@ -188,11 +219,17 @@ class GdbTarget(layout.LayoutQueries):
     def _radix_setup(self) -> RadixSetup:
         k = self._k
         spec = k.u64(self._symbol_address_required("cur_cpu_spec"))
-        features = k.u32(spec + self.types.offsetof("struct cpu_spec", "mmu_features"))
+        features = k.u32(spec + self._offsetof_required("struct cpu_spec", "mmu_features"))
         check_radix(features)  # a hash-MMU dump: say that, before asking for the page size
         init_mm = self._symbol_address_required("init_mm")
-        pgd = k.u64(init_mm + self.types.offsetof("struct mm_struct", "pgd"))
+        pgd = k.u64(init_mm + self._offsetof_required("struct mm_struct", "pgd"))
         return RadixSetup(features, pgd, 1 << self._page_shift())
+
+    def _offsetof_required(self, type_name: str, member: str) -> int:
+        off = self._k.offsetof(type_name, member)
+        if off is None:
+            raise TargetError(f"no member '{member}' in {type_name}")
+        return off
 
     def _page_shift(self) -> int:
         """PAGE_SHIFT, from the kernel's own data, never a default.
