@@ -1,10 +1,13 @@
-"""The gdb back end's types from the kernel's BTF (klpinspect/backends/btflayout.py).
+"""The gdb back end's fast paths give its plain paths' answers.
 
-On a core file the layout layer's type questions are answered from the BTF
-in the dump's memory, not by gdb (whose look-ups expand DWARF units): every
-command must print what it printed with gdb's own types, and every question
-asked must get gdb's answer.  Run in a real ``gdb-multiarch`` on the fixture
-dumps (6.1, 7.2; QEMU's own physical-address dump of 6.1 too).
+Types from the kernel's BTF (klpinspect/backends/btflayout.py): on a core
+file the layout layer's type questions are answered from the BTF in the
+dump's memory, not by gdb (whose look-ups expand DWARF units): every command
+must print what it printed with gdb's own types, and every question asked
+must get gdb's answer.  A module's addresses named together
+(``GdbTarget.symbolize_many``) as one by one.  Run in a real
+``gdb-multiarch`` on the fixture dumps (6.1, 7.2; QEMU's own
+physical-address dump of 6.1 too).
 """
 
 from __future__ import annotations
@@ -139,3 +142,39 @@ def test_btf_types_answer_as_gdb(lp: LpFixture, tmp_path: Path) -> None:
 def test_btf_types_physical_dump(vmcore_qemu_elf: Path, tmp_path: Path) -> None:
     """QEMU's own dump (PT_LOAD at physical 0): the BTF read through the linear map."""
     _assert_same(_check(vmcore_qemu_elf, lp_fixture("6.1").vmlinux_debug, tmp_path))
+
+
+_SYMBOLIZE = r"""
+import json
+from klpinspect.backends.gdb.commands import _target
+t = _target()
+# every module's text, a few vmlinux functions, the image's end, unowned addresses
+addresses = []
+for mod in t.modules():
+    for start, end in mod.text_ranges:
+        addresses += range(start, min(end, start + 0x3000), 12)
+        addresses += [end - 4, end, end + 8]
+elf = t._elf_symbols()
+addresses += list(elf.starts[::5000]) + [s + 4 for s in elf.starts[::7001]]
+addresses += [elf.address_of("_end"), 0, 8, 0xc00fffffffff0000]
+many = t.symbolize_many(addresses)
+one = [t.symbolize(a) for a in addresses]
+with open(%(result)r, "w") as f:
+    json.dump({"n": len(addresses), "same": many == one,
+               "named": sum(1 for s in one if s is not None),
+               "modules": sum(1 for s in one if s is not None and s.owner != "vmlinux")}, f)
+"""
+
+
+def test_symbolize_many_is_symbolize(lp: LpFixture, tmp_path: Path) -> None:
+    """``GdbTarget.symbolize_many`` (a module's addresses from its kallsyms in one
+    pass) names every address as ``symbolize`` does, one by one."""
+    script, result = tmp_path / "check.py", tmp_path / "result.json"
+    script.write_text(_SYMBOLIZE % {"result": str(result)})
+    proc = run_gdb(*vmcore_args(lp.vmcore_elf, lp.vmlinux_debug), "-ex", f"source {SCRIPT}",
+                   "-ex", f"source {script}")  # fmt: skip
+    assert_clean(proc)
+    assert result.exists(), proc.stderr
+    data = json.loads(result.read_text())
+    assert data["same"] is True, data
+    assert data["modules"] > 500 and data["named"] > data["modules"] + 10, data
