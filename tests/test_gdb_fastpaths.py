@@ -178,3 +178,28 @@ def test_symbolize_many_is_symbolize(lp: LpFixture, tmp_path: Path) -> None:
     data = json.loads(result.read_text())
     assert data["same"] is True, data
     assert data["modules"] > 500 and data["named"] > data["modules"] + 10, data
+
+
+_HELP = r"""
+import json
+from klpinspect.backends.gdb import commands
+docs = {c.name: [c.__doc__, commands._help_text(c.sub, c.name)]
+        for c in commands._REGISTERED if isinstance(c, commands.KlpCommand)}
+with open(%(result)r, "w") as f:
+    json.dump(docs, f)
+"""
+
+
+def test_older_spelling_help_is_its_own(tmp_path: Path) -> None:
+    """``klp-stubs``' help, made from ``klp stubs``' by renaming its usage line, is
+    what argparse prints for ``klp-stubs`` itself."""
+    script, result = tmp_path / "check.py", tmp_path / "result.json"
+    script.write_text(_HELP % {"result": str(result)})
+    proc = run_gdb("-ex", f"source {SCRIPT}", "-ex", f"source {script}")
+    assert_clean(proc)
+    assert result.exists(), proc.stderr
+    docs = json.loads(result.read_text())
+    assert len(docs) >= 12 and any(name.startswith("klp-") for name in docs), docs.keys()
+    for name, (doc, want) in docs.items():
+        assert doc == want, name
+        assert f"usage: {name} " in doc, name
