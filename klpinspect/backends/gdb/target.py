@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from klpinspect.backends import layout
@@ -307,7 +306,7 @@ class GdbTarget(layout.LayoutQueries):
                 with open(path, "rb") as f:
                     head = f.read(64)
                     if head[:4] == b"\x7fELF":
-                        return read_elf_core(Path(path), f, head).vmcoreinfo or None
+                        return read_elf_core(path, f, head).vmcoreinfo or None
             except (OSError, TargetError):
                 pass
         return None
