@@ -192,6 +192,8 @@ class ElfSymbols:
         self._scans = 0
         self._by_name: dict[str, int] | None = None
         self._found: dict[str, int | None] = {}
+        # names prefetch_names saw nowhere in .strtab (not even inside a longer one)
+        self._nowhere: set[str] = set()
         self._used_offsets: set[int] | None = None
         self._names_bytes: bytes | None = None
         # st_info's type of each row, table order (from_symtab tables only)
@@ -493,6 +495,17 @@ class ElfSymbols:
             found[w].append(last - m.start() - len(w))
         for w, positions in found.items():
             self._found[wanted[w]] = self._best_at(sorted(positions))
+            if not positions:
+                self._nowhere.add(wanted[w])
+
+    def in_strtab(self, name: str) -> bool:
+        """Whether ``name`` followed by a NUL is anywhere in ``.strtab`` (the tail
+        of a longer name too): a name :meth:`prefetch_names` saw nowhere is
+        answered without another search."""
+        if name in self._nowhere:
+            return False
+        strtab = self._strtab or b""
+        return name.encode("ascii", "replace") + b"\0" in strtab
 
     def _names_blob(self) -> bytes:
         """The ``st_name`` column's bytes (for :func:`_positions_in`), made once."""

@@ -83,6 +83,10 @@ def test_prefetched_names_are_the_indexed_ones(lp: LpFixture) -> None:
     assert full._by_name is not None
     assert got == [full.address_of(n) for n in names]
     assert got[-1] is None and got[-2] is None and all(a is not None for a in got[:5])
+    # and whether each name is in .strtab at all (gdb's look-up of a miss is skipped)
+    assert [few.in_strtab(n) for n in names] == [
+        n.encode() + b"\0" in strtab for n in names]
+    assert few._nowhere >= {"no_such_symbol_anywhere", "a.b*c"}
 
 
 def _module_symtabs() -> list[tuple[str, bytes, bytes]]:

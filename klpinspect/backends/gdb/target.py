@@ -362,8 +362,14 @@ class GdbTarget(layout.LayoutQueries):
         if not self._strtabs:
             return False  # no .symtab read: gdb's own tables are all there is
         needle = name.encode("ascii", "replace") + b"\0"
-        if any(needle in strtab for strtab in self._strtabs):
-            return False
+        best = self._symbols
+        for strtab in self._strtabs:
+            # the loaded vmlinux's table knows the names it was asked for at once
+            if best is not None and strtab is getattr(best, "_strtab", None):
+                if best.in_strtab(name):
+                    return False
+            elif needle in strtab:
+                return False
         try:
             return gdb.lookup_global_symbol(name) is None and (
                 gdb.lookup_static_symbol(name) is None
