@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from .elf64 import ELF64_SYM_SIZE, shdr_struct, sym_struct, sym_words
 from .errors import TargetError
+from .wordset import alternation
 
 __all__ = (
     "ElfSymbols",
@@ -487,8 +488,7 @@ class ElfSymbols:
             return
         strtab = self._strtab
         found: dict[bytes, list[int]] = {w: [] for w in wanted}
-        pattern = re.compile(b"\x00(" + b"|".join(
-            re.escape(w[::-1]) for w in sorted(wanted, key=len, reverse=True)) + b")")
+        pattern = re.compile(b"\x00(" + alternation(w[::-1] for w in wanted) + b")")
         last = len(strtab) - 1
         for m in pattern.finditer(strtab[::-1]):
             w = m.group(1)[::-1]
