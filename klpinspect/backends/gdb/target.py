@@ -15,6 +15,7 @@ their own (as drgn lists them).
 
 from __future__ import annotations
 
+import bisect
 import importlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -453,16 +454,31 @@ class GdbTarget(layout.LayoutQueries):
         if self._image_end is None:
             self._image_end = (self._elf_symbols().address_of("_end"),)
         end = self._image_end[0]
-        owners = self._module_owners()
+        ranges = self._module_owners().ranges  # sorted: ModuleOwners.owner's bisect
+        starts = [r[0] for r in ranges]
         batches: dict[int, tuple[str, list[int]]] = {}
+        # the last module region found, as far as owner()'s bisect would find it
+        # too (up to the next region's start): a module's sites come together
+        lo = hi = 0
+        where: list[int] = []
         for i, address in enumerate(addresses):
-            owner, mod_addr = owners.owner(address)
-            if end is not None and address >= end and mod_addr is not None:
-                batches.setdefault(mod_addr, (owner, []))[1].append(i)
+            if not lo <= address < hi:
+                k = bisect.bisect_right(starts, address) - 1
+                if k < 0 or not ranges[k][0] <= address < ranges[k][1]:
+                    lo = hi = 0
+                    out[i] = self.symbolize(address)  # vmlinux's, or no module's
+                    continue
+                start, stop, owner, mod_addr = ranges[k]
+                lo, hi = start, min(stop, starts[k + 1]) if k + 1 < len(starts) else stop
+                where = batches.setdefault(mod_addr, (owner, []))[1]
+            if end is not None and address >= end:
+                where.append(i)
             else:
                 out[i] = self.symbolize(address)
         make = SymbolInfo.make
         for mod_addr, (owner, where) in batches.items():
+            if not where:
+                continue
             table = self._module_kallsyms(mod_addr)
             hits = table.lookup_many([addresses[i] for i in where])
             for i, hit in zip(where, hits, strict=True):
