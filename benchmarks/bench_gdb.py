@@ -15,7 +15,7 @@ module memory comes in 2 MiB windows of mapped pages that neighbouring
 modules share (each module's ``struct module`` and kallsyms, before 6.4 in
 ``core_layout``, since then in ``mem[MOD_DATA]``, and its text with
 ``.stubs``, since 6.4 ``mem[MOD_TEXT]``), the section table
-(``mod->sect_attrs``, slab memory) in 256 KiB windows that several modules
+(``mod->sect_attrs``, slab memory) in 64 KiB windows that several modules
 share, the page-table setup once.  Over a gdbstub the bytes are the cost:
 ``struct module`` and ``.stubs`` alone, kallsyms in one read where a name is
 needed.  ``--sites`` prints where ``klp-stubs``' reads go, by call site.

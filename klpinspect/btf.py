@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
+from klpinspect.wordset import alternation
+
 __all__ = (
     "BTF_MAGIC",
     "Btf",
@@ -569,9 +571,7 @@ class Btf:
         encoded = [n.encode() for n in wanted]
         # "\0name" followed by "\0", the "\0" left for the next match, as the
         # overlapping searches of _search_string find them
-        pattern = re.compile(
-            b"\x00(" + b"|".join(map(re.escape, sorted(encoded, key=len, reverse=True)))
-            + b")(?=\x00)")
+        pattern = re.compile(b"\x00(" + alternation(encoded) + b")(?=\x00)")
         found: dict[bytes, list[int]] = {e: [] for e in encoded}
         for m in pattern.finditer(self._strs):
             found[m.group(1)].append(self._str_base + m.start(1))

@@ -16,7 +16,6 @@ The result is the same either way (tests compare the two).
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -71,6 +70,8 @@ class Pending(Generic[_T]):
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
+        import pickle
+
         try:
             ok, value = pickle.loads(b"".join(chunks))
         except Exception:  # a child killed or cut short: no result
@@ -86,6 +87,8 @@ def start(work: Callable[[], _T], target: Any) -> Pending[_T]:
     in this process."""
     if not can_fork(target):
         return Pending(work, None, None)
+    import pickle  # here, not at the top: the gdb front end never forks
+
     try:
         rfd, wfd = os.pipe()
     except OSError:

@@ -57,6 +57,38 @@ def test_names_without_the_index_are_the_indexed_ones(lp: LpFixture) -> None:
         assert hit is not None and hit[2] == name
 
 
+def test_prefetched_names_are_the_indexed_ones(lp: LpFixture) -> None:
+    """:meth:`ElfSymbols.prefetch_names` (one pass over the reversed ``.strtab``)
+    answers as the name index: names at a string's start, names that are the
+    tail of a longer one (the linker merges those: ``st_name`` points inside
+    it), a name ending another asked one, regex characters, absent names."""
+    path = str(lp.vmlinux_debug)
+    full = read_elf_symbols(path)
+    full.lookup(0)
+    strtab = full._strtab
+    assert strtab is not None
+    offsets = list(full._names)
+    tails = [o for o in offsets[::7] if o and strtab[o - 1] != 0]
+    assert tails  # the fixture's linker merged some
+    tail_names = [full._name(o) for o in tails[:10]]
+    names = [*tail_names, "ftrace_caller", "_end", "ftrace_list_end", ".TOC.", "modules",
+             "init_task", "_stext", "no_such_symbol_anywhere", "a.b*c"]
+    few = read_elf_symbols(path)
+    few.prefetch_names(names)
+    assert few._by_name is None and len(few._found) >= len(names) - 2  # _end: alone
+    got = [few.address_of(n) for n in names]
+    assert few._by_name is None
+    for i in range(70):  # past the few names: the index
+        full.address_of(f"no_such_symbol_{i}")
+    assert full._by_name is not None
+    assert got == [full.address_of(n) for n in names]
+    assert got[-1] is None and got[-2] is None and all(a is not None for a in got[:5])
+    # and whether each name is in .strtab at all (gdb's look-up of a miss is skipped)
+    assert [few.in_strtab(n) for n in names] == [
+        n.encode() + b"\0" in strtab for n in names]
+    assert few._nowhere >= {"no_such_symbol_anywhere", "a.b*c"}
+
+
 def _module_symtabs() -> list[tuple[str, bytes, bytes]]:
     """``(name, .symtab, .strtab)`` of the 6.1 fixture's module files."""
     from elftools.elf.elffile import ELFFile

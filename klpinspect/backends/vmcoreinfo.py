@@ -12,7 +12,6 @@ import mmap
 import os
 import re
 import struct
-from pathlib import Path
 
 from klpinspect.errors import TargetError
 
@@ -33,7 +32,8 @@ def read_vmcoreinfo_file(path: str | os.PathLike[str]) -> bytes:
     :raises TargetError: if the file is missing or holds something else
     """
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:  # not pathlib: the gdb front end never imports it
+            data = f.read()
     except FileNotFoundError:
         raise TargetError(f"{path}: no such file") from None
     except OSError as e:

@@ -41,6 +41,7 @@ from drgn import (
     TypeParameter,
 )
 
+from klpinspect.backends.btflayout import KNOWN_GLOBALS
 from klpinspect.btf import Btf, BtfError, BtfKind
 
 __all__ = (
@@ -60,44 +61,8 @@ __all__ = (
     "retire_lazy_finders",
 )
 
-# C types of kernel globals that BTF (pahole < 1.27 without global_var)
-# does not describe but that klpinspect and drgn's helpers read.  The address
-# comes from kallsyms; the type names are resolved through BTF.
-KNOWN_GLOBALS: dict[str, str] = {
-    "modules": "struct list_head",
-    "init_task": "struct task_struct",
-    "init_pid_ns": "struct pid_namespace",
-    "init_uts_ns": "struct uts_namespace",
-    "init_mm": "struct mm_struct",
-    "paca_ptrs": "struct paca_struct **",
-    "memblock": "struct memblock",
-    "mod_tree": "struct mod_tree_root",
-    "klp_patches": "struct list_head",
-    "nr_cpu_ids": "unsigned int",
-    "__cpu_online_mask": "struct cpumask",
-    "__cpu_possible_mask": "struct cpumask",
-    "__cpu_present_mask": "struct cpumask",
-    "__cpu_active_mask": "struct cpumask",
-    "jiffies_64": "u64",
-    "jiffies": "unsigned long",
-    "prb": "struct printk_ringbuffer *",
-    "panic_cpu": "atomic_t",
-    "crashing_cpu": "int",
-    "slab_caches": "struct list_head",
-    "vmap_area_list": "struct list_head",
-    "mem_section": "struct mem_section **",
-    "root_task_group": "struct task_group",
-    "avenrun": "unsigned long [3]",
-    "system_state": "enum system_states",
-    "init_thread_union": "union thread_union",
-    "linux_banner": "const char []",
-    # read by libdrgn itself: ppc64 MMU type (radix or hash) for page-table
-    # walks, per-CPU offsets, the crashed CPU
-    "cur_cpu_spec": "struct cpu_spec *",
-    "__per_cpu_offset": "unsigned long []",
-    "contig_page_data": "struct pglist_data",
-    "swapper_pg_dir": "pgd_t []",
-}
+# KNOWN_GLOBALS: the C types of kernel globals BTF does not describe (shared
+# with the gdb back end's BTF types: klpinspect.backends.btflayout)
 
 _CACHE_KEY = "klpinspect_btf"
 _FINDER = "klpinspect_btf"

@@ -125,10 +125,10 @@ def _options(sub: str) -> list[str]:
 class KlpCommand(gdb.Command):  # type: ignore[misc]
     """One klpinspect command (its help text is set per instance from the specs)."""
 
-    def __init__(self, sub: str, name: str) -> None:
+    def __init__(self, sub: str, name: str, doc: str | None = None) -> None:
         self.sub = sub
         self.name = name
-        self.__doc__ = _help_text(sub, name)
+        self.__doc__ = doc if doc is not None else _help_text(sub, name)
         self._values = _completer(sub)
         super().__init__(name, gdb.COMMAND_DATA)
 
@@ -214,8 +214,12 @@ def register() -> None:
         return
     _REGISTERED.append(KlpPrefix())
     for sub in COMMANDS:
-        _REGISTERED.append(KlpCommand(sub, f"klp {sub}"))
-        _REGISTERED.append(KlpCommand(sub, f"klp-{sub}"))  # the spelling before `klp`
+        doc = _help_text(sub, f"klp {sub}")
+        _REGISTERED.append(KlpCommand(sub, f"klp {sub}", doc))
+        # the spelling before `klp`: its help differs only in the usage line's
+        # program name, of the same length (argparse wraps the usage alike)
+        older = doc.replace(f"usage: klp {sub}", f"usage: klp-{sub}", 1)
+        _REGISTERED.append(KlpCommand(sub, f"klp-{sub}", older))
     for event, handler in (
         ("new_objfile", _drop_target),
         ("clear_objfiles", _drop_target),

@@ -15,12 +15,13 @@ their own (as drgn lists them).
 
 from __future__ import annotations
 
+import bisect
 import importlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from klpinspect.backends import layout
+from klpinspect.backends.btflayout import BtfTypes
 from klpinspect.backends.elfcore import core_file_truncation, read_elf_core
 from klpinspect.backends.gdb.memory import (
     CHUNK_SIZE,
@@ -31,10 +32,11 @@ from klpinspect.backends.gdb.memory import (
     vmcoreinfo_page_size,
 )
 from klpinspect.backends.gdb.types import GdbKernel, GdbTypes
+from klpinspect.btf import Btf, BtfError
 from klpinspect.errors import KlpError, MemoryReadError, TargetError
 from klpinspect.livepatch import back_chain_stack_trace
 from klpinspect.ppc64.radix import check_radix
-from klpinspect.symtab import ElfSymbols, read_elf_symbols
+from klpinspect.symtab import ElfSymbols, elf_has_section, read_elf_symbols
 from klpinspect.target import (
     KernelInfo,
     ModuleInfo,
@@ -57,6 +59,37 @@ __all__ = (
     "GdbTarget",
     "read_elf_symbols",
 )  # ElfSymbols and read_elf_symbols live in klpinspect.symtab
+
+
+# The vmlinux symbols the layout layer, the audit and the ftrace view ask for by
+# name (klp-audit, klp-stubs, klp-ftrace, klp-lpstack on 6.1 to 7.2), found
+# together (ElfSymbols.prefetch_names): ~2 ms a name alone on a distribution
+# vmlinux, ~15 ms all of them.  Only a speed-up: a name not here is looked up
+# when asked, as before.
+_LAYOUT_SYMBOLS = (
+    "__cpu_online_mask", "__per_cpu_offset", "__start_BTF", "__stop_BTF", "_einittext",
+    "_end", "_etext", "_mcount", "_sinittext", "_stext", "cur_cpu_spec", "ftrace_caller",
+    "ftrace_list_end", "ftrace_ops_list", "ftrace_pages_start", "ftrace_regs_caller",
+    "init_mm", "init_task", "init_uts_ns", "klp_ftrace_handler", "klp_ops", "klp_patches",
+    "klp_transition_patch", "livepatch_handler", "modules", "nr_cpu_ids", "paca_ptrs",
+    "runqueues",
+)
+
+
+# The type tags, typedefs and enumerators they ask of the kernel's BTF
+# (GdbKernel.btf), found in one pass over its strings (Btf.prefetch_strings):
+# as above, only a speed-up.
+_LAYOUT_TYPES = (
+    "FTRACE_FL_CALL_OPS", "FTRACE_FL_CALL_OPS_EN", "FTRACE_FL_DIRECT", "FTRACE_FL_DIRECT_EN",
+    "FTRACE_FL_DISABLED", "FTRACE_FL_ENABLED", "FTRACE_FL_IPMODIFY", "FTRACE_FL_MODIFIED",
+    "FTRACE_FL_REGS", "FTRACE_FL_REGS_EN", "FTRACE_FL_TOUCHED", "FTRACE_FL_TRAMP",
+    "FTRACE_FL_TRAMP_EN", "FTRACE_OPS_FL_ENABLED", "MOD_INIT_TEXT", "MOD_MEM_NUM_TYPES",
+    "MOD_TEXT", "bin_attribute", "cpu_spec", "cpumask", "dyn_ftrace", "ftrace_func_entry",
+    "ftrace_hash", "ftrace_ops", "ftrace_ops_hash", "ftrace_page", "func_desc_t", "klp_func",
+    "klp_object", "klp_ops", "klp_patch", "mm_struct", "module", "module_sect_attr",
+    "paca_struct", "rq", "signal_struct", "task_struct", "thread_info", "thread_union",
+    "uts_namespace",
+)
 
 
 def _gdb_error_text(err: BaseException) -> str:
@@ -109,7 +142,8 @@ class GdbTarget(layout.LayoutQueries):
         self.memory = GdbMemory(_gdb_read, lambda: core, _info_target, self._radix_setup)
         self._check()
         self._k = GdbKernel(
-            self.types, self.read, self._symbol_address, self._byteorder, self._before_object
+            self.types, self.read, self._symbol_address, self._byteorder, self._before_object,
+            self._kernel_btf,
         )
         #: structures that could not be walked (see Target.damage)
         self.damage = layout.Damage()
@@ -143,13 +177,11 @@ class GdbTarget(layout.LayoutQueries):
                 "no kernel loaded: load vmlinux with debug info first "
                 "('file vmlinux' or 'symbol-file vmlinux.debug')"
             )
-        try:
-            self._type("struct module")
-        except TargetError:
+        if not self._has_dwarf():
             raise TargetError(
                 "no kernel debug info: 'struct module' is unknown; load vmlinux with "
                 "DWARF (e.g. 'symbol-file vmlinux.debug')"
-            ) from None
+            )
         inferior = gdb.selected_inferior()
         if inferior.connection is None or inferior.pid == 0 and not _is_core():
             raise TargetError(
@@ -161,6 +193,38 @@ class GdbTarget(layout.LayoutQueries):
             raise TargetError(f"not a ppc64 target: gdb architecture is {arch}")
         endian = gdb.execute("show endian", to_string=True)
         self._byteorder: str = "big" if "big endian" in endian else "little"
+
+    def _has_dwarf(self) -> bool:
+        """Whether gdb has the kernel's DWARF: a loaded file with ``.debug_info``
+        (read from its section headers: asking gdb for ``struct module`` expands
+        a DWARF unit, 6-37 ms, where the kernel's BTF may answer every type
+        question), else gdb's own answer for ``struct module``."""
+        for objfile in gdb.objfiles():
+            if objfile.filename and elf_has_section(objfile.filename, ".debug_info"):
+                return True
+        try:
+            self._type("struct module")
+        except TargetError:
+            return False
+        return True
+
+    def _kernel_btf(self) -> BtfTypes | None:
+        """The kernel's BTF (``__start_BTF`` .. ``__stop_BTF``, ``CONFIG_DEBUG_INFO_BTF``)
+        from a core file, for the layout layer's type questions
+        (:attr:`GdbKernel.btf`); ``None`` without it, or over a gdbstub (megabytes
+        a packet at a time cost more than gdb's own look-ups)."""
+        if self.live:
+            return None
+        elf = self._elf_symbols()
+        start, stop = elf.address_of("__start_BTF"), elf.address_of("__stop_BTF")
+        if start is None or stop is None or not 0 < stop - start <= 64 << 20:
+            return None
+        try:
+            btf = Btf(self.memory.read_uncached(start, stop - start))
+        except (MemoryReadError, BtfError):
+            return None
+        btf.prefetch_strings(_LAYOUT_TYPES)
+        return BtfTypes(btf)
 
     @property
     def live(self) -> bool:
@@ -188,11 +252,17 @@ class GdbTarget(layout.LayoutQueries):
     def _radix_setup(self) -> RadixSetup:
         k = self._k
         spec = k.u64(self._symbol_address_required("cur_cpu_spec"))
-        features = k.u32(spec + self.types.offsetof("struct cpu_spec", "mmu_features"))
+        features = k.u32(spec + self._offsetof_required("struct cpu_spec", "mmu_features"))
         check_radix(features)  # a hash-MMU dump: say that, before asking for the page size
         init_mm = self._symbol_address_required("init_mm")
-        pgd = k.u64(init_mm + self.types.offsetof("struct mm_struct", "pgd"))
+        pgd = k.u64(init_mm + self._offsetof_required("struct mm_struct", "pgd"))
         return RadixSetup(features, pgd, 1 << self._page_shift())
+
+    def _offsetof_required(self, type_name: str, member: str) -> int:
+        off = self._k.offsetof(type_name, member)
+        if off is None:
+            raise TargetError(f"no member '{member}' in {type_name}")
+        return off
 
     def _page_shift(self) -> int:
         """PAGE_SHIFT, from the kernel's own data, never a default.
@@ -237,7 +307,7 @@ class GdbTarget(layout.LayoutQueries):
                 with open(path, "rb") as f:
                     head = f.read(64)
                     if head[:4] == b"\x7fELF":
-                        return read_elf_core(Path(path), f, head).vmcoreinfo or None
+                        return read_elf_core(path, f, head).vmcoreinfo or None
             except (OSError, TargetError):
                 pass
         return None
@@ -293,8 +363,14 @@ class GdbTarget(layout.LayoutQueries):
         if not self._strtabs:
             return False  # no .symtab read: gdb's own tables are all there is
         needle = name.encode("ascii", "replace") + b"\0"
-        if any(needle in strtab for strtab in self._strtabs):
-            return False
+        best = self._symbols
+        for strtab in self._strtabs:
+            # the loaded vmlinux's table knows the names it was asked for at once
+            if best is not None and strtab is getattr(best, "_strtab", None):
+                if best.in_strtab(name):
+                    return False
+            elif needle in strtab:
+                return False
         try:
             return gdb.lookup_global_symbol(name) is None and (
                 gdb.lookup_static_symbol(name) is None
@@ -330,6 +406,7 @@ class GdbTarget(layout.LayoutQueries):
                 if best is None or len(syms) > len(best):
                     best = syms
             self._symbols = best if best is not None else ElfSymbols([])
+            self._symbols.prefetch_names(_LAYOUT_SYMBOLS)
             # every file's names known, else no name is taken as surely absent
             self._strtabs = strtabs if complete else []
         return self._symbols
@@ -368,6 +445,47 @@ class GdbTarget(layout.LayoutQueries):
         if not size:
             size = table.size_to_next(start)
         return SymbolInfo(name, start, size, owner)
+
+    def symbolize_many(self, addresses: Sequence[int]) -> list[SymbolInfo | None]:
+        """:meth:`symbolize` of each address; a module's addresses past vmlinux's
+        image named together from its kallsyms (``ElfSymbols.lookup_many``: an
+        audit's ~12,000 OOL stub sites on Debian's 7.2 kernel)."""
+        out: list[SymbolInfo | None] = [None] * len(addresses)
+        if self._image_end is None:
+            self._image_end = (self._elf_symbols().address_of("_end"),)
+        end = self._image_end[0]
+        ranges = self._module_owners().ranges  # sorted: ModuleOwners.owner's bisect
+        starts = [r[0] for r in ranges]
+        batches: dict[int, tuple[str, list[int]]] = {}
+        # the last module region found, as far as owner()'s bisect would find it
+        # too (up to the next region's start): a module's sites come together
+        lo = hi = 0
+        where: list[int] = []
+        for i, address in enumerate(addresses):
+            if not lo <= address < hi:
+                k = bisect.bisect_right(starts, address) - 1
+                if k < 0 or not ranges[k][0] <= address < ranges[k][1]:
+                    lo = hi = 0
+                    out[i] = self.symbolize(address)  # vmlinux's, or no module's
+                    continue
+                start, stop, owner, mod_addr = ranges[k]
+                lo, hi = start, min(stop, starts[k + 1]) if k + 1 < len(starts) else stop
+                where = batches.setdefault(mod_addr, (owner, []))[1]
+            if end is not None and address >= end:
+                where.append(i)
+            else:
+                out[i] = self.symbolize(address)
+        make = SymbolInfo.make
+        for mod_addr, (owner, where) in batches.items():
+            if not where:
+                continue
+            table = self._module_kallsyms(mod_addr)
+            hits = table.lookup_many([addresses[i] for i in where])
+            for i, hit in zip(where, hits, strict=True):
+                if hit is not None:
+                    start, size, name = hit
+                    out[i] = make(name, start, size or table.size_to_next(start), owner)
+        return out
 
     # --- kernel -----------------------------------------------------------------------
 

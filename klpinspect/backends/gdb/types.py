@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Literal
 
+from klpinspect.backends.btflayout import KNOWN_GLOBALS, BtfTypeInfo, BtfTypes
 from klpinspect.backends.layout import read_c_string
 from klpinspect.errors import TargetError
 
@@ -189,13 +190,19 @@ class TypeInfo:
 class GdbView:
     """One object of type ``info`` at ``address``, its bytes read in one go.
 
+    ``info`` is a :class:`TypeInfo` (gdb's types) or a
+    :class:`~klpinspect.backends.btflayout.BtfTypeInfo` (the kernel's BTF:
+    :attr:`GdbKernel.btf`); both answer the same questions alike.
+
     :param data: the object's bytes (``info.size`` of them; fewer for a
         flexible array, whose elements are read when asked for)
     """
 
     __slots__ = ("_k", "_info", "_address", "_data")
 
-    def __init__(self, k: GdbKernel, info: TypeInfo, address: int, data: bytes) -> None:
+    def __init__(
+        self, k: GdbKernel, info: TypeInfo | BtfTypeInfo, address: int, data: bytes
+    ) -> None:
         self._k = k
         self._info = info
         self._address = address
@@ -250,6 +257,8 @@ class GdbKernel:
     :param read: kernel virtual memory (:meth:`GdbMemory.read`)
     :param symbol_address: an ELF symbol's address in vmlinux
     :param before_object: see :attr:`before_object`
+    :param btf: loads the kernel's BTF types (``None`` where there is none or
+        it is not worth reading), asked on the first type question
     """
 
     def __init__(
@@ -259,8 +268,11 @@ class GdbKernel:
         symbol_address: Callable[[str], int | None],
         byteorder: str,
         before_object: Callable[[str, int], None] | None = None,
+        btf: Callable[[], BtfTypes | None] | None = None,
     ) -> None:
         self.types = types
+        self._load_btf = btf
+        self._btf: tuple[BtfTypes | None] | None = None
         self.read = read
         self.symbol_address = symbol_address
         self.byteorder = byteorder
@@ -275,19 +287,41 @@ class GdbKernel:
         """The object of ``gdb.Type`` ``t`` at ``address`` (one read)."""
         return self.view_of(TypeInfo(self.types, t), address)
 
-    def view_of(self, info: TypeInfo, address: int) -> GdbView:
+    def view_of(self, info: TypeInfo | BtfTypeInfo, address: int) -> GdbView:
         """The object of type ``info`` at ``address`` (one read)."""
         return GdbView(self, info, address, self.read(address, info.size) if info.size else b"")
+
+    @property
+    def btf(self) -> BtfTypes | None:
+        """The kernel's BTF types, loaded on first use; ``None`` without.
+
+        Types are asked of it first: gdb's own look-ups expand the DWARF unit
+        defining each type (:mod:`klpinspect.backends.btflayout`).  A name
+        it has no certain answer for is asked of gdb.
+        """
+        if self._btf is None:
+            self._btf = (self._load_btf() if self._load_btf is not None else None,)
+        return self._btf[0]
+
+    def _info(self, type_name: str) -> TypeInfo | BtfTypeInfo:
+        btf = self.btf
+        found = btf.info(type_name) if btf is not None else None
+        return found if found is not None else self.types.info(type_name)
 
     def object(self, type_name: str, address: int) -> GdbView:
         if self.before_object is not None:
             self.before_object(type_name, address)
-        return self.view_of(self.types.info(type_name), address)
+        return self.view_of(self._info(type_name), address)
 
     def variable(self, name: str) -> GdbView | None:
         address = self.symbol_address(name)
         if address is None:
             return None
+        btf = self.btf
+        if btf is not None and name in KNOWN_GLOBALS:
+            info = btf.declared(KNOWN_GLOBALS[name])
+            if info is not None:
+                return self.view_of(info, address)
         try:
             sym = gdb.lookup_global_symbol(name) or gdb.lookup_static_symbol(name)
         except gdb.error:
@@ -297,12 +331,22 @@ class GdbKernel:
         return self.object_of(self.types.complete(sym.type), address)
 
     def type_size(self, type_name: str) -> int | None:
+        btf = self.btf
+        info = btf.info(type_name) if btf is not None else None
+        if info is not None:
+            return info.size or None
         try:
             return int(self.types.type(type_name).sizeof) or None
         except TargetError:
             return None
 
     def offsetof(self, type_name: str, member: str) -> int | None:
+        btf = self.btf
+        if btf is not None:
+            try:
+                return btf.offsetof(type_name, member)
+            except KeyError:
+                pass  # not a type BTF answers for: gdb's
         try:
             return self.types.offsetof(type_name, member)
         except TargetError:
@@ -311,6 +355,11 @@ class GdbKernel:
     def constant(self, name: str) -> int | None:
         """An enumerator only: a variable of that name is not read behind the memory layer."""
         if name not in self._constants:
+            btf = self.btf
+            value = btf.constant(name) if btf is not None else None
+            if value is not None:
+                self._constants[name] = value
+                return value
             try:
                 # gdb's symbol index answers a miss at once; parse_and_eval takes
                 # 10-100 ms to find nothing (FTRACE_FL_CALL_OPS before 6.6).
