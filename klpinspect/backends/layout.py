@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -34,7 +34,7 @@ from klpinspect.ppc64.toc import KernelTocSource
 from klpinspect.report import FindingCode
 from klpinspect.stackcheck import ListBroken, ListCorruption, walk_list
 from klpinspect.symtab import ElfSymbols, parse_elf_columns_within
-from klpinspect.target import KernelInfo, ModuleInfo, TaskInfo, make_module_info
+from klpinspect.target import KernelInfo, ModuleInfo, SymbolInfo, TaskInfo, make_module_info
 
 __all__ = (
     "IRQ_STACK_PID",
@@ -55,6 +55,7 @@ __all__ = (
     "list_nodes",
     "module_info",
     "module_kallsyms",
+    "name_from_module_kallsyms",
     "module_regions",
     "module_section_addresses",
     "module_section_sizes",
@@ -754,6 +755,31 @@ def module_kallsyms(k: KernelAccess, owners: ModuleOwners, mod_addr: int) -> Elf
     # strtab offsets, decoded for the symbols an address is named by.
     columns = parse_elf_columns_within(symtab, k.byteorder, starts, ends)
     return ElfSymbols.from_columns(columns, None, (), strtab)
+
+
+def name_from_module_kallsyms(
+    addresses: Sequence[int],
+    batches: Mapping[int, tuple[str, list[int]]],
+    kallsyms: Callable[[int], ElfSymbols],
+    out: list[SymbolInfo | None],
+) -> None:
+    """Name module addresses from their modules' kallsyms, a module at a time.
+
+    :param batches: ``struct module *`` -> (its name, the indexes of
+        ``addresses`` in it)
+    :param kallsyms: the back end's cached :func:`module_kallsyms` of a module
+    :param out: ``out[i]`` set for each index named (left as is otherwise)
+    """
+    make = SymbolInfo.make
+    for mod_addr, (owner, where) in batches.items():
+        if not where:
+            continue
+        table = kallsyms(mod_addr)
+        hits = table.lookup_many([addresses[i] for i in where])
+        for i, hit in zip(where, hits, strict=True):
+            if hit is not None:
+                start, size, name = hit
+                out[i] = make(name, start, size or table.size_to_next(start), owner)
 
 
 def _kallsyms_tables(k: KernelAccess, mod_addr: int) -> tuple[bytes, bytes] | None:

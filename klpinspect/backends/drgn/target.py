@@ -245,14 +245,7 @@ class DrgnTarget(layout.LayoutQueries):
                 batches.setdefault(mod_addr, (owner, []))[1].append(i)
             else:
                 out[i] = self.symbolize(address)
-        make = SymbolInfo.make
-        for mod_addr, (owner, where) in batches.items():
-            table = self._module_kallsyms(mod_addr)
-            hits = table.lookup_many([addresses[i] for i in where])
-            for i, hit in zip(where, hits, strict=True):
-                if hit is not None:
-                    start, size, name = hit
-                    out[i] = make(name, start, size or table.size_to_next(start), owner)
+        layout.name_from_module_kallsyms(addresses, batches, self._module_kallsyms, out)
         return out
 
     # --- kernel ---------------------------------------------------------------

@@ -475,16 +475,7 @@ class GdbTarget(layout.LayoutQueries):
                 where.append(i)
             else:
                 out[i] = self.symbolize(address)
-        make = SymbolInfo.make
-        for mod_addr, (owner, where) in batches.items():
-            if not where:
-                continue
-            table = self._module_kallsyms(mod_addr)
-            hits = table.lookup_many([addresses[i] for i in where])
-            for i, hit in zip(where, hits, strict=True):
-                if hit is not None:
-                    start, size, name = hit
-                    out[i] = make(name, start, size or table.size_to_next(start), owner)
+        layout.name_from_module_kallsyms(addresses, batches, self._module_kallsyms, out)
         return out
 
     # --- kernel -----------------------------------------------------------------------
