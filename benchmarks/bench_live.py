@@ -11,7 +11,7 @@ guest: ``--qmp SOCK``), then, in this process and each ``--repeat`` times:
   same run (fixed up by the lab).
 
 It reports wall times (best of the repeats), the live/dump ratio (goal
-<= 2), QMP round trips and bytes per module, the QMP read throughput
+<= 1.5, issue 13; it was 2), QMP round trips and bytes per module, the QMP read throughput
 (``pmemsave``, 64 KiB and 16 MiB reads), boot and dump times.  ``--json``
 prints the numbers as JSON.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+GOAL = 1.5  # live/dump, total (issue 13)
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 from labload import load_lab  # noqa: E402
@@ -160,10 +161,10 @@ def main() -> int:
           f"for the audit = {lv['round_trips_per_module']:.1f}/module "
           f"({lv['reads_per_module']:.0f} reads/module hit the cache, "
           f"{lv['kib_per_module']:.0f} KiB/module fetched)")
-    ok = "ok" if res["ratio_total"] <= 2 else "OVER GOAL"
+    ok = "ok" if res["ratio_total"] <= GOAL else "OVER GOAL"
     print(f"live/dump: total {res['ratio_total']:.2f}, audit alone {res['ratio_audit']:.2f} "
-          f"(goal <= 2: {ok})")
-    return 0 if res["ratio_total"] <= 2 else 1
+          f"(goal <= {GOAL}: {ok})")
+    return 0 if res["ratio_total"] <= GOAL else 1
 
 
 if __name__ == "__main__":
