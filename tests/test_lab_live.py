@@ -330,12 +330,29 @@ def test_guest_killed_mid_read(tmp_path: Path) -> None:
         mem.close()
 
 
-@pytest.mark.parametrize(("extra", "cut_after"), [(["--dwarf"], 60), ([], 2), ([], 100)],
+def _audit_pmemsaves(guest: Any, vmlinux_debug: Path, tmp_path: Path) -> int:
+    """How many ``pmemsave`` round trips a whole ``-s`` audit of the guest takes
+    (it depends on the reader's chunk size: cut points are derived from it)."""
+    with QMPRecorder(guest.qmp_path, str(tmp_path / "count.sock")) as rec:
+        r = klpinspect("--qemu", rec.path, "-s", str(vmlinux_debug), "audit", timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    n = rec.names().count("pmemsave")
+    assert n >= 20, n  # the open takes 3 (types from the BTF): half is mid-audit
+    return n
+
+
+@pytest.mark.parametrize(("extra", "cut_after"),
+                         [(["--dwarf"], 30), ([], 2), ([], None)],
                          ids=["loading-debug-info", "reading-btf", "auditing"])
 def test_guest_dies_mid_audit(guest: Any, live_audit: dict[str, Any], tmp_path: Path,
-                              vmlinux_debug: Path, extra: list[str], cut_after: int) -> None:
-    # measured: opening with the DWARF takes ~104 pmemsave round trips, without
-    # it (types from the BTF) 3; the audit ~145 in all
+                              vmlinux_debug: Path, extra: list[str],
+                              cut_after: int | None) -> None:
+    # measured: opening with the DWARF takes ~104 pmemsave round trips with the
+    # reader's 64 KiB chunks (~67 with 256 KiB ones), without it (types from the
+    # BTF) 3; a whole audit ~145 (~90): "auditing" cuts at half of a whole
+    # audit's, counted first, so that it stays mid-audit whatever the chunk size
+    if cut_after is None:
+        cut_after = _audit_pmemsaves(guest, vmlinux_debug, tmp_path) // 2
     with QMPRecorder(guest.qmp_path, str(tmp_path / "cut.sock"), cut_after=cut_after) as proxy:
         r = klpinspect("--qemu", proxy.path, "-s", str(vmlinux_debug), *extra, "audit",
                        timeout=120)
@@ -431,7 +448,8 @@ def test_qmp_sends_only_reads(guest: Any, live_audit: dict[str, Any], vmlinux_de
 def test_qmp_scratch_removed_when_audit_fails(guest: Any, vmlinux_debug: Path,
                                               tmp_path: Path) -> None:
     """QEMU goes away in the middle of the audit: exit 2, scratch files removed."""
-    with QMPRecorder(guest.qmp_path, str(tmp_path / "cut.sock"), cut_after=100) as rec:
+    cut_after = _audit_pmemsaves(guest, vmlinux_debug, tmp_path) // 2
+    with QMPRecorder(guest.qmp_path, str(tmp_path / "cut.sock"), cut_after=cut_after) as rec:
         r = klpinspect("--qemu", rec.path, "-s", str(vmlinux_debug), "audit", timeout=120)
     _one_line_error(r, "went away")
     assert qmp_violations(rec.commands) == []
