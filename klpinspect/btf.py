@@ -740,26 +740,34 @@ class Btf:
 
         :raises BtfError: if there is no such member
         """
-        bits = self._member_bit_offset(self.resolve(type_id), member.split("."))
-        if bits is None:
+        found = self.member(type_id, member)
+        if found is None:
             raise BtfError(f"BTF type {type_id} has no member {member!r}")
-        return bits // 8
+        return found[0] // 8
 
-    def _member_bit_offset(self, type_id: int, path: list[str], depth: int = 0) -> int | None:
+    def member(self, type_id: int, member: str) -> tuple[int, int] | None:
+        """``(bit offset, type ID)`` of ``member`` (``a.b.c``, through anonymous
+        members) in a struct/union, or ``None`` if it has no such member.
+
+        :raises BtfError: members nested too deep (a loop in damaged BTF)
+        """
+        return self._member(self.resolve(type_id), member.split("."))
+
+    def _member(self, type_id: int, path: list[str], depth: int = 0) -> tuple[int, int] | None:
         if depth > _MAX_DEPTH:
             raise BtfError(f"BTF type {type_id}: members nested too deep (a loop?)")
         t = self.type(type_id)
         for m in t.members:
             if m.name == path[0]:
                 if len(path) == 1:
-                    return m.bit_offset
-                inner = self._member_bit_offset(self.resolve(m.type), path[1:], depth + 1)
-                return None if inner is None else m.bit_offset + inner
+                    return m.bit_offset, m.type
+                inner = self._member(self.resolve(m.type), path[1:], depth + 1)
+                return None if inner is None else (m.bit_offset + inner[0], inner[1])
         for m in t.members:
             if not m.name and self.kind(self.resolve(m.type)) in (BtfKind.STRUCT, BtfKind.UNION):
-                inner = self._member_bit_offset(self.resolve(m.type), path, depth + 1)
+                inner = self._member(self.resolve(m.type), path, depth + 1)
                 if inner is not None:
-                    return m.bit_offset + inner
+                    return m.bit_offset + inner[0], inner[1]
         return None
 
     def datasec_var_names(self) -> Iterator[tuple[str, int]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -430,3 +431,25 @@ def test_damaged_btf_fails_cleanly(edits: list[tuple[int, int]]) -> None:
                 m.type  # noqa: B018  (evaluates the lazy member type)
         except LookupError:
             pass  # "damaged BTF: ..."
+
+
+def test_member_loop_in_damaged_btf_is_an_error() -> None:
+    """edge.c's ``struct s`` with its anonymous union's type pointed back at
+    ``struct s`` itself: a member look-up through it is a ``BtfError`` (and no
+    answer for the gdb back end's :class:`BtfTypes`), not endless recursion."""
+    from klpinspect.backends.btflayout import BtfTypes
+
+    data = bytearray(_edge_bytes())
+    btf = Btf(bytes(data))
+    (sid,) = btf.find("s", [BtfKind.STRUCT])
+    anon = [k for k, m in enumerate(btf.type(sid).members) if not m.name]
+    assert len(anon) == 1 and btf.member(sid, "l") is not None  # the union's "long l"
+    hdr_len, type_off = struct.unpack_from("<II", data, 4)
+    record = hdr_len + type_off + 4 * btf._offsets[sid - btf.start_id]
+    struct.pack_into("<I", data, record + 12 + 12 * anon[0] + 4, sid)  # btf_member.type
+    looped = Btf(bytes(data))
+    assert looped.member(sid, "a") == btf.member(sid, "a")  # named members still found
+    with pytest.raises(BtfError, match="too deep"):
+        looped.member(sid, "l")
+    assert BtfTypes(looped).member_bits(sid, "l") is None
+    assert BtfTypes(btf).member_bits(sid, "l") == btf.member(sid, "l")

@@ -150,7 +150,8 @@ class BtfTypeInfo:
 
     def field(self, name: str) -> tuple[int, BtfTypeInfo] | None:
         """``(byte offset, type)`` of member ``name``, looking into anonymous
-        members, in member order (as the gdb back end's ``find_field``)."""
+        members (a C member name is unique there: the gdb back end's
+        ``find_field`` finds the same one)."""
         try:
             return self._fields[name]
         except KeyError:
@@ -281,25 +282,17 @@ class BtfTypes:
 
     def member_bits(self, type_id: int, name: str) -> tuple[int, int] | None:
         """``(bit offset, type ID)`` of member ``name`` of struct/union ``type_id``,
-        through anonymous members, the first in member order."""
+        through anonymous members (:meth:`Btf.member`); ``None`` also where
+        damaged BTF nests them without end."""
         key = (type_id, name)
         try:
             return self._members[key]
         except KeyError:
             pass
-        found = None
-        btf = self.btf
-        for m in btf.type(type_id).members:
-            if m.name == name:
-                found = (m.bit_offset, m.type)
-                break
-            if not m.name:
-                inner_id = btf.resolve(m.type)
-                if btf.kind(inner_id) in (BtfKind.STRUCT, BtfKind.UNION):
-                    inner = self.member_bits(inner_id, name)
-                    if inner is not None:
-                        found = (m.bit_offset + inner[0], inner[1])
-                        break
+        try:
+            found = self.btf.member(type_id, name)
+        except BtfError:
+            found = None
         self._members[key] = found
         return found
 
