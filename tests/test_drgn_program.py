@@ -15,6 +15,7 @@ from pathlib import Path
 
 import drgn
 import pytest
+from conftest import lp_fixture
 from drgn.helpers.linux.module import find_module, for_each_module
 from elftools.elf.elffile import ELFFile
 
@@ -114,6 +115,34 @@ def test_qemu_vmcoreinfo_found_in_memory_equals_given(
     given = read_vmcoreinfo_file(lp61 / "vmcoreinfo.txt")
     assert found == given
     assert vmcoreinfo_build_id(found) == read_build_id(lp61 / "vmlinux")
+
+
+def test_qemu_vmcoreinfo_through_the_note_pointer(
+    vmcore_qemu_elf: Path, vmlinux_debug: Path, lp61: Path, modules_dir: Path, tmp_path: Path
+) -> None:
+    """``--qemu`` with ``-s``: the VMCOREINFO comes through the kernel's
+    ``vmcoreinfo_note`` pointer (two small reads), the text the scan of guest RAM
+    finds; a debug file of another build (the 7.2 fixture's) or none: the scan."""
+    from qmpdump import QMPDumpServer
+
+    from klpinspect.backends.drgn.qmp import open_qmp, qmp_read_stats
+
+    given = read_vmcoreinfo_file(lp61 / "vmcoreinfo.txt")
+    other = lp_fixture("7.2").vmlinux_debug
+    ko = str(modules_dir / "dummy.ko")  # no vmcoreinfo_note: the next file is asked
+    cases = [([], True), ([str(vmlinux_debug)], False), ([str(other)], True),
+             ([ko, str(vmlinux_debug)], False)]
+    with QMPDumpServer(vmcore_qemu_elf, tmp_path / "qmp.sock") as qmp:
+        for symbols, scanned in cases:
+            prog = open_qmp(qmp.path, symbols=symbols)
+            try:
+                stats = qmp_read_stats(prog)
+                assert stats is not None
+                assert prog["VMCOREINFO"].to_bytes_().rstrip(b"\0") == given, symbols
+                # the scan reads RAM 32 MiB at a time; the pointer, two chunks
+                assert (stats.bytes_fetched >= 32 << 20) == scanned, (symbols, stats)
+            finally:
+                prog.cache["klpinspect.qmp"].close()
 
 
 def test_translating_program_for_drgn_opened_kdump(

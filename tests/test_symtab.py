@@ -10,11 +10,18 @@ Both fixtures' real debug vmlinux files.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 from conftest import LP61, LpFixture
+from elftools.elf.elffile import ELFFile
 
-from klpinspect.symtab import parse_elf_columns_within, parse_elf_symbols, read_elf_symbols
+from klpinspect.symtab import (
+    elf_symbol_value,
+    parse_elf_columns_within,
+    parse_elf_symbols,
+    read_elf_symbols,
+)
 
 pytestmark = pytest.mark.dump
 
@@ -55,6 +62,45 @@ def test_names_without_the_index_are_the_indexed_ones(lp: LpFixture) -> None:
     for name in ("schedule", "kfree"):
         hit = full.lookup(got[names.index(name)] or 0)
         assert hit is not None and hit[2] == name
+
+
+def test_elf_symbol_value_is_the_indexed_one(lp: LpFixture) -> None:
+    """One name's value without parsing the table: every name the table has
+    once (a sample), tail-merged names (``vmcoreinfo_note`` is the end of
+    ``paddr_vmcoreinfo_note`` in ``.strtab``), absent names."""
+    path = str(lp.vmlinux_debug)
+    full = read_elf_symbols(path)
+    for i in range(70):
+        full.address_of(f"no_such_symbol_{i}")
+    by_name = full._by_name
+    assert by_name is not None
+    rows: dict[str, int] = {}
+    for name in full._names:  # type: ignore[attr-defined]
+        key = full._name(name)
+        rows[key] = rows.get(key, 0) + 1
+    unique = sorted(n for n, k in rows.items() if k == 1 and n)
+    assert len(unique) > 10000
+    for name in [*unique[::211], "vmcoreinfo_note", "vmcoreinfo_data", "ftrace_caller"]:
+        assert elf_symbol_value(path, name) == by_name[name], name
+    strtab = open(path, "rb").read()
+    assert b"_vmcoreinfo_note\0" in strtab and b"\0vmcoreinfo_note\0" not in strtab
+    assert elf_symbol_value(path, "no_such_symbol_anywhere") is None
+    assert elf_symbol_value(path, "vmcoreinfo_not") is None  # a prefix is not a name
+
+
+def test_elf_symbol_value_skips_undefined_and_bad_files(lp: LpFixture, tmp_path: Path) -> None:
+    ko = next(iter(sorted(lp.modules.glob("*.ko"))))
+    with open(ko, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        undefined = [s.name for s in symtab.iter_symbols()
+                     if s["st_shndx"] == "SHN_UNDEF" and s.name]
+    assert undefined, ko
+    assert b"\0" + undefined[0].encode() + b"\0" in ko.read_bytes()
+    assert elf_symbol_value(str(ko), undefined[0]) is None  # a reference only
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not ELF")
+    assert elf_symbol_value(str(junk), "x") is None
+    assert elf_symbol_value(str(tmp_path / "absent"), "x") is None
 
 
 def test_prefetched_names_are_the_indexed_ones(lp: LpFixture) -> None:

@@ -531,7 +531,7 @@ def open_program(
         from klpinspect.backends.drgn.qmp import open_qmp
 
         assert qemu is not None
-        prog, kind = open_qmp(qemu, vmcoreinfo), "qemu"
+        prog, kind = open_qmp(qemu, vmcoreinfo, symbols=symbols), "qemu"
     load_kernel_debug_info(
         prog,
         symbols,
